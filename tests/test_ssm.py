@@ -1,0 +1,217 @@
+"""The Kalman/RTS posterior with natural-parameter messages equals a dense GP (Cholesky)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bayestensor.kernels import MATERN_NU, matern_cov
+from bayestensor.ssm import gaps, interpolate, locate, log_marginal, smooth, stacked_matern
+
+KERNELS = sorted(MATERN_NU)
+N_COORDS = 30
+
+
+def _problem(rng, R, n=N_COORDS):
+    """Uneven coordinates, random SPD messages at ~2/3 of them, none at the rest."""
+    x = np.sort(rng.uniform(0.0, 6.0, n))
+    x[5] = x[4] + 1e-4  # a very small gap
+    has_msg = rng.uniform(size=n) < 0.67
+    has_msg[[0, 1, -1]] = [False, True, True]
+    prec = np.zeros((n, R, R))
+    shift = np.zeros((n, R))
+    for t in np.flatnonzero(has_msg):
+        B = rng.normal(size=(R, R))
+        prec[t] = B @ B.T + 0.5 * np.eye(R)
+        shift[t] = rng.normal(size=R) * 2.0
+    return x, prec, shift, has_msg
+
+
+def _hyper(R):
+    ell = np.array([0.7, 1.3, 0.4][:R])
+    var = np.array([1.2, 0.5, 2.0][:R])
+    return ell, var
+
+
+def _dense(kernel, x, prec, shift, has_msg, ell, var, xnew):
+    """Dense GP posterior by Cholesky on pseudo-observations ỹ = Λ⁻¹η with noise Λ⁻¹."""
+    R = prec.shape[-1]
+    obs = np.flatnonzero(has_msg)
+    xa = jnp.concatenate([jnp.asarray(x), jnp.asarray(xnew)])
+    n_all = xa.shape[0]
+    # prior covariance over (coordinate, function) pairs, function-major blocks
+    K = jax.scipy.linalg.block_diag(*[matern_cov(kernel, xa, xa, ell[r], var[r]) for r in range(R)])
+    idx = lambda rows: (np.arange(R)[:, None] * n_all + np.asarray(rows)[None, :]).T  # noqa: E731
+    io = idx(obs).ravel()  # (obs, R) order
+    Sig = jax.scipy.linalg.block_diag(*[jnp.linalg.inv(prec[t]) for t in obs])
+    ytil = jnp.concatenate([jnp.linalg.solve(prec[t], shift[t]) for t in obs])
+    Kyy = K[np.ix_(io, io)] + Sig
+    Lc = jnp.linalg.cholesky(Kyy)
+    alpha = jax.scipy.linalg.cho_solve((Lc, True), ytil)
+    logz = (
+        -0.5 * ytil @ alpha
+        - jnp.sum(jnp.log(jnp.diag(Lc)))
+        - 0.5 * len(io) * jnp.log(2 * jnp.pi)
+        + sum(
+            0.5 * shift[t] @ np.linalg.solve(prec[t], shift[t])
+            - 0.5 * np.linalg.slogdet(prec[t] / (2 * np.pi))[1]
+            for t in obs
+        )
+    )
+    means = []
+    for rows in (np.arange(len(x)), len(x) + np.arange(len(xnew))):
+        Kao = K[np.ix_(idx(rows).ravel(), io)]
+        means.append((Kao @ alpha).reshape(len(rows), R))
+    return means, logz
+
+
+def _dense_full(kernel, x, prec, shift, has_msg, ell, var, xnew):
+    means, logz = _dense(kernel, x, prec, shift, has_msg, ell, var, xnew)
+    # posterior covariance blocks of (f_1 … f_R)(x_i), one Cholesky solve per point
+    R = prec.shape[-1]
+    obs = np.flatnonzero(has_msg)
+    covs = []
+    for pts in (x, xnew):
+        blocks = np.zeros((len(pts), R, R))
+        for i, xi in enumerate(pts):
+            xa = np.concatenate([[xi], x[obs]])
+            Kr = [np.asarray(matern_cov(kernel, xa, xa, ell[r], var[r])) for r in range(R)]
+            # joint over (f_r(xi))_r and (f_r(x_obs))_r, obs-major for the observed block
+            k_star = np.zeros((R, len(obs) * R))
+            K_oo = np.zeros((len(obs) * R, len(obs) * R))
+            for r in range(R):
+                k_star[r, r::R] = Kr[r][0, 1:]
+                K_oo[r::R, r::R] = Kr[r][1:, 1:]
+            Sig = np.zeros_like(K_oo)
+            for j, t in enumerate(obs):
+                Sig[j * R : (j + 1) * R, j * R : (j + 1) * R] = np.linalg.inv(prec[t])
+            L = np.linalg.cholesky(K_oo + Sig)
+            W = np.linalg.solve(L, k_star.T)
+            blocks[i] = np.diag(var) - W.T @ W
+        covs.append(blocks)
+    return means, covs, logz
+
+
+def _new_points(rng, x):
+    inside = rng.uniform(x[0], x[-1], 14)
+    left = x[0] - np.array([0.05, 0.6, 2.5])
+    right = x[-1] + np.array([0.02, 0.9, 3.0])
+    return np.concatenate([inside, left, right])  # 20 points
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("R", [1, 3])
+@pytest.mark.parametrize("jit", [False, True])
+def test_smoother_and_interpolation_equal_dense_gp(kernel, R, jit, rng, tol):
+    x, prec, shift, has_msg = _problem(rng, R)
+    ell, var = _hyper(R)
+    xnew = _new_points(rng, x)
+    (m_ref, m_new_ref), (P_ref, P_new_ref), logz_ref = _dense_full(
+        kernel, x, prec, shift, has_msg, ell, var, xnew
+    )
+
+    def run(ell, var, dt, prec, shift, loc):
+        sde = stacked_matern(kernel, ell, var, R)
+        post = smooth(sde, dt, prec, shift)
+        return post, interpolate(sde, post, loc)
+
+    run = jax.jit(run) if jit else run
+    post, (m_new, P_new) = run(ell, var, gaps(x), prec, shift, locate(x, xnew))
+    rel = tol["ssm_vs_dense"]
+    scale_m = np.max(np.abs(m_ref))
+    np.testing.assert_allclose(post.mean, m_ref, rtol=rel, atol=rel * scale_m)
+    np.testing.assert_allclose(post.cov, P_ref, rtol=rel, atol=rel * var.max())
+    np.testing.assert_allclose(post.log_marginal, logz_ref, rtol=rel)
+    np.testing.assert_allclose(m_new, m_new_ref, rtol=rel, atol=rel * scale_m)
+    np.testing.assert_allclose(P_new, P_new_ref, rtol=rel, atol=rel * var.max())
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("R", [1, 3])
+def test_log_marginal_gradient_equals_dense(kernel, R, rng, tol):
+    x, prec, shift, has_msg = _problem(rng, R)
+    dt = gaps(x)
+
+    def ours(ell, var):
+        return log_marginal(stacked_matern(kernel, ell, var, R), dt, prec, shift)
+
+    def dense(ell, var):
+        e = jnp.broadcast_to(ell, (R,))
+        v = jnp.broadcast_to(var, (R,))
+        return _dense(kernel, x, prec, shift, has_msg, e, v, x[:1])[1]
+
+    # shared scalar hyperparameters and one per function
+    for ell, var in [(0.9, 1.4), (jnp.array(_hyper(R)[0]), jnp.array(_hyper(R)[1]))]:
+        g = jax.jit(jax.grad(ours, argnums=(0, 1)))(ell, var)
+        g_ref = jax.grad(dense, argnums=(0, 1))(ell, var)
+        for a, b in zip(g, g_ref, strict=True):
+            np.testing.assert_allclose(a, b, rtol=tol["grad_vs_dense"])
+
+
+def test_no_messages_gives_the_prior(rng):
+    R, n = 2, 12
+    x = np.sort(rng.uniform(0, 3, n))
+    sde = stacked_matern("matern32", 0.5, 1.3, R)
+    post = smooth(sde, gaps(x), np.zeros((n, R, R)), np.zeros((n, R)))
+    np.testing.assert_allclose(post.mean, 0.0, atol=1e-14)
+    np.testing.assert_allclose(post.cov, np.broadcast_to(1.3 * np.eye(R), (n, R, R)), rtol=1e-12)
+    np.testing.assert_allclose(post.log_marginal, 0.0, atol=1e-14)
+
+
+def test_singular_message_precision_is_handled(rng):
+    # A rank-1 Λ (e.g. a single observation of a·f) must not need Λ⁻¹.
+    R, n = 3, 10
+    x = np.sort(rng.uniform(0, 3, n))
+    a = rng.normal(size=(n, R))
+    prec = 4.0 * a[:, :, None] * a[:, None, :]
+    y = rng.normal(size=n)
+    shift = 4.0 * y[:, None] * a
+    sde = stacked_matern("matern52", 0.8, 1.0, R)
+    post = smooth(sde, gaps(x), prec, shift)
+    # dense reference: y_t = a_tᵀ f(x_t) + ε, ε ~ N(0, 1/4)
+    Kx = np.asarray(matern_cov("matern52", x, x, 0.8, 1.0))
+    Kf = np.einsum("ts,ti,si->ts", Kx, a, a) + 0.25 * np.eye(n)  # Cov(y)
+    alpha = np.linalg.solve(Kf, y)
+    mean_ref = np.einsum("ts,si,s->ti", Kx, a, alpha)
+    np.testing.assert_allclose(post.mean, mean_ref, rtol=1e-8, atol=1e-10)
+    logz_ref = (
+        -0.5 * y @ alpha
+        - 0.5 * np.linalg.slogdet(2 * np.pi * Kf)[1]
+        + np.sum(-0.5 * np.log(4.0 / (2 * np.pi)) + 0.5 * 4.0 * y**2)
+    )
+    np.testing.assert_allclose(post.log_marginal, logz_ref, rtol=1e-8)
+
+
+def test_locate_offsets(rng):
+    x = np.array([0.0, 1.0, 3.0])
+    loc = locate(x, np.array([-2.0, 0.0, 0.5, 1.0, 2.5, 3.0, 4.0]))
+    np.testing.assert_array_equal(loc.index, [-1, 0, 0, 1, 1, 2, 2])
+    np.testing.assert_allclose(loc.d_left, [0.0, 0.0, 0.5, 0.0, 1.5, 0.0, 1.0])
+    np.testing.assert_allclose(loc.d_right, [2.0, 1.0, 0.5, 2.0, 0.5, 0.0, 0.0])
+    np.testing.assert_allclose(loc.gap, [0.0, 1.0, 1.0, 2.0, 2.0, 0.0, 0.0])
+    loc_j = locate(jnp.asarray(x), jnp.asarray([-2.0, 0.5, 4.0]))
+    np.testing.assert_allclose(loc_j.d_left, [0.0, 0.5, 1.0])
+
+
+def test_float32_long_sequence_extreme_gaps():
+    """1e5 coordinates with gaps 1e-6 … 1e3: float32 is finite and matches float64."""
+    rng = np.random.default_rng(1)
+    n, R = 100_000, 3
+    dt64 = np.exp(rng.uniform(np.log(1e-6), np.log(1e3), n))
+    dt64[0] = 0.0
+    has = rng.uniform(size=n) < 0.7
+    B = rng.normal(size=(n, R, R)) * 0.5
+    prec = (B @ np.swapaxes(B, 1, 2) + 0.1 * np.eye(R)) * has[:, None, None]
+    shift = rng.normal(size=(n, R)) * has[:, None]
+
+    @jax.jit
+    def run(dt, prec, shift):
+        sde = stacked_matern("matern32", jnp.asarray(1.0, dt.dtype), jnp.asarray(1.0, dt.dtype), R)
+        return smooth(sde, dt, prec, shift)
+
+    post64 = run(dt64, prec, shift)
+    post32 = run(*(a.astype(np.float32) for a in (dt64, prec, shift)))
+    assert post32.mean.dtype == jnp.float32
+    assert np.all(np.isfinite(post32.mean)) and np.all(np.isfinite(post32.cov))
+    scale = np.max(np.abs(post64.mean))
+    assert np.max(np.abs(np.asarray(post32.mean, float) - post64.mean)) <= 1e-3 * scale
