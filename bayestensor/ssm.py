@@ -16,6 +16,13 @@ the log normaliser ``log Z = log ∫ p(s) Π_t t_t(f(x_t)) ds``. When every ``Λ
 ``ỹ_t = Λ_t⁻¹ η_t`` and noise ``Λ_t⁻¹`` minus terms that depend only on the messages
 (``Σ_t ½ log|Λ_t / 2π| − ½ η_tᵀ Λ_t⁻¹ η_t``), so both give the same hyperparameter gradients.
 
+Precise messages make ``log Z`` a difference of large numbers (``½ ηᵀΛ⁻¹η`` grows like
+``y²/noise``). The filter therefore accumulates, per step, the whitened innovation
+``e_t = C_t⁺η_t − C_tᵀμ_t`` (``Λ_t = C_t C_tᵀ``) and
+``log_lik = Σ_t [−½ log|M_t| − ½ e_tᵀ M_t⁻¹ e_t]`` with ``M_t = I + C_tᵀ S_t C_t``; then
+``log Z = log_lik + ½ Σ_t |C_t⁺ η_t|²``. ``log_lik`` has the gradients of ``log Z`` without the
+cancellation: optimise it, in float32 especially.
+
 Everything is a pure function over NamedTuple pytrees, vectorised with ``lax.scan``,
 jit-compatible and differentiable in the lengthscales and variances. Covariances are
 symmetrised after each step; the update never inverts ``Λ`` or the predicted covariance of
@@ -124,6 +131,7 @@ class FilterResult(NamedTuple):
     pred_mean, pred_cov : state mean (N, D) and covariance (N, D, D) before the message at t
     filt_mean, filt_cov : state mean and covariance after the message at t
     log_marginal : log Z of all messages (scalar)
+    log_lik : log Z − ½ Σ_t η_tᵀ Λ_t⁺ η_t (same gradients, no cancellation; see module doc)
     """
 
     pred_mean: Float[Array, "N D"]
@@ -131,6 +139,7 @@ class FilterResult(NamedTuple):
     filt_mean: Float[Array, "N D"]
     filt_cov: Float[Array, "N D D"]
     log_marginal: Float[Array, ""]
+    log_lik: Float[Array, ""]
 
 
 class Posterior(NamedTuple):
@@ -150,6 +159,8 @@ class Posterior(NamedTuple):
         Posterior covariances of the R function values, ``H state_cov Hᵀ``.
     log_marginal : Float[Array, ""]
         Log normaliser of prior × messages (see the module docstring).
+    log_lik : Float[Array, ""]
+        ``log_marginal`` minus the message-only constant ``½ Σ_t η_tᵀ Λ_t⁺ η_t``.
     """
 
     state_mean: Float[Array, "N D"]
@@ -158,12 +169,25 @@ class Posterior(NamedTuple):
     mean: Float[Array, "N R"]
     cov: Float[Array, "N R R"]
     log_marginal: Float[Array, ""]
+    log_lik: Float[Array, ""]
 
 
-def _psd_factor(prec: Float[Array, "... R R"]) -> Float[Array, "... R R"]:
-    """A factor ``C`` with ``C Cᵀ = Λ`` for PSD ``Λ`` (eigenvalues clipped at zero)."""
+def _psd_factor(prec, shift):
+    """Factor ``C`` with ``C Cᵀ = Λ`` and ``u = C⁺ η`` for PSD ``Λ``.
+
+    Eigenvalues below ``10 R ε_mach max(w)`` are treated as zero (directions with no
+    information), so a rank-deficient ``Λ`` is handled without inverting anything.
+    """
     w, V = jnp.linalg.eigh(_sym(prec))
-    return V * jnp.sqrt(jnp.clip(w, 0.0, None))[..., None, :]
+    R = prec.shape[-1]
+    floor = 10.0 * R * jnp.finfo(prec.dtype).eps * jnp.max(w, axis=-1, keepdims=True)
+    keep = w > floor
+    sqrt_w = jnp.sqrt(jnp.where(keep, w, 0.0))
+    C = V * sqrt_w[..., None, :]
+    u = jnp.where(
+        keep, jnp.einsum("...ji,...j->...i", V, shift) / jnp.where(keep, sqrt_w, 1.0), 0.0
+    )
+    return C, u
 
 
 def gaps(x):
@@ -212,11 +236,11 @@ def kalman_filter(
     H = sde.H
     R = H.shape[0]
     eye_R = jnp.eye(R, dtype=H.dtype)
-    C = _psd_factor(prec)
+    C, u = _psd_factor(prec, shift)
 
     def _step(carry, inp):
-        m, P, logz = carry
-        dt, C_t, eta = inp
+        m, P, loglik = carry
+        dt, C_t, u_t = inp
         # predict across the gap from the previous coordinate (identity at t = 0)
         A, Q = sde.transition(dt)
         m_p = A @ m
@@ -225,25 +249,23 @@ def kalman_filter(
         PHt = P_p @ H.T
         S = _sym(H @ PHt)
         mu = H @ m_p
-        # G = (Λ⁻¹ + S)⁻¹ = C (I + Cᵀ S C)⁻¹ Cᵀ, with I + Cᵀ S C well conditioned
-        M = _sym(eye_R + C_t.T @ S @ C_t)
-        cM = jnp.linalg.cholesky(M)
-        G = C_t @ jax.scipy.linalg.cho_solve((cM, True), C_t.T)
-        # update: m_f = m_p + P Hᵀ[(I − G S) η − G μ],  P_f = P_p − P Hᵀ G H P_p
-        m_f = m_p + PHt @ (eta - G @ (S @ eta + mu))
-        P_f = _sym(P_p - PHt @ G @ PHt.T)
-        # log normaliser of N(f | μ, S) × exp(−½ fᵀΛf + ηᵀf)
-        v = mu + S @ eta
-        logz_t = (
-            -jnp.sum(jnp.log(jnp.diagonal(cM))) + eta @ mu + 0.5 * eta @ S @ eta - 0.5 * v @ G @ v
-        )
-        return (m_f, P_f, logz + logz_t), (m_p, P_p, m_f, P_f)
+        # M = I + Cᵀ S C has eigenvalues ≥ 1; G = (Λ⁻¹ + S)⁻¹ = C M⁻¹ Cᵀ
+        cM = jnp.linalg.cholesky(_sym(eye_R + C_t.T @ S @ C_t))
+        # whitened innovation e = Cᵀ(ỹ − μ) = C⁺η − Cᵀμ, with ỹ = Λ⁻¹η
+        e = u_t - C_t.T @ mu
+        Me = jax.scipy.linalg.cho_solve((cM, True), e)
+        K = PHt @ C_t  # P Hᵀ C
+        m_f = m_p + K @ Me
+        P_f = _sym(P_p - K @ jax.scipy.linalg.cho_solve((cM, True), K.T))
+        loglik_t = -jnp.sum(jnp.log(jnp.diagonal(cM))) - 0.5 * e @ Me
+        return (m_f, P_f, loglik + loglik_t), (m_p, P_p, m_f, P_f)
 
     D = sde.state_dim
     m0 = jnp.zeros((D,), H.dtype)
     init = (m0, sde.Pinf, jnp.zeros((), H.dtype))
-    (_, _, logz), (m_p, P_p, m_f, P_f) = lax.scan(_step, init, (dt, C, shift))
-    return FilterResult(m_p, P_p, m_f, P_f, logz)
+    (_, _, loglik), (m_p, P_p, m_f, P_f) = lax.scan(_step, init, (dt, C, u))
+    logz = loglik + 0.5 * jnp.sum(u**2)
+    return FilterResult(m_p, P_p, m_f, P_f, logz, loglik)
 
 
 def rts_smoother(sde: StackedSDE, dt: Float[Array, " N"], filt: FilterResult) -> Posterior:
@@ -289,7 +311,7 @@ def rts_smoother(sde: StackedSDE, dt: Float[Array, " N"], filt: FilterResult) ->
     P_s = jnp.concatenate([P_s, last[1][None]], axis=0)
     mean = m_s @ H.T
     cov = _sym(H @ P_s @ H.T)
-    return Posterior(m_s, P_s, cross, mean, cov, filt.log_marginal)
+    return Posterior(m_s, P_s, cross, mean, cov, filt.log_marginal, filt.log_lik)
 
 
 def smooth(
