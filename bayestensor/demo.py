@@ -38,9 +38,10 @@ def load_stock_prices() -> pd.DataFrame:
     return long.reset_index(drop=True)
 
 
-def _decimal_year(dates: pd.Series) -> np.ndarray:
+def decimal_year(dates: pd.Series) -> np.ndarray:
+    """Dates as decimal years (e.g. 1990-07-02 -> 1990.5)."""
     d = pd.to_datetime(dates)
-    return (d.dt.year + (d.dt.dayofyear - 1) / 365.25).to_numpy(dtype=np.float64)
+    return (d.dt.year + (d.dt.day_of_year - 1) / 365.25).to_numpy(dtype=np.float64)
 
 
 def run(
@@ -82,7 +83,7 @@ def run(
             f"ticker {ticker!r} not in the data; choose from {sorted(set(df['ticker']))}"
         )
     s = df[df["ticker"] == ticker]
-    x, y = _decimal_year(s["date"]), np.log(s["price"].to_numpy())
+    x, y = decimal_year(s["date"]), np.log(s["price"].to_numpy())
     test = np.random.default_rng(seed).uniform(size=x.size) < 0.2
     t0 = time.perf_counter()
     fits = {k: fit_gp(x[~test], y[~test], kernel=k, steps=60 if tiny else 400) for k in KERNELS}

@@ -12,6 +12,7 @@ merged by summing their messages, which is exact.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -77,12 +78,22 @@ class GPFit(NamedTuple):
         mean, sd_u, sd_y : np.ndarray of shape (M,)
         """
         xnew = np.asarray(xnew, dtype=np.float64)
-        sde = stacked_matern(self.kernel, self.lengthscale, self.variance, 1)
-        mean, cov = interpolate(sde, self.posterior, locate(self.x, xnew))
+        mean, cov = _predict(
+            self.posterior,
+            locate(self.x, xnew),
+            self.lengthscale,
+            self.variance,
+            kernel=self.kernel,
+        )
         var_u = np.asarray(cov[:, 0, 0])
         c = self.y_scale
         mean = self.y_mean + c * np.asarray(mean[:, 0])
         return mean, c * np.sqrt(var_u), c * np.sqrt(var_u + self.noise)
+
+
+@partial(jax.jit, static_argnames=("kernel",))
+def _predict(post, loc, lengthscale, variance, *, kernel):
+    return interpolate(stacked_matern(kernel, lengthscale, variance, 1), post, loc)
 
 
 def _messages(index, y, noise, n_unique):
@@ -131,6 +142,27 @@ def log_evidence(params, kernel, dt, index, y):
     return loglik - 0.5 * n * jnp.log(2 * jnp.pi * noise) - 0.5 * scatter / noise
 
 
+@partial(jax.jit, static_argnames=("kernel", "steps", "learning_rate"))
+def _optimise(init, dt, index, y, *, kernel, steps, learning_rate):
+    """Adam on the log-hyperparameters (one compiled scan), then the smoothed posterior."""
+    opt = optax.adam(learning_rate)
+
+    def loss(p):
+        return -log_evidence(p, kernel, dt, index, y)
+
+    def _step(carry, _):
+        p, state = carry
+        value, grad = jax.value_and_grad(loss)(p)
+        updates, state = opt.update(grad, state, p)
+        return (optax.apply_updates(p, updates), state), value
+
+    (params, _), hist = jax.lax.scan(_step, (init, opt.init(init)), None, length=steps)
+    ell, var, noise = jnp.exp(params)
+    prec, shift = _messages(index, y, noise, dt.shape[0])
+    post = smooth(stacked_matern(kernel, ell, var, 1), dt, prec, shift)
+    return params, hist, post, log_evidence(params, kernel, dt, index, y)
+
+
 def fit_gp(x, y, *, kernel: str = "matern32", steps: int = 300, learning_rate: float = 0.05):
     """Fit a 1-D Matérn GP by maximising the Kalman evidence.
 
@@ -177,27 +209,11 @@ def fit_gp(x, y, *, kernel: str = "matern32", steps: int = 300, learning_rate: f
     y_raw, y = y, (y - y_mean) / y_scale
     # data-driven start: lengthscale a tenth of the range, signal variance 1, noise 0.1
     init = jnp.log(jnp.array([(xu[-1] - xu[0]) / 10.0, 1.0, 0.1]))
-    opt = optax.adam(learning_rate)
-
-    def loss(p):
-        return -log_evidence(p, kernel, dt, index, y)
-
-    @jax.jit
-    def run(p):
-        def _step(carry, _):
-            p, state = carry
-            value, grad = jax.value_and_grad(loss)(p)
-            updates, state = opt.update(grad, state, p)
-            return (optax.apply_updates(p, updates), state), value
-
-        (p, _), hist = jax.lax.scan(_step, (p, opt.init(p)), None, length=steps)
-        return p, hist
-
-    params, hist = run(init)
+    params, hist, post, logev = _optimise(
+        init, dt, index, y, kernel=kernel, steps=steps, learning_rate=learning_rate
+    )
     ell, var, noise = (float(v) for v in np.exp(np.asarray(params)))
-    prec, shift = _messages(index, y, noise, xu.size)
-    post = smooth(stacked_matern(kernel, ell, var, 1), dt, prec, shift)
     # evidence of the original y: the standardisation's Jacobian is −n log s_y
-    logev = float(log_evidence(params, kernel, dt, index, y)) - y_raw.size * np.log(y_scale)
+    logev = float(logev) - y_raw.size * np.log(y_scale)
     hist = np.asarray(hist) + y_raw.size * np.log(y_scale)
     return GPFit(kernel, xu, ell, var, noise, logev, post, hist, y_mean, y_scale)

@@ -232,6 +232,12 @@ def kalman_filter(
     Returns
     -------
     FilterResult
+
+    Notes
+    -----
+    Differentiable in the kernel hyperparameters (through ``sde``) and in ``shift``. Gradients
+    with respect to ``prec`` pass through an eigendecomposition and are undefined where ``Λ_t``
+    has repeated eigenvalues (e.g. ``Λ_t = 0``).
     """
     H = sde.H
     R = H.shape[0]

@@ -1,0 +1,60 @@
+"""Task sessions: ``nox -s tests lint examples docs bench``.
+
+Every session exits non-zero when its content fails (a failing test, lint finding, example,
+strict docs build or benchmark script).
+"""
+
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["tests", "lint"]
+nox.options.reuse_existing_virtualenvs = True
+
+ROOT = Path(__file__).parent
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The default (fast) test suite — the same command CI runs."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check + ruff format --check over the whole tree."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def examples(session: nox.Session) -> None:
+    """Run every example at full size; figures go to docs/figures (shown by the docs)."""
+    session.install("-e", ".[examples]")
+    scripts = sorted((ROOT / "examples").glob("*.py"))
+    if not scripts:
+        session.error("no examples found under examples/")
+    for script in scripts:
+        session.run("python", str(script), "--out", str(ROOT / "docs" / "figures"))
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site in strict mode (warnings are errors)."""
+    session.install("-e", ".[docs]")
+    session.run("mkdocs", "build", "--strict", "--site-dir", str(ROOT / "site"))
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks (printed tables) and the slow test marker."""
+    session.install("-e", ".[test,bench]")
+    scripts = sorted((ROOT / "benchmarks").glob("bench_*.py"))
+    if not scripts:
+        session.error("no benchmarks found under benchmarks/")
+    for script in scripts:
+        session.run("python", str(script), *session.posargs)
+    # exit code 5 = no test carries the slow marker yet
+    session.run("pytest", "-m", "slow", success_codes=[0, 5])
