@@ -77,6 +77,8 @@ def run(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)  # fail before fitting if it cannot be written
     df = load_stock_prices()
     if ticker not in set(df["ticker"]):
         raise ValueError(
@@ -97,8 +99,6 @@ def run(
         f"gp ({best})": heldout_metrics(y[test], mean, sd_y),
         "linear interpolation": heldout_metrics(y[test], lin, np.full(lin.shape, resid_sd)),
     }
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     grid = np.linspace(x.min() - 1, x.max() + 1, 2000)
     gm, _, gs = fit.predict(grid)
     fig, ax = plt.subplots(figsize=(9, 4))
