@@ -3,11 +3,26 @@
 Submodules: :mod:`~bayestensor.data` (DataFrame encoding), :mod:`~bayestensor.kernels` (Matérn
 state-space forms), :mod:`~bayestensor.ssm` (Kalman filter / RTS smoother with Gaussian
 messages), :mod:`~bayestensor.gp` (1-D GP regression), :mod:`~bayestensor.metrics`,
-:mod:`~bayestensor.demo`.
+:mod:`~bayestensor.demo`, :mod:`~bayestensor.models` (FunBaT). The front door is
+:func:`bayestensor.fit`; saved models come back with :func:`bayestensor.load`.
 """
 
-from bayestensor import data, demo, gp, kernels, metrics, ssm
+from bayestensor import data, demo, gp, kernels, metrics, models, ssm
+from bayestensor.api import fit
+from bayestensor.result import FitResult, load
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "data", "demo", "gp", "kernels", "metrics", "ssm"]
+__all__ = [
+    "FitResult",
+    "__version__",
+    "data",
+    "demo",
+    "fit",
+    "gp",
+    "kernels",
+    "load",
+    "metrics",
+    "models",
+    "ssm",
+]

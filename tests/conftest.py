@@ -17,6 +17,24 @@ TOL = {
     "closed_form": 1e-10,
     # float32 filter vs float64 filter, as a fraction of max |mean|
     "float32_vs_float64": 1e-3,
+    # FunBaT: closed-form contractions / core update vs explicit Kronecker references
+    "funbat_closed_form": 1e-10,
+    # FunBaT: Monte Carlo check, allowed deviation in Monte Carlo standard errors
+    "mc_sigmas": 5.0,
+    # FunBaT: noiseless rank-1 pattern, held-out RMSE bound
+    "noiseless_rmse": 1e-2,
+    # FunBaT: noisy fits, held-out RMSE of y within this factor of the noise sd
+    "noisy_rmse_factor": 1.1,
+    # 95 % predictive intervals of y must cover this fraction of held-out points
+    "coverage95": (0.90, 0.98),
+    # 95 % bands of the latent f (mean-field posteriors are slightly overconfident)
+    "f_coverage95": (0.80, 1.0),
+    # FunBaT single-mode fit vs dense GP regression (converged sweeps, absolute, O(1) values)
+    "funbat_vs_dense_gp": 1e-8,
+    # learned hyperparameters vs the dense GP's type-II maximum likelihood (relative)
+    "type2_ml": 1e-4,
+    # posterior mean of f vs NUTS, as a fraction of the range of f
+    "vs_nuts": 0.02,
 }
 
 

@@ -1,0 +1,115 @@
+"""The front door: ``bayestensor.fit(df, coords=..., value=...)``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from bayestensor.data import encode
+from bayestensor.kernels import check_kernel_name
+from bayestensor.models.funbat import FunBaT
+from bayestensor.result import FitResult
+
+MODELS = ("tucker", "cp")
+
+
+def _check_rank(rank, n_modes: int, model: str) -> int | tuple[int, ...]:
+    """Validate ``rank`` (an int, or one int per mode) before any work is done."""
+    ranks = [rank] if np.ndim(rank) == 0 else list(rank)
+    if not ranks or not all(
+        isinstance(r, (int, np.integer)) and not isinstance(r, bool) for r in ranks
+    ):
+        raise ValueError(
+            f"rank must be a positive int or a tuple of {n_modes} positive ints, got {rank!r}"
+        )
+    if any(r < 1 for r in ranks):
+        raise ValueError(f"rank must be at least 1 on every mode, got {rank!r}")
+    if len(ranks) not in (1, n_modes):
+        raise ValueError(f"rank has {len(ranks)} entries but coords name {n_modes} modes")
+    if model == "cp" and len(set(ranks)) != 1:
+        raise ValueError(f"model='cp' needs one rank shared by every mode, got {rank!r}")
+    return int(ranks[0]) if len(ranks) == 1 else tuple(int(r) for r in ranks)
+
+
+def fit(
+    df: pd.DataFrame,
+    *,
+    coords: Sequence[str] | Mapping[str, str],
+    value: str,
+    model: str = "tucker",
+    rank: int | Sequence[int] = 3,
+    kernel: str = "matern32",
+    seed: int = 0,
+    max_sweeps: int = 100,
+    tol: float = 1e-4,
+    progress: bool = True,
+    **options,
+) -> FitResult:
+    """Fit a functional Bayesian Tucker (or CP) decomposition to a long-format DataFrame.
+
+    ``y(x₁,…,x_K) = Σ_{r₁…r_K} W[r₁,…,r_K] Π_k u^k_{r_k}(x_k) + ε`` with Matérn state-space GP
+    priors on the latent functions of continuous modes, N(0, I) factor rows for categorical
+    modes, ``W ~ N(0, I)`` (Tucker) or superdiagonal ones (CP), and Gaussian noise with a Gamma
+    prior on its precision. Inference is conditional expectation propagation with a Kalman
+    filter / RTS smoother per mode; ℓ and σ² of each continuous mode are learned.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        One row per observation. It is never modified.
+    coords : list of str or dict
+        Coordinate columns (one tensor mode each), or ``{column: "continuous"|"categorical"}``.
+        Numeric columns default to continuous, others to categorical.
+    value : str
+        The numeric column to model.
+    model : {"tucker", "cp"}
+        Learned core or superdiagonal core.
+    rank : int or tuple of int
+        Number of latent functions per mode (one int for all, or one per mode).
+    kernel : {"matern12", "matern32", "matern52"}
+        Smoothness of the GP priors.
+    seed : int
+        Random initialisation.
+    max_sweeps : int
+        Cap on the message-passing sweeps.
+    tol : float
+        Stop when the relative change of the fitted values is below this.
+    progress : bool
+        Show a progress bar over sweeps.
+    **options
+        Passed to :class:`bayestensor.models.funbat.FunBaT` (``damping``, ``learn_hyper``,
+        ``lengthscale``, ``hyper_steps`` …).
+
+    Returns
+    -------
+    FitResult
+
+    Raises
+    ------
+    ValueError
+        For a bad DataFrame, column, rank, model, kernel or setting — before any computation.
+    """
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    check_kernel_name(kernel)
+    if not isinstance(max_sweeps, (int, np.integer)) or max_sweeps < 1:
+        raise ValueError(f"max_sweeps must be a positive int, got {max_sweeps!r}")
+    if not tol > 0:
+        raise ValueError(f"tol must be positive, got {tol!r}")
+    enc = encode(df, coords, value)
+    rank = _check_rank(rank, enc.K, model)
+    est = FunBaT(
+        model=model, rank=rank, kernel=kernel, max_sweeps=max_sweeps, tol=tol, seed=seed, **options
+    )
+    from tqdm.auto import tqdm
+
+    with tqdm(total=max_sweeps, desc=f"FunBaT-{model}", disable=not progress, leave=False) as bar:
+
+        def _report(record: dict) -> None:
+            bar.update(1)
+            bar.set_postfix(rmse=f"{record['rmse']:.4g}", change=f"{record['change']:.2e}")
+
+        est.fit(enc, callback=_report)
+    return FitResult(est, value)
