@@ -7,9 +7,13 @@ messages), :mod:`~bayestensor.gp` (1-D GP regression), :mod:`~bayestensor.metric
 :func:`bayestensor.fit`; saved models come back with :func:`bayestensor.load`.
 """
 
-from bayestensor import data, demo, gp, kernels, metrics, models, ssm
-from bayestensor.api import fit
-from bayestensor.result import FitResult, load
+from bayestensor import _xla
+
+_xla.apply()  # must run before any JAX computation: see bayestensor/_xla.py
+
+from bayestensor import data, demo, gp, kernels, metrics, models, ssm  # noqa: E402
+from bayestensor.api import fit  # noqa: E402
+from bayestensor.result import FitResult, load  # noqa: E402
 
 __version__ = "0.1.0"
 
