@@ -11,7 +11,7 @@ from bayestensor import _xla
 
 _xla.apply()  # must run before any JAX computation: see bayestensor/_xla.py
 
-from bayestensor import data, demo, gp, kernels, metrics, models, ssm  # noqa: E402
+from bayestensor import data, demo, gp, kernels, kron, metrics, models, pde, ssm, tensor  # noqa: E402
 from bayestensor.api import fit  # noqa: E402
 from bayestensor.result import FitResult, load  # noqa: E402
 
@@ -25,8 +25,11 @@ __all__ = [
     "fit",
     "gp",
     "kernels",
+    "kron",
     "load",
     "metrics",
     "models",
+    "pde",
     "ssm",
+    "tensor",
 ]

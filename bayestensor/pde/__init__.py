@@ -1,0 +1,42 @@
+"""GP-HM solver for high-frequency and multi-scale PDEs (Fang et al., ICLR 2024).
+
+Submodules: :mod:`~bayestensor.pde.kernels` (1-D spectral-mixture kernels and their closed-form
+derivative kernels), :mod:`~bayestensor.pde.problems` (PDE problems on a tensor grid,
+manufactured solutions) and :mod:`~bayestensor.pde.solver` (the GP-HM objective and its Adam fit).
+"""
+
+from bayestensor.pde import kernels, problems, solver
+from bayestensor.pde.kernels import (
+    SPECTRA,
+    SpectralMixture,
+    init_spectral_mixture,
+    sm_kernel,
+    sm_kernel_dx,
+    sm_kernel_dxx,
+    sm_kernel_dxx_dyy,
+    sm_kernel_lag,
+    spectral_density,
+)
+from bayestensor.pde.problems import Problem, poisson_1d
+from bayestensor.pde.solver import GPHMConfig, GPHMParams, fit, solution
+
+__all__ = [
+    "GPHMConfig",
+    "GPHMParams",
+    "Problem",
+    "SPECTRA",
+    "SpectralMixture",
+    "fit",
+    "init_spectral_mixture",
+    "kernels",
+    "poisson_1d",
+    "problems",
+    "sm_kernel",
+    "sm_kernel_dx",
+    "sm_kernel_dxx",
+    "sm_kernel_dxx_dyy",
+    "sm_kernel_lag",
+    "solution",
+    "solver",
+    "spectral_density",
+]
