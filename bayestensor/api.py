@@ -9,28 +9,10 @@ import pandas as pd
 
 from bayestensor.data import encode
 from bayestensor.kernels import check_kernel_name
-from bayestensor.models.funbat import FunBaT
+from bayestensor.models.funbat import FunBaT, check_ranks
 from bayestensor.result import FitResult
 
 MODELS = ("tucker", "cp")
-
-
-def _check_rank(rank, n_modes: int, model: str) -> int | tuple[int, ...]:
-    """Validate ``rank`` (an int, or one int per mode) before any work is done."""
-    ranks = [rank] if np.ndim(rank) == 0 else list(rank)
-    if not ranks or not all(
-        isinstance(r, (int, np.integer)) and not isinstance(r, bool) for r in ranks
-    ):
-        raise ValueError(
-            f"rank must be a positive int or a tuple of {n_modes} positive ints, got {rank!r}"
-        )
-    if any(r < 1 for r in ranks):
-        raise ValueError(f"rank must be at least 1 on every mode, got {rank!r}")
-    if len(ranks) not in (1, n_modes):
-        raise ValueError(f"rank has {len(ranks)} entries but coords name {n_modes} modes")
-    if model == "cp" and len(set(ranks)) != 1:
-        raise ValueError(f"model='cp' needs one rank shared by every mode, got {rank!r}")
-    return int(ranks[0]) if len(ranks) == 1 else tuple(int(r) for r in ranks)
 
 
 def fit(
@@ -99,7 +81,7 @@ def fit(
     if not tol > 0:
         raise ValueError(f"tol must be positive, got {tol!r}")
     enc = encode(df, coords, value)
-    rank = _check_rank(rank, enc.K, model)
+    rank = check_ranks(rank, enc.K, model)
     est = FunBaT(
         model=model, rank=rank, kernel=kernel, max_sweeps=max_sweeps, tol=tol, seed=seed, **options
     )

@@ -844,6 +844,43 @@ def predict_moments(
 # --------------------------------------------------------------------------------------------
 
 
+def check_ranks(rank, K: int, model: str) -> tuple[int, ...]:
+    """Validate ``rank`` (one int for every mode, or one per mode) and return it per mode.
+
+    Parameters
+    ----------
+    rank : int or sequence of int
+        Number of latent functions per mode.
+    K : int
+        Number of modes.
+    model : {"tucker", "cp"}
+        CP needs one rank shared by every mode.
+
+    Returns
+    -------
+    tuple of int
+        ``(R_1, …, R_K)``.
+
+    Raises
+    ------
+    ValueError
+        If an entry is not a positive integer, the length is not 1 or ``K``, or CP ranks differ.
+    """
+    ranks = [rank] if np.ndim(rank) == 0 else list(rank)
+    if not ranks or not all(
+        isinstance(r, (int, np.integer)) and not isinstance(r, bool) for r in ranks
+    ):
+        raise ValueError(f"rank must be a positive int or one positive int per mode, got {rank!r}")
+    if any(r < 1 for r in ranks):
+        raise ValueError(f"ranks must be positive, got {rank!r}")
+    if len(ranks) not in (1, K):
+        raise ValueError(f"rank has {len(ranks)} entries but the data have {K} modes")
+    ranks = tuple(int(r) for r in ranks) * (K if len(ranks) == 1 else 1)
+    if model == "cp" and len(set(ranks)) != 1:
+        raise ValueError(f"model='cp' needs equal ranks on every mode, got {rank!r}")
+    return ranks
+
+
 class FunBaT:
     """Functional Bayesian Tucker (or CP) decomposition fitted by conditional EP sweeps.
 
@@ -960,15 +997,7 @@ class FunBaT:
 
     def _ranks(self, K: int) -> tuple[int, ...]:
         """Per-mode ranks, validated against the number of modes and the model."""
-        ranks = (self.rank,) * K if np.ndim(self.rank) == 0 else tuple(self.rank)
-        if len(ranks) != K:
-            raise ValueError(f"rank has {len(ranks)} entries but the data have {K} modes")
-        ranks = tuple(int(r) for r in ranks)
-        if any(r < 1 for r in ranks):
-            raise ValueError(f"ranks must be positive, got {ranks}")
-        if self.model == "cp" and len(set(ranks)) != 1:
-            raise ValueError(f"model='cp' needs equal ranks on every mode, got {ranks}")
-        return ranks
+        return check_ranks(self.rank, K, self.model)
 
     @staticmethod
     def _per_mode(value, K: int, name: str) -> list:
