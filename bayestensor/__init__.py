@@ -11,7 +11,20 @@ from bayestensor import _xla
 
 _xla.apply()  # must run before any JAX computation: see bayestensor/_xla.py
 
-from bayestensor import data, demo, gp, kernels, kron, metrics, models, pde, ssm, tensor  # noqa: E402
+from bayestensor import (  # noqa: E402
+    data,
+    datasets,
+    demo,
+    gp,
+    kernels,
+    kron,
+    metrics,
+    models,
+    pde,
+    plotting,
+    ssm,
+    tensor,
+)
 from bayestensor.api import fit  # noqa: E402
 from bayestensor.result import FitResult, load  # noqa: E402
 
@@ -21,6 +34,7 @@ __all__ = [
     "FitResult",
     "__version__",
     "data",
+    "datasets",
     "demo",
     "fit",
     "gp",
@@ -30,6 +44,7 @@ __all__ = [
     "metrics",
     "models",
     "pde",
+    "plotting",
     "ssm",
     "tensor",
 ]

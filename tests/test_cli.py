@@ -1,20 +1,186 @@
-"""The console script's error paths print one clear line and exit non-zero."""
+"""The console script: fit / predict round trip, the data set listing, and every error path
+printing one clear line on stderr with a non-zero exit status."""
 
+import io
+import re
+
+import numpy as np
+import pandas as pd
 import pytest
 
+import bayestensor as bt
 from bayestensor.cli import main
+
+
+def _one_error_line(capsys, command):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith(f"bayestensor {command}: error:")
+    return err[0]
+
+
+@pytest.fixture(scope="module")
+def csv_files(tmp_path_factory):
+    """A small mixed-mode table: y = g(group) · sin(x) + noise, and rows to predict."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path_factory.mktemp("cli")
+    x = np.linspace(0, 6, 25)
+    scale = {"a": 1.0, "b": -2.0, "c": 0.5}
+    rows = [(g, xi, s * np.sin(xi) + 0.05 * rng.normal()) for g, s in scale.items() for xi in x]
+    df = pd.DataFrame(rows, columns=["group", "x", "y"])
+    df.to_csv(folder / "train.csv", index=False)
+    new = pd.DataFrame({"x": [0.3, 2.2, 4.7, 5.5], "group": ["a", "b", "c", "b"], "extra": 1})
+    new.to_csv(folder / "new.csv", index=False)
+    return folder, scale
+
+
+@pytest.fixture(scope="module")
+def model_file(csv_files):
+    folder, _ = csv_files
+    out = folder / "model.bt"
+    code = main(
+        [
+            "fit",
+            str(folder / "train.csv"),
+            "--coords",
+            "group",
+            "x:continuous",
+            "--value",
+            "y",
+            "--rank",
+            "1",
+            "2",
+            "--max-sweeps",
+            "30",
+            "--quiet",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    return out
+
+
+def test_fit_saves_the_model_it_was_asked_for(model_file):
+    res = bt.load(model_file)
+    assert res.coords == {"group": "categorical", "x": "continuous"}
+    assert res.ranks == (1, 2) and res.value == "y"
+
+
+def test_predict_writes_csv_to_stdout(csv_files, model_file, capsys):
+    folder, scale = csv_files
+    assert main(["predict", str(model_file), str(folder / "new.csv")]) == 0
+    captured = capsys.readouterr()
+    pred = pd.read_csv(io.StringIO(captured.out))
+    assert list(pred.columns) == ["group", "x", "mean", "sd", "lower", "upper"]
+    truth = np.array([scale[g] * np.sin(x) for g, x in zip(pred["group"], pred["x"], strict=True)])
+    assert np.max(np.abs(pred["mean"] - truth)) < 0.1  # the noise sd is 0.05
+    np.testing.assert_allclose(pred["upper"] - pred["mean"], 1.959964 * pred["sd"], rtol=1e-4)
+    # the same numbers as the Python API
+    api = bt.load(model_file).predict(pd.read_csv(folder / "new.csv"))
+    np.testing.assert_allclose(pred["mean"], api["mean"], rtol=1e-6)
+
+
+def test_predict_level_and_out_file(csv_files, model_file, tmp_path):
+    folder, _ = csv_files
+    out = tmp_path / "pred.csv"
+    args = ["predict", str(model_file), str(folder / "new.csv"), "--level", "0.5", "--out"]
+    assert main([*args, str(out)]) == 0
+    pred = pd.read_csv(out)
+    np.testing.assert_allclose(pred["upper"] - pred["mean"], 0.6744898 * pred["sd"], rtol=1e-4)
+
+
+def test_datasets_lists_names_and_shapes(capsys):
+    assert main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    for name in bt.datasets.list():
+        meta = bt.datasets.info(name)
+        assert f"{name} " in out and " x ".join(map(str, meta.shape)) in out
+    assert "24 x 24 x 72" in out
 
 
 def test_no_command_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exc:
         main([])
     assert exc.value.code == 2
-    assert "required: command" in capsys.readouterr().err
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line and "required: command" in line
 
 
 def test_unwritable_output_folder_fails_fast(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     assert main(["demo", "--out", str(blocker / "figures")]) == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("bayestensor demo: error:")
+    _one_error_line(capsys, "demo")
+
+
+def _fit_args(data, *extra, coords=("group", "x"), value="y"):
+    return ["fit", str(data), "--coords", *coords, "--value", value, "--quiet", *extra]
+
+
+@pytest.mark.parametrize(
+    ("coords", "value", "extra", "message"),
+    [
+        (("group", "depth"), "y", (), r"column\(s\) \['depth'\] not in"),
+        (("group", "x"), "temp", (), r"column\(s\) \['temp'\] not in"),
+        (("group", "x:spatial"), "y", (), "the kind after ':' must be one of"),
+        (("group", "x", "x"), "y", (), "names 'x' twice"),
+        (("group", "x"), "y", ("--rank", "0"), "positive"),
+        (("group", "x"), "y", ("--rank", "2", "2", "2"), "rank has 3 entries"),
+        (("group", "x"), "group", (), "group"),
+    ],
+)
+def test_fit_bad_input_is_one_line(csv_files, tmp_path, capsys, coords, value, extra, message):
+    folder, _ = csv_files
+    args = _fit_args(folder / "train.csv", *extra, coords=coords, value=value)
+    assert main([*args, "--out", str(tmp_path / "m.bt")]) == 1
+    assert re.search(message, _one_error_line(capsys, "fit"))
+    assert not (tmp_path / "m.bt").exists()
+
+
+def test_fit_missing_file(tmp_path, capsys):
+    assert main([*_fit_args(tmp_path / "nope.csv"), "--out", str(tmp_path / "m.bt")]) == 1
+    assert "nope.csv' does not exist" in _one_error_line(capsys, "fit")
+
+
+def test_fit_unreadable_csv_and_bad_out_folder(csv_files, tmp_path, capsys):
+    folder, _ = csv_files
+    binary = tmp_path / "b.csv"
+    binary.write_bytes(b"\xff\xfe\x00\x81" * 100)
+    assert main([*_fit_args(binary), "--out", str(tmp_path / "m.bt")]) == 1
+    _one_error_line(capsys, "fit")
+    out = tmp_path / "missing-folder" / "m.bt"
+    assert main([*_fit_args(folder / "train.csv"), "--out", str(out)]) == 1
+    assert "does not exist" in _one_error_line(capsys, "fit")
+
+
+@pytest.mark.parametrize("rank", ["x", "1.5"])
+def test_non_integer_rank_is_a_one_line_usage_error(csv_files, tmp_path, capsys, rank):
+    folder, _ = csv_files
+    with pytest.raises(SystemExit) as exc:
+        main([*_fit_args(folder / "train.csv", "--rank", rank), "--out", str(tmp_path / "m")])
+    assert exc.value.code == 2
+    assert "--rank: invalid int value" in _one_error_line(capsys, "fit")
+
+
+def test_predict_missing_and_bad_model_files(csv_files, tmp_path, capsys):
+    folder, _ = csv_files
+    new = str(folder / "new.csv")
+    assert main(["predict", str(tmp_path / "none.bt"), new]) == 1
+    assert "no saved model" in _one_error_line(capsys, "predict")
+    assert main(["predict", new, new]) == 1  # a CSV file is not a model
+    assert "is not a saved bayestensor model" in _one_error_line(capsys, "predict")
+
+
+def test_predict_bad_data(csv_files, model_file, tmp_path, capsys):
+    folder, _ = csv_files
+    assert main(["predict", str(model_file), str(tmp_path / "nope.csv")]) == 1
+    assert "does not exist" in _one_error_line(capsys, "predict")
+    pd.DataFrame({"x": [1.0]}).to_csv(tmp_path / "no_group.csv", index=False)
+    assert main(["predict", str(model_file), str(tmp_path / "no_group.csv")]) == 1
+    assert "['group'] of the model not in" in _one_error_line(capsys, "predict")
+    pd.DataFrame({"x": [1.0], "group": ["zzz"]}).to_csv(tmp_path / "unseen.csv", index=False)
+    assert main(["predict", str(model_file), str(tmp_path / "unseen.csv")]) == 1
+    assert "zzz" in _one_error_line(capsys, "predict")
+    assert main(["predict", str(model_file), str(folder / "new.csv"), "--level", "2"]) == 1
+    assert "level" in _one_error_line(capsys, "predict")

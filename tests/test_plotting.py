@@ -1,0 +1,199 @@
+"""Plot helpers draw exactly the data they are given (checked on the artists' data)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.collections import PolyCollection, QuadMesh
+from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
+
+from bayestensor import plotting
+from bayestensor.data import Mode
+
+Z95 = 1.959963984540054
+
+
+def _factors(rng):
+    """A continuous mode (coordinates deliberately unsorted) and a categorical one."""
+    x = np.array([3.0, 0.5, 2.0, 1.0])
+    rows = []
+    for r in range(2):
+        for xi in x:
+            rows.append(("t", xi, r, np.sin(xi + r), 0.1 + 0.05 * xi))
+        for c in ["b", "a", "c"]:
+            rows.append(("g", c, r, rng.normal(), rng.uniform(0.1, 0.3)))
+    return pd.DataFrame(rows, columns=["mode", "coordinate", "component", "mean", "sd"])
+
+
+def test_factor_lines_and_bands_equal_the_input(rng):
+    fac = _factors(rng)
+    fig = plotting.plot_factors(fac)
+    assert isinstance(fig, Figure)
+    ax_t, ax_g = fig.axes[:2]
+    assert ax_t.get_title() == "mode 't'" and ax_g.get_title() == "mode 'g'"
+    for r, line in enumerate(ax_t.get_lines()):
+        part = fac[(fac["mode"] == "t") & (fac["component"] == r)].sort_values("coordinate")
+        np.testing.assert_array_equal(line.get_xdata(), part["coordinate"].to_numpy(float))
+        np.testing.assert_array_equal(line.get_ydata(), part["mean"].to_numpy())
+    bands = [c for c in ax_t.collections if isinstance(c, PolyCollection)]
+    assert len(bands) == 2
+    part = fac[(fac["mode"] == "t") & (fac["component"] == 0)].sort_values("coordinate")
+    verts = bands[0].get_paths()[0].vertices
+    upper = part["mean"] + Z95 * part["sd"]
+    lower = part["mean"] - Z95 * part["sd"]
+    for y in np.concatenate([upper, lower]):
+        assert np.isclose(verts[:, 1], y).any()
+    assert verts[:, 1].max() == pytest.approx(upper.max())
+    assert verts[:, 1].min() == pytest.approx(lower.min())
+
+
+def test_categorical_factors_are_points_with_error_bars(rng):
+    fac = _factors(rng)
+    ax_g = plotting.plot_factors(fac, level=0.9).axes[1]
+    assert [t.get_text() for t in ax_g.get_xticklabels()] == ["b", "a", "c"]
+    part = fac[(fac["mode"] == "g") & (fac["component"] == 1)]
+    points = ax_g.containers[1]  # errorbar container of component 1
+    np.testing.assert_array_equal(points.lines[0].get_ydata(), part["mean"].to_numpy())
+    np.testing.assert_allclose(points.lines[0].get_xdata(), np.arange(3) + 0.12)
+    segs = points.lines[2][0].get_segments()
+    half = np.array([abs(s[1, 1] - s[0, 1]) / 2 for s in segs])
+    np.testing.assert_allclose(half, 1.6448536269514722 * part["sd"].to_numpy())
+
+
+def test_kinds_override_numeric_detection(rng):
+    fac = _factors(rng)
+    ax_t = plotting.plot_factors(fac, kinds={"t": "categorical"}).axes[0]
+    assert not [c for c in ax_t.collections if isinstance(c, PolyCollection)]
+    assert len(ax_t.containers) == 2
+
+
+def test_factor_errors(rng):
+    with pytest.raises(ValueError, match="missing columns"):
+        plotting.plot_factors(pd.DataFrame({"mode": ["a"]}))
+    with pytest.raises(ValueError, match="level"):
+        plotting.plot_factors(_factors(rng), level=1.5)
+
+
+def test_observed_vs_predicted(rng):
+    y = rng.normal(size=30)
+    mean = y + 0.3 * rng.normal(size=30)
+    lo, hi = mean - 0.5, mean + 0.7
+    fig = plotting.plot_observed_vs_predicted(y, mean, lo, hi, label="t")
+    ax = fig.axes[0]
+    cont = ax.containers[0]
+    np.testing.assert_array_equal(cont.lines[0].get_xdata(), y)
+    np.testing.assert_array_equal(cont.lines[0].get_ydata(), mean)
+    segs = cont.lines[2][0].get_segments()
+    np.testing.assert_allclose([s[0, 1] for s in segs], lo)
+    np.testing.assert_allclose([s[1, 1] for s in segs], hi)
+    rmse = np.sqrt(np.mean((y - mean) ** 2))
+    cover = np.mean((lo <= y) & (y <= hi))
+    assert ax.get_title() == f"RMSE {rmse:.4g}, interval coverage {cover:.3f}"
+    assert ax.get_xlabel() == "observed t"
+    with pytest.raises(ValueError, match="both lower and upper"):
+        plotting.plot_observed_vs_predicted(y, mean, lo)
+    with pytest.raises(ValueError, match="one shape"):
+        plotting.plot_observed_vs_predicted(y, mean[:-1])
+
+
+class _Linear:
+    """A stand-in fit whose prediction is a known function: mean = 2 lon − lat + 10 month."""
+
+    modes = (
+        Mode("lat", "continuous", np.array([-10.0, 0.0, 30.0])),
+        Mode("lon", "continuous", np.array([-100.0, -60.0])),
+        Mode("month", "continuous", np.arange(1.0, 13.0)),
+    )
+
+    def __init__(self):
+        self.calls = []
+
+    def predict(self, df):
+        self.calls.append(df.copy())
+        mean = 2 * df["lon"] - df["lat"] + 10 * df["month"]
+        return pd.DataFrame({"mean": mean, "sd": 0.01 * df["lat"].abs() + 1}, index=df.index)
+
+
+def test_prediction_map_evaluates_the_model_on_the_grid():
+    fake = _Linear()
+    fig = plotting.plot_prediction_map(fake, x="lon", y="lat", fixed={"month": 7}, n=5)
+    (df,) = fake.calls
+    assert list(df.columns) == ["lat", "lon", "month"] and (df["month"] == 7).all()
+    xs, ys = np.linspace(-100, -60, 5), np.linspace(-10, 30, 5)
+    meshes = [c for ax in fig.axes[:2] for c in ax.collections if isinstance(c, QuadMesh)]
+    assert len(meshes) == 2
+    mean, sd = (np.asarray(m.get_array()).reshape(5, 5) for m in meshes)
+    np.testing.assert_allclose(mean, 2 * xs[None, :] - ys[:, None] + 70)  # rows = lat
+    np.testing.assert_allclose(sd, np.broadcast_to(0.01 * np.abs(ys)[:, None] + 1, (5, 5)))
+    assert "month = 7" in fig.axes[0].get_title()
+
+
+def test_prediction_map_explicit_grid_and_errors():
+    fake = _Linear()
+    fig = plotting.plot_prediction_map(
+        fake, x="month", y="lon", fixed={"lat": 0.0}, x_values=[1, 2, 3], y_values=[-90, -70]
+    )
+    mean = np.asarray(fig.axes[0].collections[0].get_array()).reshape(2, 3)
+    np.testing.assert_allclose(mean, 2 * np.array([[-90], [-70]]) + 10 * np.array([1, 2, 3]))
+    with pytest.raises(ValueError, match=r"fixed must give a value for \['month'\]"):
+        plotting.plot_prediction_map(fake, x="lon", y="lat", fixed={})
+    with pytest.raises(ValueError, match="'depth' is not a mode"):
+        plotting.plot_prediction_map(fake, x="depth", y="lat", fixed={"month": 1})
+    with pytest.raises(ValueError, match="different modes"):
+        plotting.plot_prediction_map(fake, x="lat", y="lat", fixed={"month": 1})
+
+
+def test_heatmap_shows_the_matrix(rng):
+    A = rng.gamma(1.0, size=(4, 3))
+    fig = plotting.plot_heatmap(A, row_labels=list("wxyz"), col_labels=["c0", "c1", "c2"])
+    image = next(a for a in fig.axes[0].get_images() if isinstance(a, AxesImage))
+    np.testing.assert_array_equal(image.get_array(), A)
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == list("wxyz")
+    with pytest.raises(ValueError, match="2-D"):
+        plotting.plot_heatmap(np.zeros((2, 2, 2)))
+    with pytest.raises(ValueError, match="row_labels must have 4 entries"):
+        plotting.plot_heatmap(A, row_labels=["a"])
+
+
+def test_heatmaps_one_panel_per_matrix(rng):
+    mats = {"origin": rng.uniform(size=(3, 2)), "dest": rng.uniform(size=(5, 2)), "core": np.eye(2)}
+    fig = plotting.plot_heatmaps(mats, ncols=2, row_labels={"origin": ["EWR", "JFK", "LGA"]})
+    visible = [ax for ax in fig.axes if ax.get_visible() and ax.get_images()]
+    assert [ax.get_title() for ax in visible] == list(mats)
+    for ax, A in zip(visible, mats.values(), strict=True):
+        np.testing.assert_array_equal(ax.get_images()[0].get_array(), A)
+    with pytest.raises(ValueError, match="empty"):
+        plotting.plot_heatmaps({})
+
+
+def test_pde_solution_1d():
+    x = np.linspace(0, 1, 50)
+    exact = np.sin(6 * x)
+    u = exact + 1e-3 * x
+    fig = plotting.plot_pde_solution(x, u, exact, title="demo")
+    ax_u, ax_e = fig.axes
+    lines = {ln.get_label(): ln for ln in ax_u.get_lines()}
+    np.testing.assert_array_equal(lines["solution"].get_ydata(), u)
+    np.testing.assert_array_equal(lines["exact"].get_ydata(), exact)
+    np.testing.assert_allclose(ax_e.get_lines()[0].get_ydata(), np.abs(u - exact))
+    assert ax_e.get_yscale() == "log"
+    with pytest.raises(ValueError, match="one shape"):
+        plotting.plot_pde_solution(x, u[:-1], exact)
+
+
+def test_pde_solution_2d():
+    x, y = np.linspace(0, 1, 6), np.linspace(0, 2, 4)
+    exact = np.sin(x)[:, None] * np.cos(y)[None, :]
+    u = exact + 0.01 * x[:, None]
+    fig = plotting.plot_pde_solution(x, u, exact, y=y)
+    meshes = [ax.collections[0] for ax in fig.axes[:3]]  # then the colour bars
+    for mesh, want in zip(meshes, (u, exact, np.abs(u - exact)), strict=True):
+        np.testing.assert_allclose(np.asarray(mesh.get_array()).reshape(4, 6), want.T)
+    with pytest.raises(ValueError, match=r"\(len\(x\), len\(y\)\)"):
+        plotting.plot_pde_solution(x, u.T, exact.T, y=y)
+
+
+def test_figures_save_without_pyplot(tmp_path, rng):
+    path = tmp_path / "f.png"
+    plotting.plot_heatmap(rng.uniform(size=(2, 2))).savefig(path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
