@@ -25,7 +25,7 @@ def fit(
     kernel: str = "matern32",
     seed: int = 0,
     max_sweeps: int = 100,
-    tol: float = 1e-4,
+    tol: float = 0.02,
     progress: bool = True,
     **options,
 ) -> FitResult:
@@ -57,7 +57,8 @@ def fit(
     max_sweeps : int
         Cap on the message-passing sweeps.
     tol : float
-        Stop when the relative change of the fitted values is below this.
+        Stop when the fitted values move by less than ``tol`` noise standard deviations
+        between sweeps (root mean square over the training rows).
     progress : bool
         Show a progress bar over sweeps.
     **options

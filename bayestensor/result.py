@@ -82,7 +82,7 @@ class FitResult:
 
     @property
     def history(self) -> pd.DataFrame:
-        """Per-sweep diagnostics: training RMSE, noise sd, relative change, hyperparameters."""
+        """Per-sweep diagnostics: training RMSE, noise sd, change (noise sds), hyperparameters."""
         return pd.DataFrame(self._est.history_).rename_axis("sweep")
 
     @property
@@ -353,7 +353,7 @@ def _estimator_params(est: FunBaT) -> dict[str, Any]:
     names = (
         "model rank kernel max_sweeps tol damping seed learn_hyper init init_scale "
         "init_cov_scale init_noise_sd lengthscale variance lengthscale_fraction hyper_steps "
-        "hyper_lr a0 b0 chunk"
+        "hyper_step a0 b0 chunk"
     ).split()
     return {n: getattr(est, n) for n in names}
 

@@ -25,9 +25,10 @@ to ``u^k(x_nk)``; messages sharing a coordinate are summed and damped in natural
 the posterior of ``u^k`` follows from one Kalman filter + RTS smoother pass over the sorted unique
 coordinates (:func:`bayestensor.ssm.smooth`) or, for a categorical mode, a closed form per
 category. The core and the noise precision then have closed-form Gaussian / Gamma updates, and
-the kernel hyperparameters take a few Adam steps on the log marginal likelihood of the messages
-(the part of the evidence lower bound that depends on them). One sweep is one compiled function;
-its cost is linear in the number of observations and of unique coordinates.
+the kernel hyperparameters take a pattern-search step on the log marginal likelihood of the
+messages (the part of the evidence lower bound that depends on them; see :func:`_hyper_search`).
+One sweep is one compiled function; its cost is linear in the number of observations and of
+unique coordinates.
 
 Notation
 --------
@@ -56,7 +57,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jaxtyping import Array, Float, Int
 
 from bayestensor.data import CONTINUOUS, Encoded, NewEncoded
@@ -66,8 +66,9 @@ from bayestensor.ssm import (
     Posterior,
     gaps,
     interpolate,
+    kalman_filter,
     locate,
-    log_marginal,
+    rts_smoother,
     smooth,
     stacked_matern,
 )
@@ -186,9 +187,9 @@ class FunBaTConfig(NamedTuple):
     learn_hyper : bool
         Whether to update ℓ_k, σ²_k.
     hyper_steps : int
-        Adam steps per mode per sweep.
-    hyper_lr : float
-        Adam learning rate on ``log ℓ, log σ²``.
+        Pattern-search iterations per mode per sweep (see :func:`_hyper_search`).
+    hyper_step : float
+        Initial step of the search on ``log ℓ, log σ²``.
     a0, b0 : float
         Gamma prior of τ.
     chunk : int or None
@@ -202,8 +203,8 @@ class FunBaTConfig(NamedTuple):
     kernel: str = "matern32"
     damping: float = 0.7
     learn_hyper: bool = True
-    hyper_steps: int = 5
-    hyper_lr: float = 0.05
+    hyper_steps: int = 1
+    hyper_step: float = 1.0
     a0: float = 1e-3
     b0: float = 1e-3
     chunk: int | None = OBS_CHUNK
@@ -226,7 +227,7 @@ class FunBaTState(NamedTuple):
     log_hyper : tuple
         Per mode, ``[log ℓ_k, log σ²_k]`` (continuous) or ``None`` (categorical).
     opt_state : tuple
-        Per mode, the Adam state of ``log_hyper[k]`` or ``None``.
+        Per mode, the current search steps ``[δ_ℓ, δ_σ²]`` of ``log_hyper[k]`` or ``None``.
     """
 
     factors: tuple
@@ -547,25 +548,63 @@ def _gather(factors: tuple, index: Int[Array, "n K"]) -> tuple[list, list]:
 # --------------------------------------------------------------------------------------------
 
 
-def _hyper_steps(cfg: FunBaTConfig, R: int, dt, msg: Messages, theta, opt_state):
-    """A few Adam steps on ``[log ℓ, log σ²]`` maximising ``log Z`` of the current messages."""
-    opt = optax.adam(cfg.hyper_lr)
-    scale = 1.0 / dt.shape[0]
+#: Offsets (in units of the current step) of the candidate grid of the hyperparameter search.
+_SEARCH_OFFSETS = (-1.0, 0.0, 1.0)
+#: Bounds on the per-parameter step of the search (natural-log units).
+_SEARCH_STEP_BOUNDS = (1e-7, 4.0)
 
-    def loss(th):
-        sde = stacked_matern(cfg.kernel, jnp.exp(th[0]), jnp.exp(th[1]), R)
-        return -scale * log_marginal(sde, dt, msg.prec, msg.shift)
 
-    def _step(carry, _):
+def _hyper_search(cfg: FunBaTConfig, R: int, dt, msg: Messages, theta, step):
+    """Pattern search on ``θ = [log ℓ, log σ²]`` maximising ``log Z`` of the current messages,
+    then the smoothed posterior at the chosen ``θ``.
+
+    Each iteration evaluates the Kalman evidence on the 3 × 3 grid ``θ + (i δ₁, j δ₂)``,
+    ``i, j ∈ {−1, 0, 1}`` (one vmapped forward filter; no gradients through the scan) and moves
+    to the best point if it beats the centre. Per parameter, the step ``δ`` halves when the best
+    point's offset along it is 0 and doubles when it is ±1 (the optimum is probably further
+    out), so it crosses orders of magnitude in a few sweeps and then refines to ``δ → 0``.
+    The evidence of the current messages never decreases, the search is as cheap to compile as
+    a forward filter, and the last iteration's filter pass at the chosen ``θ`` is reused by the
+    RTS smoother (no separate filter).
+
+    Returns
+    -------
+    posterior : Posterior
+        ``q(U^k)`` at the new hyperparameters.
+    theta, step : Float[Array, "2"]
+    """
+    offsets = jnp.asarray(_SEARCH_OFFSETS, theta.dtype)
+    n = offsets.shape[0]
+    grid_i, grid_j = jnp.meshgrid(offsets, offsets, indexing="ij")
+    pairs = jnp.stack([grid_i.ravel(), grid_j.ravel()], axis=1)  # (n², 2)
+    centre = (n * n) // 2
+
+    def _sde(th):
+        return stacked_matern(cfg.kernel, jnp.exp(th[0]), jnp.exp(th[1]), R)
+
+    def _filter(th):
+        return kalman_filter(_sde(th), dt, msg.prec, msg.shift)
+
+    def _choose(th, st, values):
+        values = jnp.where(jnp.isfinite(values), values, -jnp.inf)
+        best = jnp.argmax(values)
+        best = jnp.where(values[best] > values[centre], best, centre)
+        moved = th + pairs[best] * st
+        grow = jnp.where(pairs[best] == 0.0, 0.5, 2.0)
+        return best, moved, jnp.clip(grow * st, *_SEARCH_STEP_BOUNDS)
+
+    def _iteration(carry, _):
         th, st = carry
-        grad = jax.grad(loss)(th)
-        # a non-finite gradient component (e.g. an overflowing step) is set to zero
-        grad = jnp.where(jnp.isfinite(grad), grad, 0.0)
-        upd, st = opt.update(grad, st, th)
-        return (optax.apply_updates(th, upd), st), None
+        values = jax.vmap(lambda c: _filter(c).log_marginal)(th + pairs * st)
+        _, th, st = _choose(th, st, values)
+        return (th, st), None
 
-    (theta, opt_state), _ = jax.lax.scan(_step, (theta, opt_state), None, cfg.hyper_steps)
-    return theta, opt_state
+    if cfg.hyper_steps > 1:
+        (theta, step), _ = jax.lax.scan(_iteration, (theta, step), None, cfg.hyper_steps - 1)
+    filts = jax.vmap(_filter)(theta + pairs * step)
+    best, theta, step = _choose(theta, step, filts.log_marginal)
+    filt = jax.tree.map(lambda a: a[best], filts)
+    return rts_smoother(_sde(theta), dt, filt), theta, step
 
 
 def sweep(
@@ -579,7 +618,7 @@ def sweep(
 
     For each mode ``k`` in turn: gather the other modes' moments, form the messages
     (:func:`expected_contraction`, :func:`message_sums`), damp them,
-    ``msg = ρ·new + (1 − ρ)·old``, take ``hyper_steps`` Adam steps on the hyperparameters
+    ``msg = ρ·new + (1 − ρ)·old``, take ``hyper_steps`` pattern-search steps on the hyperparameters
     (continuous modes, if learned) and recompute ``q(U^k)`` by Kalman smoothing (continuous) or
     the per-category closed form. Then update ``q(W)`` (Tucker; :func:`core_update`) and ``q(τ)``
     (:func:`noise_update`). Pure and traceable: jit it with ``cfg`` static.
@@ -619,12 +658,13 @@ def sweep(
         messages[k] = msg
         if cfg.continuous[k]:
             if cfg.learn_hyper:
-                log_hyper[k], opt_state[k] = _hyper_steps(
+                factors[k], log_hyper[k], opt_state[k] = _hyper_search(
                     cfg, cfg.ranks[k], dts[k], msg, log_hyper[k], opt_state[k]
                 )
-            ell, var = jnp.exp(log_hyper[k][0]), jnp.exp(log_hyper[k][1])
-            sde = stacked_matern(cfg.kernel, ell, var, cfg.ranks[k])
-            factors[k] = smooth(sde, dts[k], msg.prec, msg.shift)
+            else:
+                ell, var = jnp.exp(log_hyper[k][0]), jnp.exp(log_hyper[k][1])
+                sde = stacked_matern(cfg.kernel, ell, var, cfg.ranks[k])
+                factors[k] = smooth(sde, dts[k], msg.prec, msg.shift)
         else:
             factors[k] = _categorical_posterior(msg)
     means, seconds = _gather(tuple(factors), index)
@@ -640,7 +680,6 @@ def sweep(
 
 
 _sweep_jit = jax.jit(sweep, static_argnames=("cfg",))
-_core_update_jit = jax.jit(core_update, static_argnames=("chunk",))
 
 
 def spectral_init(
@@ -746,7 +785,6 @@ def init_state(
     K = len(cfg.ranks)
     dtype = jnp.result_type(float)
     keys = jax.random.split(key, K + 1)
-    opt = optax.adam(cfg.hyper_lr)
     factors, messages, log_hyper, opt_state = [], [], [], []
     for k in range(K):
         N, R = cfg.sizes[k], cfg.ranks[k]
@@ -761,9 +799,11 @@ def init_state(
             factors.append(CategoricalPosterior(mean, cov))
         messages.append(Messages(jnp.zeros((N, R, R), dtype), jnp.zeros((N, R), dtype)))
         if cfg.continuous[k]:
-            theta = jnp.array([np.log(init_lengthscales[k]), np.log(init_variances[k])], dtype)
+            theta = jnp.log(
+                jnp.stack([jnp.asarray(init_lengthscales[k]), jnp.asarray(init_variances[k])])
+            ).astype(dtype)
             log_hyper.append(theta)
-            opt_state.append(opt.init(theta))
+            opt_state.append(jnp.full((2,), cfg.hyper_step, dtype))
         else:
             log_hyper.append(None)
             opt_state.append(None)
@@ -777,6 +817,21 @@ def init_state(
     return FunBaTState(
         tuple(factors), tuple(messages), core, noise, tuple(log_hyper), tuple(opt_state)
     )
+
+
+def _initial_state(
+    cfg, dts, ell0, var0, key, mean_scale, cov_scale, init_means, noise_sd, index, y
+):
+    """:func:`init_state`, then (Tucker with given initial means) the core that best explains
+    the data given the initial factors; one compiled call instead of many small ones."""
+    state = init_state(cfg, dts, ell0, var0, key, mean_scale, cov_scale, init_means, noise_sd)
+    if init_means is not None and cfg.model == "tucker":
+        means, seconds = _gather(state.factors, index)
+        state = state._replace(core=core_update(y, state.noise.mean, means, seconds, cfg.chunk))
+    return state
+
+
+_initial_state_jit = jax.jit(_initial_state, static_argnames=("cfg",))
 
 
 def _prior_posterior(cfg: FunBaTConfig, dt, mean: Float[Array, "N R"], cov_scale) -> Posterior:
@@ -895,13 +950,17 @@ class FunBaT:
     max_sweeps : int
         Cap on the number of sweeps.
     tol : float
-        Stop when ``‖E[f]_new − E[f]_old‖ / ‖E[f]_old‖ < tol`` on the training rows.
+        Stop when the fitted values move by less than ``tol`` noise standard deviations
+        between sweeps: ``RMS(E[f]_new − E[f]_old) · E[τ]^{1/2} < tol`` on the training rows
+        (scale-free; moves far below the noise level do not change predictions). Noiseless
+        data make ``E[τ]`` large, so such fits run longer, as they should.
     damping : float
         ρ ∈ (0, 1]: weight of the new messages.
     seed : int
         Seeds the random initial factor and core means.
     learn_hyper : bool
-        Learn ℓ_k, σ²_k (Adam on the log marginal of the messages) or keep their initial values.
+        Learn ℓ_k, σ²_k (pattern search on the log marginal of the messages) or keep their
+        initial values.
     init : {"spectral", "random"}
         Initial factor means: leading singular vectors of the unfoldings
         (:func:`spectral_init`; the Tucker core then starts at its conditional posterior mean)
@@ -923,8 +982,9 @@ class FunBaT:
         Initial σ²_k (of the z-scored values), one for all modes or one per mode.
     lengthscale_fraction : float
         Default initial ℓ_k as this fraction of the coordinate range of mode ``k``.
-    hyper_steps, hyper_lr : int, float
-        Adam steps per mode per sweep and learning rate.
+    hyper_steps, hyper_step : int, float
+        Pattern-search iterations per mode per sweep, and the initial search step on
+        ``log ℓ, log σ²`` (it then adapts: halved when the centre wins, doubled at the edge).
     a0, b0 : float
         Gamma prior on the noise precision (of the z-scored values).
     chunk : int or None
@@ -950,7 +1010,7 @@ class FunBaT:
         rank: int | tuple[int, ...] = 2,
         kernel: str = "matern32",
         max_sweeps: int = 100,
-        tol: float = 1e-4,
+        tol: float = 0.02,
         damping: float = 0.7,
         seed: int = 0,
         learn_hyper: bool = True,
@@ -961,8 +1021,8 @@ class FunBaT:
         lengthscale=None,
         variance=1.0,
         lengthscale_fraction: float = 0.1,
-        hyper_steps: int = 5,
-        hyper_lr: float = 0.05,
+        hyper_steps: int = 1,
+        hyper_step: float = 1.0,
         a0: float = 1e-3,
         b0: float = 1e-3,
         chunk: int | None = OBS_CHUNK,
@@ -990,7 +1050,7 @@ class FunBaT:
         self.variance = variance
         self.lengthscale_fraction = float(lengthscale_fraction)
         self.hyper_steps = int(hyper_steps)
-        self.hyper_lr = float(hyper_lr)
+        self.hyper_step = float(hyper_step)
         self.a0 = float(a0)
         self.b0 = float(b0)
         self.chunk = chunk
@@ -1059,7 +1119,7 @@ class FunBaT:
             self.damping,
             self.learn_hyper,
             self.hyper_steps,
-            self.hyper_lr,
+            self.hyper_step,
             self.a0,
             self.b0,
             self.chunk,
@@ -1067,34 +1127,32 @@ class FunBaT:
         init_means = None
         if self.init == "spectral":
             init_means = spectral_init(enc.index, np.asarray(y), enc.shape, ranks, self.seed)
-        state = init_state(
+        state = _initial_state_jit(
             cfg,
             dts,
-            ell0,
-            var0,
+            [None if v is None else float(v) for v in ell0],
+            [None if v is None else float(v) for v in var0],
             jax.random.key(self.seed),
             self.init_scale,
             self.init_cov_scale,
             init_means,
             self.init_noise_sd,
+            index,
+            y,
         )
-        if init_means is not None and cfg.model == "tucker":
-            # the core that best explains the data given the initial factors
-            means, seconds = _gather(state.factors, index)
-            core = _core_update_jit(y, state.noise.mean, means, seconds, cfg.chunk)
-            state = state._replace(core=core)
         history = []
         Ef_old = None
         converged = False
         for _ in range(self.max_sweeps):
             state, Ef = _sweep_jit(state, index, y, dts, cfg)
             Ef = np.asarray(Ef)
+            tau = float(state.noise.mean)
+            # RMS move of the fitted values in units of the current noise sd (both z-scored)
             change = (
                 np.inf
                 if Ef_old is None
-                else float(np.linalg.norm(Ef - Ef_old) / max(np.linalg.norm(Ef_old), 1e-300))
+                else float(np.sqrt(np.mean((Ef - Ef_old) ** 2) * tau))
             )
-            tau = float(state.noise.mean)
             history.append(
                 {
                     "rmse": float(np.sqrt(np.mean((Ef - np.asarray(y)) ** 2))) * self.y_scale_,
