@@ -1,0 +1,80 @@
+"""FunBaT in float32 (JAX's default precision) agrees with the float64 fit.
+
+The test session runs in float64 (conftest), so the float32 fit runs in a subprocess with x64
+off; both fit the same synthetic data with the same settings and predict the same rows.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+from conftest import TOL
+
+import bayestensor as bt
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np, pandas as pd
+    import jax
+    import bayestensor as bt
+    assert not jax.config.jax_enable_x64
+    tr, te = pd.read_csv(sys.argv[1]), pd.read_csv(sys.argv[2])
+    out = {}
+    for learn in (True,):
+        res = bt.fit(tr, coords=["a", "b"], value="y", rank=2, progress=False,
+                     learn_hyper=learn, max_sweeps=40)
+        p = res.predict(te)
+        out[str(learn)] = {"mean": p["mean"].tolist(), "sd": p["sd"].tolist(),
+                           "dtype": str(res._est.state_.noise.mean.dtype)}
+    print(json.dumps(out))
+    """
+)
+
+
+def _data():
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.uniform(0, 10, 400), rng.uniform(0, 5, 400)
+    f = np.sin(x1) * np.cos(1.3 * x2) + 0.5 * np.cos(0.5 * x1) * np.sin(x2)
+    df = pd.DataFrame({"a": x1, "b": x2, "y": f + 0.05 * rng.normal(size=400)})
+    return df.iloc[:300], df.iloc[300:], f[300:]
+
+
+def test_float32_fit_matches_float64(tmp_path):
+    tr, te, f_true = _data()
+    tr.to_csv(tmp_path / "tr.csv", index=False, float_format="%.17g")
+    te.to_csv(tmp_path / "te.csv", index=False, float_format="%.17g")
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path / "tr.csv"), str(tmp_path / "te.csv")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={k: v for k, v in os.environ.items() if k != "JAX_ENABLE_X64"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out32 = json.loads(proc.stdout.strip().splitlines()[-1])
+    span = np.ptp(f_true)
+    for learn in (True,):
+        res = bt.fit(
+            tr,
+            coords=["a", "b"],
+            value="y",
+            rank=2,
+            progress=False,
+            learn_hyper=learn,
+            max_sweeps=40,
+        )
+        p64 = res.predict(te)
+        r32 = out32[str(learn)]
+        assert r32["dtype"] == "float32"
+        assert str(res._est.state_.noise.mean.dtype) == "float64"
+        np.testing.assert_allclose(
+            r32["mean"], p64["mean"], atol=TOL["float32_vs_float64"] * span, rtol=0
+        )
+        np.testing.assert_allclose(r32["sd"], p64["sd"], rtol=TOL["float32_vs_float64"] * 10)
+        # and the fit itself is good: the test rows' noiseless values within a few noise sds
+        assert np.sqrt(np.mean((np.asarray(r32["mean"]) - f_true) ** 2)) < 0.05
