@@ -98,6 +98,20 @@ _MODELS = ("tucker", "cp")
 #: Default number of observations per block in the Tucker contractions (bounds the memory of
 #: the ``einsum`` intermediates, about ``chunk · P² / R_min²`` numbers).
 OBS_CHUNK = 4096
+#: With ``chunk="auto"``, blocks hold at most this many ``chunk · P²`` numbers (128 MB in
+#: float64); smaller problems run in one block, which compiles and runs faster.
+AUTO_CHUNK_BUDGET = 2**24
+
+
+def auto_chunk(n: int, ranks: tuple[int, ...], model: str) -> int | None:
+    """Block size for the Tucker contractions: ``None`` (one block) when ``n · P²`` fits in
+    :data:`AUTO_CHUNK_BUDGET`, else the largest block that does (at least 64 rows)."""
+    if model != "tucker":
+        return None
+    P2 = int(np.prod(ranks)) ** 2
+    if n * P2 <= AUTO_CHUNK_BUDGET:
+        return None
+    return max(64, AUTO_CHUNK_BUDGET // P2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -890,7 +904,11 @@ def predict_moments(
             m, P = f.mean[locs[k]], f.cov[locs[k]]
         means.append(m)
         seconds.append(_second(m, P))
-    Ef, Ef2 = expected_f(means, seconds, state.core, cfg.chunk)
+    # the training-size block may be too large for many new rows
+    chunk = auto_chunk(means[0].shape[0], cfg.ranks, cfg.model)
+    if cfg.chunk is not None:
+        chunk = cfg.chunk if chunk is None else min(cfg.chunk, chunk)
+    Ef, Ef2 = expected_f(means, seconds, state.core, chunk)
     return Ef, jnp.maximum(Ef2 - Ef**2, 0.0)
 
 
@@ -987,8 +1005,9 @@ class FunBaT:
         ``log ℓ, log σ²`` (it then adapts: halved when the centre wins, doubled at the edge).
     a0, b0 : float
         Gamma prior on the noise precision (of the z-scored values).
-    chunk : int or None
-        Observations per block in the Tucker contractions; bounds their memory.
+    chunk : int, None or "auto"
+        Observations per block in the Tucker contractions; bounds their memory. ``"auto"``
+        (default) picks one block when it is small enough (see :func:`auto_chunk`).
 
     Attributes
     ----------
@@ -1025,7 +1044,7 @@ class FunBaT:
         hyper_step: float = 1.0,
         a0: float = 1e-3,
         b0: float = 1e-3,
-        chunk: int | None = OBS_CHUNK,
+        chunk: int | str | None = "auto",
     ):
         if model not in _MODELS:
             raise ValueError(f"model must be one of {_MODELS}, got {model!r}")
@@ -1053,6 +1072,8 @@ class FunBaT:
         self.hyper_step = float(hyper_step)
         self.a0 = float(a0)
         self.b0 = float(b0)
+        if not (chunk is None or chunk == "auto" or (isinstance(chunk, int) and chunk > 0)):
+            raise ValueError(f"chunk must be a positive int, None or 'auto', got {chunk!r}")
         self.chunk = chunk
 
     def _ranks(self, K: int) -> tuple[int, ...]:
@@ -1122,7 +1143,7 @@ class FunBaT:
             self.hyper_step,
             self.a0,
             self.b0,
-            self.chunk,
+            auto_chunk(len(enc.y), ranks, self.model) if self.chunk == "auto" else self.chunk,
         )
         init_means = None
         if self.init == "spectral":
@@ -1148,11 +1169,7 @@ class FunBaT:
             Ef = np.asarray(Ef)
             tau = float(state.noise.mean)
             # RMS move of the fitted values in units of the current noise sd (both z-scored)
-            change = (
-                np.inf
-                if Ef_old is None
-                else float(np.sqrt(np.mean((Ef - Ef_old) ** 2) * tau))
-            )
+            change = np.inf if Ef_old is None else float(np.sqrt(np.mean((Ef - Ef_old) ** 2) * tau))
             history.append(
                 {
                     "rmse": float(np.sqrt(np.mean((Ef - np.asarray(y)) ** 2))) * self.y_scale_,
