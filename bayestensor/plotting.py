@@ -5,19 +5,17 @@ they work under any backend (Agg included), are never shown or kept alive by a g
 manager, and display in a notebook when they are a cell's last expression. Save one with
 ``fig.savefig(path)``.
 
-Functions
----------
-:func:`plot_factors`
-    Learned latent functions ``u^k_r(x)`` with their posterior bands (from
-    :meth:`bayestensor.FitResult.factors`).
-:func:`plot_observed_vs_predicted`
-    Observed values against predictive means with their intervals.
-:func:`plot_prediction_map`
-    The predictive mean and sd over two continuous modes at fixed values of the others.
-:func:`plot_heatmap`, :func:`plot_heatmaps`
-    Matrices (factor matrices, core slices — e.g. of a Poisson Tucker fit) as heatmaps.
-:func:`plot_pde_solution`
-    A 1-D or 2-D PDE solution beside the exact one, with the pointwise error.
+The helpers:
+
+- ``plot_factors``: learned latent functions ``u^k_r(x)`` with their posterior bands (from
+  ``FitResult.factors()``);
+- ``plot_observed_vs_predicted``: observed values against predictive means with intervals;
+- ``plot_prediction_map``: the predictive mean and sd over two continuous modes at fixed values
+  of the others;
+- ``plot_heatmap``, ``plot_heatmaps``: matrices (factor matrices, core slices — e.g. of a
+  Poisson Tucker fit) as heatmaps;
+- ``plot_pde_solution``: a 1-D or 2-D PDE solution beside the exact one, with the pointwise
+  error.
 """
 
 from __future__ import annotations
