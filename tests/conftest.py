@@ -35,6 +35,12 @@ TOL = {
     "type2_ml": 1e-4,
     # posterior mean of f vs NUTS, as a fraction of the range of f
     "vs_nuts": 0.02,
+    # Poisson Tucker: closed forms (total rate, exposures, sequential shared rows) vs dense
+    "poisson_closed_form": 1e-10,
+    # Poisson Tucker: Gibbs vs NUTS posterior mean rates, max |difference| in Monte Carlo sds
+    "poisson_vs_nuts_max_z": 5.0,
+    # CAVI: allowed decrease of the ELBO between iterations, relative (rounding only)
+    "poisson_elbo_slack": 1e-10,
 }
 
 

@@ -1,0 +1,413 @@
+"""Poisson Tucker (BPTD): closed forms vs dense references, allocation, CRT, Gibbs vs NUTS, CAVI."""
+
+import math
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import pytest
+from scipy import special, stats
+
+from bayestensor.models import poisson_tucker as pt
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
+
+# --------------------------------------------------------------------------------------------
+# small problems and dense references
+# --------------------------------------------------------------------------------------------
+
+CONFIGS = {
+    "plain": dict(shape=(5, 4, 3), ranks=(2, 3, 2), opts={}),
+    "pair": dict(shape=(5, 5, 3), ranks=(2, 3, 2), opts=dict(pair=(0, 1), exclude_diagonal=True)),
+    "bptd": dict(
+        shape=(6, 6, 3, 4),
+        ranks=(3, 3, 2, 2),
+        opts=dict(pair=(0, 1), share=True, within_between=True, mask_modes=(0, 1, 3)),
+    ),
+}
+
+
+def _problem(name, seed=0, scale=1.0):
+    """Random parameters, the dense rate tensor, the observed-cell indicator and counts."""
+    cfg = CONFIGS[name]
+    rng = np.random.default_rng(seed)
+    shape, ranks, opts = cfg["shape"], cfg["ranks"], cfg["opts"]
+    spec = pt.make_spec(shape, ranks, **opts)
+    mask = None
+    if spec.mask_modes:
+        mask = (rng.random([shape[k] for k in spec.mask_modes]) < 0.25).astype(float)
+    groups = [rng.gamma(1.0, 1.0, (shape[m[0]], ranks[m[0]])) for m in spec.groups]
+    core = scale * rng.gamma(1.0, 1.0, ranks)
+    factors = [groups[g] for g in spec.group_of]
+    mu = _dense_rate(core, factors)
+    obs = _observed(spec, mask)
+    y = rng.poisson(mu) * obs
+    return spec, mask, factors, core, mu, obs, y, groups
+
+
+def _dense_rate(core, factors):
+    K = core.ndim
+    letters = "abcdefgh"[:K]
+    expr = letters + "," + ",".join(f"{'ABCDEFGH'[k]}{letters[k]}" for k in range(K))
+    return np.einsum(expr + "->" + "ABCDEFGH"[:K], core, *factors, optimize=True)
+
+
+def _observed(spec, mask):
+    obs = np.ones(spec.shape, bool)
+    if spec.exclude_diagonal:
+        a, b = spec.pair
+        sh = [1] * spec.K
+        sh[a], sh[b] = spec.shape[a], spec.shape[b]
+        obs &= ~np.eye(spec.shape[a], dtype=bool).reshape(sh)
+    if mask is not None:
+        sh = [1] * spec.K
+        for _j, k in enumerate(spec.mask_modes):
+            sh[k] = spec.shape[k]
+        obs &= ~(mask.reshape(sh) > 0)
+    return obs
+
+
+def _data(spec, y, mask):
+    idx = np.argwhere(y > 0)
+    return pt.prepare_data(spec, idx, y[y > 0], mask)
+
+
+def _params(spec, groups, core, seed=1):
+    rng = np.random.default_rng(seed)
+    p = {f"theta{g}": jnp.asarray(t) for g, t in enumerate(groups)}
+    for g in range(len(groups)):
+        p[f"b{g}"] = jnp.asarray(rng.gamma(2.0, 1.0))
+    if spec.shrinkage:
+        p["zeta"] = jnp.asarray(rng.gamma(2.0, 1.0))
+        for k in spec.weight_modes:
+            p[f"w{k}"] = jnp.asarray(rng.gamma(1.0, 1.0, spec.ranks[k]))
+        if spec.within_between:
+            R = spec.ranks[spec.pair[0]]
+            p["eta_within"] = jnp.asarray(rng.gamma(1.0, 1.0, R))
+            p["eta_between"] = jnp.asarray(rng.gamma(1.0, 1.0, R))
+    p["delta"] = jnp.asarray(rng.gamma(2.0, 1.0))
+    p["core"] = jnp.asarray(core)
+    return p
+
+
+def _dense_total(core, factors, obs):
+    return float(np.sum(_dense_rate(core, factors) * obs))
+
+
+# --------------------------------------------------------------------------------------------
+# closed forms
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_total_rate_exposures_and_cell_rates_match_dense(name, tol):
+    spec, mask, factors, core, mu, obs, y, _ = _problem(name)
+    data = _data(spec, y, mask)
+    fs = [jnp.asarray(f) for f in factors]
+    c = jnp.asarray(core)
+    assert float(pt.total_rate(spec, fs, c, data.mask)) == pytest.approx(
+        np.sum(mu * obs), rel=tol["poisson_closed_form"]
+    )
+    E, Z = pt.exposures(spec, fs, c, data.mask)
+    K = spec.K
+    letters = "abcdefgh"[:K]
+    up = "ABCDEFGH"[:K]
+    for k in range(K):
+        # E^k[i, c] = Σ_{observed x, x_k = i} Σ_{r_k = c} λ[r] Π_{k'≠k} θ^{k'}[x_k', r_k']
+        ops = [factors[j] for j in range(K) if j != k]
+        subs = [up[j] + letters[j] for j in range(K) if j != k]
+        ref = np.einsum(
+            ",".join([letters, *subs, up]) + f"->{up[k]}{letters[k]}",
+            core,
+            *ops,
+            obs,
+            optimize=True,
+        )
+        np.testing.assert_allclose(E[k], ref, rtol=tol["poisson_closed_form"])
+    subs = [up[j] + letters[j] for j in range(K)]
+    Zref = np.einsum(",".join([*subs, up]) + "->" + letters, *factors, obs, optimize=True)
+    np.testing.assert_allclose(Z, Zref, rtol=tol["poisson_closed_form"])
+    idx = np.argwhere(y > 0)
+    np.testing.assert_allclose(
+        pt.cell_rates(spec, fs, c, idx), mu[tuple(idx.T)], rtol=tol["poisson_closed_form"]
+    )
+
+
+def test_shared_rows_are_sequential_exact_conditionals(tol):
+    """Each shared row's rate is ∂Λ/∂Θ_i at the *current* other rows (dense reference)."""
+    spec, mask, factors, core, mu, obs, y, groups = _problem("bptd")
+    data = _data(spec, y, mask)
+    rng = np.random.default_rng(5)
+    G = rng.gamma(2.0, 1.0, groups[0].shape)
+    b = 0.7
+    fs = [jnp.asarray(f) for f in factors]
+    A, L, M = pt._pair_matrices(spec, fs, jnp.asarray(core), data.mask)
+    th, rates = pt._shared_rows(
+        spec, jnp.asarray(groups[0]), jnp.asarray(G), b, A, L, M, lambda i, sh, r: sh / r
+    )
+    # dense reference: Λ is linear in row i, so its gradient is Λ(e_c) − Λ(0)
+    cur = groups[0].copy()
+    for i in range(cur.shape[0]):
+        rate = np.empty(cur.shape[1])
+        base = cur.copy()
+        base[i] = 0.0
+        lam0 = _dense_total(core, [base, base, *factors[2:]], obs)
+        for c in range(cur.shape[1]):
+            e = base.copy()
+            e[i, c] = 1.0
+            rate[c] = b + _dense_total(core, [e, e, *factors[2:]], obs) - lam0
+        np.testing.assert_allclose(rates[i], rate, rtol=tol["poisson_closed_form"])
+        cur[i] = G[i] / rate
+    np.testing.assert_allclose(th, cur, rtol=tol["poisson_closed_form"])
+
+
+def test_gamma_draw_matches_gamma_distribution():
+    key = jax.random.key(0)
+    for j, a in enumerate([0.05, 0.7, 3.0, 40.0]):
+        x = np.asarray(pt.gamma_draw(jax.random.fold_in(key, j), jnp.full(20000, a)))
+        assert stats.kstest(x, stats.gamma(a).cdf).pvalue > 1e-3
+
+
+def test_crt_has_the_crt_mean_and_small_case_law(tol):
+    key = jax.random.key(1)
+    Y = jnp.asarray([0, 1, 3, 40, 500], jnp.int32)
+    s = jnp.asarray([0.3, 0.3, 2.0, 0.05, 7.0])
+    n = 4000
+    draws = jax.vmap(lambda k: pt.crt(k, Y, s, int(Y.sum())))(jax.random.split(key, n))
+    draws = np.asarray(draws, dtype=float)
+    mean = np.asarray(s) * (special.digamma(np.asarray(s) + np.asarray(Y)) - special.digamma(s))
+    se = draws.std(0) / math.sqrt(n) + 1e-12
+    assert np.all(np.abs(draws.mean(0) - mean) <= tol["mc_sigmas"] * se + 1e-12)
+    # CRT(3, s): P(ℓ = 1) = 2 / ((s + 1)(s + 2)) exactly
+    p1 = 2.0 / ((2.0 + 1.0) * (2.0 + 2.0))
+    freq = np.mean(draws[:, 2] == 1)
+    assert abs(freq - p1) <= tol["mc_sigmas"] * math.sqrt(p1 * (1 - p1) / n)
+
+
+def test_allocation_conserves_counts_and_has_the_right_law(tol):
+    spec, mask, factors, core, mu, obs, y, _ = _problem("bptd")
+    data = _data(spec, y, mask)
+    fs = [jnp.asarray(f) for f in factors]
+    c = jnp.asarray(core)
+    n = 1500
+    alloc = jax.jit(jax.vmap(lambda k: pt.allocate(spec, data, fs, c, k)))
+    Ys, counts = alloc(jax.random.split(jax.random.key(2), n))
+    Ys = np.asarray(Ys)
+    total = int(y.sum())
+    assert np.all(Ys.reshape(n, -1).sum(1) == total)
+    K = spec.K
+    for k in range(K):
+        marg = y.sum(axis=tuple(j for j in range(K) if j != k))
+        ck = np.asarray(counts[k])
+        np.testing.assert_array_equal(ck.sum(2), np.broadcast_to(marg, ck.shape[:2]))
+        np.testing.assert_array_equal(
+            ck.sum(1), Ys.sum(axis=tuple(j + 1 for j in range(K) if j != k))
+        )
+    # E[Y[r]] = Σ_x y_x λ[r] Π θ[x, r] / μ_x
+    letters = "abcdefgh"[:K]
+    up = "ABCDEFGH"[:K]
+    w = np.where(y > 0, y / np.where(mu > 0, mu, 1.0), 0.0)
+    ref = core * np.einsum(
+        ",".join([up, *[up[j] + letters[j] for j in range(K)]]) + "->" + letters,
+        w,
+        *factors,
+        optimize=True,
+    )
+    se = Ys.std(0) / math.sqrt(n) + 1e-9
+    assert np.all(np.abs(Ys.mean(0) - ref) <= tol["mc_sigmas"] * se + 1e-9)
+
+
+# --------------------------------------------------------------------------------------------
+# conditional updates (Monte Carlo means of the draws vs closed-form conditionals)
+# --------------------------------------------------------------------------------------------
+
+
+def test_factor_weight_and_core_conditionals(tol):
+    spec, mask, factors, core, mu, obs, y, groups = _problem("pair")
+    data = _data(spec, y, mask)
+    p = _params(spec, groups, core)
+    rng = np.random.default_rng(3)
+    counts = [
+        jnp.asarray(rng.poisson(3.0, (n, r))) for n, r in zip(spec.shape, spec.ranks, strict=True)
+    ]
+    n = 2000
+    keys = jax.random.split(jax.random.key(4), n)
+    # factor of mode 0: Gamma(a + C⁰, b₀ + E⁰) with E⁰ the dense exposure
+    draws = jax.vmap(lambda k: pt._update_factors_gibbs(spec, p, counts, data.mask, k)["theta0"])(
+        keys
+    )
+    fs = [np.asarray(p[f"theta{g}"]) for g in spec.group_of]
+    ref_E = np.einsum("abc,jb,kc,ijk->ia", core, fs[1], fs[2], obs)
+    shape = spec.factor_shape + np.asarray(counts[0])
+    rate = float(p["b0"]) + ref_E
+    se = np.sqrt(shape) / rate / math.sqrt(n)
+    assert np.all(np.abs(np.asarray(draws).mean(0) - shape / rate) <= tol["mc_sigmas"] * se)
+
+    # shrinkage weights of mode 0 given CRT counts ℓ and q
+    ell = jnp.asarray(rng.poisson(1.0, spec.ranks))
+    q = jnp.asarray(rng.gamma(1.0, 1.0, spec.ranks))
+    w0 = jax.vmap(lambda k: pt._update_weights_gibbs(spec, p, ell, q, k)["w0"])(keys)
+    t = np.einsum("b,c->bc", np.asarray(p["w1"]), np.asarray(p["w2"]))
+    shape_w = spec.gamma0 / spec.ranks[0] + np.asarray(ell).sum((1, 2))
+    rate_w = float(p["zeta"]) + np.einsum("bc,abc->a", t, np.asarray(q))
+    se = np.sqrt(shape_w) / rate_w / math.sqrt(n)
+    assert np.all(np.abs(np.asarray(w0).mean(0) - shape_w / rate_w) <= tol["mc_sigmas"] * se)
+
+    # core: Gamma(s + Y, δ + Z)
+    Y = jnp.asarray(rng.poisson(2.0, spec.ranks), jnp.int32)
+    Z = jnp.asarray(rng.gamma(2.0, 1.0, spec.ranks))
+    cd = jax.vmap(lambda k: pt._update_core_gibbs(spec, p, Y, Z, k)["core"])(keys)
+    s = np.einsum("a,b,c->abc", *[np.asarray(p[f"w{k}"]) for k in range(3)])
+    shape_c, rate_c = s + np.asarray(Y), float(p["delta"]) + np.asarray(Z)
+    se = np.sqrt(shape_c) / rate_c / math.sqrt(n)
+    assert np.all(np.abs(np.asarray(cd).mean(0) - shape_c / rate_c) <= tol["mc_sigmas"] * se)
+
+
+# --------------------------------------------------------------------------------------------
+# Gibbs vs NUTS on a tiny tensor; NumPyro kernel interface
+# --------------------------------------------------------------------------------------------
+
+
+def _batch_se(x, n_batches=20):
+    b = x[: len(x) // n_batches * n_batches].reshape(n_batches, -1, *x.shape[1:]).mean(1)
+    return b.std(0, ddof=1) / math.sqrt(n_batches)
+
+
+@pytest.mark.slow
+def test_gibbs_matches_nuts_on_the_rate_tensor(tol):
+    rng = np.random.default_rng(11)
+    shape, ranks = (6, 6, 3), (2, 2, 2)
+    spec = pt.make_spec(shape, ranks, gamma0=2.0)
+    th = [rng.gamma(1.0, 1.0, (n, r)) for n, r in zip(shape, ranks, strict=True)]
+    mu = _dense_rate(rng.gamma(1.0, 1.0, ranks), th)
+    y = rng.poisson(mu)
+    data = _data(spec, y, None)
+    cells = np.argwhere(np.ones(shape, bool))
+
+    kernel = pt.PoissonTuckerGibbs(spec, data)
+    mcmc = numpyro.infer.MCMC(kernel, num_warmup=500, num_samples=6000, progress_bar=False)
+    mcmc.run(jax.random.key(0))
+    zs = mcmc.get_samples()
+    rates_g = jax.vmap(lambda z: _rates_at(spec, z, cells))(zs)
+
+    nuts = numpyro.infer.MCMC(
+        numpyro.infer.NUTS(pt.poisson_tucker_model, target_accept_prob=0.9),
+        num_warmup=800,
+        num_samples=3000,
+        progress_bar=False,
+    )
+    nuts.run(jax.random.key(1), spec, cells=cells, y=jnp.asarray(y[tuple(cells.T)]))
+    rates_n = jax.vmap(lambda z: _rates_at(spec, z, cells))(nuts.get_samples())
+    rg, rn = np.asarray(rates_g), np.asarray(rates_n)
+    se = np.sqrt(_batch_se(rg) ** 2 + _batch_se(rn) ** 2)
+    z = np.abs(rg.mean(0) - rn.mean(0)) / se
+    assert np.max(z) < tol["poisson_vs_nuts_max_z"]
+
+
+def _rates_at(spec, z, cells):
+    return pt.cell_rates(spec, pt.mode_factors(spec, z), z["core"], cells)
+
+
+def test_kernel_runs_under_numpyro_mcmc_and_arviz(tol):
+    import arviz as az
+
+    spec, mask, factors, core, mu, obs, y, _ = _problem("plain", scale=0.5)
+    data = _data(spec, y, mask)
+    kernel = pt.PoissonTuckerGibbs(spec, data)
+    mcmc = numpyro.infer.MCMC(
+        kernel,
+        num_warmup=20,
+        num_samples=30,
+        num_chains=2,
+        chain_method="sequential",
+        progress_bar=False,
+    )
+    mcmc.run(jax.random.key(3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        idata = az.from_numpyro(mcmc, log_likelihood=False)
+    assert idata.posterior["core"].shape == (2, 30, *spec.ranks)
+    samples = mcmc.get_samples(group_by_chain=True)
+    np.testing.assert_allclose(idata.posterior["theta1"].values, np.asarray(samples["theta1"]))
+    # every draw stays on the support and the chains move
+    assert np.all(np.asarray(samples["core"]) > 0)
+    assert np.std(np.asarray(samples["delta"])) > 0
+
+
+# --------------------------------------------------------------------------------------------
+# variational fit
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["plain", "bptd"])
+def test_cavi_elbo_never_decreases(name, tol):
+    spec, mask, factors, core, mu, obs, y, _ = _problem(name, seed=4)
+    data = _data(spec, y, mask)
+    _, elbos = pt.cavi_fit(spec, data, jax.random.key(0), max_iter=40, tol=0.0)
+    e = np.asarray(elbos)
+    assert np.all(np.diff(e) >= -tol["poisson_elbo_slack"] * np.abs(e[1:]))
+    assert e[-1] > e[0]
+
+
+def test_elbo_matches_its_definition_at_the_optimal_allocation(tol):
+    """The collapsed bound's data term equals Σ y log Σ_r exp(E log λ + Σ E log θ) (dense)."""
+    spec, mask, factors, core, mu, obs, y, _ = _problem("plain", seed=2)
+    data = _data(spec, y, mask)
+    st = pt.vi_init(spec, data, jax.random.key(0))
+    F, counts, Ybar = pt._loglik_bound(spec, data, st)
+    elt = [
+        np.asarray(special.digamma(st.theta_shape[g]) - np.log(st.theta_rate[g]))
+        for g in spec.group_of
+    ]
+    elc = np.asarray(special.digamma(st.core_shape) - np.log(st.core_rate))
+    geo = _dense_rate(np.exp(elc), [np.exp(e) for e in elt])
+    assert float(F) == pytest.approx(np.sum(y * np.log(np.where(y > 0, geo, 1.0))), rel=1e-10)
+    assert float(jnp.sum(Ybar)) == pytest.approx(y.sum(), rel=1e-10)
+
+
+# --------------------------------------------------------------------------------------------
+# shrinkage
+# --------------------------------------------------------------------------------------------
+
+
+def _community_data(seed=0, N=40, T=6, C=6):
+    rng = np.random.default_rng(seed)
+    comm = rng.integers(0, C, N)
+    theta = np.full((N, C), 0.02)
+    theta[np.arange(N), comm] = 1.0
+    lam = np.full((C, C), 0.05) + np.diag(np.full(C, 3.0))
+    psi = rng.gamma(5.0, 0.2, (T, 1))
+    mu = np.einsum("cd,ic,jd,t->ijt", lam, theta, theta, psi[:, 0])
+    mu[np.arange(N), np.arange(N)] = 0
+    return rng.poisson(mu)
+
+
+def test_shrinkage_keeps_core_mass_on_few_communities(tol):
+    y = _community_data()
+    N, _, T = y.shape
+    spec = pt.make_spec((N, N, T), (20, 20, 3), pair=(0, 1), share=True, within_between=True)
+    data = _data(spec, y, None)
+    kernel = pt.PoissonTuckerGibbs(spec, data)
+    mcmc = numpyro.infer.MCMC(kernel, num_warmup=400, num_samples=100, progress_bar=False)
+    mcmc.run(jax.random.key(0))
+    zs = mcmc.get_samples()
+    share = []
+    for j in range(0, 100, 10):
+        z = {k: v[j] for k, v in zs.items()}
+        share.append(pt.component_mass(spec, z, data.mask)[0])
+    mass = np.mean(share, axis=0)
+    top8 = np.sort(mass)[::-1][:8].sum()
+    assert top8 >= 0.95
+
+
+def test_float32_sweeps_stay_finite():
+    spec, mask, factors, core, mu, obs, y, _ = _problem("bptd", seed=7)
+    data = pt.prepare_data(spec, np.argwhere(y > 0), y[y > 0], mask, dtype=jnp.float32)
+    p = pt.init_params(spec, data, jax.random.key(0))
+    assert all(v.dtype == jnp.float32 for v in p.values())
+    for i in range(20):
+        p, Y = pt.gibbs_sweep_jit(spec, data, p, jax.random.key(i))
+    assert all(np.all(np.isfinite(np.asarray(v))) for v in p.values())
+    assert p["core"].dtype == jnp.float32
