@@ -577,9 +577,10 @@ def _hyper_search(cfg: FunBaTConfig, R: int, dt, msg: Messages, theta, step):
     to the best point if it beats the centre. Per parameter, the step ``δ`` halves when the best
     point's offset along it is 0 and doubles when it is ±1 (the optimum is probably further
     out), so it crosses orders of magnitude in a few sweeps and then refines to ``δ → 0``.
-    The evidence of the current messages never decreases, the search is as cheap to compile as
-    a forward filter, and the last iteration's filter pass at the chosen ``θ`` is reused by the
-    RTS smoother (no separate filter).
+    Candidates outside an admissible box (``ℓ`` within [min gap / 20, 20 × span], ``σ²`` within
+    1e±6) are not taken. The evidence of the current messages never decreases, the search is
+    as cheap to compile as a forward filter, and the last iteration's filter pass at the chosen
+    ``θ`` is reused by the RTS smoother (no separate filter).
 
     Returns
     -------
@@ -599,8 +600,18 @@ def _hyper_search(cfg: FunBaTConfig, R: int, dt, msg: Messages, theta, step):
     def _filter(th):
         return kalman_filter(_sde(th), dt, msg.prec, msg.shift)
 
+    # admissible box: ℓ between a twentieth of the smallest gap and twenty spans (beyond
+    # either end the evidence is flat to rounding and the search would drift), σ² in 1e±6
+    positive = jnp.where(dt > 0, dt, jnp.inf)
+    min_gap = jnp.where(jnp.isfinite(jnp.min(positive)), jnp.min(positive), 1.0)
+    span = jnp.maximum(jnp.sum(dt), min_gap)
+    lower = jnp.stack([jnp.log(min_gap / 20.0), jnp.asarray(-6.0 * np.log(10.0), dt.dtype)])
+    upper = jnp.stack([jnp.log(20.0 * span), jnp.asarray(6.0 * np.log(10.0), dt.dtype)])
+
     def _choose(th, st, values):
-        values = jnp.where(jnp.isfinite(values), values, -jnp.inf)
+        candidates = th + pairs * st
+        inside = jnp.all((candidates >= lower) & (candidates <= upper), axis=1)
+        values = jnp.where(jnp.isfinite(values) & (inside | (pairs == 0).all(1)), values, -jnp.inf)
         best = jnp.argmax(values)
         best = jnp.where(values[best] > values[centre], best, centre)
         moved = th + pairs[best] * st
