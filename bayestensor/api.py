@@ -12,7 +12,7 @@ from bayestensor.kernels import check_kernel_name
 from bayestensor.models.funbat import FunBaT, check_ranks
 from bayestensor.result import FitResult
 
-MODELS = ("tucker", "cp")
+MODELS = ("tucker", "cp", "poisson-tucker")
 
 
 def fit(
@@ -46,8 +46,10 @@ def fit(
         Numeric columns default to continuous, others to categorical.
     value : str
         The numeric column to model.
-    model : {"tucker", "cp"}
-        Learned core or superdiagonal core.
+    model : {"tucker", "cp", "poisson-tucker"}
+        Learned core or superdiagonal core; ``"poisson-tucker"`` fits a Bayesian Poisson Tucker
+        decomposition to counts (see :func:`bayestensor.poisson_result.fit_poisson_tucker`
+        for its options: ``method``, ``mask``, ``pair``, ``share`` …).
     rank : int or tuple of int
         Number of latent functions per mode (one int for all, or one per mode).
     kernel : {"matern12", "matern32", "matern52"}
@@ -76,6 +78,13 @@ def fit(
     """
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    if model == "poisson-tucker":
+        # count tensors: categorical modes, Gibbs or variational inference (own options)
+        from bayestensor.poisson_result import fit_poisson_tucker
+
+        return fit_poisson_tucker(
+            df, coords=coords, value=value, rank=rank, seed=seed, progress=progress, **options
+        )
     check_kernel_name(kernel)
     if not isinstance(max_sweeps, (int, np.integer)) or max_sweeps < 1:
         raise ValueError(f"max_sweeps must be a positive int, got {max_sweeps!r}")
