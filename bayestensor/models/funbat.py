@@ -215,7 +215,7 @@ class FunBaTConfig(NamedTuple):
     sizes: tuple[int, ...]
     continuous: tuple[bool, ...]
     kernel: str = "matern32"
-    damping: float = 0.7
+    damping: float = 1.0
     learn_hyper: bool = True
     hyper_steps: int = 1
     hyper_step: float = 1.0
@@ -984,7 +984,8 @@ class FunBaT:
         (scale-free; moves far below the noise level do not change predictions). Noiseless
         data make ``E[τ]`` large, so such fits run longer, as they should.
     damping : float
-        ρ ∈ (0, 1]: weight of the new messages.
+        ρ ∈ (0, 1]: weight of the new messages (1, the default, is no damping; lower it if
+        sweeps oscillate).
     seed : int
         Seeds the random initial factor and core means.
     learn_hyper : bool
@@ -1041,7 +1042,7 @@ class FunBaT:
         kernel: str = "matern32",
         max_sweeps: int = 100,
         tol: float = 0.02,
-        damping: float = 0.7,
+        damping: float = 1.0,
         seed: int = 0,
         learn_hyper: bool = True,
         init: str = "spectral",
