@@ -464,7 +464,7 @@ class PoissonTuckerResult:
         mm = [self.coords.index(c) for c in mcols]
         rows = np.stack([_codes(mask[c].to_numpy(), self.levels[c], c) for c in mcols], 1)
         modes, region = pt.region_mask(self.spec, mm, rows)
-        inside = region[tuple(index[:, modes.index(k)] for k in modes)] > 0
+        inside = region[tuple(index[:, k] for k in modes)] > 0
         if not inside.all():
             raise ValueError(f"{int((~inside).sum())} rows of df lie outside the held-out region")
         rspec = self.spec._replace(mask_modes=modes)
