@@ -47,8 +47,15 @@ REFERENCE = {
 }
 
 
-def _row(dataset, fold, method, metrics, seconds):
-    return {"data set": dataset, "fold": fold, "method": method, **metrics, "fit time (s)": seconds}
+def _row(dataset, fold, method, metrics, seconds, sweeps=np.nan):
+    return {
+        "data set": dataset,
+        "fold": fold,
+        "method": method,
+        **metrics,
+        "fit time (s)": seconds,
+        "sweeps": sweeps,
+    }
 
 
 def main(args: list[str] | None = None) -> pd.DataFrame:
@@ -105,7 +112,8 @@ def main(args: list[str] | None = None) -> pd.DataFrame:
                     seconds = time.perf_counter() - t
                     pred = res.predict(test)
                     m = heldout_metrics(test[value], pred["mean"], pred["sd"])
-                    rows.append(_row(name, fold, f"ours {model} R={rank_text}", m, seconds))
+                    label = f"ours {model} R={rank_text}"
+                    rows.append(_row(name, fold, label, m, seconds, len(res.history)))
                     print(
                         f"{name} fold {fold} {model} R={rank_text}: RMSE {m['rmse']:.4f} "
                         f"({seconds:.1f} s, {len(res.history)} sweeps)",
@@ -139,24 +147,28 @@ def main(args: list[str] | None = None) -> pd.DataFrame:
             nll=("nll", "mean"),
             coverage=("coverage", "mean"),
             time=("fit time (s)", "mean"),
+            time_max=("fit time (s)", "max"),
+            sweeps=("sweeps", "mean"),
             folds=("fold", "count"),
         )
         .reset_index()
     )
     print(f"\nTest-split means over {opts.folds} fold(s); kernel {opts.kernel}\n")
-    print("| data set | method | RMSE | MAE | NLL | 95 % cover | fit time |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| data set | method | RMSE | MAE | NLL | 95 % cover | fit time (max) | sweeps |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for _, r in summary.iterrows():
+        sweeps = "–" if np.isnan(r["sweeps"]) else f"{r['sweeps']:.0f}"
         print(
             f"| {r['data set']} | {r['method']} | {r['rmse']:.4f} | {r['mae']:.4f} | "
-            f"{r['nll']:.3f} | {r['coverage']:.3f} | {r['time']:.1f} s |"
+            f"{r['nll']:.3f} | {r['coverage']:.3f} | {r['time']:.1f} s ({r['time_max']:.1f}) "
+            f"| {sweeps} |"
         )
         last_of_set = r["data set"] != summary["data set"].shift(-1).loc[_]
         if last_of_set:
             for method, rmse, mae, t in REFERENCE.get(r["data set"], []):
                 print(
                     f"| {r['data set']} | {method} (reference, fold 0) | {rmse:.4f} | {mae:.4f} |"
-                    f" – | – | {t} |"
+                    f" – | – | {t} | – |"
                 )
     return table
 
