@@ -341,9 +341,9 @@ def test_kernel_runs_under_numpyro_mcmc_and_arviz(tol):
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["plain", "bptd"])
-def test_cavi_elbo_never_decreases(name, tol):
-    spec, mask, factors, core, mu, obs, y, _ = _problem(name, seed=4)
+def test_cavi_elbo_never_decreases(tol):
+    """Shared pair, within/between prior and a mask: every CAVI block step is exact."""
+    spec, mask, factors, core, mu, obs, y, _ = _problem("bptd", seed=4)
     data = _data(spec, y, mask)
     _, elbos = pt.cavi_fit(spec, data, jax.random.key(0), max_iter=40, tol=0.0)
     e = np.asarray(elbos)
