@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -13,9 +17,11 @@ from scipy import special, stats
 
 from bayestensor.models import poisson_tucker as pt
 
-__all__ = ["PoissonTuckerResult", "fit_poisson_tucker"]
+__all__ = ["PoissonTuckerResult", "fit_poisson_tucker", "load_poisson"]
 
 METHODS = ("gibbs", "vi")
+FORMAT = "bayestensor-poisson-tucker"
+FORMAT_VERSION = 1
 _MAX_DRAWS = 200  # posterior draws kept for prediction intervals
 
 
@@ -566,6 +572,78 @@ class PoissonTuckerResult:
             fig.colorbar(im, ax=ax, fraction=0.05)
         fig.tight_layout()
         return fig
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> Path:
+        """Save to one zip file: ``header.json`` (``kind: "poisson-tucker"``) + ``arrays.npz``.
+
+        No pickle; :func:`bayestensor.load` reads it back.
+
+        Parameters
+        ----------
+        path : str or Path
+
+        Returns
+        -------
+        Path
+        """
+        levels = {}
+        for c, lv in self.levels.items():
+            vals = [v.item() if isinstance(v, np.generic) else v for v in lv]
+            if not all(isinstance(v, str | int | float) for v in vals):
+                raise ValueError(f"levels of {c!r} cannot be stored as JSON")
+            levels[c] = vals
+        header = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "kind": "poisson-tucker",
+            "coords": self.coords,
+            "value": self.value,
+            "levels": levels,
+            "spec": {
+                k: list(v) if isinstance(v, tuple) else v for k, v in self.spec._asdict().items()
+            },
+            "info": {k: (list(map(float, v)) if k == "elbo" else v) for k, v in self.info.items()},
+        }
+        arrays = {f"mean/{k}": np.asarray(v) for k, v in self.mean.items()}
+        arrays.update({f"draws/{k}": np.asarray(v) for k, v in self.draws.items()})
+        arrays["data/index"] = np.asarray(self._data.index)
+        arrays["data/y"] = np.asarray(self._data.y)
+        if self._data.mask is not None:
+            arrays["data/mask"] = np.asarray(self._data.mask)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        path = Path(path)
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("header.json", json.dumps(header))
+            zf.writestr("arrays.npz", buf.getvalue())
+        return path
+
+
+def load_poisson(header: dict, arrays: Mapping[str, np.ndarray]) -> PoissonTuckerResult:
+    """Rebuild a :class:`PoissonTuckerResult` from a saved header and arrays (see ``save``)."""
+    if header.get("format") != FORMAT or header.get("version") != FORMAT_VERSION:
+        raise ValueError(
+            f"unknown Poisson Tucker format {header.get('format')!r} "
+            f"version {header.get('version')!r}"
+        )
+    sd = header["spec"]
+    spec = pt.PoissonTuckerSpec(
+        **{k: (tuple(v) if isinstance(v, list) else v) for k, v in sd.items()}
+    )
+    mask = arrays.get("data/mask")
+    data = pt.prepare_data(spec, arrays["data/index"], arrays["data/y"], mask)
+    mean = {k[5:]: v for k, v in arrays.items() if k.startswith("mean/")}
+    draws = {k[6:]: v for k, v in arrays.items() if k.startswith("draws/")}
+    levels = []
+    for c in header["coords"]:
+        lv = np.empty(len(header["levels"][c]), dtype=object)
+        lv[:] = header["levels"][c]
+        levels.append(lv)
+    return PoissonTuckerResult(
+        spec, header["coords"], header["value"], levels, data, draws, mean, header["info"]
+    )
 
 
 def _jnp(d: dict) -> dict:

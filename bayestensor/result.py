@@ -288,7 +288,7 @@ class FitResult:
 
 
 def load(path: str | Path) -> FitResult:
-    """Load a model saved by :meth:`FitResult.save`.
+    """Load a model saved by :meth:`FitResult.save` (or ``PoissonTuckerResult.save``).
 
     Parameters
     ----------
@@ -311,6 +311,10 @@ def load(path: str | Path) -> FitResult:
         with zipfile.ZipFile(path) as zf:
             header = json.loads(zf.read("header.json"))
             arrays = np.load(io.BytesIO(zf.read("arrays.npz")), allow_pickle=False)
+            if header.get("kind") == "poisson-tucker":  # saved by PoissonTuckerResult.save
+                from bayestensor.poisson_result import load_poisson
+
+                return load_poisson(header, {k: arrays[k] for k in arrays.files})
             leaves = [arrays[f"leaf_{i:04d}"] for i in range(header["n_leaves"])]
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as err:
         raise ValueError(f"{str(path)!r} is not a saved bayestensor model ({err})") from None

@@ -166,3 +166,14 @@ def test_vi_fit_and_mask(events):
     assert out["n_cells"] == 3
     assert out["per_cell"] > const
     assert out["per_cell"] > true_ll - 1.5
+
+
+def test_save_and_load_round_trip(events, fitted, tmp_path):
+    df, _, names = events
+    path = fitted.save(tmp_path / "events.bt")
+    back = bt.load(path)
+    cells = df.head(20)
+    pd.testing.assert_frame_equal(back.predict(cells), fitted.predict(cells))
+    assert back.effective_components() == fitted.effective_components()
+    np.testing.assert_array_equal(back.core, fitted.core)
+    assert back.levels["sender"].tolist() == fitted.levels["sender"].tolist()
