@@ -228,3 +228,52 @@ def kron_quad(eig: KronEig, v: Float[Array, "*shape"], shift: float = 0.0) -> Fl
     V = _as_tensor(v, eig.shape)
     rotated = multi_mode_dot(V, eig.eigvecs, transpose=True)
     return jnp.sum(rotated**2 / (kron_eigvals(eig) + shift))
+
+
+def kron_predict(
+    eig: KronEig,
+    cross: Sequence[Float[Array, "m_d n_d"]],
+    v: Float[Array, "*shape"],
+    shift: float = 0.0,
+) -> Float[Array, "*mshape"]:
+    """Kronecker GP prediction ``(C_1 ⊗ ⋯ ⊗ C_D) (K_1 ⊗ ⋯ ⊗ K_D + sI)⁻¹ vec(V)``.
+
+    With ``C_d`` the cross-covariances between new coordinates and the grid along dimension d
+    this is the GP conditional mean on the new tensor grid; replacing ``C_d`` in one mode by a
+    derivative kernel ``∂^i k_d(x*, x)/∂x*^i`` gives the mean of a derivative, mode by mode —
+    e.g. ``U_xx = K₁'' K₁⁻¹ U`` along mode 1 is ``cross = [K₁'', K₂, …, K_D]`` with
+    ``K_d`` the factors themselves in the other modes:
+
+    .. math:: \\mathrm{vec}(\\bar U^{(i)}) = (C_1 \\otimes \\cdots \\otimes C_D)
+        (K + sI)^{-1} \\mathrm{vec}(V)
+        = \\mathrm{vec}\\big(A \\times_1 C_1 \\cdots \\times_D C_D\\big),
+
+    with ``A`` from :func:`kron_solve`.
+
+    Parameters
+    ----------
+    eig : KronEig
+        Eigendecompositions of the factors.
+    cross : sequence of Float[Array, "m_d n_d"]
+        One cross-covariance (or derivative-kernel) matrix per dimension.
+    v : Float[Array, "*shape"]
+        Grid values, tensor of shape ``(n_1, …, n_D)`` or its row-major flattening.
+    shift : float or Float[Array, ""], default 0
+        Diagonal shift s.
+
+    Returns
+    -------
+    Float[Array, "*mshape"]
+        The prediction, tensor-shaped ``(m_1, …, m_D)`` if ``v`` was, else flat.
+    """
+    if len(cross) != len(eig.shape):
+        raise ValueError(f"need {len(eig.shape)} cross-covariance matrices, got {len(cross)}")
+    for d, (C, n) in enumerate(zip(cross, eig.shape, strict=True)):
+        if jnp.ndim(C) != 2 or jnp.shape(C)[1] != n:
+            raise ValueError(
+                f"cross[{d}] must have shape (m, {n}) to match grid dimension {d}, "
+                f"got {jnp.shape(C)}"
+            )
+    A = kron_solve(eig, _as_tensor(v, eig.shape), shift)
+    out = multi_mode_dot(A, cross)
+    return out if jnp.ndim(v) == len(eig.shape) else out.ravel()

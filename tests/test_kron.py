@@ -11,6 +11,7 @@ from bayestensor.kron import (
     kron_eigvals,
     kron_logdet,
     kron_mv,
+    kron_predict,
     kron_quad,
     kron_solve,
 )
@@ -21,7 +22,7 @@ KRON_VS_DENSE = 1e-10
 #: Gradients through eigh vs gradients of the dense slogdet + solve (relative).
 GRAD_VS_DENSE = 1e-8
 
-GRIDS = [(3, 6), (3, 4, 5), (5, 3, 4)]
+GRIDS = [(3, 4), (3, 6), (3, 4, 5), (5, 3, 4)]
 SHIFTS = [0.0, 0.3]
 
 
@@ -139,3 +140,45 @@ def test_gradient_matches_dense(shape, rng):
     value_ref, grad_ref = jax.jit(jax.value_and_grad(dense))(theta)
     np.testing.assert_allclose(value, value_ref, rtol=KRON_VS_DENSE)
     np.testing.assert_allclose(grad, grad_ref, rtol=GRAD_VS_DENSE)
+
+
+def _deriv_gram(x, lengthscale, order):
+    """∂^order/∂x^order of the squared-exponential kernel exp(−(x − x')²/2ℓ²) (closed form)."""
+    d = (x[:, None] - x[None, :]) / lengthscale
+    k = np.exp(-0.5 * d**2)
+    return {0: k, 1: -d / lengthscale * k, 2: (d**2 - 1) / lengthscale**2 * k}[order]
+
+
+@pytest.mark.parametrize("shape", [(3, 4), (3, 4, 5)])
+@pytest.mark.parametrize("jit", [False, True])
+def test_kron_predict_modewise_derivatives_match_dense(shape, jit, rng):
+    # U_xx = K₁'' K₁⁻¹ U along one mode (other modes: K_d K_d⁻¹ = I) vs the dense Kronecker
+    xs = [np.sort(rng.uniform(0, 2, n)) for n in shape]
+    ells = [0.5, 0.8, 0.6][: len(shape)]
+    shift = 1e-2
+    K = [_deriv_gram(x, ell, 0) for x, ell in zip(xs, ells, strict=True)]
+    V = rng.standard_normal(shape)
+    f = jax.jit(kron_predict) if jit else kron_predict
+    for mode in range(len(shape)):
+        for order in (0, 1, 2):
+            cross = list(K)
+            cross[mode] = _deriv_gram(xs[mode], ells[mode], order)
+            expected = _dense(cross) @ np.linalg.solve(
+                np.asarray(_dense(K)) + shift * np.eye(V.size), V.ravel()
+            )
+            out = f(kron_eig(K), cross, V, shift)
+            assert out.shape == shape
+            np.testing.assert_allclose(out.ravel(), expected, rtol=KRON_VS_DENSE, atol=1e-12)
+    # new points (rectangular cross-covariances) along every mode at once
+    new = [np.linspace(0, 2, 2 + d) for d in range(len(shape))]
+    cross = [
+        np.exp(-0.5 * ((xn[:, None] - x[None, :]) / ell) ** 2)
+        for xn, x, ell in zip(new, xs, ells, strict=True)
+    ]
+    out = kron_predict(kron_eig(K), cross, V.ravel(), shift)
+    expected = _dense(cross) @ np.linalg.solve(
+        np.asarray(_dense(K)) + shift * np.eye(V.size), V.ravel()
+    )
+    np.testing.assert_allclose(out, expected, rtol=KRON_VS_DENSE, atol=1e-12)
+    with pytest.raises(ValueError, match=r"cross\[0\] must have shape"):
+        kron_predict(kron_eig(K), [c.T for c in cross], V, shift)

@@ -1,8 +1,10 @@
 """GP-HM solver for high-frequency and multi-scale PDEs (Fang et al., ICLR 2024).
 
-Submodules: :mod:`~bayestensor.pde.kernels` (1-D spectral-mixture kernels and their closed-form
-derivative kernels), :mod:`~bayestensor.pde.problems` (PDE problems on a tensor grid,
-manufactured solutions) and :mod:`~bayestensor.pde.solver` (the GP-HM objective and its Adam fit).
+Front door: :func:`solve` (returns a :class:`PDESolution`). Submodules:
+:mod:`~bayestensor.pde.kernels` (1-D spectral-mixture kernels and their closed-form derivative
+kernels), :mod:`~bayestensor.pde.problems` (PDE problems on a tensor grid, manufactured
+solutions, the benchmark problems) and :mod:`~bayestensor.pde.solver` (the GP-HM objective, the
+``U``-step solvers and the Adam / L-BFGS fit).
 """
 
 from bayestensor.pde import kernels, problems, solver
@@ -17,15 +19,19 @@ from bayestensor.pde.kernels import (
     sm_kernel_lag,
     spectral_density,
 )
-from bayestensor.pde.problems import Problem, poisson_1d
-from bayestensor.pde.solver import GPHMConfig, GPHMParams, fit, solution
+from bayestensor.pde.problems import BENCHMARKS, Problem, benchmark, poisson_1d
+from bayestensor.pde.solution import PDESolution, solve
+from bayestensor.pde.solver import GPHMConfig, GPHMParams, fit
 
 __all__ = [
+    "BENCHMARKS",
     "GPHMConfig",
     "GPHMParams",
+    "PDESolution",
     "Problem",
     "SPECTRA",
     "SpectralMixture",
+    "benchmark",
     "fit",
     "init_spectral_mixture",
     "kernels",
@@ -36,7 +42,7 @@ __all__ = [
     "sm_kernel_dxx",
     "sm_kernel_dxx_dyy",
     "sm_kernel_lag",
-    "solution",
+    "solve",
     "solver",
     "spectral_density",
 ]

@@ -62,6 +62,22 @@ def _grid_points(grid: Sequence[Float[Array, " n_d"]]) -> Float[Array, "N D"]:
     return jnp.stack([m.ravel() for m in mesh], axis=-1)
 
 
+def _point_derivatives(
+    exact_u: Callable[..., Array], variables: Sequence[str], p: Float[Array, " D"]
+) -> dict[str, Float[Array, ""]]:
+    """``u``, ``u_v`` and ``u_vv`` of ``exact_u`` at one point ``p`` by ``jax.grad``."""
+
+    def u(q):
+        return exact_u(*q)
+
+    g = jax.grad(u)
+    out = {"u": u(p)}
+    for d, v in enumerate(variables):
+        out[f"u_{v}"] = g(p)[d]
+        out[f"u_{v}{v}"] = jax.grad(lambda q, d=d: g(q)[d])(p)[d]
+    return out
+
+
 class Problem(NamedTuple):
     """A PDE ``L[u] = f`` on a box with Dirichlet data, discretised on a tensor grid.
 
@@ -82,6 +98,9 @@ class Problem(NamedTuple):
         Names of the dimensions (keys of the derivative grids).
     exact : callable or None
         The exact solution ``u(x_1, …, x_D)`` (scalars in, scalar out) when known.
+    source_fn : callable or None
+        ``f(x_1, …, x_D)`` (scalars in, scalar out) when known; the solver then checks the PDE
+        residual between the grid points (early stopping) without using the exact solution.
     """
 
     box: tuple[tuple[float, float], ...]
@@ -91,6 +110,7 @@ class Problem(NamedTuple):
     boundary_values: Float[Array, " n_boundary"]
     variables: tuple[str, ...]
     exact: Callable[..., Array] | None = None
+    source_fn: Callable[..., Array] | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -154,22 +174,40 @@ class Problem(NamedTuple):
             raise ValueError(f"need {D} variable names, got {variables}")
         coords = tuple(jnp.linspace(a, b, n) for (a, b), n in zip(box, sizes, strict=True))
 
-        def u(p):
-            return exact_u(*p)
-
         def derivs(p):
-            g = jax.grad(u)
-            out = {"u": u(p)}
-            for d, v in enumerate(variables):
-                out[f"u_{v}"] = g(p)[d]
-                out[f"u_{v}{v}"] = jax.grad(lambda q, d=d: g(q)[d])(p)[d]
-            return out
+            return _point_derivatives(exact_u, variables, p)
+
+        def source_fn(*xs):
+            p = jnp.stack(jnp.broadcast_arrays(*(jnp.asarray(x, float) for x in xs)), -1)
+            flat = p.reshape(-1, D)
+            out = operator(jax.vmap(derivs)(flat))
+            return out.reshape(p.shape[:-1])
 
         pts = _grid_points(coords)
         grids = {k: a.reshape(sizes) for k, a in jax.vmap(derivs)(pts).items()}
         source = operator(grids)
         boundary_values = grids["u"][boundary_mask(sizes)]
-        return cls(box, coords, operator, source, boundary_values, variables, exact_u)
+        return cls(box, coords, operator, source, boundary_values, variables, exact_u, source_fn)
+
+
+def laplacian(grids: dict[str, Array]) -> Array:
+    """``Σ_v u_vv``, the Laplacian, from the derivative grids (any dimension)."""
+    return sum(a for k, a in grids.items() if len(k) == 4 and k[2] == k[3])
+
+
+def allen_cahn(grids: dict[str, Array]) -> Array:
+    """``Δu + u(u² − 1)``, the (stationary) Allen–Cahn operator of the benchmarks."""
+    u = grids["u"]
+    return laplacian(grids) + u * (u**2 - 1.0)
+
+
+def advection(beta: float = 200.0) -> Operator:
+    """``β u_x + u_y`` (y plays time), the advection operator of the benchmarks."""
+
+    def op(grids):
+        return beta * grids["u_x"] + grids["u_y"]
+
+    return op
 
 
 def poisson_1d(
@@ -193,4 +231,103 @@ def poisson_1d(
     Problem
     """
     exact_u = (lambda x: jnp.sin(6.0 * x)) if exact_u is None else exact_u
-    return Problem.manufactured(lambda g: g["u_xx"], exact_u, [box], grid)
+    return Problem.manufactured(laplacian, exact_u, [box], grid)
+
+
+def allen_cahn_1d(
+    exact_u: Callable[..., Array],
+    box: tuple[float, float] = (0.0, 2.0 * np.pi),
+    grid: int = 400,
+) -> Problem:
+    """1-D Allen–Cahn problem ``u_xx + u(u² − 1) = f`` manufactured from ``exact_u``."""
+    return Problem.manufactured(allen_cahn, exact_u, [box], grid)
+
+
+def poisson_2d(
+    exact_u: Callable[..., Array],
+    box: tuple[float, float] = (0.0, 2.0 * np.pi),
+    grid: int | Sequence[int] = 100,
+) -> Problem:
+    """2-D Poisson problem ``u_xx + u_yy = f`` on ``box × box`` manufactured from ``exact_u``."""
+    return Problem.manufactured(laplacian, exact_u, [box, box], grid)
+
+
+#: The benchmark problems of issue 5: name → (operator, exact solution, box, default grid).
+#: Grids give about four or more points per period of the highest frequency.
+BENCHMARKS: dict[str, tuple[Operator, Callable[..., Array], tuple, tuple[int, ...]]] = {
+    "poisson_1d_sin100": (laplacian, lambda x: jnp.sin(100 * x), ((0.0, 2 * np.pi),), (400,)),
+    "poisson_1d_sin6cos100": (
+        laplacian,
+        lambda x: jnp.sin(6 * x) * jnp.cos(100 * x),
+        ((0.0, 2 * np.pi),),
+        (400,),
+    ),
+    "poisson_1d_xsin200": (laplacian, lambda x: x * jnp.sin(200 * x), ((0.0, 2 * np.pi),), (800,)),
+    "poisson_1d_multiscale": (
+        laplacian,
+        lambda x: jnp.sin(x) + 0.1 * jnp.sin(20 * x) + 0.05 * jnp.cos(100 * x),
+        ((0.0, 1.0),),
+        (400,),
+    ),
+    "poisson_1d_sin500": (
+        laplacian,
+        lambda x: jnp.sin(500 * x) - 2 * (x - 0.5) ** 2,
+        ((0.0, 1.0),),
+        (400,),
+    ),
+    "allen_cahn_1d_sin100": (allen_cahn, lambda x: jnp.sin(100 * x), ((0.0, 2 * np.pi),), (400,)),
+    "allen_cahn_1d_sin6cos100": (
+        allen_cahn,
+        lambda x: jnp.sin(6 * x) * jnp.cos(100 * x),
+        ((0.0, 2 * np.pi),),
+        (400,),
+    ),
+    "poisson_2d_sin100": (
+        laplacian,
+        lambda x, y: jnp.sin(100 * x) * jnp.sin(100 * y),
+        ((0.0, 2 * np.pi),) * 2,
+        (400, 400),
+    ),
+    "poisson_2d_sin6cos20": (
+        laplacian,
+        lambda x, y: jnp.sin(6 * x) * jnp.cos(20 * x) + jnp.sin(6 * y) * jnp.cos(20 * y),
+        ((0.0, 2 * np.pi),) * 2,
+        (128, 128),
+    ),
+    "allen_cahn_2d": (
+        allen_cahn,
+        lambda x, y: (
+            (jnp.sin(x) + 0.1 * jnp.sin(20 * x) + jnp.cos(100 * x))
+            * (jnp.sin(y) + 0.1 * jnp.sin(20 * y) + jnp.cos(100 * y))
+        ),
+        ((0.0, 1.0),) * 2,
+        (100, 100),
+    ),
+    "advection_2d": (
+        advection(200.0),
+        lambda x, y: jnp.sin(x - 200 * y),
+        ((0.0, 1.0),) * 2,
+        (32, 160),
+    ),
+}
+
+
+def benchmark(name: str, grid: int | Sequence[int] | None = None) -> Problem:
+    """A ready-made benchmark problem (see :data:`BENCHMARKS`).
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`BENCHMARKS`, e.g. ``"poisson_1d_sin100"``.
+    grid : int or sequence of int, optional
+        Points per dimension; default the problem's own grid.
+
+    Returns
+    -------
+    Problem
+        Manufactured from the exact solution (source and Dirichlet data on every edge).
+    """
+    if name not in BENCHMARKS:
+        raise ValueError(f"name must be one of {sorted(BENCHMARKS)}, got {name!r}")
+    operator, exact_u, box, default_grid = BENCHMARKS[name]
+    return Problem.manufactured(operator, exact_u, box, default_grid if grid is None else grid)
