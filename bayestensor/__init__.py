@@ -14,14 +14,10 @@ _xla.apply()  # must run before any JAX computation: see bayestensor/_xla.py
 from bayestensor import (  # noqa: E402
     data,
     datasets,
-    demo,
-    gp,
     kernels,
     kron,
     metrics,
     models,
-    pde,
-    plotting,
     ssm,
     tensor,
 )
@@ -29,6 +25,23 @@ from bayestensor.api import fit  # noqa: E402
 from bayestensor.result import FitResult, load  # noqa: E402
 
 __version__ = "0.1.0"
+
+#: Submodules imported on first use (matplotlib and the PDE solver are not needed to fit).
+_LAZY = ("demo", "gp", "pde", "plotting")
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module = importlib.import_module(f"bayestensor.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'bayestensor' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "FitResult",

@@ -522,3 +522,46 @@ def test_hyper_search_climbs_to_the_evidence_maximum():
     # the returned posterior is the smoother's at the chosen hyperparameters
     ref = smooth(_sde(theta), dt, msg.prec, msg.shift)
     np.testing.assert_allclose(post.mean, ref.mean, rtol=CLOSED_FORM, atol=CLOSED_FORM)
+
+
+@pytest.mark.parametrize("ranks", [(2, 3, 2), (3, 2), (2, 2, 3, 2)])
+@pytest.mark.parametrize("chunk", [None, 4])
+def test_grouped_contractions_equal_per_observation(ranks, chunk, rng):
+    """Contracting through one mode's unique coordinates gives the same moments."""
+    from bayestensor.models.funbat import CategoricalPosterior, Grouping, _gather, _grouping
+
+    K, n = len(ranks), 13
+    sizes = [3, 4, 2, 3][:K]
+    index = jnp.asarray(np.stack([rng.integers(0, N, n) for N in sizes], axis=1))
+    factors = []
+    for N, R in zip(sizes, ranks, strict=True):
+        L = rng.normal(size=(N, R, R)) * 0.3
+        factors.append(
+            CategoricalPosterior(
+                jnp.asarray(rng.normal(size=(N, R))), jnp.asarray(L @ np.swapaxes(L, 1, 2))
+            )
+        )
+    P = int(np.prod(ranks))
+    Lw = rng.normal(size=(P, P)) * 0.2
+    core = CorePosterior(jnp.asarray(rng.normal(size=ranks)), jnp.asarray(Lw @ Lw.T))
+    means, seconds = _gather(tuple(factors), index)
+    group = _grouping(tuple(factors), index)
+    assert isinstance(group, Grouping)
+    y = jnp.asarray(rng.normal(size=n))
+    for k in range(K):
+        plain = expected_contraction(k, means, seconds, core, chunk)
+        grouped = expected_contraction(k, means, seconds, core, chunk, group)
+        for a, b in zip(plain, grouped, strict=True):
+            np.testing.assert_allclose(a, b, rtol=CLOSED_FORM, atol=CLOSED_FORM)
+    for a, b in zip(
+        expected_f(means, seconds, core, chunk),
+        expected_f(means, seconds, core, chunk, group),
+        strict=True,
+    ):
+        np.testing.assert_allclose(a, b, rtol=CLOSED_FORM, atol=CLOSED_FORM)
+    for a, b in zip(
+        core_update(y, 2.0, means, seconds, chunk),
+        core_update(y, 2.0, means, seconds, chunk, group),
+        strict=True,
+    ):
+        np.testing.assert_allclose(a, b, rtol=CLOSED_FORM, atol=CLOSED_FORM)

@@ -300,9 +300,75 @@ def _core_second(core: CorePosterior) -> Array:
 
 
 def _letters(K: int) -> tuple[str, str]:
-    """Index letters for the ``r`` and ``s`` axes of a ``K``-way core (``n`` is reserved)."""
-    pool = [c for c in string.ascii_letters if c != "n"]
+    """Index letters for the ``r`` and ``s`` axes of a ``K``-way core (``n``, ``i`` reserved)."""
+    pool = [c for c in string.ascii_letters if c not in "ni"]
     return "".join(pool[:K]), "".join(pool[K : 2 * K])
+
+
+class Grouping(NamedTuple):
+    """Observation indices and per-coordinate second moments for the grouped contractions.
+
+    The Tucker second moments ``Σ E[W_r W_s] Π_j M^j_{n r_j s_j}`` cost ``P²`` per observation
+    when formed observation by observation. Contracting ``E[W ⊗ W]`` with one mode's second
+    moments on that mode's *unique coordinates* first (``N_j`` rows, usually far fewer than
+    ``n``) and gathering the result leaves ``P² / R_j²`` per observation.
+
+    Attributes
+    ----------
+    index : Int[Array, "n K"]
+        Coordinate index of every observation along every mode.
+    rows : list of Float[Array, "N_j R_j R_j"]
+        Per mode, ``E[u uᵀ]`` at its unique coordinates.
+    """
+
+    index: Array
+    rows: list
+
+
+def _grouping(factors: tuple, index) -> Grouping:
+    """:class:`Grouping` from the factor posteriors."""
+    return Grouping(index, [_second(f.mean, f.cov) for f in factors])
+
+
+def _grouped_second(
+    second: Array, group: Grouping, seconds: list, others: list[int], chunk: int | None
+) -> Array:
+    """``Σ_{r_j, s_j, j ∈ others} E[W_r W_s] Π_{j ∈ others} M^j_{n r_j s_j}`` per observation,
+    with the first of ``others`` applied on its unique coordinates (see :class:`Grouping`).
+
+    Returns an array ``(n, R_keep…, R_keep…)`` over the modes not in ``others`` (``r`` axes then
+    ``s`` axes); a scalar per observation when ``others`` holds every mode.
+    """
+    K = second.ndim // 2
+    r, s = _letters(K)
+    j0, rest = others[0], others[1:]
+    keep = [m for m in range(K) if m not in others]
+    table_modes = sorted(keep + rest)
+    t_axes = "".join(r[m] for m in table_modes) + "".join(s[m] for m in table_modes)
+    out_axes = "".join(r[m] for m in keep) + "".join(s[m] for m in keep)
+    table = jnp.einsum(f"{r}{s},i{r[j0]}{s[j0]}->i{t_axes}", second, group.rows[j0])
+    spec = ",".join([f"n{t_axes}"] + [f"n{r[m]}{s[m]}" for m in rest]) + f"->n{out_axes}"
+
+    def _per_obs(idx, *Ms):
+        return jnp.einsum(spec, table[idx], *Ms)
+
+    return _map_obs(_per_obs, [group.index[:, j0]] + [seconds[m] for m in rest], chunk)
+
+
+def _grouped_gram(group: Grouping, seconds: list, chunk: int | None) -> Array:
+    """``Σ_n ⊗_k M^k_n`` as a ``2K``-way tensor, summing the other modes' outer products per
+    unique coordinate of mode 0 before applying mode 0's second moments."""
+    K = len(seconds)
+    r, s = _letters(K)
+    N0 = group.rows[0].shape[0]
+    rest_axes = "".join(r[1:]) + "".join(s[1:])
+    outer = ",".join(f"n{r[m]}{s[m]}" for m in range(1, K)) + f"->n{rest_axes}"
+
+    def _per_block(idx, *Ms):
+        return jax.ops.segment_sum(jnp.einsum(outer, *Ms), idx, num_segments=N0)
+
+    sums = _sum_obs(_per_block, [group.index[:, 0]] + list(seconds[1:]), chunk)
+    return jnp.einsum(f"i{r[0]}{s[0]},i{rest_axes}->{r}{s}", group.rows[0], sums)
 
 
 def expected_contraction(
@@ -311,6 +377,7 @@ def expected_contraction(
     seconds: list[Float[Array, "n _ _"]],
     core: CorePosterior | None,
     chunk: int | None = OBS_CHUNK,
+    group: Grouping | None = None,
 ) -> tuple[Float[Array, "n Rk"], Float[Array, "n Rk Rk"]]:
     """First and second moments of ``a_n``, the core contracted with the other modes' rows.
 
@@ -338,6 +405,9 @@ def expected_contraction(
         ``q(W)`` for Tucker, ``None`` for CP.
     chunk : int or None
         Tucker contractions run over blocks of this many observations (``None``: all at once).
+    group : Grouping, optional
+        Tucker only: form the second moment through the unique coordinates of the first other
+        mode (same numbers, ``R_j²`` times fewer operations per observation).
 
     Returns
     -------
@@ -367,6 +437,12 @@ def expected_contraction(
     mean_spec = ",".join([r] + [f"n{r[j]}" for j in others]) + f"->n{r[k]}"
     sec_spec = ",".join([r + s] + [f"n{r[j]}{s[j]}" for j in others]) + f"->n{r[k]}{s[k]}"
     second = _core_second(core)
+    if group is not None:
+        Ea = _map_obs(
+            lambda *mu: jnp.einsum(mean_spec, core.mean, *mu), [means[j] for j in others], chunk
+        )
+        Eaa = _grouped_second(second, group, seconds, others, chunk)
+        return Ea, 0.5 * (Eaa + jnp.swapaxes(Eaa, -1, -2))
 
     def _moments(*rows):
         mu, M = rows[: K - 1], rows[K - 1 :]
@@ -382,6 +458,7 @@ def expected_f(
     seconds: list[Float[Array, "n _ _"]],
     core: CorePosterior | None,
     chunk: int | None = OBS_CHUNK,
+    group: Grouping | None = None,
 ) -> tuple[Float[Array, " n"], Float[Array, " n"]]:
     """Mean-field moments ``E[f_n]`` and ``E[f_n²]`` of the noiseless value.
 
@@ -400,6 +477,8 @@ def expected_f(
         ``q(W)`` for Tucker, ``None`` for CP.
     chunk : int or None
         Tucker contractions run over blocks of this many observations (``None``: all at once).
+    group : Grouping, optional
+        Tucker only: ``E[f²]`` through mode 0's unique coordinates (see :class:`Grouping`).
 
     Returns
     -------
@@ -417,6 +496,9 @@ def expected_f(
     mean_spec = ",".join([r] + [f"n{c}" for c in r]) + "->n"
     sec_spec = ",".join([r + s] + [f"n{r[j]}{s[j]}" for j in range(K)]) + "->n"
     second = _core_second(core)
+    if group is not None:
+        Ef = _map_obs(lambda *mu: jnp.einsum(mean_spec, core.mean, *mu), list(means), chunk)
+        return Ef, _grouped_second(second, group, seconds, list(range(K)), chunk)
 
     def _moments(*rows):
         mu, M = rows[:K], rows[K:]
@@ -431,6 +513,7 @@ def core_update(
     means: list[Float[Array, "n _"]],
     seconds: list[Float[Array, "n _ _"]],
     chunk: int | None = OBS_CHUNK,
+    group: Grouping | None = None,
 ) -> CorePosterior:
     """Closed-form Gaussian ``q(vec W)`` given the factor posteriors and ``E[τ]``.
 
@@ -454,6 +537,8 @@ def core_update(
         observation.
     chunk : int or None
         Accumulate the sums over blocks of this many observations (``None``: all at once).
+    group : Grouping, optional
+        Sum the Gram tensor per unique coordinate of mode 0 first (see :class:`Grouping`).
 
     Returns
     -------
@@ -469,7 +554,11 @@ def core_update(
     def _sums(y, *rows):
         return jnp.einsum(G_spec, *rows[K:]), jnp.einsum(h_spec, y, *rows[:K])
 
-    G, h = _sum_obs(_sums, [y] + list(means) + list(seconds), chunk)
+    if group is None or K == 1:
+        G, h = _sum_obs(_sums, [y] + list(means) + list(seconds), chunk)
+    else:
+        G = _grouped_gram(group, seconds, chunk)
+        h = _sum_obs(lambda yy, *mu: jnp.einsum(h_spec, yy, *mu), [y] + list(means), chunk)
     prec = jnp.eye(P, dtype=y.dtype) + tau * G.reshape(P, P)
     prec = 0.5 * (prec + prec.T)
     chol = jnp.linalg.cholesky(prec)
@@ -677,7 +766,8 @@ def sweep(
     rho = cfg.damping
     for k in range(K):
         means, seconds = _gather(tuple(factors), index)
-        Ea, Eaa = expected_contraction(k, means, seconds, state.core, cfg.chunk)
+        group = _grouping(tuple(factors), index) if cfg.model == "tucker" else None
+        Ea, Eaa = expected_contraction(k, means, seconds, state.core, cfg.chunk, group)
         new = message_sums(y, tau, Ea, Eaa, index[:, k], cfg.sizes[k])
         msg = jax.tree.map(lambda a, b: rho * a + (1.0 - rho) * b, new, messages[k])
         messages[k] = msg
@@ -693,10 +783,11 @@ def sweep(
         else:
             factors[k] = _categorical_posterior(msg)
     means, seconds = _gather(tuple(factors), index)
+    group = _grouping(tuple(factors), index) if cfg.model == "tucker" else None
     core = state.core
     if cfg.model == "tucker":
-        core = core_update(y, tau, means, seconds, cfg.chunk)
-    Ef, Ef2 = expected_f(means, seconds, core, cfg.chunk)
+        core = core_update(y, tau, means, seconds, cfg.chunk, group)
+    Ef, Ef2 = expected_f(means, seconds, core, cfg.chunk, group)
     noise = noise_update(y, Ef, Ef2, cfg.a0, cfg.b0)
     new_state = FunBaTState(
         tuple(factors), tuple(messages), core, noise, tuple(log_hyper), tuple(opt_state)
@@ -852,7 +943,9 @@ def _initial_state(
     state = init_state(cfg, dts, ell0, var0, key, mean_scale, cov_scale, init_means, noise_sd)
     if init_means is not None and cfg.model == "tucker":
         means, seconds = _gather(state.factors, index)
-        state = state._replace(core=core_update(y, state.noise.mean, means, seconds, cfg.chunk))
+        group = _grouping(state.factors, index)
+        core = core_update(y, state.noise.mean, means, seconds, cfg.chunk, group)
+        state = state._replace(core=core)
     return state
 
 
