@@ -245,6 +245,16 @@ def test_solve_low_frequency_poisson_2d(method, tol, tmp_path):
     matplotlib.pyplot.close(fig)
 
 
+def test_solve_runs_in_float32(tol):
+    # float32: jitter and precision are capped by the dtype's eps; accuracy is limited
+    with jax.enable_x64(False):
+        prob = Problem.manufactured(laplacian, lambda x: jnp.sin(2 * jnp.pi * x), [(0, 1)], 64)
+        sol = bt.pde.solve(prob, steps=3, max_freq=3.0)
+        assert sol.values.dtype == np.float32
+        assert np.all(np.isfinite(sol.loss_history))
+        assert sol.relative_l2() < tol["pde_float32_rel_l2"]
+
+
 def test_early_stopping_needs_no_exact_solution():
     prob = Problem.manufactured(laplacian, lambda x: jnp.sin(3 * x), [(0.0, 2.0)], 40)
     blind = prob._replace(exact=None)
