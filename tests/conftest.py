@@ -9,6 +9,10 @@ import pytest  # noqa: E402
 
 #: Tolerances used across the test suite (float64 unless named otherwise).
 TOL = {
+    # GP-HM: closed-form derivative kernels vs nested jax.grad (relative to max |k|)
+    "pde_deriv_vs_autodiff": 1e-10,
+    # Kronecker solve / logdet / quad / mode-wise prediction vs the dense product (relative)
+    "kron_vs_dense": 1e-10,
     # GP-HM PDE solver: structured (Kronecker / Toeplitz / whitened) pieces vs dense (relative)
     "pde_structured_vs_dense": 1e-9,
     # GP-HM: relative L2 of the low-frequency 1-D and 2-D Poisson solves (issue 5)

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import TOL
 
 from bayestensor.kron import (
     KronEig,
@@ -17,7 +18,7 @@ from bayestensor.kron import (
 )
 
 #: Structured vs dense results (relative); factors are well conditioned (eigenvalues ≥ 0.5).
-KRON_VS_DENSE = 1e-10
+KRON_VS_DENSE = TOL["kron_vs_dense"]
 
 #: Gradients through eigh vs gradients of the dense slogdet + solve (relative).
 GRAD_VS_DENSE = 1e-8

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.integrate
 import scipy.stats
+from conftest import TOL
 
 from bayestensor.pde.kernels import (
     SPECTRA,
@@ -21,7 +22,7 @@ from bayestensor.pde.kernels import (
 )
 
 #: Closed-form derivative kernels vs nested autodiff of the base kernel (relative to max |k|).
-DERIV_VS_AUTODIFF = 1e-9
+DERIV_VS_AUTODIFF = TOL["pde_deriv_vs_autodiff"]
 #: Kernel (and its spectral moments) vs numerical quadrature of the spectrum (relative).
 QUAD = 1e-7
 #: Gram matrices: min eigenvalue ≥ −PSD_SLACK · trace.
