@@ -245,6 +245,14 @@ def test_solve_low_frequency_poisson_2d(method, tol, tmp_path):
     matplotlib.pyplot.close(fig)
 
 
+def test_lbfgs_polish_lowers_the_loss():
+    prob = Problem.manufactured(laplacian, lambda x: jnp.sin(2 * jnp.pi * x), [(0, 1)], 48)
+    sol = bt.pde.solve(prob, steps=3, lbfgs_steps=4, max_freq=3.0, patience=100)
+    losses = sol.loss_history
+    assert len(losses) == 1 + 3 + 4
+    assert losses[-1] < losses[3]  # L-BFGS steps after the last Adam step lowered 𝒥
+
+
 def test_solve_runs_in_float32(tol):
     # float32: jitter and precision are capped by the dtype's eps; accuracy is limited
     with jax.enable_x64(False):
