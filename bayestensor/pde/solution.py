@@ -11,7 +11,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
-from threadpoolctl import threadpool_limits
+
+try:  # a declared dependency; without it BLAS keeps its own thread count
+    from threadpoolctl import threadpool_limits
+except ImportError:  # pragma: no cover
+    threadpool_limits = None
 
 from bayestensor.pde.problems import Problem
 from bayestensor.pde.solver import (
@@ -308,7 +312,7 @@ def solve(
     )
     config = resolve_config(problem, config)
     start = time.perf_counter()
-    if blas_threads is None:
+    if blas_threads is None or threadpool_limits is None:
         params, trace = fit(problem, config)
     else:
         with threadpool_limits(limits=int(blas_threads)):
