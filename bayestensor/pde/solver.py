@@ -774,7 +774,7 @@ def midpoint_residual(
 
     For a zero source the residual's RMS is returned instead.
 
-    .. math:: \\frac{\\|\\mathcal L[\\bar u](X_{mid}) - f(X_{mid})\\|}{\\|f(X_{mid})\\|}
+    .. math:: \\frac{\\|(\\mathcal L \\bar u)(X_{mid}) - f(X_{mid})\\|}{\\|f(X_{mid})\\|}
 
     The midpoints are not collocation points, so this residual measures how well the GP mean
     solves the PDE between them; it never uses the exact solution.
