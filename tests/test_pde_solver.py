@@ -148,7 +148,64 @@ def test_derivative_grids_and_loss_match_dense(jit, rng):
     np.testing.assert_allclose(value, expected, rtol=STRUCT)
 
 
-def test_dense_u_step_is_the_exact_minimiser(rng):
+def test_loss_gradient_matches_dense_autodiff(rng):
+    # the hand-written reverse mode of K⁻¹U and log|K| against autodiff of dense kron algebra
+    prob = _problem_2d(operator=lambda g: g["u_xx"] + 0.3 * g["u_y"] + g["u"] ** 3)
+    config = solver.resolve_config(
+        prob, solver.GPHMConfig(n_components=4, max_freq=2.0, jitter=1e-3, precision=30.0)
+    )
+    kernels = _random_kernels(prob, config, rng)
+    U = jnp.asarray(rng.standard_normal(prob.shape))
+    lam_r, lam_b = solver.precisions(prob, config)
+    mask = boundary_mask(prob.shape).ravel()
+
+    def dense(kernels, U):
+        mats = []
+        for k, x in zip(kernels, prob.grid, strict=True):
+            G = [sm_kernel(k, x, x, config.spectrum, order=(n, 0)) for n in range(3)]
+            G[0] = G[0] + config.jitter * G[0][0, 0] * jnp.eye(len(x))
+            mats.append(G)
+        (Kx, _, Kx2), (Ky, Ky1, _) = mats
+        K = jnp.kron(Kx, Ky)
+        a = jnp.linalg.solve(K, U.ravel())
+        r = (
+            jnp.kron(Kx2, Ky) @ a
+            + 0.3 * jnp.kron(Kx, Ky1) @ a
+            + U.ravel() ** 3
+            - prob.source.ravel()
+        )
+        b = U.ravel()[mask] - prob.boundary_values
+        return (
+            0.5 * U.ravel() @ a
+            + 0.5 * jnp.linalg.slogdet(K)[1]
+            + 0.5 * lam_b * b @ b
+            + 0.5 * lam_r * r @ r
+        )
+
+    def structured(kernels, U):
+        return solver.loss(solver.GPHMParams(U, kernels), prob, config)
+
+    got = jax.grad(structured, argnums=(0, 1))(kernels, U)
+    ref = jax.grad(dense, argnums=(0, 1))(kernels, U)
+    for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(ref), strict=True):
+        np.testing.assert_allclose(g, r, rtol=STRUCT, atol=STRUCT * float(jnp.abs(r).max()))
+
+
+@pytest.mark.parametrize("n", [7, 64, 150])
+def test_blocked_triangular_solve_and_inverse(n, rng):
+    L = np.tril(rng.standard_normal((n, n))) + n * np.eye(n)
+    B = rng.standard_normal((n, 5))
+    np.testing.assert_allclose(solver.triangular_solve(L, B), np.linalg.solve(L, B), rtol=1e-12)
+    np.testing.assert_allclose(
+        solver.triangular_solve(L, B, trans=True), np.linalg.solve(L.T, B), rtol=1e-12
+    )
+    W = np.asarray(solver.triangular_inverse(L))
+    np.testing.assert_allclose(W, np.linalg.inv(L), rtol=1e-12, atol=1e-15)
+    assert np.all(np.triu(W, 1) == 0.0)
+
+
+@pytest.mark.parametrize("lsq", ["auto", "qr"])
+def test_dense_u_step_is_the_exact_minimiser(rng, lsq):
     # linear operator: U* = (K⁻¹ + λ_r DᵀD + λ_b BᵀB)⁻¹ (λ_r Dᵀf + λ_b Bᵀg), formed densely
     prob = _problem_2d(operator=lambda g: g["u_xx"] + g["u_yy"] - 2.0 * g["u_x"])
     config = solver.resolve_config(
@@ -163,7 +220,7 @@ def test_dense_u_step_is_the_exact_minimiser(rng):
     rhs = lam_r * A.T @ np.asarray(prob.source).ravel() + lam_b * B.T @ prob.boundary_values
     U_ref = np.linalg.solve(H, rhs)
     factors = solver.all_factors(kernels, prob, config)
-    U = solver.solve_grid(jnp.zeros(prob.shape), factors, prob, config)
+    U = solver.solve_grid(jnp.zeros(prob.shape), factors, prob, config, lsq=lsq)
     np.testing.assert_allclose(U.ravel(), U_ref, rtol=1e-7, atol=1e-7 * np.abs(U_ref).max())
 
 
