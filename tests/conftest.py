@@ -23,6 +23,8 @@ TOL = {
     "pde_float32_rel_l2": 2e-2,
     # GP-HM: relative L2 of every 1-D benchmark problem (slow test, issue 5)
     "pde_benchmark_1d_rel_l2": 1e-3,
+    # issue 5: every 2-D benchmark problem reaches relative L2 ≤ 1e-2
+    "pde_benchmark_2d_rel_l2": 1e-2,
     # state-space posterior vs dense Cholesky GP (relative)
     "ssm_vs_dense": 1e-8,
     # gradients of the log marginal likelihood vs dense (relative)

@@ -352,3 +352,17 @@ def test_invalid_arguments_raise():
 def test_benchmark_1d_problems(name, tol):
     sol = bt.pde.solve(benchmark(name), steps=30)
     assert sol.relative_l2() <= tol["pde_benchmark_1d_rel_l2"]
+
+
+@pytest.mark.slow
+def test_benchmark_allen_cahn_2d(tol):
+    # nonlinear 2-D: the dense solver (GP prior kept) on the benchmark's 50 × 50 grid
+    sol = bt.pde.solve(benchmark("allen_cahn_2d"), steps=0)
+    assert sol.config.method == "dense"
+    assert sol.relative_l2() <= tol["pde_benchmark_2d_rel_l2"]
+
+
+def test_kron_warns_for_a_nonlinear_operator():
+    prob = _problem_2d((6, 6), operator=allen_cahn)
+    with pytest.warns(RuntimeWarning, match="drops the GP prior"):
+        bt.pde.solve(prob, steps=0, method="kron", n_components=4, max_freq=1.0)

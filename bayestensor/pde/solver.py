@@ -46,7 +46,12 @@ theorem), so ``U*`` enters the step through ``stop_gradient``.
   ``Σ_d M_d``, ``M_d = c̄_v D_{1,d} + c̄_{vv} D_{2,d} + c̄_u/D · I``); position-dependent
   coefficients (the linearised Allen–Cahn term) are handled by Newton steps whose linear systems
   GMRES solves with the separable part as preconditioner. Memory and time are
-  ``O(N Σ_d n_d + Σ_d n_d³)``.
+  ``O(N Σ_d n_d + Σ_d n_d³)``. Without the prior nothing holds back grid modes the kernel
+  barely covers (the derivative matrices nearly annihilate them): linear problems are fine, but
+  for 2-D Allen–Cahn on 100 × 100 points the Newton iterate fits the grid to 1 % while the GP
+  mean between grid points is off by a factor 50. The dense solver, which keeps the prior,
+  reaches 2 × 10⁻⁴ on 50 × 50 points; :func:`fit` warns when ``"kron"`` meets a nonlinear
+  operator.
 
 Early stopping watches the PDE residual *between* the collocation points (at the cell midpoints,
 where the GP mean is not fitted; it needs ``problem.source_fn``), never the exact solution; the
@@ -63,6 +68,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -1016,6 +1022,15 @@ def fit(
     config = resolve_config(problem, config)
     params = init_params(problem, config) if params is None else params
     linear = is_linear(problem)
+    if config.method == "kron" and not linear:
+        warnings.warn(
+            "method='kron' solves the λ → ∞ collocation limit, which drops the GP prior: for a "
+            "nonlinear operator its Newton systems can be ill-conditioned and the GP mean between "
+            "grid points unreliable (check the midpoint residual); method='dense' on a grid of "
+            f"at most {DENSE_MAX_POINTS} points keeps the prior",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     f_mid = midpoint_source(problem)
     first_iters = 1 if linear else config.newton_iters
     # warm-started: one Gauss–Newton step per Adam step tracks U*(θ); the returned iterate is
