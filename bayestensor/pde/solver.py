@@ -271,9 +271,25 @@ def init_params(problem: Problem, config: GPHMConfig) -> GPHMParams:
     config = resolve_config(problem, config)
     dtype = problem.source.dtype
     kernels = tuple(
-        init_spectral_mixture(config.n_components, m, dtype=dtype) for m in config.max_freq
+        init_spectral_mixture(config.n_components, m, scale=_init_scale(config, m), dtype=dtype)
+        for m in config.max_freq
     )
     return GPHMParams(jnp.zeros(problem.shape, dtype), kernels)
+
+
+#: Initial spectral scale of a Student-t mixture, as a fraction of the spacing of the initial
+#: frequencies. Its heavy spectral tails (∝ |s|^-(2ν+1)) put prior mass on every grid mode when
+#: the components are as wide as their spacing (the Gaussian default): 0.86 relative error on
+#: ``poisson_1d_sin100`` after 30 steps, against 2.6e-4 with this narrower start.
+STUDENT_T_INIT_SCALE = 0.02
+
+
+def _init_scale(config: GPHMConfig, max_freq: float) -> float | None:
+    """Initial σ: the default of :func:`init_spectral_mixture`, narrowed for Student-t."""
+    if config.spectrum != "student_t":
+        return None
+    Q = config.n_components
+    return STUDENT_T_INIT_SCALE * (max_freq / (Q - 1) if Q > 1 else max_freq)
 
 
 def is_linear(problem: Problem) -> bool:
