@@ -540,7 +540,7 @@ def whiten(U: Float[Array, "*shape"], factors: Sequence[DimensionFactors]):
 def solution_weights(U: Float[Array, "*shape"], factors: Sequence[DimensionFactors]):
     """``A = U ×_1 (K_1 + ε_1I)⁻¹ ⋯``, i.e. ``vec(A) = K⁻¹ vec(U)`` (weights of the GP mean)."""
     for d, f in enumerate(factors):
-        U = _mode_tri_solve(_mode_tri_solve(U, f.L, d), f.L, d, trans=True)
+        U = _cho_mode_solve(U, f.L, d)
     return U
 
 
@@ -1055,9 +1055,10 @@ def fit(
 
     lsq = "auto"
     if config.method == "dense":
-        factors0 = all_factors(params.kernels, problem, config)
-        condition = jax.jit(lambda U, f: dense_normal_condition(U, f, problem, config))
-        cond = float(condition(params.U, factors0))
+        condition = jax.jit(
+            lambda U, k: dense_normal_condition(U, all_factors(k, problem, config), problem, config)
+        )
+        cond = float(condition(params.U, params.kernels))
         # the kernels move during the fit: QR throughout unless far from the Cholesky limit
         lsq = "auto" if cond < NORMAL_EQ_MAX_COND * 1e-4 else "qr"
     profile_first = _profile(problem, config, linear, first_iters, f_mid, lsq)
