@@ -49,7 +49,7 @@ theorem), so ``U*`` enters the step through ``stop_gradient``.
   ``O(N Σ_d n_d + Σ_d n_d³)``. Without the prior nothing holds back grid modes the kernel
   barely covers (the derivative matrices nearly annihilate them): linear problems are fine, but
   for 2-D Allen–Cahn on 100 × 100 points the Newton iterate fits the grid to 1 % while the GP
-  mean between grid points is off by a factor 50. The dense solver, which keeps the prior,
+  mean between grid points is off by a factor 60 or more. The dense solver, which keeps the prior,
   reaches 2 × 10⁻⁴ on 50 × 50 points; :func:`fit` warns when ``"kron"`` meets a nonlinear
   operator.
 
@@ -186,8 +186,6 @@ class DimensionFactors(NamedTuple):
         ``K_d^{(1,0)}``, ``K_d^{(2,0)}``.
     G1, G2 : Float[Array, "n n"] or None
         ``K_d^{(1,0)} L_d^{-T}``, ``K_d^{(2,0)} L_d^{-T}``.
-    W : Float[Array, "n n"]
-        ``L_d⁻¹`` (lower triangular), from :func:`triangular_inverse`.
     """
 
     L: Float[Array, "n n"]
@@ -196,7 +194,6 @@ class DimensionFactors(NamedTuple):
     K2: Float[Array, "n n"] | None
     G1: Float[Array, "n n"] | None
     G2: Float[Array, "n n"] | None
-    W: Float[Array, "n n"]
 
     def derivative_matrix(self, order: int) -> Float[Array, "n n"]:
         """``D_order = G_order L⁻¹`` (``order`` 1 or 2), the grid-values-to-derivative matrix."""
@@ -396,10 +393,9 @@ def dimension_factors(
     n = x.shape[0]
     K = K + _jitter(config, K.dtype) * K[0, 0] * jnp.eye(n, dtype=K.dtype)
     L = jnp.linalg.cholesky(K)
-    W = triangular_inverse(L)
     Ks = {o: kernel_matrix(params, x, config, o) for o in (1, 2) if o in orders}
     Gs = {o: triangular_solve(L, M.T).T for o, M in Ks.items()}  # G = K^{(i,0)} L^{-T}
-    return DimensionFactors(L, K, Ks.get(1), Ks.get(2), Gs.get(1), Gs.get(2), W)
+    return DimensionFactors(L, K, Ks.get(1), Ks.get(2), Gs.get(1), Gs.get(2))
 
 
 #: Blocks at most this size are inverted by a triangular solve in :func:`triangular_inverse`.
@@ -549,17 +545,17 @@ def _cho_mode_solve(X: Array, L: Float[Array, "n n"], mode: int) -> Array:
     return _mode_tri_solve(_mode_tri_solve(X, L, mode), L, mode, trans=True)
 
 
-def _weights_logdet_impl(Ks, LWs, U):
+def _weights_logdet_impl(Ks, Ls, U):
     A = U
-    for d, (L, _) in enumerate(LWs):
+    for d, L in enumerate(Ls):
         A = _cho_mode_solve(A, L, d)
     N = U.size
-    half_logdet = sum((N // L.shape[0]) * jnp.sum(jnp.log(jnp.diag(L))) for L, _ in LWs)
+    half_logdet = sum((N // L.shape[0]) * jnp.sum(jnp.log(jnp.diag(L))) for L in Ls)
     return A, half_logdet
 
 
 @jax.custom_vjp
-def _weights_logdet(Ks, LWs, U):
+def _weights_logdet(Ks, Ls, U):
     r"""``(A, ½ log|K|)`` with ``vec(A) = K⁻¹ vec(U)``, ``K = ⊗_d K_d``, given ``K_d = L_d L_dᵀ``.
 
     ``½ log|K| = Σ_d (N / n_d) Σ_i log (L_d)_{ii}``. The reverse-mode derivative is written out
@@ -571,30 +567,31 @@ def _weights_logdet(Ks, LWs, U):
         + \bar h \, \frac{N}{2 n_d} K_d^{-1},
 
     (``X_(d)`` the mode-d unfolding, ``h̄`` the cotangent of ``½ log|K|``); one explicit inverse
-    ``K_d⁻¹ = W_dᵀ W_d`` per dimension. ``LWs`` holds the pairs ``(L_d, W_d = L_d⁻¹)`` of the
-    ``K_d`` and gets no cotangent.
+    ``K_d⁻¹ = W_dᵀ W_d`` per dimension, ``W_d = L_d⁻¹`` from :func:`triangular_inverse`. ``Ls``
+    holds the Cholesky factors ``L_d`` of the ``K_d`` and gets no cotangent.
     """
-    return _weights_logdet_impl(Ks, LWs, U)
+    return _weights_logdet_impl(Ks, Ls, U)
 
 
-def _weights_logdet_fwd(Ks, LWs, U):
-    A, half_logdet = _weights_logdet_impl(Ks, LWs, U)
-    return (A, half_logdet), (LWs, A)
+def _weights_logdet_fwd(Ks, Ls, U):
+    A, half_logdet = _weights_logdet_impl(Ks, Ls, U)
+    return (A, half_logdet), (Ls, A)
 
 
 def _weights_logdet_bwd(res, cotangents):
-    LWs, A = res
+    Ls, A = res
     A_bar, h_bar = cotangents
     N = A.size
     U_bar = A_bar
     K_bars = []
-    for d, (L, W) in enumerate(LWs):
+    for d, L in enumerate(Ls):
         n = L.shape[0]
+        W = triangular_inverse(L)
         U_bar = _cho_mode_solve(U_bar, L, d)
         Y = jnp.moveaxis(_cho_mode_solve(A_bar, L, d), d, 0).reshape(n, -1)
         Ad = jnp.moveaxis(A, d, 0).reshape(n, -1)
         K_bars.append(-Y @ Ad.T + (0.5 * (N // n)) * h_bar * (W.T @ W))
-    return tuple(K_bars), jax.tree.map(jnp.zeros_like, LWs), U_bar
+    return tuple(K_bars), tuple(jnp.zeros_like(L) for L in Ls), U_bar
 
 
 _weights_logdet.defvjp(_weights_logdet_fwd, _weights_logdet_bwd)
@@ -619,8 +616,8 @@ def loss_terms(
     """
     lam_r, lam_b = precisions(problem, config)
     Ks = tuple(f.K for f in factors)
-    LWs = jax.lax.stop_gradient(tuple((f.L, f.W) for f in factors))
-    A, half_logdet = _weights_logdet(Ks, LWs, U)
+    Ls = jax.lax.stop_gradient(tuple(f.L for f in factors))
+    A, half_logdet = _weights_logdet(Ks, Ls, U)
     grids = {"u": U}
     for key, d, order in _keys(problem.variables)[1:]:
         mats = [f.K for f in factors]
@@ -691,10 +688,11 @@ def _solve_dense(U0, factors, problem: Problem, config: GPHMConfig, n_iter: int,
     uses QR (see :func:`dense_normal_condition`).
     """
     N = U0.size
+    mats = _dense_whitened_matrices(factors, problem.variables)
 
     def _gn(U, _):
         # one Gauss–Newton step: linearise the residual at U, solve the whitened least squares
-        A, b, Lfull = _whitened_system(U, factors, problem, config)
+        A, b, Lfull = _whitened_system(U, mats, factors, problem, config)
         eye = jnp.eye(N, dtype=U.dtype)
         if lsq == "qr":
             z = _stacked_qr_solve(A, b)
@@ -714,15 +712,15 @@ def _solve_dense(U0, factors, problem: Problem, config: GPHMConfig, n_iter: int,
     return U
 
 
-def _whitened_system(U, factors, problem: Problem, config: GPHMConfig):
+def _whitened_system(U, mats, factors, problem: Problem, config: GPHMConfig):
     """``(A, b, L)``: the U-step at ``U`` is ``min_z ‖z‖² + ‖Az − b‖²``, ``vec(U) = Lz``.
 
     ``A`` stacks ``√λ_r J L`` (``J`` the Jacobian of the residual at ``U``, exact for pointwise
-    operators) over ``√λ_b B L`` (``B`` picks the boundary points), ``L = ⊗_d L_d``.
+    operators) over ``√λ_b B L`` (``B`` picks the boundary points), ``L = ⊗_d L_d``; ``mats``
+    is :func:`_dense_whitened_matrices`.
     """
     lam_r, lam_b = precisions(problem, config)
     mask = np.flatnonzero(problem.boundary_mask.ravel())
-    mats = _dense_whitened_matrices(factors, problem.variables)
     Lfull = mats["u"]
     grids = derivative_grids(U, factors, problem.variables)
     coef = _coefficients(problem, grids)
@@ -756,7 +754,8 @@ def dense_normal_condition(U, factors, problem: Problem, config: GPHMConfig):
     :func:`fit` uses it once, at the initial kernels, to pick QR for the whole fit when it is
     within a factor 10⁴ of :data:`NORMAL_EQ_MAX_COND` (the kernels move during the fit).
     """
-    A, _, _ = _whitened_system(U, factors, problem, config)
+    mats = _dense_whitened_matrices(factors, problem.variables)
+    A, _, _ = _whitened_system(U, mats, factors, problem, config)
     C = jnp.linalg.cholesky(jnp.eye(A.shape[1], dtype=A.dtype) + A.T @ A)
     return _cholesky_condition(C)
 
