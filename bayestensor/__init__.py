@@ -1,10 +1,14 @@
 """bayestensor: Bayesian tensor models on continuous and categorical coordinates.
 
-Submodules: :mod:`~bayestensor.data` (DataFrame encoding), :mod:`~bayestensor.kernels` (Matérn
+The front door is :func:`bayestensor.fit`; every result (FunBaT, Poisson Tucker, PDE solution)
+follows :mod:`~bayestensor.results` and comes back from :func:`bayestensor.load`. Shared parts:
+:mod:`~bayestensor.checks` (argument checks), :mod:`~bayestensor.data` (DataFrame encoding),
+:mod:`~bayestensor.driver` (the fit loop and progress bar), :mod:`~bayestensor.io` (the save
+format), :mod:`~bayestensor.plotting`. Numerics: :mod:`~bayestensor.kernels` (Matérn
 state-space forms), :mod:`~bayestensor.ssm` (Kalman filter / RTS smoother with Gaussian
-messages), :mod:`~bayestensor.gp` (1-D GP regression), :mod:`~bayestensor.metrics`,
-:mod:`~bayestensor.demo`, :mod:`~bayestensor.models` (FunBaT). The front door is
-:func:`bayestensor.fit`; saved models come back with :func:`bayestensor.load`.
+messages), :mod:`~bayestensor.tensor`, :mod:`~bayestensor.kron`, :mod:`~bayestensor.gp`. The
+systems: :mod:`~bayestensor.models` (FunBaT, Poisson Tucker) and :mod:`~bayestensor.pde`
+(GP-HM). See ``docs/architecture.md``.
 """
 
 from bayestensor import _xla
@@ -12,17 +16,20 @@ from bayestensor import _xla
 _xla.apply()  # must run before any JAX computation: see bayestensor/_xla.py
 
 from bayestensor import (  # noqa: E402
+    checks,
     data,
     datasets,
     kernels,
     kron,
     metrics,
     models,
+    results,
     ssm,
     tensor,
 )
 from bayestensor.api import fit  # noqa: E402
-from bayestensor.result import FitResult, load  # noqa: E402
+from bayestensor.models.funbat import FitResult  # noqa: E402
+from bayestensor.results import load  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -47,6 +54,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "FitResult",
     "__version__",
+    "checks",
     "data",
     "datasets",
     "demo",
@@ -59,6 +67,7 @@ __all__ = [
     "models",
     "pde",
     "plotting",
+    "results",
     "ssm",
     "tensor",
 ]

@@ -1,18 +1,30 @@
-"""The front door: ``bayestensor.fit(df, coords=..., value=...)``."""
+"""The front door: ``bayestensor.fit(df, coords=..., value=...)``.
+
+The arguments every model shares (the DataFrame, ``coords``, ``value``, ``rank``, ``seed``) are
+checked once here; options are passed to the chosen model's estimator, and an option that the
+model does not take is an error, not silently dropped.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from bayestensor.data import encode
-from bayestensor.kernels import check_kernel_name
-from bayestensor.models.funbat import FunBaT, check_ranks
-from bayestensor.result import FitResult
+from bayestensor.checks import DEFAULT_RANK, check_int, check_options, check_positive, check_ranks
+from bayestensor.data import encode, parse_coords
+from bayestensor.results import Result
+
+__all__ = ["MODELS", "fit"]
 
 MODELS = ("tucker", "cp", "poisson-tucker")
+
+#: Options of ``model="poisson-tucker"`` besides the shared ones.
+POISSON_OPTIONS = (
+    "method mask pair share exclude_diagonal within_between shrinkage num_warmup num_samples "
+    "max_iter vi_tol factor_shape gamma0 core_shape e0 f0"
+).split()
 
 
 def fit(
@@ -21,21 +33,24 @@ def fit(
     coords: Sequence[str] | Mapping[str, str],
     value: str,
     model: str = "tucker",
-    rank: int | Sequence[int] = 3,
-    kernel: str = "matern32",
+    rank: int | Sequence[int] = DEFAULT_RANK,
     seed: int = 0,
-    max_sweeps: int = 100,
-    tol: float = 0.02,
     progress: bool = True,
-    **options,
-) -> FitResult:
-    """Fit a functional Bayesian Tucker (or CP) decomposition to a long-format DataFrame.
+    kernel: str | None = None,
+    max_sweeps: int | None = None,
+    tol: float | None = None,
+    **options: Any,
+) -> Result:
+    """Fit a Bayesian tensor model to a long-format DataFrame.
 
+    ``model="tucker"`` / ``"cp"`` (FunBaT):
     ``y(x₁,…,x_K) = Σ_{r₁…r_K} W[r₁,…,r_K] Π_k u^k_{r_k}(x_k) + ε`` with Matérn state-space GP
     priors on the latent functions of continuous modes, N(0, I) factor rows for categorical
     modes, ``W ~ N(0, I)`` (Tucker) or superdiagonal ones (CP), and Gaussian noise with a Gamma
     prior on its precision. Inference is conditional expectation propagation with a Kalman
     filter / RTS smoother per mode; ℓ and σ² of each continuous mode are learned.
+    ``model="poisson-tucker"``: a Bayesian Poisson Tucker decomposition of counts (categorical
+    modes), by Gibbs sampling or CAVI.
 
     Parameters
     ----------
@@ -45,63 +60,69 @@ def fit(
         Coordinate columns (one tensor mode each), or ``{column: "continuous"|"categorical"}``.
         Numeric columns default to continuous, others to categorical.
     value : str
-        The numeric column to model.
+        The numeric column to model (counts for ``"poisson-tucker"``).
     model : {"tucker", "cp", "poisson-tucker"}
-        Learned core or superdiagonal core; ``"poisson-tucker"`` fits a Bayesian Poisson Tucker
-        decomposition to counts (see :func:`bayestensor.poisson_result.fit_poisson_tucker`
-        for its options: ``method``, ``mask``, ``pair``, ``share`` …).
+        Learned core, superdiagonal core, or the Poisson Tucker model.
     rank : int or tuple of int
-        Number of latent functions per mode (one int for all, or one per mode).
-    kernel : {"matern12", "matern32", "matern52"}
-        Smoothness of the GP priors.
+        Number of components per mode (one int for all, or one per mode); for
+        ``"poisson-tucker"`` an upper bound (shrinkage prunes).
     seed : int
-        Random initialisation.
-    max_sweeps : int
-        Cap on the message-passing sweeps.
-    tol : float
-        Stop when the fitted values move by less than ``tol`` noise standard deviations
-        between sweeps (root mean square over the training rows).
+        Random initialisation (and the sampler's key).
     progress : bool
-        Show a progress bar over sweeps.
+        Show a progress bar.
+    kernel : {"matern12", "matern32", "matern52"}, optional
+        FunBaT only: smoothness of the GP priors (default ``"matern32"``).
+    max_sweeps : int, optional
+        FunBaT only: cap on the message-passing sweeps (default 100).
+    tol : float, optional
+        FunBaT only: stop when the fitted values move by less than ``tol`` noise standard
+        deviations between sweeps (RMS over the training rows; default 0.02).
     **options
-        Passed to :class:`bayestensor.models.funbat.FunBaT` (``damping``, ``learn_hyper``,
-        ``lengthscale``, ``hyper_steps`` …).
+        FunBaT: passed to :class:`bayestensor.models.funbat.FunBaT` (``damping``,
+        ``learn_hyper``, ``lengthscale``, ``hyper_steps`` …). Poisson Tucker: passed to
+        :func:`bayestensor.models.poisson_tucker.fit_poisson_tucker` (``method``, ``mask``,
+        ``pair``, ``share``, ``num_samples`` …).
 
     Returns
     -------
-    FitResult
+    FitResult or PoissonTuckerResult
+        See :mod:`bayestensor.results` for what every result offers.
 
     Raises
     ------
     ValueError
-        For a bad DataFrame, column, rank, model, kernel or setting — before any computation.
+        For a bad DataFrame, column, rank, model, kernel or setting, or an option the model does
+        not take — before any computation.
     """
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    check_int("seed", seed, minimum=0)
+    if not isinstance(progress, bool):
+        raise ValueError(f"progress must be True or False, got {progress!r}")
+    K = len(parse_coords(df, coords, value))
+    ranks = check_ranks(rank, K, equal=model == "cp")
     if model == "poisson-tucker":
-        # count tensors: categorical modes, Gibbs or variational inference (own options)
-        from bayestensor.poisson_result import fit_poisson_tucker
+        given = {"kernel": kernel, "max_sweeps": max_sweeps, "tol": tol}
+        check_options(model, {k: v for k, v in given.items() if v is not None}, POISSON_OPTIONS)
+        check_options(model, options, POISSON_OPTIONS)
+        from bayestensor.models.poisson_tucker import fit_poisson_tucker
 
         return fit_poisson_tucker(
-            df, coords=coords, value=value, rank=rank, seed=seed, progress=progress, **options
+            df, coords=coords, value=value, rank=ranks, seed=seed, progress=progress, **options
         )
-    check_kernel_name(kernel)
-    if not isinstance(max_sweeps, (int, np.integer)) or max_sweeps < 1:
-        raise ValueError(f"max_sweeps must be a positive int, got {max_sweeps!r}")
-    if not tol > 0:
-        raise ValueError(f"tol must be positive, got {tol!r}")
+
+    from bayestensor.kernels import check_kernel_name
+    from bayestensor.models.funbat import FitResult, FunBaT
+    from bayestensor.models.funbat.estimator import ESTIMATOR_PARAMS
+
+    kernel = check_kernel_name("matern32" if kernel is None else kernel)
+    max_sweeps = check_int("max_sweeps", 100 if max_sweeps is None else max_sweeps)
+    tol = check_positive("tol", 0.02 if tol is None else tol)
+    shared = ("model", "rank", "kernel", "max_sweeps", "tol", "seed")
+    check_options(model, options, [p for p in ESTIMATOR_PARAMS if p not in shared])
     enc = encode(df, coords, value)
-    rank = check_ranks(rank, enc.K, model)
     est = FunBaT(
-        model=model, rank=rank, kernel=kernel, max_sweeps=max_sweeps, tol=tol, seed=seed, **options
+        model=model, rank=ranks, kernel=kernel, max_sweeps=max_sweeps, tol=tol, seed=seed, **options
     )
-    from tqdm.auto import tqdm
-
-    with tqdm(total=max_sweeps, desc=f"FunBaT-{model}", disable=not progress, leave=False) as bar:
-
-        def _report(record: dict) -> None:
-            bar.update(1)
-            bar.set_postfix(rmse=f"{record['rmse']:.4g}", change=f"{record['change']:.2e}")
-
-        est.fit(enc, callback=_report)
+    est.fit(enc, progress=progress)
     return FitResult(est, value)

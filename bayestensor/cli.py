@@ -100,7 +100,7 @@ def _cmd_fit(args) -> int:
     )
     result.save(out)
     if not args.quiet:
-        result.summary()
+        print(result)
         print(f"model saved to {out}")
     return 0
 
@@ -110,15 +110,16 @@ def _cmd_predict(args) -> int:
 
     result = bt.load(args.model)
     df = _read_csv(args.data, "data file")
-    missing = [m.name for m in result.modes if m.name not in df.columns]
+    names = list(result.coords)
+    missing = [c for c in names if c not in df.columns]
     if missing:
         raise CommandError(
             f"column(s) {missing} of the model not in {args.data!r}; "
             f"its columns are {list(df.columns)}"
         )
-    pred = result.predict(df, level=args.level)
-    names = [m.name for m in result.modes]
-    table = df[names].join(pred[["mean", "sd", "lower", "upper"]])
+    # a PDE solution gives the GP mean only (no intervals yet)
+    pred = result.predict(df) if result.kind == "pde" else result.predict(df, level=args.level)
+    table = df[names].join(pred[[c for c in ("mean", "sd", "lower", "upper") if c in pred]])
     if args.out is None:
         table.to_csv(sys.stdout, index=False)
     else:

@@ -11,18 +11,32 @@ locates new rows (for prediction) relative to the modes learned from training da
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from bayestensor.checks import (
+    CATEGORICAL,
+    CONTINUOUS,
+    check_column,
+    check_finite,
+    check_frame,
+    check_value_column,
+    float_array,
+    is_numeric,
+    python_scalar,
+)
+
 __all__ = [
     "CATEGORICAL",
     "CONTINUOUS",
     "Encoded",
     "Mode",
+    "category_codes",
+    "category_levels",
     "NewEncoded",
     "decode",
     "encode",
@@ -30,10 +44,6 @@ __all__ = [
     "parse_coords",
 ]
 
-#: Kind of a mode whose coordinates are real numbers.
-CONTINUOUS = "continuous"
-#: Kind of a mode whose coordinates are labels from a finite set.
-CATEGORICAL = "categorical"
 
 _KINDS = (CONTINUOUS, CATEGORICAL)
 _MAX_LISTED = 5
@@ -96,29 +106,11 @@ class Mode:
 
     @property
     def size(self) -> int:
-        """Number of known coordinates (categories) of the mode.
-
-        Returns
-        -------
-        int
-            ``len(values)``.
-        """
+        """Number of known coordinates (categories) of the mode."""
         return int(self.values.size)
 
     def __eq__(self, other: object) -> bool:
-        """Compare name, kind, dtype and values (element-wise).
-
-        Parameters
-        ----------
-        other : object
-            Object to compare with.
-
-        Returns
-        -------
-        bool
-            Whether ``other`` is a :class:`Mode` with the same name, kind, value dtype and
-            values.
-        """
+        """Same name, kind, value dtype and values (element-wise)."""
         if not isinstance(other, Mode):
             return NotImplemented
         return (
@@ -130,13 +122,7 @@ class Mode:
         )
 
     def __hash__(self) -> int:
-        """Hash consistent with :meth:`__eq__`.
-
-        Returns
-        -------
-        int
-            Hash of the name, kind and number of values.
-        """
+        """Hash of the name, kind and number of values (consistent with ``==``)."""
         return hash((self.name, self.kind, self.values.size))
 
     def to_dict(self) -> dict[str, Any]:
@@ -158,7 +144,7 @@ class Mode:
         if self.kind == CONTINUOUS:
             values: list[Any] = [float(v) for v in self.values]
         else:
-            values = [_python_scalar(v) for v in self.values]
+            values = [python_scalar(v) for v in self.values]
             bad = [v for v in values if not isinstance(v, str | int | float)]
             if self.values.dtype.kind not in "biufUO" and not bad:
                 bad = list(self.values[:1])
@@ -251,35 +237,17 @@ class Encoded:
 
     @property
     def n(self) -> int:
-        """Number of rows (observed entries).
-
-        Returns
-        -------
-        int
-            ``index.shape[0]``.
-        """
+        """Number of rows (observed entries)."""
         return int(self.index.shape[0])
 
     @property
     def K(self) -> int:
-        """Number of modes.
-
-        Returns
-        -------
-        int
-            ``len(modes)``.
-        """
+        """Number of modes."""
         return len(self.modes)
 
     @property
     def shape(self) -> tuple[int, ...]:
-        """Size of the tensor along each mode.
-
-        Returns
-        -------
-        tuple of int
-            ``modes[k].size`` for each ``k``.
-        """
+        """Size of the tensor along each mode."""
         return tuple(mode.size for mode in self.modes)
 
     def coordinates(self, k: int | str) -> np.ndarray:
@@ -335,94 +303,8 @@ class NewEncoded:
 
     @property
     def n(self) -> int:
-        """Number of new rows.
-
-        Returns
-        -------
-        int
-            ``index.shape[0]``.
-        """
+        """Number of new rows."""
         return int(self.index.shape[0])
-
-
-def _python_scalar(v: Any) -> Any:
-    """Convert a NumPy scalar to the equivalent Python scalar; leave others unchanged."""
-    return v.item() if isinstance(v, np.generic) else v
-
-
-def _is_numeric(series: pd.Series) -> bool:
-    """Whether a column holds real numbers (integers or floats, not bool or complex)."""
-    dtype = series.dtype
-    return (
-        pd.api.types.is_integer_dtype(dtype) or pd.api.types.is_float_dtype(dtype)
-    ) and not pd.api.types.is_bool_dtype(dtype)
-
-
-def _list_columns(columns: pd.Index) -> str:
-    """Format the available columns of a DataFrame for an error message."""
-    names = [_python_scalar(c) for c in columns]
-    if len(names) > 20:
-        return f"{names[:20]} ... ({len(names)} in total)"
-    return str(names)
-
-
-def _check_frame(df: Any, argument: str = "df") -> None:
-    """Raise unless ``df`` is a non-empty DataFrame."""
-    if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"{argument} must be a pandas DataFrame, got {type(df).__name__}")
-    if len(df) == 0:
-        raise ValueError(f"{argument} is empty (0 rows); at least one row is needed")
-
-
-def _check_column(df: pd.DataFrame, name: Hashable, role: str = "column") -> None:
-    """Raise unless ``name`` is exactly one column of ``df``."""
-    if name not in df.columns:
-        raise ValueError(
-            f"{role} {name!r} not found in the DataFrame; "
-            f"available columns: {_list_columns(df.columns)}"
-        )
-    if int((df.columns == name).sum()) > 1:
-        raise ValueError(f"{role} {name!r} appears more than once in the DataFrame")
-
-
-def _continuous_array(series: pd.Series) -> np.ndarray:
-    """A numeric column as a float64 array, missing values as NaN."""
-    return series.to_numpy(dtype=np.float64, na_value=np.nan)
-
-
-def _count_invalid(series: pd.Series, kind: str) -> int:
-    """Number of rows that are NaN, inf or otherwise missing in a column."""
-    if kind == CONTINUOUS:
-        return int(np.count_nonzero(~np.isfinite(_continuous_array(series))))
-    bad = series.isna().to_numpy()
-    if _is_numeric(series):
-        bad = bad | ~np.isfinite(_continuous_array(series))
-    return int(np.count_nonzero(bad))
-
-
-def _check_finite(series: pd.Series, name: str, kind: str) -> None:
-    """Raise if a column has NaN, inf or missing values."""
-    n_bad = _count_invalid(series, kind)
-    if n_bad:
-        extra = "" if kind == CONTINUOUS else " (missing values such as None are not categories)"
-        rows = "row" if n_bad == 1 else "rows"
-        raise ValueError(f"column {name!r} has {n_bad} {rows} with NaN or inf values{extra}")
-
-
-def _check_value_column(df: pd.DataFrame, value: Any, coords: Sequence[str]) -> None:
-    """Raise unless ``value`` names one numeric column of ``df`` that is not a coordinate."""
-    if not isinstance(value, str):
-        raise ValueError(f"value must be a column name (str) or None, got {value!r}")
-    if value in coords:
-        raise ValueError(
-            f"value column {value!r} is also listed in coords; a column cannot be both"
-        )
-    _check_column(df, value, role="value column")
-    if not _is_numeric(df[value]):
-        raise ValueError(
-            f"value column {value!r} has dtype {df[value].dtype}; expected a numeric "
-            "(integer or float) column"
-        )
 
 
 def parse_coords(
@@ -451,15 +333,13 @@ def parse_coords(
 
     Raises
     ------
-    TypeError
-        If ``df`` is not a DataFrame.
     ValueError
-        If ``df`` is empty; ``coords`` is empty, a bare string, not a list/tuple/dict,
-        contains a non-string or duplicated name, or an unknown kind; a column is missing
-        (or duplicated in ``df``); an explicitly continuous column is not numeric; or the
-        value column is missing, non-numeric or also a coordinate.
+        If ``df`` is not a non-empty DataFrame; ``coords`` is empty, a bare string, not a
+        list/tuple/dict, contains a non-string or duplicated name, or an unknown kind; a
+        column is missing (or duplicated in ``df``); an explicitly continuous column is not
+        numeric; or the value column is missing, non-numeric or also a coordinate.
     """
-    _check_frame(df)
+    check_frame(df)
     if isinstance(coords, str):
         raise ValueError(
             f"coords must be a list of column names (or a dict of column -> kind), got the "
@@ -492,12 +372,12 @@ def parse_coords(
                 f"expected {CONTINUOUS!r} or {CATEGORICAL!r}"
             )
     for name in names:
-        _check_column(df, name)
+        check_column(df, name)
     if value is not None:
-        _check_value_column(df, value, names)
+        check_value_column(df, value, names)
     result: dict[str, str] = {}
     for name in names:
-        numeric = _is_numeric(df[name])
+        numeric = is_numeric(df[name])
         kind = kinds.get(name, CONTINUOUS if numeric else CATEGORICAL)
         if kind == CONTINUOUS and not numeric:
             raise ValueError(
@@ -519,6 +399,25 @@ def _sort_order(uniques: np.ndarray) -> np.ndarray:
     except TypeError:
         order = sorted(positions, key=lambda i: (str(items[i]), type(items[i]).__name__))
     return np.asarray(order, dtype=np.int64)
+
+
+def category_levels(*columns: Any) -> np.ndarray:
+    """Sorted unique categories of one or more columns (their union), as an object array."""
+    values = np.concatenate([np.asarray(c, dtype=object).ravel() for c in columns])
+    uniques = np.asarray(pd.unique(values), dtype=object)
+    return uniques[_sort_order(uniques)]
+
+
+def category_codes(values: Any, levels: np.ndarray, name: str) -> np.ndarray:
+    """Position of every value among ``levels``; a ValueError names unseen categories."""
+    column = np.asarray(values, dtype=object)
+    codes = pd.Index(levels).get_indexer(column)
+    if np.any(codes < 0):
+        unseen = np.asarray(pd.unique(column[codes < 0]))
+        raise ValueError(
+            f"column {name!r} has categories not seen in training: {_format_unseen(unseen)}"
+        )
+    return codes.astype(np.int64)
 
 
 def _encode_categorical(series: pd.Series, name: str) -> tuple[Mode, np.ndarray]:
@@ -556,36 +455,35 @@ def encode(
 
     Raises
     ------
-    TypeError
-        If ``df`` is not a DataFrame.
     ValueError
+        If ``df`` is not a DataFrame;
         For any problem reported by :func:`parse_coords`, or if a coordinate or the value
         column has NaN, inf or missing values.
     """
     kinds = parse_coords(df, coords, value)
     for name, kind in kinds.items():
-        _check_finite(df[name], name, kind)
+        check_finite(df[name], name, kind)
     if value is not None:
-        _check_finite(df[value], value, CONTINUOUS)
+        check_finite(df[value], value, CONTINUOUS)
 
     modes: list[Mode] = []
     columns: list[np.ndarray] = []
     for name, kind in kinds.items():
         if kind == CONTINUOUS:
-            uniques, codes = np.unique(_continuous_array(df[name]), return_inverse=True)
+            uniques, codes = np.unique(float_array(df[name]), return_inverse=True)
             mode = Mode(name, CONTINUOUS, uniques)
         else:
             mode, codes = _encode_categorical(df[name], name)
         modes.append(mode)
         columns.append(np.asarray(codes, dtype=np.int64).reshape(-1))
     index = np.stack(columns, axis=1)
-    y = None if value is None else _continuous_array(df[value])
+    y = None if value is None else float_array(df[value])
     return Encoded(modes=tuple(modes), index=index, y=y, value=value)
 
 
 def _format_unseen(unseen: np.ndarray) -> str:
     """List up to a few unseen categories for an error message."""
-    shown = [_python_scalar(v) for v in unseen[:_MAX_LISTED]]
+    shown = [python_scalar(v) for v in unseen[:_MAX_LISTED]]
     text = repr(shown)
     if unseen.size > _MAX_LISTED:
         text = f"{text[:-1]}, ...] ({unseen.size} in total)"
@@ -612,15 +510,14 @@ def encode_new(df: pd.DataFrame, modes: Sequence[Mode]) -> NewEncoded:
 
     Raises
     ------
-    TypeError
-        If ``df`` is not a DataFrame or an element of ``modes`` is not a :class:`Mode`.
     ValueError
-        If ``df`` is empty; ``modes`` is empty or has duplicated names; a column is missing
+        If ``df`` is not a non-empty DataFrame; an element of ``modes`` is not a
+        :class:`Mode`; ``modes`` is empty or has duplicated names; a column is missing
         (or duplicated in ``df``); a continuous mode's column is not numeric; a column has
         NaN, inf or missing values; or a categorical column has categories not seen in
         training.
     """
-    _check_frame(df)
+    check_frame(df)
     if isinstance(modes, Mode):
         raise ValueError("modes must be a sequence of Mode objects, got a single Mode")
     modes = tuple(modes)
@@ -629,31 +526,24 @@ def encode_new(df: pd.DataFrame, modes: Sequence[Mode]) -> NewEncoded:
     seen: set[str] = set()
     for mode in modes:
         if not isinstance(mode, Mode):
-            raise TypeError(f"modes must contain Mode objects, got {type(mode).__name__}")
+            raise ValueError(f"modes must contain Mode objects, got {type(mode).__name__}")
         if mode.name in seen:
             raise ValueError(f"column {mode.name!r} appears twice in modes")
         seen.add(mode.name)
     for mode in modes:
-        _check_column(df, mode.name)
+        check_column(df, mode.name)
     for mode in modes:
-        if mode.kind == CONTINUOUS and not _is_numeric(df[mode.name]):
+        if mode.kind == CONTINUOUS and not is_numeric(df[mode.name]):
             raise ValueError(
                 f"column {mode.name!r} is continuous in the model but has dtype "
                 f"{df[mode.name].dtype}; expected a numeric (integer or float) column"
             )
-        _check_finite(df[mode.name], mode.name, mode.kind)
-    codes_by_mode: dict[str, np.ndarray] = {}
-    for mode in modes:
-        if mode.kind == CATEGORICAL:
-            column = df[mode.name].to_numpy()
-            codes = pd.Index(mode.values).get_indexer(column)
-            if np.any(codes < 0):
-                unseen = pd.unique(column[codes < 0])
-                raise ValueError(
-                    f"column {mode.name!r} has categories not seen in training: "
-                    f"{_format_unseen(np.asarray(unseen))}"
-                )
-            codes_by_mode[mode.name] = codes.astype(np.int64)
+        check_finite(df[mode.name], mode.name, mode.kind)
+    codes_by_mode = {
+        mode.name: category_codes(df[mode.name].to_numpy(), mode.values, mode.name)
+        for mode in modes
+        if mode.kind == CATEGORICAL
+    }
 
     xs: list[np.ndarray] = []
     index_columns: list[np.ndarray] = []
@@ -665,7 +555,7 @@ def encode_new(df: pd.DataFrame, modes: Sequence[Mode]) -> NewEncoded:
             index_columns.append(codes)
             left_columns.append(codes)
             continue
-        x = _continuous_array(df[mode.name])
+        x = float_array(df[mode.name])
         left = np.searchsorted(mode.values, x, side="right").astype(np.int64) - 1
         clipped = np.maximum(left, 0)
         exact = (left >= 0) & (mode.values[clipped] == x)

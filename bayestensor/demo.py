@@ -163,7 +163,7 @@ def run(
             f"ozone {df['lat'].nunique()} lat x {df['lon'].nunique()} lon x "
             f"{df['month'].nunique()} months: {n_train} training / {n_test} held-out cells"
         )
-        res.summary()
+        print(res)
         print(f"fit took {elapsed:.1f} s")
         print(f"{'held-out cells':<24}{'RMSE':>8}{'MAE':>8}{'NLL':>8}{'cover95':>9}")
         for name, m in results.items():

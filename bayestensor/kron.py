@@ -25,8 +25,10 @@ exact for distinct eigenvalues but unstable (``inf``/``nan``) when a factor has 
 numerically coincident eigenvalues — e.g. a Gram matrix of a very smooth kernel on a fine grid,
 whose trailing eigenvalues cluster at round-off (or jitter) level; the symmetric Toeplitz Gram
 matrices of an equally spaced grid can even have exactly tied eigenvalues. Values and solves stay
-exact there; for gradients in that regime use per-factor Cholesky factors instead (as
-:func:`bayestensor.pde.solver.loss` does).
+exact there; for gradients in that regime use per-factor Cholesky factors instead: the second
+part of this module (:func:`kron_tri_solve`, :func:`kron_cho_solve`, :func:`kron_cho_logdet`),
+which the GP-HM solver (:mod:`bayestensor.pde`) uses, with the fast-diagonalisation solve of a
+Kronecker *sum* (:func:`kron_sum_solve`).
 
 References
 ----------
@@ -38,11 +40,13 @@ References
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax.numpy as jnp
+import jax.scipy.linalg as jsl
 from jaxtyping import Array, Float
 
 from bayestensor.tensor import multi_mode_dot
@@ -277,3 +281,97 @@ def kron_predict(
     A = kron_solve(eig, _as_tensor(v, eig.shape), shift)
     out = multi_mode_dot(A, cross)
     return out if jnp.ndim(v) == len(eig.shape) else out.ravel()
+
+
+# ------------------------------------------------------- Cholesky factors and Kronecker sums
+# The GP-HM solver (bayestensor.pde) works with per-dimension Cholesky factors K_d = L_d L_dᵀ
+# (stable gradients) and, for its λ → ∞ U-step, with Kronecker *sums* of nonsymmetric matrices.
+
+
+def kron_dense(mats: Sequence[Float[Array, "n_d m_d"]]) -> Float[Array, "N M"]:
+    """The explicit product ``A_1 ⊗ ⋯ ⊗ A_D`` (dense; small grids and references only)."""
+    return functools.reduce(jnp.kron, mats)
+
+
+def mode_tri_solve(
+    U: Float[Array, "*shape"], L: Float[Array, "n n"], mode: int, trans: bool = False
+) -> Float[Array, "*shape"]:
+    """``U ×_mode L⁻¹`` (or ``L⁻ᵀ``) for lower-triangular ``L``: one triangular solve."""
+    X = jnp.moveaxis(U, mode, 0)
+    shape = X.shape
+    Y = jsl.solve_triangular(L, X.reshape(shape[0], -1), lower=True, trans=1 if trans else 0)
+    return jnp.moveaxis(Y.reshape(shape), 0, mode)
+
+
+def mode_cho_solve(U: Float[Array, "*shape"], L: Float[Array, "n n"], mode: int):
+    """``U ×_mode (LLᵀ)⁻¹``: two triangular solves along one mode."""
+    return mode_tri_solve(mode_tri_solve(U, L, mode), L, mode, trans=True)
+
+
+def kron_tri_solve(
+    U: Float[Array, "*shape"], Ls: Sequence[Float[Array, "n_d n_d"]]
+) -> Float[Array, "*shape"]:
+    """``(L_1 ⊗ ⋯ ⊗ L_D)⁻¹ vec(U)`` as a tensor: ``U ×_1 L_1⁻¹ ⋯ ×_D L_D⁻¹``.
+
+    With ``K_d = L_d L_dᵀ`` the result ``Z`` whitens ``U``: ``vec(U)ᵀ K⁻¹ vec(U) = ‖Z‖²``.
+    """
+    for d, L in enumerate(Ls):
+        U = mode_tri_solve(U, L, d)
+    return U
+
+
+def kron_cho_solve(
+    U: Float[Array, "*shape"], Ls: Sequence[Float[Array, "n_d n_d"]]
+) -> Float[Array, "*shape"]:
+    """``(K_1 ⊗ ⋯ ⊗ K_D)⁻¹ vec(U)`` as a tensor, from the Cholesky factors ``K_d = L_d L_dᵀ``."""
+    for d, L in enumerate(Ls):
+        U = mode_cho_solve(U, L, d)
+    return U
+
+
+def kron_cho_logdet(Ls: Sequence[Float[Array, "n_d n_d"]]) -> Float[Array, ""]:
+    """``log|K_1 ⊗ ⋯ ⊗ K_D| = Σ_d (N / n_d) log|K_d|`` from the Cholesky factors."""
+    N = math.prod(L.shape[0] for L in Ls)
+    return 2.0 * sum((N // L.shape[0]) * jnp.sum(jnp.log(jnp.diag(L))) for L in Ls)
+
+
+class SumEig(NamedTuple):
+    """Eigendecomposition ``M = V diag(λ) V⁻¹`` of a (nonsymmetric) square matrix.
+
+    Attributes
+    ----------
+    vecs : Array
+        Eigenvectors (columns, complex).
+    inv : Array
+        ``V⁻¹``.
+    vals : Array
+        Eigenvalues (complex).
+    """
+
+    vecs: Array
+    inv: Array
+    vals: Array
+
+
+def sum_eig(M: Float[Array, "n n"]) -> SumEig:
+    """:class:`SumEig` of one term of a Kronecker sum (``jnp.linalg.eig``, complex)."""
+    vals, vecs = jnp.linalg.eig(M)
+    return SumEig(vecs, jnp.linalg.inv(vecs), vals)
+
+
+def kron_sum_solve(
+    eigs: Sequence[SumEig], R: Float[Array, "*shape"], shift: float | Array = 0.0
+) -> Float[Array, "*shape"]:
+    """Solve ``(M_1 ⊕ ⋯ ⊕ M_D + sI) vec(V) = vec(R)`` by fast diagonalisation.
+
+    The Kronecker sum ``⊕_d M_d = Σ_d I ⊗ ⋯ ⊗ M_d ⊗ ⋯ ⊗ I`` applied to ``V`` is
+    ``Σ_d V ×_d M_d``; with ``M_d = V_d diag(λ_d) V_d⁻¹`` its eigenvalues are the sums
+    ``λ_1[i_1] + ⋯ + λ_D[i_D]``, so
+    ``V = ((R ×_d V_d⁻¹) / (Σ_d λ_d + s)) ×_d V_d`` in ``O(N Σ_d n_d)``. The real part is
+    returned (the system is real).
+    """
+    W = multi_mode_dot(R.astype(eigs[0].vecs.dtype), [e.inv for e in eigs])
+    lam = shift + sum(
+        e.vals.reshape((-1,) + (1,) * (len(eigs) - d - 1)) for d, e in enumerate(eigs)
+    )
+    return multi_mode_dot(W / lam, [e.vecs for e in eigs]).real

@@ -15,7 +15,10 @@ The helpers:
 - ``plot_heatmap``, ``plot_heatmaps``: matrices (factor matrices, core slices — e.g. of a
   Poisson Tucker fit) as heatmaps;
 - ``plot_pde_solution``: a 1-D or 2-D PDE solution beside the exact one, with the pointwise
-  error.
+  error; ``plot_pde_fit``: a GP-HM solution with its optimisation history.
+
+Result methods (``FitResult.plot_factors``, ``PoissonTuckerResult.plot_core``,
+``PDESolution.plot`` …) delegate here.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ __all__ = [
     "plot_heatmap",
     "plot_heatmaps",
     "plot_observed_vs_predicted",
+    "plot_pde_fit",
     "plot_pde_solution",
     "plot_prediction_map",
 ]
@@ -437,4 +441,65 @@ def plot_pde_solution(x, u, exact, *, y=None, title: str | None = None) -> Figur
         axes[2].set_title(f"|u − exact| (max {err.max():.3g})")
     if title:
         fig.suptitle(title)
+    return fig
+
+
+def plot_pde_fit(solution) -> Figure:
+    """A GP-HM solution with its optimisation history (``PDESolution.plot`` delegates here).
+
+    1-D: the GP mean on a finer grid with the grid values (and the exact solution when the
+    problem has one), the pointwise error, and the midpoint residual per optimiser step. 2-D:
+    images of the mean (exact and error when known) above the history.
+
+    Parameters
+    ----------
+    solution : PDESolution
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    ValueError
+        For problems of more than two dimensions.
+    """
+    problem = solution.problem
+    D = len(problem.shape)
+    if D not in (1, 2):
+        raise ValueError("plot() draws 1-D and 2-D problems only")
+    has_exact = problem.exact is not None
+    coords = solution.test_grid()
+    mean = solution.on_grid(*coords)
+    exact = solution.exact_on(coords) if has_exact else None
+    if D == 1:
+        fig = Figure(figsize=(8, 7.5), layout="constrained")
+        ax, err_ax, hist_ax = fig.subplots(3, 1)
+        ax.plot(coords[0], mean, lw=0.8, label="GP mean")
+        if has_exact:
+            ax.plot(coords[0], exact, "--", lw=0.8, label="exact")
+        ax.plot(solution.grid[0], solution.values, ".", ms=2, label="grid values")
+        ax.set(xlabel=problem.variables[0], title="solution")
+        ax.legend(loc="upper right", fontsize=8)
+        if has_exact:
+            err_ax.semilogy(coords[0], np.abs(mean - exact) + 1e-300, lw=0.8)
+            err_ax.set_title(f"|error| (relative L2 {solution.relative_l2():.2e})")
+        err_ax.set_xlabel(problem.variables[0])
+    else:
+        ncol = 3 if has_exact else 1
+        fig = Figure(figsize=(4 * ncol, 7), layout="constrained")
+        ext = [*problem.box[1], *problem.box[0]]
+        panels = [("GP mean", mean)]
+        if has_exact:
+            panels += [("exact", exact), ("|error|", np.abs(mean - exact))]
+        for i, (title, img) in enumerate(panels):
+            ax = fig.add_subplot(2, ncol, i + 1)
+            im = ax.imshow(img, extent=ext, origin="lower", aspect="auto")
+            ax.set(title=title, xlabel=problem.variables[1], ylabel=problem.variables[0])
+            fig.colorbar(im, ax=ax)
+        hist_ax = fig.add_subplot(2, 1, 2)
+    hist_ax.semilogy(solution.residual_history, label="midpoint residual (relative)")
+    hist_ax.axvline(solution.trace.best_step, color="k", lw=0.5, label="returned step")
+    hist_ax.set_xlabel("optimiser step")
+    hist_ax.legend(fontsize=8)
     return fig

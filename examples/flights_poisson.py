@@ -102,7 +102,7 @@ def main(args: list[str] | None = None) -> dict:
     for k in ["constant", "route mean", "vi", "gibbs"]:
         print(f"  {k:<12}{results[k]:10.4f}")
     print("components carrying 95 % of the counts (Gibbs):", results["effective"])
-    fits["gibbs"].summary()
+    print(fits["gibbs"])
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     fig = fits["gibbs"].plot_core()

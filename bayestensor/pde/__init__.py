@@ -1,13 +1,18 @@
 """GP-HM solver for high-frequency and multi-scale PDEs (Fang et al., ICLR 2024).
 
-Front door: :func:`solve` (returns a :class:`PDESolution`). Submodules:
-:mod:`~bayestensor.pde.kernels` (1-D spectral-mixture kernels and their closed-form derivative
-kernels), :mod:`~bayestensor.pde.problems` (PDE problems on a tensor grid, manufactured
-solutions, the benchmark problems) and :mod:`~bayestensor.pde.solver` (the GP-HM objective, the
-``U``-step solvers and the Adam / L-BFGS fit).
+Front door: :func:`solve` (returns a :class:`PDESolution`). Modules, in the roles every system
+shares: :mod:`~bayestensor.pde.problems` (PDE problems on a tensor grid, manufactured solutions,
+the benchmark problems), :mod:`~bayestensor.pde.kernels` (1-D spectral-mixture kernels and their
+closed-form derivative kernels), :mod:`~bayestensor.pde.config` (settings, parameters, the
+fit record), :mod:`~bayestensor.pde.factors` (per-dimension kernel algebra),
+:mod:`~bayestensor.pde.inference` (the GP-HM objective, the ``U``-step solvers, prediction),
+:mod:`~bayestensor.pde.estimator` (the Adam / L-BFGS loop, :func:`solve`) and
+:mod:`~bayestensor.pde.result` (:class:`PDESolution`).
 """
 
-from bayestensor.pde import kernels, problems, solver
+from bayestensor.pde import config, estimator, factors, inference, kernels, problems, result
+from bayestensor.pde.config import FitTrace, GPHMConfig, GPHMParams
+from bayestensor.pde.estimator import fit, solve
 from bayestensor.pde.kernels import (
     SPECTRA,
     SpectralMixture,
@@ -20,11 +25,11 @@ from bayestensor.pde.kernels import (
     spectral_density,
 )
 from bayestensor.pde.problems import BENCHMARKS, Problem, benchmark, poisson_1d
-from bayestensor.pde.solution import PDESolution, solve
-from bayestensor.pde.solver import GPHMConfig, GPHMParams, fit
+from bayestensor.pde.result import PDESolution
 
 __all__ = [
     "BENCHMARKS",
+    "FitTrace",
     "GPHMConfig",
     "GPHMParams",
     "PDESolution",
@@ -32,17 +37,21 @@ __all__ = [
     "SPECTRA",
     "SpectralMixture",
     "benchmark",
+    "config",
+    "estimator",
+    "factors",
     "fit",
+    "inference",
     "init_spectral_mixture",
     "kernels",
     "poisson_1d",
     "problems",
+    "result",
     "sm_kernel",
     "sm_kernel_dx",
     "sm_kernel_dxx",
     "sm_kernel_dxx_dyy",
     "sm_kernel_lag",
     "solve",
-    "solver",
     "spectral_density",
 ]

@@ -1,0 +1,88 @@
+"""The one loop every fit runs through: steps, a progress bar, early stopping.
+
+FunBaT sweeps, Gibbs sweeps, CAVI iterations and the PDE solver's compiled chunks of Adam steps
+are all ``carry = step(i, carry)`` repeated until a cap or a stopping rule; :func:`iterate` is
+that loop, with the tqdm bar set up in one place (:func:`progress_bar`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+__all__ = ["Step", "iterate", "progress_bar"]
+
+
+class Step(NamedTuple):
+    """What a step function returns to :func:`iterate`.
+
+    Attributes
+    ----------
+    carry : Any
+        The new state.
+    stop : bool
+        End the loop after this step (converged, or out of patience).
+    postfix : dict
+        Numbers shown beside the progress bar (e.g. ``{"rmse": 0.12}``).
+    advance : int
+        How far the bar moves (steps done by this call; a compiled chunk may run several).
+    """
+
+    carry: Any
+    stop: bool = False
+    postfix: dict | None = None
+    advance: int = 1
+
+
+def progress_bar(total: int, desc: str, enabled: bool):
+    """A tqdm bar (``tqdm.auto``: a widget in notebooks), hidden when ``enabled`` is false."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, leave=False)
+
+
+def iterate(
+    step: Callable[[int, Any], Step],
+    carry: Any,
+    n_calls: int,
+    *,
+    desc: str,
+    progress: bool = False,
+    total: int | None = None,
+) -> tuple[Any, int, bool]:
+    """Call ``step(i, carry)`` for ``i = 0, 1, …`` until it says stop or ``n_calls`` ran.
+
+    Parameters
+    ----------
+    step : callable
+        ``(i, carry) -> Step``.
+    carry : Any
+        Initial state.
+    n_calls : int
+        Most calls.
+    desc : str
+        Label of the progress bar.
+    progress : bool
+        Show the bar.
+    total : int, optional
+        Length of the bar if it counts something other than calls (see ``Step.advance``).
+
+    Returns
+    -------
+    carry : Any
+        The last state.
+    n_run : int
+        Calls made.
+    stopped : bool
+        Whether a step asked to stop (rather than the cap ending the loop).
+    """
+    with progress_bar(n_calls if total is None else total, desc, progress) as bar:
+        for i in range(n_calls):
+            out = step(i, carry)
+            carry = out.carry
+            bar.update(out.advance)
+            if out.postfix:
+                bar.set_postfix({k: f"{v:.4g}" for k, v in out.postfix.items()})
+            if out.stop:
+                return carry, i + 1, True
+    return carry, n_calls, False

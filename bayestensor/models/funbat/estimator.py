@@ -1,0 +1,344 @@
+"""The FunBaT estimator: z-scoring, settings, the sweep loop (through the shared driver) and
+prediction in the data's units.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bayestensor.checks import CONTINUOUS, DEFAULT_RANK, check_ranks
+from bayestensor.data import Encoded, NewEncoded
+from bayestensor.driver import Step, iterate
+from bayestensor.kernels import check_kernel_name
+from bayestensor.models.funbat.inference import (
+    initial_state,
+    predict_moments,
+    spectral_init,
+    sweep,
+)
+from bayestensor.models.funbat.state import MODELS, FunBaTConfig, auto_chunk
+from bayestensor.ssm import (
+    Location,
+    gaps,
+    locate,
+)
+
+#: Constructor arguments of :class:`FunBaT` (saved with a fitted model).
+ESTIMATOR_PARAMS = (
+    "model rank kernel max_sweeps tol damping seed learn_hyper init init_scale init_cov_scale "
+    "init_noise_sd lengthscale variance lengthscale_fraction hyper_steps hyper_step a0 b0 chunk"
+).split()
+
+
+class FunBaT:
+    """Functional Bayesian Tucker (or CP) decomposition fitted by conditional EP sweeps.
+
+    Parameters
+    ----------
+    model : {"tucker", "cp"}
+        Learned Gaussian core (Tucker) or fixed superdiagonal core (CP).
+    rank : int or tuple of int
+        ``R`` for every mode, or ``(R_1, …, R_K)`` (Tucker only; CP needs equal ranks).
+    kernel : {"matern12", "matern32", "matern52"}
+        Matérn smoothness of every continuous mode.
+    max_sweeps : int
+        Cap on the number of sweeps.
+    tol : float
+        Stop when the fitted values move by less than ``tol`` noise standard deviations
+        between sweeps: ``RMS(E[f]_new − E[f]_old) · E[τ]^{1/2} < tol`` on the training rows
+        (scale-free; moves far below the noise level do not change predictions). Noiseless
+        data make ``E[τ]`` large, so such fits run longer, as they should.
+    damping : float
+        ρ ∈ (0, 1]: weight of the new messages (1, the default, is no damping; lower it if
+        sweeps oscillate).
+    seed : int
+        Seeds the random initial factor and core means.
+    learn_hyper : bool
+        Learn ℓ_k, σ²_k (pattern search on the log marginal of the messages) or keep their
+        initial values.
+    init : {"spectral", "random"}
+        Initial factor means: leading singular vectors of the unfoldings
+        (:func:`spectral_init`; the Tucker core then starts at its conditional posterior mean)
+        or ``init_scale · N(0, 1)`` draws (the core mean too, unscaled).
+    init_scale : float
+        Scale of the random initial factor means, ``init_scale · N(0, 1)``. Much smaller values
+        start the sweeps near the saddle point ``U = 0``, from which a weak component can take
+        many sweeps to grow (the convergence test may then stop on the plateau).
+    init_cov_scale : float
+        Initial factor and core covariances as a fraction of the prior ones (see
+        :func:`init_state`).
+    init_noise_sd : float
+        Noise sd assumed by the first sweep, as a fraction of the data sd (see
+        :func:`init_state`: too large a value lets the first sweeps switch components off).
+    lengthscale : float or sequence of float, optional
+        Initial ℓ_k (one for all modes, or one per mode; entries of categorical modes are
+        ignored). Default: ``lengthscale_fraction`` times the coordinate range of the mode.
+    variance : float or sequence of float
+        Initial σ²_k (of the z-scored values), one for all modes or one per mode.
+    lengthscale_fraction : float
+        Default initial ℓ_k as this fraction of the coordinate range of mode ``k``.
+    hyper_steps, hyper_step : int, float
+        Pattern-search iterations per mode per sweep, and the initial search step on
+        ``log ℓ, log σ²`` (it then adapts: halved when the centre wins, doubled at the edge).
+    a0, b0 : float
+        Gamma prior on the noise precision (of the z-scored values).
+    chunk : int, None or "auto"
+        Observations per block in the Tucker contractions; bounds their memory. ``"auto"``
+        (default) picks one block when it is small enough (see :func:`auto_chunk`).
+
+    Attributes
+    ----------
+    state_ : FunBaTState
+        Fitted posterior (z-scored units).
+    history_ : list of dict
+        Per sweep: ``rmse`` (training, original units), ``tau`` (``E[τ]``, z-scored units),
+        ``noise_sd`` (``E[τ]^{-1/2}`` in original units), ``lengthscale`` and ``variance``
+        (per mode, ``None`` for categorical modes), ``change`` (relative change of ``E[f]``).
+    n_sweeps_ : int
+        Number of sweeps run.
+    converged_ : bool
+        Whether the tolerance was reached before ``max_sweeps``.
+    """
+
+    def __init__(
+        self,
+        model: str = "tucker",
+        rank: int | tuple[int, ...] = DEFAULT_RANK,
+        kernel: str = "matern32",
+        max_sweeps: int = 100,
+        tol: float = 0.02,
+        damping: float = 1.0,
+        seed: int = 0,
+        learn_hyper: bool = True,
+        init: str = "spectral",
+        init_scale: float = 1.0,
+        init_cov_scale: float = 0.01,
+        init_noise_sd: float = 0.1,
+        lengthscale=None,
+        variance=1.0,
+        lengthscale_fraction: float = 0.1,
+        hyper_steps: int = 1,
+        hyper_step: float = 1.0,
+        a0: float = 1e-3,
+        b0: float = 1e-3,
+        chunk: int | str | None = "auto",
+    ):
+        if model not in MODELS:
+            raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+        check_kernel_name(kernel)
+        if not 0.0 < damping <= 1.0:
+            raise ValueError(f"damping must be in (0, 1], got {damping}")
+        self.model = model
+        self.rank = rank
+        self.kernel = kernel
+        self.max_sweeps = int(max_sweeps)
+        self.tol = float(tol)
+        self.damping = float(damping)
+        self.seed = int(seed)
+        self.learn_hyper = bool(learn_hyper)
+        if init not in ("spectral", "random"):
+            raise ValueError(f"init must be 'spectral' or 'random', got {init!r}")
+        self.init = init
+        self.init_scale = float(init_scale)
+        self.init_cov_scale = float(init_cov_scale)
+        self.init_noise_sd = float(init_noise_sd)
+        self.lengthscale = lengthscale
+        self.variance = variance
+        self.lengthscale_fraction = float(lengthscale_fraction)
+        self.hyper_steps = int(hyper_steps)
+        self.hyper_step = float(hyper_step)
+        self.a0 = float(a0)
+        self.b0 = float(b0)
+        if not (chunk is None or chunk == "auto" or (isinstance(chunk, int) and chunk > 0)):
+            raise ValueError(f"chunk must be a positive int, None or 'auto', got {chunk!r}")
+        self.chunk = chunk
+
+    def _ranks(self, K: int) -> tuple[int, ...]:
+        """Per-mode ranks, validated against the number of modes and the model."""
+        return check_ranks(self.rank, K, equal=self.model == "cp")
+
+    @staticmethod
+    def _per_mode(value, K: int, name: str) -> list:
+        """Broadcast a scalar (or ``None``) to ``K`` modes; check a sequence's length and sign."""
+        values = [value] * K if value is None or np.ndim(value) == 0 else list(value)
+        if len(values) != K:
+            raise ValueError(f"{name} has {len(values)} entries but the data have {K} modes")
+        if any(v is not None and not float(v) > 0 for v in values):
+            raise ValueError(f"{name} must be positive, got {value}")
+        return [None if v is None else float(v) for v in values]
+
+    def fit(self, enc: Encoded, callback=None, progress: bool = False) -> FunBaT:
+        """Fit to encoded training data.
+
+        Parameters
+        ----------
+        enc : Encoded
+            Output of :func:`bayestensor.data.encode` (with a value column).
+        callback : callable, optional
+            Called after every sweep with that sweep's history record (see ``history_``).
+        progress : bool
+            Show a progress bar over the sweeps.
+
+        Returns
+        -------
+        FunBaT
+            ``self``.
+        """
+        if enc.y is None:
+            raise ValueError("enc has no values (y is None); encode with a value column")
+        K = enc.K
+        ranks = self._ranks(K)
+        continuous = tuple(mode.kind == CONTINUOUS for mode in enc.modes)
+        self.modes_ = enc.modes
+        self.y_mean_ = float(np.mean(enc.y))
+        self.y_scale_ = float(np.std(enc.y)) or 1.0
+        y = jnp.asarray((enc.y - self.y_mean_) / self.y_scale_)
+        index = jnp.asarray(enc.index)
+        ell_given = self._per_mode(self.lengthscale, K, "lengthscale")
+        var_given = self._per_mode(self.variance, K, "variance")
+        dts, ell0, var0 = [], [], []
+        for k, mode in enumerate(enc.modes):
+            if continuous[k]:
+                span = mode.values[-1] - mode.values[0]
+                default = self.lengthscale_fraction * span if span > 0 else 1.0
+                dts.append(jnp.asarray(gaps(mode.values)))
+                ell0.append(default if ell_given[k] is None else ell_given[k])
+                var0.append(var_given[k])
+            else:
+                dts.append(None)
+                ell0.append(None)
+                var0.append(None)
+        dts = tuple(dts)
+        cfg = FunBaTConfig(
+            self.model,
+            ranks,
+            enc.shape,
+            continuous,
+            self.kernel,
+            self.damping,
+            self.learn_hyper,
+            self.hyper_steps,
+            self.hyper_step,
+            self.a0,
+            self.b0,
+            auto_chunk(len(enc.y), ranks, self.model) if self.chunk == "auto" else self.chunk,
+        )
+        init_means = None
+        if self.init == "spectral":
+            init_means = spectral_init(enc.index, np.asarray(y), enc.shape, ranks, self.seed)
+        state = _initial_state_jit(
+            cfg,
+            dts,
+            [None if v is None else float(v) for v in ell0],
+            [None if v is None else float(v) for v in var0],
+            jax.random.key(self.seed),
+            self.init_scale,
+            self.init_cov_scale,
+            init_means,
+            self.init_noise_sd,
+            index,
+            y,
+        )
+        y_np = np.asarray(y)
+
+        def _step(i, carry):
+            # one compiled sweep; the change is the RMS move of the fitted values in units of
+            # the current noise sd (both z-scored)
+            state, Ef_old, history = carry
+            state, Ef = _sweep_jit(state, index, y, dts, cfg)
+            Ef = np.asarray(Ef)
+            tau = float(state.noise.mean)
+            change = np.inf if Ef_old is None else float(np.sqrt(np.mean((Ef - Ef_old) ** 2) * tau))
+            record = {
+                "rmse": float(np.sqrt(np.mean((Ef - y_np) ** 2))) * self.y_scale_,
+                "tau": tau,
+                "noise_sd": self.y_scale_ / np.sqrt(tau),
+                "lengthscale": [
+                    None if th is None else float(np.exp(th[0])) for th in state.log_hyper
+                ],
+                "variance": [
+                    None if th is None else float(np.exp(th[1])) for th in state.log_hyper
+                ],
+                "change": change,
+            }
+            history.append(record)
+            if callback is not None:
+                callback(record)
+            postfix = {"rmse": record["rmse"], "change": change}
+            return Step((state, Ef, history), change < self.tol, postfix)
+
+        (state, _, history), _, converged = iterate(
+            _step,
+            (state, None, []),
+            self.max_sweeps,
+            desc=f"FunBaT-{self.model}",
+            progress=progress,
+        )
+        self.cfg_ = cfg
+        self.state_ = state
+        self.history_ = history
+        self.n_sweeps_ = len(history)
+        self.converged_ = converged
+        return self
+
+    @property
+    def noise_sd_(self) -> float:
+        """Posterior-mean noise sd ``E[τ]^{-1/2}`` in the data's units."""
+        return float(self.y_scale_ / np.sqrt(float(self.state_.noise.mean)))
+
+    def factor_moments(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior means and sds ``(N_k, R_k)`` of mode ``k``'s latent functions (z-scored)."""
+        post = self.state_.factors[k]
+        var = np.diagonal(np.asarray(post.cov), axis1=1, axis2=2)
+        return np.asarray(post.mean), np.sqrt(np.clip(var, 0.0, None))
+
+    def predict(self, new: NewEncoded) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Predictive mean and standard deviations at new rows, in original units.
+
+        Parameters
+        ----------
+        new : NewEncoded
+            Output of :func:`bayestensor.data.encode_new` with the fitted modes.
+
+        Returns
+        -------
+        mean : numpy.ndarray
+            ``E[f*]``.
+        sd_f : numpy.ndarray
+            ``sqrt(Var[f*])`` (latent function).
+        sd_y : numpy.ndarray
+            ``sqrt(Var[f*] + 1/E[τ])`` (a new noisy observation).
+        """
+        if not hasattr(self, "state_"):
+            raise ValueError("call fit before predict")
+        if tuple(m.name for m in new.modes) != tuple(m.name for m in self.modes_):
+            raise ValueError("new rows were encoded with different modes than the fit")
+        M = new.index.shape[0]
+        # pad the rows (repeating the first) to a power of two, so that predictions for
+        # differently sized batches share one compiled function
+        size = max(_MIN_PREDICT_BUCKET, 1 << max(M - 1, 0).bit_length())
+        take = np.concatenate([np.arange(M), np.zeros(size - M, dtype=np.int64)])
+        locs = []
+        for k, mode in enumerate(self.modes_):
+            if self.cfg_.continuous[k]:
+                loc = locate(mode.values, np.asarray(new.x[k], dtype=np.float64)[take])
+                locs.append(Location(*(jnp.asarray(a) for a in loc)))
+            else:
+                locs.append(jnp.asarray(new.index[take, k]))
+        Ef, var = _predict_jit(self.state_, self.cfg_, locs)
+        Ef, var = np.asarray(Ef)[:M], np.asarray(var)[:M]
+        noise_var = 1.0 / float(self.state_.noise.mean)
+        mean = Ef * self.y_scale_ + self.y_mean_
+        sd_f = np.sqrt(var) * self.y_scale_
+        sd_y = np.sqrt(var + noise_var) * self.y_scale_
+        return mean, sd_f, sd_y
+
+
+# jitted here, at the driver, with the config static: one compiled function per model layout
+_initial_state_jit = jax.jit(initial_state, static_argnames=("cfg",))
+_sweep_jit = jax.jit(sweep, static_argnames=("cfg",))
+_predict_jit = jax.jit(predict_moments, static_argnames=("cfg",))
+#: Smallest padded batch of prediction rows (see :meth:`FunBaT.predict`).
+_MIN_PREDICT_BUCKET = 64

@@ -1,0 +1,322 @@
+"""A fitted Bayesian Poisson Tucker model: rates, predictions, held-out likelihood, plots."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from scipy import special
+
+from bayestensor import plotting
+from bayestensor.checks import CATEGORICAL, check_counts, check_level
+from bayestensor.data import category_codes
+from bayestensor.models.poisson_tucker.rates import (
+    cell_rates,
+    component_mass,
+    exposures,
+    masked_rate,
+    mode_factors,
+)
+from bayestensor.models.poisson_tucker.spec import PoissonTuckerSpec, prepare_data, region_mask
+from bayestensor.results import Result, prediction_frame
+
+#: Posterior draws kept for prediction intervals.
+MAX_DRAWS = 200
+
+
+class PoissonTuckerResult(Result):
+    """A fitted Bayesian Poisson Tucker model (returned by ``bt.fit(..., model="poisson-tucker")``).
+
+    The rate of cell ``i`` is ``μ[i] = Σ_r λ[r] Π_k θ^k[i_k, r_k]``. Factors and core are
+    identified only up to per-component rescaling; rates, predictions and the component mass
+    shares are identified.
+
+    Attributes
+    ----------
+    coords : dict of str to str
+        ``{column: "categorical"}`` in mode order.
+    value : str
+    levels : dict of str to numpy.ndarray
+        Levels of each mode (union over the two columns of a pair).
+    spec : PoissonTuckerSpec
+    method : str
+    info : dict
+        ``elbo`` trace (VI) or the numbers of sweeps (Gibbs).
+    data : PoissonData
+        The nonzero cells the model was fitted to.
+    draws, mean : dict of str to numpy.ndarray
+        Kept posterior draws (or draws from ``q``) and posterior means of the parameters.
+    """
+
+    kind = "poisson-tucker"
+
+    def __init__(self, spec, coords, value, levels, data, draws, mean, info):
+        self.spec = spec
+        self.coords = {c: CATEGORICAL for c in coords}
+        self.value = value
+        self.levels = {c: lv for c, lv in zip(coords, levels, strict=True)}
+        self.data = data
+        self.draws = draws
+        self.mean = mean
+        self.info = info
+        self.method = info["method"]
+
+    # -- fitted quantities ------------------------------------------------------------------
+
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        """Rank upper bounds per mode."""
+        return self.spec.ranks
+
+    @property
+    def core(self) -> np.ndarray:
+        """Posterior mean of the core λ (shape ``ranks``)."""
+        return np.asarray(self.mean["core"])
+
+    def factors(self) -> dict[str, pd.DataFrame]:
+        """Posterior mean factor matrix of every mode, rows indexed by level."""
+        out = {}
+        for k, c in enumerate(self.coords):
+            th = np.asarray(self.mean[f"theta{self.spec.group_of[k]}"])
+            out[c] = pd.DataFrame(th, index=pd.Index(self.levels[c], name=c))
+        return out
+
+    def component_mass(self, draws: bool = False) -> dict[str, np.ndarray]:
+        """Per mode, the share of the expected total count on each component (sums to one).
+
+        Parameters
+        ----------
+        draws : bool
+            Return one row per kept posterior draw (shape ``(draws, R_k)``) instead of the
+            average over draws. Shares are computed draw by draw, so label switching between
+            draws does not blur them.
+        """
+        n = len(next(iter(self.draws.values())))
+        per = [
+            component_mass(
+                self.spec, {k: jnp.asarray(v[j]) for k, v in self.draws.items()}, self.data.mask
+            )
+            for j in range(n)
+        ]
+        out = {c: np.stack([p[k] for p in per]) for k, c in enumerate(self.coords)}
+        return out if draws else {c: m.mean(0) for c, m in out.items()}
+
+    def effective_components(self, level: float = 0.95) -> dict[str, int]:
+        """Per mode, the fewest components carrying ``level`` of the expected total count.
+
+        Computed per posterior draw (largest shares first) and summarised by the median.
+        """
+        out = {}
+        for c, m in self.component_mass(draws=True).items():
+            cum = np.cumsum(np.sort(m, axis=1)[:, ::-1], axis=1)
+            need = (cum < level * cum[:, -1:]).sum(1) + 1
+            out[c] = int(np.median(need))
+        return out
+
+    # -- prediction -------------------------------------------------------------------------
+
+    def _index(self, df: pd.DataFrame) -> np.ndarray:
+        for c in self.coords:
+            if c not in df.columns:
+                raise ValueError(f"column {c!r} not found in the DataFrame")
+        return np.stack(
+            [category_codes(df[c].to_numpy(), self.levels[c], c) for c in self.coords], 1
+        )
+
+    def _draw_rates(self, index: np.ndarray) -> np.ndarray:
+        """Rates at the cells for every kept draw, shape (draws, n)."""
+        spec = self.spec
+        f = jax.jit(jax.vmap(lambda z: cell_rates(spec, mode_factors(spec, z), z["core"], index)))
+        keys = [f"theta{g}" for g in range(len(spec.groups))] + ["core"]
+        return np.asarray(f({k: jnp.asarray(self.draws[k]) for k in keys}))
+
+    def rates(self, df: pd.DataFrame) -> np.ndarray:
+        """Posterior mean rate ``E[μ]`` at the rows of ``df`` (from the posterior mean draws)."""
+        return self._draw_rates(self._index(df)).mean(0)
+
+    def predict(self, df: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+        """Expected counts with intervals at the cells of ``df``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Indexed like ``df``: ``mean`` (posterior mean rate, the expected count), ``sd``,
+            ``lower``, ``upper`` (posterior predictive sd and central interval of a new
+            count), ``sd_f``, ``lower_f``, ``upper_f`` (posterior sd and central interval of
+            the rate).
+        """
+        level = check_level(level)
+        R = self._draw_rates(self._index(df))
+        lo, hi = (1 - level) / 2, (1 + level) / 2
+        rng = np.random.default_rng(0)
+        ysim = rng.poisson(np.broadcast_to(R, (4,) + R.shape)).reshape(-1, R.shape[1])
+        mean = R.mean(0)
+        return prediction_frame(
+            df.index,
+            mean=mean,
+            sd=np.sqrt(mean + R.var(0)),
+            lower=np.quantile(ysim, lo, axis=0),
+            upper=np.quantile(ysim, hi, axis=0),
+            sd_f=R.std(0),
+            lower_f=np.quantile(R, lo, axis=0),
+            upper_f=np.quantile(R, hi, axis=0),
+        )
+
+    def heldout_loglik(self, df: pd.DataFrame, mask: pd.DataFrame) -> dict[str, float]:
+        """Poisson log-likelihood of held-out cells at the posterior mean rates.
+
+        Parameters
+        ----------
+        df : pandas.DataFrame
+            Held-out nonzero cells (coords and the value column); they must lie in ``mask``.
+        mask : pandas.DataFrame
+            The held-out region: rows of levels on a subset of the coords (whole slices).
+
+        Returns
+        -------
+        dict
+            ``total``, ``per_cell`` (total / number of cells in the region) and ``n_cells``.
+        """
+        y = check_counts(df, self.value)
+        index = self._index(df)
+        mcols = [c for c in mask.columns if c in self.coords]
+        mm = [list(self.coords).index(c) for c in mcols]
+        rows = np.stack([category_codes(mask[c].to_numpy(), self.levels[c], c) for c in mcols], 1)
+        modes, region = region_mask(self.spec, mm, rows)
+        inside = region[tuple(index[:, k] for k in modes)] > 0
+        if not inside.all():
+            raise ValueError(f"{int((~inside).sum())} rows of df lie outside the held-out region")
+        rspec = self.spec._replace(mask_modes=modes)
+        free = [k for k in range(self.spec.K) if k not in modes]
+        n_cells = float(region.sum()) * float(np.prod([self.spec.shape[k] for k in free]))
+        R = self._draw_rates(index).mean(0)
+        keys = [f"theta{g}" for g in range(len(self.spec.groups))] + ["core"]
+        tot = jax.vmap(
+            lambda z: masked_rate(rspec, mode_factors(rspec, z), z["core"], jnp.asarray(region))
+        )({k: jnp.asarray(self.draws[k]) for k in keys})
+        total = float(np.sum(y * np.log(R) - special.gammaln(y + 1))) - float(np.mean(tot))
+        return {"total": total, "per_cell": total / n_cells, "n_cells": n_cells}
+
+    # -- reporting --------------------------------------------------------------------------
+
+    def title(self) -> str:
+        """One line: method, events, nonzero cells, iterations or sweeps."""
+        n_events = int(np.sum(np.asarray(self.data.y)))
+        text = (
+            f"Bayesian Poisson Tucker fit of {self.value!r} by {self.method}: {n_events} events "
+            f"in {self.data.y.shape[0]} nonzero cells; "
+        )
+        if self.method == "vi":
+            return text + (
+                f"{self.info['n_iter']} CAVI iterations, final ELBO {self.info['elbo'][-1]:.6g}"
+            )
+        return text + f"{self.info['num_warmup']} warm-up + {self.info['num_samples']} sweeps"
+
+    def summary(self) -> pd.DataFrame:
+        """One row per mode: levels, rank bound, components carrying 95 % of the counts.
+
+        A pair of modes (``pair=``) is marked in the ``pair`` column.
+        """
+        spec = self.spec
+        eff = self.effective_components()
+        names = list(self.coords)
+        paired = set() if spec.pair is None else {names[k] for k in spec.pair}
+        rows = [
+            {
+                "mode": c,
+                "levels": spec.shape[k],
+                "rank": spec.ranks[k],
+                "components_95": eff[c],
+                "pair": c in paired,
+            }
+            for k, c in enumerate(names)
+        ]
+        return pd.DataFrame(rows).set_index("mode")
+
+    def plot_factors(self, normalize: bool = True):
+        """Heatmap of each mode's posterior mean factor matrix (levels × components).
+
+        Parameters
+        ----------
+        normalize : bool
+            Scale each level's row to sum to one (memberships).
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+        """
+        mats, labels = {}, {}
+        for c, f in self.factors().items():
+            m = f.to_numpy()
+            if normalize:
+                m = m / np.maximum(m.sum(1, keepdims=True), 1e-300)
+            mats[c] = m
+            labels[c] = [str(v) for v in f.index] if len(f.index) <= 40 else None
+        row_labels = {c: lv for c, lv in labels.items() if lv is not None}
+        return plotting.plot_heatmaps(mats, row_labels=row_labels or None)
+
+    def plot_core(self):
+        """Heatmaps of the core's expected-count mass between consecutive pairs of modes.
+
+        Each panel shows ``Σ λ[r] Z[r]`` (the expected count carried by a core cell) summed
+        over all modes but two, as a share of the total.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+        """
+        spec = self.spec
+        z = {k: jnp.asarray(v) for k, v in self.mean.items()}
+        _, Z = exposures(spec, mode_factors(spec, z), z["core"], self.data.mask)
+        w = np.asarray(z["core"] * Z)
+        names = list(self.coords)
+        pairs = [(k, k + 1) for k in range(spec.K - 1)] or [(0, 0)]
+        mats = {}
+        for a, b in pairs:
+            m = w.sum(axis=tuple(j for j in range(spec.K) if j not in (a, b)))
+            mats[f"core mass: {names[a]} × {names[b]}"] = m.reshape(spec.ranks[a], -1) / w.sum()
+        return plotting.plot_heatmaps(mats, cmap="magma")
+
+    # -- persistence -----------------------------------------------------------------------
+
+    def _record(self) -> tuple[dict, dict[str, np.ndarray]]:
+        levels = {}
+        for c, lv in self.levels.items():
+            vals = [v.item() if isinstance(v, np.generic) else v for v in lv]
+            if not all(isinstance(v, str | int | float) for v in vals):
+                raise ValueError(f"levels of {c!r} cannot be stored as JSON")
+            levels[c] = vals
+        header = {
+            "coords": list(self.coords),
+            "value": self.value,
+            "levels": levels,
+            "spec": {
+                k: list(v) if isinstance(v, tuple) else v for k, v in self.spec._asdict().items()
+            },
+            "info": {k: (list(map(float, v)) if k == "elbo" else v) for k, v in self.info.items()},
+        }
+        arrays = {f"mean/{k}": np.asarray(v) for k, v in self.mean.items()}
+        arrays.update({f"draws/{k}": np.asarray(v) for k, v in self.draws.items()})
+        arrays["data/index"] = np.asarray(self.data.index)
+        arrays["data/y"] = np.asarray(self.data.y)
+        if self.data.mask is not None:
+            arrays["data/mask"] = np.asarray(self.data.mask)
+        return header, arrays
+
+    @classmethod
+    def _from_record(cls, header: dict, arrays: dict[str, np.ndarray]) -> PoissonTuckerResult:
+        spec = PoissonTuckerSpec(
+            **{k: (tuple(v) if isinstance(v, list) else v) for k, v in header["spec"].items()}
+        )
+        data = prepare_data(spec, arrays["data/index"], arrays["data/y"], arrays.get("data/mask"))
+        mean = {k[5:]: v for k, v in arrays.items() if k.startswith("mean/")}
+        draws = {k[6:]: v for k, v in arrays.items() if k.startswith("draws/")}
+        levels = []
+        for c in header["coords"]:
+            lv = np.empty(len(header["levels"][c]), dtype=object)
+            lv[:] = header["levels"][c]
+            levels.append(lv)
+        return cls(
+            spec, header["coords"], header["value"], levels, data, draws, mean, header["info"]
+        )
