@@ -184,6 +184,7 @@ class PDESolution(Result):
         """One line: dimension, grid, solver, steps, midpoint residual, wall time."""
         t = self.trace
         grid = " × ".join(str(n) for n in self.problem.shape)
+        grid = f"{grid}-point" if len(self.problem.shape) == 1 else grid
         return (
             f"GP-HM solution on a {grid} grid ({self.config.method}, {self.config.spectrum} "
             f"mixture): {t.n_adam} Adam steps, returned step {t.best_step}, midpoint residual "
