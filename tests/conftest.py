@@ -9,56 +9,197 @@ import pytest  # noqa: E402
 
 #: Tolerances used across the test suite (float64 unless named otherwise).
 TOL = {
+    # --- exact algebra: structured / closed-form results vs explicit references (float64) ---
     # fixed-seed outputs through the public API vs tests/fixtures/behaviour.npz (relative)
     "behaviour_rel": 1e-6,
-    # GP-HM: closed-form derivative kernels vs nested jax.grad (relative to max |k|)
-    "pde_deriv_vs_autodiff": 1e-10,
+    # jnp tensor operations (unfold, mode_dot, Tucker, Khatri–Rao) vs NumPy definitions
+    "tensor_vs_numpy": 1e-12,
     # Kronecker solve / logdet / quad / mode-wise prediction vs the dense product (relative)
     "kron_vs_dense": 1e-10,
+    # kron_predict vs the dense product: absolute floor for entries near 0 (derivative kernels)
+    "kron_vs_dense_abs": 1e-12,
+    # gradients through kron_eig (eigh) vs gradients of dense slogdet + solve (relative)
+    "kron_grad_vs_dense": 1e-8,
+    # blocked triangular solve / inverse vs np.linalg.solve / inv (relative)
+    "triangular_vs_numpy": 1e-12,
+    # blocked triangular inverse vs np.linalg.inv: absolute floor for the zero upper part
+    "triangular_inverse_abs": 1e-15,
+    # closed-form kernel pieces vs scipy (expm, Lyapunov) and k(tau)
+    "closed_form": 1e-10,
+    # relative part of the same: Pinf vs scipy's Lyapunov solve, k(τ) (SDE, ours, GPJax) vs Bessel
+    "closed_form_rel": 1e-9,
+    # process noise Q = Pinf − A Pinf Aᵀ vs the same from scipy's expm (relative)
+    "process_noise_vs_expm": 1e-8,
+    # Q(Δ) at Δ = 1e-9 vs its first-order expansion Δ L Qc Lᵀ (relative)
+    "small_gap_first_order": 1e-5,
+    # the same comparison, absolute part per unit kernel variance
+    "small_gap_abs_per_var": 1e-12,
+    # jax.grad of the transition vs central finite differences, h = 1e-6 (relative)
+    "grad_vs_finite_diff": 1e-6,
+    # state-space posterior vs dense Cholesky GP (relative)
+    "ssm_vs_dense": 1e-8,
+    # state-space posterior mean vs dense Cholesky GP: absolute floor for entries near 0
+    "ssm_vs_dense_abs": 1e-10,
+    # gradients of the log marginal likelihood vs dense (relative)
+    "grad_vs_dense": 1e-6,
+    # smoother with no messages vs the prior: mean and log marginal vs exact 0 (absolute)
+    "ssm_prior_abs": 1e-14,
+    # smoother with no messages vs the prior: covariance vs the stationary variance (relative)
+    "ssm_prior_cov": 1e-12,
+    # fit_gp: stored standardisation (y_mean, y_scale) vs NumPy's mean and std (relative)
+    "standardisation": 1e-12,
+    # predict(): interval half-widths vs z · sd, in the same float64 numbers (relative)
+    "interval_halfwidth": 1e-12,
+    # predict(): sd² − f_sd² vs the fitted noise variance (relative)
+    "predict_noise_var": 1e-9,
+    # CLI predictions read back from CSV: interval half-width vs z (7 digits) · sd (relative)
+    "csv_interval_halfwidth": 1e-4,
+    # CLI predict (CSV round trip) vs the Python API's predictions (relative)
+    "cli_vs_api": 1e-6,
+    # additive baseline (backfitting) vs dummy-variable least squares: mean (abs.), sd (rel.)
+    "backfitting_vs_lstsq": 1e-8,
+    # FunBaT: closed-form contractions / core update vs explicit Kronecker references
+    "funbat_closed_form": 1e-10,
+    # Poisson Tucker: closed forms (total rate, exposures, sequential shared rows, the
+    # collapsed bound's data term) vs dense
+    "poisson_closed_form": 1e-10,
+    # Poisson Tucker: component-mass draws sum to 1 per draw (relative)
+    "mass_normalised": 1e-10,
+    # Poisson API: held-out log-likelihood vs a direct scipy.stats.poisson sum (relative)
+    "heldout_loglik_vs_scipy": 1e-8,
+    # --- GP-HM PDE solver ---
+    # GP-HM: closed-form derivative kernels vs nested jax.grad (relative to max |k|)
+    "pde_deriv_vs_autodiff": 1e-10,
+    # GP-HM: parameter gradients of derivative kernels vs autodiff: absolute floor near 0
+    "pde_deriv_vs_autodiff_abs": 1e-12,
+    # spectral-mixture k(0) vs Σ w, K vs Kᵀ, k(x, y) vs k(y, x)ᵀ (relative)
+    "pde_kernel_symmetry": 1e-14,
+    # K vs Kᵀ: absolute floor for entries near 0
+    "pde_kernel_symmetry_abs": 1e-15,
+    # derivative kernels k^{(i,j)}(x, y) vs k^{(j,i)}(y, x)ᵀ (relative and absolute)
+    "pde_deriv_symmetry": 1e-12,
+    # spectral-mixture kernel and its spectral moments vs numerical quadrature (relative)
+    "pde_kernel_vs_quadrature": 1e-7,
+    # Gram matrices: min eigenvalue ≥ −slack · trace
+    "pde_gram_psd_slack": 1e-10,
+    # spectral densities (ours and the scalar reference) vs scipy.stats (relative)
+    "pde_spectrum_vs_scipy": 1e-12,
+    # init_spectral_mixture parameters vs their defining formulas (relative)
+    "pde_init_params": 1e-14,
+    # problem grid vs np.linspace (relative)
+    "pde_grid": 1e-14,
+    # manufactured source (autodiff) vs the analytic source (relative)
+    "pde_source_vs_analytic": 1e-10,
+    # the same comparison, absolute floor for entries near 0
+    "pde_source_vs_analytic_abs": 1e-12,
+    # manufactured source of an exact solution of a homogeneous PDE vs 0 (absolute)
+    "pde_zero_source_abs": 1e-10,
+    # source_fn at the grid points vs the stored source grid (relative and absolute)
+    "pde_source_fn_vs_grid": 1e-12,
+    # boundary values and exact_on_grid vs the exact solution evaluated by NumPy (absolute)
+    "pde_exact_values_abs": 1e-14,
     # GP-HM PDE solver: structured (Kronecker / Toeplitz / whitened) pieces vs dense (relative)
     "pde_structured_vs_dense": 1e-9,
+    # dense U-step vs the exact minimiser formed densely (relative; absolute · max |U|)
+    "pde_u_step_vs_dense": 1e-7,
+    # Kronecker U-step vs the dense collocation solve (relative; absolute · max |U|)
+    "pde_kron_u_step_vs_dense": 1e-6,
+    # Gauss–Newton: max |∂𝒥/∂U| at the result vs at the start (factor)
+    "gauss_newton_grad_reduction": 1e-6,
+    # solution callable vs its tensor-grid evaluation on_grid (relative and absolute)
+    "pde_callable_vs_on_grid": 1e-12,
     # GP-HM: relative L2 of the low-frequency 1-D and 2-D Poisson solves (issue 5)
     "pde_low_freq_rel_l2": 1e-4,
     # GP-HM: the same 2-D solve with the Kronecker (λ → ∞ collocation) U-step
     "pde_kron_low_freq_rel_l2": 2e-3,
+    # GP-HM: solution callable at off-grid points vs the exact solution, 1-D solves (absolute)
+    "pde_pointwise_abs": 1e-4,
     # GP-HM: the low-frequency 1-D solve in float32
     "pde_float32_rel_l2": 2e-2,
     # GP-HM: relative L2 of every 1-D benchmark problem (slow test, issue 5)
     "pde_benchmark_1d_rel_l2": 1e-3,
     # issue 5: every 2-D benchmark problem reaches relative L2 ≤ 1e-2
     "pde_benchmark_2d_rel_l2": 1e-2,
-    # state-space posterior vs dense Cholesky GP (relative)
-    "ssm_vs_dense": 1e-8,
-    # gradients of the log marginal likelihood vs dense (relative)
-    "grad_vs_dense": 1e-6,
-    # closed-form kernel pieces vs scipy (expm, Lyapunov) and k(tau)
-    "closed_form": 1e-10,
+    # --- float32 vs float64 ---
     # float32 filter vs float64 filter, as a fraction of max |mean|
     "float32_vs_float64": 1e-3,
-    # FunBaT: closed-form contractions / core update vs explicit Kronecker references
-    "funbat_closed_form": 1e-10,
+    # FunBaT float32 fit: RMSE of the predicted mean vs the noiseless truth (noise sd 0.05)
+    "float32_fit_rmse": 0.05,
+    # --- Monte Carlo checks ---
     # FunBaT: Monte Carlo check, allowed deviation in Monte Carlo standard errors
     "mc_sigmas": 5.0,
+    # Monte Carlo mean vs exact: absolute slack on the standard error and on the bound
+    # (components with zero variance)
+    "mc_abs_slack": 1e-12,
+    # the same for the Poisson allocation counts (integer-valued draws)
+    "mc_alloc_abs_slack": 1e-9,
+    # gamma draws vs scipy's gamma law: Kolmogorov–Smirnov p-value must exceed this
+    "kstest_pvalue": 1e-3,
+    # Poisson Tucker: Gibbs vs NUTS posterior mean rates, max |difference| in Monte Carlo sds
+    "poisson_vs_nuts_max_z": 5.0,
+    # --- optimisation ---
+    # learned hyperparameters vs the dense GP's type-II maximum likelihood (relative)
+    "type2_ml": 1e-4,
+    # fit_gp: max |∇ dense log evidence| at the fitted hyperparameters (stationary point)
+    "dense_evidence_stationary": 1e-2,
+    # CAVI: allowed decrease of the ELBO between iterations, relative (rounding only)
+    "poisson_elbo_slack": 1e-10,
+    # CAVI through the public API (with a mask): allowed ELBO decrease, relative
+    "poisson_api_elbo_slack": 1e-9,
+    # FunBaT: training RMSE at the last sweep vs the first (factor)
+    "train_rmse_decrease": 0.5,
+    # FunBaT: a learned lengthscale vs its initial value (factor it must exceed)
+    "hyper_learned_factor": 1.5,
+    # FunBaT: a learned lengthscale vs its initial value 0.1 (|difference| it must exceed)
+    "hyper_learned_abs": 0.05,
+    # --- statistical accuracy of fits ---
     # FunBaT: noiseless rank-1 pattern, held-out RMSE bound
     "noiseless_rmse": 1e-2,
     # FunBaT: noisy fits, held-out RMSE of y within this factor of the noise sd
     "noisy_rmse_factor": 1.1,
+    # FunBaT: learned noise sd vs the true noise sd (relative)
+    "noise_sd_rel": 0.1,
+    # FunBaT: median sd of f vs the noise sd (factor)
+    "f_sd_vs_noise": 0.5,
+    # FunBaT mixed modes: each category's predicted curve vs its planted curve, correlation
+    "curve_corr": 0.99,
+    # the same curves: RMSE vs the noise sd (factor)
+    "curve_rmse_factor": 0.5,
     # 95 % predictive intervals of y must cover this fraction of held-out points
     "coverage95": (0.90, 0.98),
     # 95 % bands of the latent f (mean-field posteriors are slightly overconfident)
     "f_coverage95": (0.80, 1.0),
     # FunBaT single-mode fit vs dense GP regression (converged sweeps, absolute, O(1) values)
     "funbat_vs_dense_gp": 1e-8,
-    # learned hyperparameters vs the dense GP's type-II maximum likelihood (relative)
-    "type2_ml": 1e-4,
     # posterior mean of f vs NUTS, as a fraction of the range of f
     "vs_nuts": 0.02,
-    # Poisson Tucker: closed forms (total rate, exposures, sequential shared rows) vs dense
-    "poisson_closed_form": 1e-10,
-    # Poisson Tucker: Gibbs vs NUTS posterior mean rates, max |difference| in Monte Carlo sds
-    "poisson_vs_nuts_max_z": 5.0,
-    # CAVI: allowed decrease of the ELBO between iterations, relative (rounding only)
-    "poisson_elbo_slack": 1e-10,
+    # bt.fit: in-sample RMSE vs the noise sd 0.05 (factor)
+    "api_rmse_noise_sds": 3,
+    # CLI predictions: max |mean − noiseless truth| (noise sd 0.05)
+    "cli_max_abs_error": 0.1,
+    # demo --tiny: FunBaT's held-out RMSE vs the location + month baseline's (factor)
+    "demo_rmse_vs_baseline": 0.8,
+    # demo --tiny: coverage of FunBaT's 95 % intervals on the held-out ozone cells
+    "demo_coverage95": (0.88, 0.99),
+    # README quick start: held-out ozone RMSE bound (Dobson units)
+    "readme_rmse": 8.0,
+    # split(): held-out fraction vs the requested 0.2 (absolute, 10 000 rows)
+    "split_fraction_abs": 0.015,
+    # Poisson API: posterior mean rates vs true rates, correlation
+    "poisson_rate_corr": 0.9,
+    # Poisson API: total posterior mean rate vs the true total (relative)
+    "poisson_total_rel": 0.1,
+    # Poisson API: fraction of true rates inside the posterior intervals (lower bound)
+    "poisson_interval_coverage_min": 0.7,
+    # Poisson API VI: held-out log-likelihood per cell vs the true rates' (nats below)
+    "heldout_ll_vs_truth": 1.5,
+    # Poisson shrinkage: core mass on the top 8 components (lower bound)
+    "shrinkage_top8_mass": 0.95,
+    # --- data sets ---
+    # weather: time in days × 24 vs whole hours (absolute)
+    "dataset_time_hourly": 1e-4,
+    # weather: time in days vs an exact expected time (assertion and row selection, absolute)
+    "dataset_time_match": 1e-6,
 }
 
 

@@ -114,7 +114,9 @@ def case_pde() -> np.ndarray:
 
 
 CASES = {
-    name[5:]: fn for name, fn in dict(globals()).items() if name.startswith("case_") and callable(fn)
+    name[5:]: fn
+    for name, fn in dict(globals()).items()
+    if name.startswith("case_") and callable(fn)
 }
 
 

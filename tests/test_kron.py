@@ -21,7 +21,7 @@ from bayestensor.kron import (
 KRON_VS_DENSE = TOL["kron_vs_dense"]
 
 #: Gradients through eigh vs gradients of the dense slogdet + solve (relative).
-GRAD_VS_DENSE = 1e-8
+GRAD_VS_DENSE = TOL["kron_grad_vs_dense"]
 
 GRIDS = [(3, 4), (3, 6), (3, 4, 5), (5, 3, 4)]
 SHIFTS = [0.0, 0.3]
@@ -169,7 +169,9 @@ def test_kron_predict_modewise_derivatives_match_dense(shape, jit, rng):
             )
             out = f(kron_eig(K), cross, V, shift)
             assert out.shape == shape
-            np.testing.assert_allclose(out.ravel(), expected, rtol=KRON_VS_DENSE, atol=1e-12)
+            np.testing.assert_allclose(
+                out.ravel(), expected, rtol=KRON_VS_DENSE, atol=TOL["kron_vs_dense_abs"]
+            )
     # new points (rectangular cross-covariances) along every mode at once
     new = [np.linspace(0, 2, 2 + d) for d in range(len(shape))]
     cross = [
@@ -180,6 +182,6 @@ def test_kron_predict_modewise_derivatives_match_dense(shape, jit, rng):
     expected = _dense(cross) @ np.linalg.solve(
         np.asarray(_dense(K)) + shift * np.eye(V.size), V.ravel()
     )
-    np.testing.assert_allclose(out, expected, rtol=KRON_VS_DENSE, atol=1e-12)
+    np.testing.assert_allclose(out, expected, rtol=KRON_VS_DENSE, atol=TOL["kron_vs_dense_abs"])
     with pytest.raises(ValueError, match=r"cross\[0\] must have shape"):
         kron_predict(kron_eig(K), [c.T for c in cross], V, shift)

@@ -24,9 +24,9 @@ from bayestensor.pde.kernels import (
 #: Closed-form derivative kernels vs nested autodiff of the base kernel (relative to max |k|).
 DERIV_VS_AUTODIFF = TOL["pde_deriv_vs_autodiff"]
 #: Kernel (and its spectral moments) vs numerical quadrature of the spectrum (relative).
-QUAD = 1e-7
+QUAD = TOL["pde_kernel_vs_quadrature"]
 #: Gram matrices: min eigenvalue ≥ −PSD_SLACK · trace.
-PSD_SLACK = 1e-10
+PSD_SLACK = TOL["pde_gram_psd_slack"]
 
 PARAMS = SpectralMixture(
     log_weight=jnp.log(jnp.array([0.7, 1.3, 0.4])),
@@ -114,17 +114,23 @@ def test_k0_is_sum_of_weights_and_symmetric(spectrum, nu, rng):
     x = jnp.asarray(rng.uniform(-2, 2, 7))
     y = jnp.asarray(rng.uniform(-2, 2, 5))
     K = sm_kernel(PARAMS, x, x, spectrum, nu)
-    np.testing.assert_allclose(jnp.diag(K), jnp.exp(PARAMS.log_weight).sum(), rtol=1e-14)
-    np.testing.assert_allclose(K, K.T, rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(
+        jnp.diag(K), jnp.exp(PARAMS.log_weight).sum(), rtol=TOL["pde_kernel_symmetry"]
+    )
+    np.testing.assert_allclose(
+        K, K.T, rtol=TOL["pde_kernel_symmetry"], atol=TOL["pde_kernel_symmetry_abs"]
+    )
     Kxy = sm_kernel(PARAMS, x, y, spectrum, nu)
-    np.testing.assert_allclose(Kxy, sm_kernel(PARAMS, y, x, spectrum, nu).T, rtol=1e-14)
+    np.testing.assert_allclose(
+        Kxy, sm_kernel(PARAMS, y, x, spectrum, nu).T, rtol=TOL["pde_kernel_symmetry"]
+    )
     # k^{(i,j)}(x, y) = k^{(j,i)}(y, x)
     for i, j in _orders(nu, spectrum):
         np.testing.assert_allclose(
             sm_kernel(PARAMS, x, y, spectrum, nu, order=(i, j)),
             sm_kernel(PARAMS, y, x, spectrum, nu, order=(j, i)).T,
-            rtol=1e-12,
-            atol=1e-12,
+            rtol=TOL["pde_deriv_symmetry"],
+            atol=TOL["pde_deriv_symmetry"],
         )
 
 
@@ -202,9 +208,11 @@ def test_variances_at_zero_are_spectral_moments(spectrum, nu):
 def test_spectral_density_matches_scipy(spectrum):
     s = np.linspace(-5, 5, 41)
     ref = _spectrum_scipy(s, PARAMS, spectrum, 2.5)
-    np.testing.assert_allclose(spectral_density(PARAMS, s, spectrum), ref, rtol=1e-12)
+    np.testing.assert_allclose(
+        spectral_density(PARAMS, s, spectrum), ref, rtol=TOL["pde_spectrum_vs_scipy"]
+    )
     fast = _spectrum_ref(PARAMS, spectrum, 2.5)
-    np.testing.assert_allclose([fast(si) for si in s], ref, rtol=1e-12)
+    np.testing.assert_allclose([fast(si) for si in s], ref, rtol=TOL["pde_spectrum_vs_scipy"])
 
 
 @pytest.mark.parametrize(("spectrum", "nu"), [("gaussian", 2.5), ("student_t", 2.5)])
@@ -241,15 +249,18 @@ def test_parameter_gradients_match_autodiff_reference():
             x, y, PARAMS, spectrum, 2.5
         )
         for a, b in zip(g, g_ref, strict=True):
-            np.testing.assert_allclose(a, b, rtol=DERIV_VS_AUTODIFF, atol=1e-12)
+            np.testing.assert_allclose(
+                a, b, rtol=DERIV_VS_AUTODIFF, atol=TOL["pde_deriv_vs_autodiff_abs"]
+            )
 
 
 def test_init_spectral_mixture():
     params = init_spectral_mixture(n_components=30, max_freq=12.0)
     assert all(a.shape == (30,) for a in params)
-    np.testing.assert_allclose(params.freq, np.linspace(0, 12, 30), rtol=1e-14)
-    np.testing.assert_allclose(jnp.exp(params.log_scale), 12 / 29, rtol=1e-14)
-    np.testing.assert_allclose(jnp.exp(params.log_weight).sum(), 1.0, rtol=1e-14)  # k(0) = Σ w
+    np.testing.assert_allclose(params.freq, np.linspace(0, 12, 30), rtol=TOL["pde_init_params"])
+    np.testing.assert_allclose(jnp.exp(params.log_scale), 12 / 29, rtol=TOL["pde_init_params"])
+    # k(0) = Σ w
+    np.testing.assert_allclose(jnp.exp(params.log_weight).sum(), 1.0, rtol=TOL["pde_init_params"])
     custom = init_spectral_mixture(4, 2.0, scale=0.1, weight=0.5)
     np.testing.assert_allclose(jnp.exp(custom.log_weight), 0.5)
     np.testing.assert_allclose(jnp.exp(custom.log_scale), 0.1)

@@ -35,26 +35,47 @@ def _problem_2d(grid=(5, 6), operator=laplacian):
 def test_manufactured_poisson_1d():
     prob = poisson_1d(grid=50)
     x = np.linspace(0, 2 * np.pi, 50)
-    np.testing.assert_allclose(prob.grid[0], x, rtol=1e-14)
-    np.testing.assert_allclose(prob.source, -36 * np.sin(6 * x), rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(prob.boundary_values, np.sin(6 * x[[0, -1]]), atol=1e-14)
-    np.testing.assert_allclose(prob.exact_on_grid(), np.sin(6 * x), atol=1e-14)
+    np.testing.assert_allclose(prob.grid[0], x, rtol=TOL["pde_grid"])
+    np.testing.assert_allclose(
+        prob.source,
+        -36 * np.sin(6 * x),
+        rtol=TOL["pde_source_vs_analytic"],
+        atol=TOL["pde_source_vs_analytic_abs"],
+    )
+    np.testing.assert_allclose(
+        prob.boundary_values, np.sin(6 * x[[0, -1]]), atol=TOL["pde_exact_values_abs"]
+    )
+    np.testing.assert_allclose(
+        prob.exact_on_grid(), np.sin(6 * x), atol=TOL["pde_exact_values_abs"]
+    )
     # the source at arbitrary points, from the same autodiff
     xs = np.array([0.1, 1.3, 2.9])
-    np.testing.assert_allclose(prob.source_fn(xs), -36 * np.sin(6 * xs), rtol=1e-10)
+    np.testing.assert_allclose(
+        prob.source_fn(xs), -36 * np.sin(6 * xs), rtol=TOL["pde_source_vs_analytic"]
+    )
 
 
 def test_manufactured_2d_source_boundary_and_keys():
     prob = _problem_2d(operator=allen_cahn)
     X, Y = np.meshgrid(*(np.asarray(g) for g in prob.grid), indexing="ij")
     u = np.sin(X) * np.cos(2 * Y)
-    np.testing.assert_allclose(prob.source, -5 * u + u * (u**2 - 1), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        prob.source,
+        -5 * u + u * (u**2 - 1),
+        rtol=TOL["pde_source_vs_analytic"],
+        atol=TOL["pde_source_vs_analytic_abs"],
+    )
     mask = boundary_mask(prob.shape)
     assert mask.sum() == 2 * 5 + 2 * 6 - 4
     assert not mask[1:-1, 1:-1].any()
-    np.testing.assert_allclose(prob.boundary_values, u[mask], atol=1e-14)
+    np.testing.assert_allclose(prob.boundary_values, u[mask], atol=TOL["pde_exact_values_abs"])
     assert derivative_keys(prob.variables) == ("u", "u_x", "u_xx", "u_y", "u_yy")
-    np.testing.assert_allclose(prob.source_fn(X, Y), prob.source, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        prob.source_fn(X, Y),
+        prob.source,
+        rtol=TOL["pde_source_fn_vs_grid"],
+        atol=TOL["pde_source_fn_vs_grid"],
+    )
     with pytest.raises(ValueError, match="3 points"):
         Problem.manufactured(laplacian, _exact_2d, [(0, 1), (0, 1)], (2, 5))
 
@@ -63,8 +84,11 @@ def test_benchmark_problems_are_consistent():
     assert len(bt.pde.BENCHMARKS) == 11
     prob = benchmark("advection_2d", grid=(5, 7))
     X, Y = np.meshgrid(*(np.asarray(g) for g in prob.grid), indexing="ij")
-    np.testing.assert_allclose(prob.source, 0.0, atol=1e-10)  # 200 u_x + u_y = 0
-    np.testing.assert_allclose(prob.exact_on_grid(), np.sin(X - 200 * Y), atol=1e-14)
+    # 200 u_x + u_y = 0
+    np.testing.assert_allclose(prob.source, 0.0, atol=TOL["pde_zero_source_abs"])
+    np.testing.assert_allclose(
+        prob.exact_on_grid(), np.sin(X - 200 * Y), atol=TOL["pde_exact_values_abs"]
+    )
     with pytest.raises(ValueError, match="name must be one of"):
         benchmark("heat")
 
@@ -195,12 +219,18 @@ def test_loss_gradient_matches_dense_autodiff(rng):
 def test_blocked_triangular_solve_and_inverse(n, rng):
     L = np.tril(rng.standard_normal((n, n))) + n * np.eye(n)
     B = rng.standard_normal((n, 5))
-    np.testing.assert_allclose(solver.triangular_solve(L, B), np.linalg.solve(L, B), rtol=1e-12)
     np.testing.assert_allclose(
-        solver.triangular_solve(L, B, trans=True), np.linalg.solve(L.T, B), rtol=1e-12
+        solver.triangular_solve(L, B), np.linalg.solve(L, B), rtol=TOL["triangular_vs_numpy"]
+    )
+    np.testing.assert_allclose(
+        solver.triangular_solve(L, B, trans=True),
+        np.linalg.solve(L.T, B),
+        rtol=TOL["triangular_vs_numpy"],
     )
     W = np.asarray(solver.triangular_inverse(L))
-    np.testing.assert_allclose(W, np.linalg.inv(L), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(
+        W, np.linalg.inv(L), rtol=TOL["triangular_vs_numpy"], atol=TOL["triangular_inverse_abs"]
+    )
     assert np.all(np.triu(W, 1) == 0.0)
 
 
@@ -221,7 +251,12 @@ def test_dense_u_step_is_the_exact_minimiser(rng, lsq):
     U_ref = np.linalg.solve(H, rhs)
     factors = solver.all_factors(kernels, prob, config)
     U = solver.solve_grid(jnp.zeros(prob.shape), factors, prob, config, lsq=lsq)
-    np.testing.assert_allclose(U.ravel(), U_ref, rtol=1e-7, atol=1e-7 * np.abs(U_ref).max())
+    np.testing.assert_allclose(
+        U.ravel(),
+        U_ref,
+        rtol=TOL["pde_u_step_vs_dense"],
+        atol=TOL["pde_u_step_vs_dense"] * np.abs(U_ref).max(),
+    )
 
 
 def test_gauss_newton_reaches_a_stationary_point(rng):
@@ -240,7 +275,9 @@ def test_gauss_newton_reaches_a_stationary_point(rng):
     # ∂𝒥/∂U at the result is 10⁻⁶ of its size at the start, and one GN step is not enough
     start = float(jnp.abs(jax.grad(J)(jnp.zeros(prob.shape))).max())
     one = solver.solve_grid(jnp.zeros(prob.shape), factors, prob, config, n_iter=1, linear=False)
-    assert grad < 1e-6 * start < float(jnp.abs(jax.grad(J)(one)).max())
+    assert (
+        grad < TOL["gauss_newton_grad_reduction"] * start < float(jnp.abs(jax.grad(J)(one)).max())
+    )
     assert solver.is_linear(_problem_2d()) and not solver.is_linear(prob)
 
 
@@ -261,7 +298,12 @@ def test_kron_u_step_matches_dense_collocation(rng):
     U_ref = np.linalg.solve(C, b)
     factors = solver.all_factors(kernels, prob, config)
     U = jax.jit(lambda f: solver.solve_grid(jnp.zeros(prob.shape), f, prob, config))(factors)
-    np.testing.assert_allclose(U.ravel(), U_ref, rtol=1e-6, atol=1e-6 * np.abs(U_ref).max())
+    np.testing.assert_allclose(
+        U.ravel(),
+        U_ref,
+        rtol=TOL["pde_kron_u_step_vs_dense"],
+        atol=TOL["pde_kron_u_step_vs_dense"] * np.abs(U_ref).max(),
+    )
 
 
 def test_solve_low_frequency_poisson_1d(tol):
@@ -272,12 +314,17 @@ def test_solve_low_frequency_poisson_1d(tol):
     assert np.all(np.isfinite(sol.loss_history)) and np.all(np.isfinite(sol.residual_history))
     # the callable, the tensor-grid evaluation and the grid values agree
     x = np.array([0.0, 0.123, 0.5, 0.77])
-    np.testing.assert_allclose(sol(x), sol.on_grid(x), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        sol(x),
+        sol.on_grid(x),
+        rtol=tol["pde_callable_vs_on_grid"],
+        atol=tol["pde_callable_vs_on_grid"],
+    )
     # grid values and the mean there (K (K + εI)⁻¹ U) both approximate the exact solution
     u_grid = np.sin(2 * np.pi * sol.grid[0])
     np.testing.assert_allclose(sol(sol.grid[0]), u_grid, atol=tol["pde_low_freq_rel_l2"])
     np.testing.assert_allclose(sol.values, u_grid, atol=10 * tol["pde_low_freq_rel_l2"])
-    np.testing.assert_allclose(sol(x), np.sin(2 * np.pi * x), atol=1e-4)
+    np.testing.assert_allclose(sol(x), np.sin(2 * np.pi * x), atol=tol["pde_pointwise_abs"])
 
 
 def test_solve_low_frequency_poisson_1d_student_t(tol):
@@ -337,7 +384,7 @@ def test_early_stopping_needs_no_exact_solution():
     assert sol.residual_history[best] == sol.residual_history.min()
     assert sol.trace.n_adam <= 40
     x = np.linspace(0, 2, 9)
-    np.testing.assert_allclose(sol(x), np.sin(3 * x), atol=1e-4)
+    np.testing.assert_allclose(sol(x), np.sin(3 * x), atol=TOL["pde_pointwise_abs"])
     with pytest.raises(ValueError, match="no exact solution"):
         sol.relative_l2()
 

@@ -4,6 +4,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TOL
 from scipy import stats
 
 import bayestensor as bt
@@ -115,15 +116,15 @@ def test_gibbs_fit_recovers_rates_and_reports(events, fitted):
     pred = fitted.predict(cells)
     truth = mu[cells["sender"].map(names.index), cells["receiver"].map(names.index), cells["month"]]
     # posterior mean rates track the true rates (correlation and total)
-    assert np.corrcoef(pred["mean"], truth)[0, 1] > 0.9
-    assert pred["mean"].sum() == pytest.approx(truth.sum(), rel=0.1)
+    assert np.corrcoef(pred["mean"], truth)[0, 1] > TOL["poisson_rate_corr"]
+    assert pred["mean"].sum() == pytest.approx(truth.sum(), rel=TOL["poisson_total_rel"])
     assert np.all(pred["lower"] <= pred["mean"]) and np.all(pred["mean"] <= pred["upper"])
     inside = (truth >= pred["lower"]) & (truth <= pred["upper"])
-    assert inside.mean() > 0.7
+    assert inside.mean() > TOL["poisson_interval_coverage_min"]
     eff = fitted.effective_components()
     mass = fitted.component_mass(draws=True)
     for c, m in mass.items():
-        np.testing.assert_allclose(m.sum(1), 1.0, rtol=1e-10)
+        np.testing.assert_allclose(m.sum(1), 1.0, rtol=TOL["mass_normalised"])
         need = []
         for row in m:  # fewest components reaching 95 %, draw by draw
             order = sorted(row, reverse=True)
@@ -145,7 +146,7 @@ def test_heldout_loglik_matches_a_direct_sum(events, fitted):
     y = cells.merge(sub, how="left")["count"].fillna(0).to_numpy()
     ref = stats.poisson.logpmf(y, rates).sum()
     assert out["n_cells"] == 8
-    assert out["total"] == pytest.approx(ref, rel=1e-8)
+    assert out["total"] == pytest.approx(ref, rel=TOL["heldout_loglik_vs_scipy"])
 
 
 def test_vi_fit_and_mask(events):
@@ -155,7 +156,7 @@ def test_vi_fit_and_mask(events):
     train = keep[keep["_merge"] == "left_only"].drop(columns="_merge")
     res = _fit(train, method="vi", mask=region, max_iter=200)
     elbo = np.asarray(res.info["elbo"])
-    assert np.all(np.diff(elbo) >= -1e-9 * np.abs(elbo[1:]))
+    assert np.all(np.diff(elbo) >= -TOL["poisson_api_elbo_slack"] * np.abs(elbo[1:]))
     held = df.merge(region)
     out = res.heldout_loglik(held, region)
     cells = region.copy()
@@ -165,7 +166,7 @@ def test_vi_fit_and_mask(events):
     const = stats.poisson.logpmf(y, df["count"].sum() / (90 * 4)).sum() / 3
     assert out["n_cells"] == 3
     assert out["per_cell"] > const
-    assert out["per_cell"] > true_ll - 1.5
+    assert out["per_cell"] > true_ll - TOL["heldout_ll_vs_truth"]
 
 
 def test_save_and_load_round_trip(events, fitted, tmp_path):

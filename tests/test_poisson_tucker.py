@@ -163,11 +163,11 @@ def test_shared_rows_are_sequential_exact_conditionals(tol):
     np.testing.assert_allclose(th, cur, rtol=tol["poisson_closed_form"])
 
 
-def test_gamma_draw_matches_gamma_distribution():
+def test_gamma_draw_matches_gamma_distribution(tol):
     key = jax.random.key(0)
     for j, a in enumerate([0.05, 0.7, 3.0, 40.0]):
         x = np.asarray(pt.gamma_draw(jax.random.fold_in(key, j), jnp.full(20000, a)))
-        assert stats.kstest(x, stats.gamma(a).cdf).pvalue > 1e-3
+        assert stats.kstest(x, stats.gamma(a).cdf).pvalue > tol["kstest_pvalue"]
 
 
 def test_crt_has_the_crt_mean_and_small_case_law(tol):
@@ -178,8 +178,8 @@ def test_crt_has_the_crt_mean_and_small_case_law(tol):
     draws = jax.vmap(lambda k: pt.crt(k, Y, s, int(Y.sum())))(jax.random.split(key, n))
     draws = np.asarray(draws, dtype=float)
     mean = np.asarray(s) * (special.digamma(np.asarray(s) + np.asarray(Y)) - special.digamma(s))
-    se = draws.std(0) / math.sqrt(n) + 1e-12
-    assert np.all(np.abs(draws.mean(0) - mean) <= tol["mc_sigmas"] * se + 1e-12)
+    se = draws.std(0) / math.sqrt(n) + tol["mc_abs_slack"]
+    assert np.all(np.abs(draws.mean(0) - mean) <= tol["mc_sigmas"] * se + tol["mc_abs_slack"])
     # CRT(3, s): P(ℓ = 1) = 2 / ((s + 1)(s + 2)) exactly
     p1 = 2.0 / ((2.0 + 1.0) * (2.0 + 2.0))
     freq = np.mean(draws[:, 2] == 1)
@@ -215,8 +215,8 @@ def test_allocation_conserves_counts_and_has_the_right_law(tol):
         *factors,
         optimize=True,
     )
-    se = Ys.std(0) / math.sqrt(n) + 1e-9
-    assert np.all(np.abs(Ys.mean(0) - ref) <= tol["mc_sigmas"] * se + 1e-9)
+    se = Ys.std(0) / math.sqrt(n) + tol["mc_alloc_abs_slack"]
+    assert np.all(np.abs(Ys.mean(0) - ref) <= tol["mc_sigmas"] * se + tol["mc_alloc_abs_slack"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -363,8 +363,10 @@ def test_elbo_matches_its_definition_at_the_optimal_allocation(tol):
     ]
     elc = np.asarray(special.digamma(st.core_shape) - np.log(st.core_rate))
     geo = _dense_rate(np.exp(elc), [np.exp(e) for e in elt])
-    assert float(F) == pytest.approx(np.sum(y * np.log(np.where(y > 0, geo, 1.0))), rel=1e-10)
-    assert float(jnp.sum(Ybar)) == pytest.approx(y.sum(), rel=1e-10)
+    assert float(F) == pytest.approx(
+        np.sum(y * np.log(np.where(y > 0, geo, 1.0))), rel=tol["poisson_closed_form"]
+    )
+    assert float(jnp.sum(Ybar)) == pytest.approx(y.sum(), rel=tol["poisson_closed_form"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -399,7 +401,7 @@ def test_shrinkage_keeps_core_mass_on_few_communities(tol):
         share.append(pt.component_mass(spec, z, data.mask)[0])
     mass = np.mean(share, axis=0)
     top8 = np.sort(mass)[::-1][:8].sum()
-    assert top8 >= 0.95
+    assert top8 >= tol["shrinkage_top8_mass"]
 
 
 def test_float32_sweeps_stay_finite():

@@ -5,11 +5,12 @@ import itertools
 import jax
 import numpy as np
 import pytest
+from conftest import TOL
 
 from bayestensor.tensor import fold, khatri_rao, mode_dot, multi_mode_dot, tucker_to_tensor, unfold
 
 #: Agreement of the jnp operations with their NumPy definitions (float64 round-off only).
-EXACT = 1e-12
+EXACT = TOL["tensor_vs_numpy"]
 
 SHAPES = [(4,), (3, 5), (2, 3, 4), (2, 3, 2, 3)]
 
