@@ -18,6 +18,8 @@ TOL = {
     "kron_vs_dense": 1e-10,
     # kron_predict vs the dense product: absolute floor for entries near 0 (derivative kernels)
     "kron_vs_dense_abs": 1e-12,
+    # Kronecker-sum solve by (complex) eigendecompositions of nonsymmetric terms vs dense solve
+    "kron_sum_vs_dense": 1e-8,
     # gradients through kron_eig (eigh) vs gradients of dense slogdet + solve (relative)
     "kron_grad_vs_dense": 1e-8,
     # blocked triangular solve / inverse vs np.linalg.solve / inv (relative)

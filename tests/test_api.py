@@ -38,6 +38,11 @@ def fitted(frame):
         ({"coords": ["x", "group"], "value": "y", "model": "cp", "rank": (2, 3)}, "cp"),
         ({"coords": ["x", "group"], "value": "y", "kernel": "rbf"}, "kernel"),
         ({"coords": ["x", "group"], "value": "y", "max_sweeps": 0}, "max_sweeps"),
+        ({"coords": ["x", "group"], "value": "y", "tol": -1.0}, "tol must be a positive"),
+        ({"coords": ["x", "group"], "value": "y", "seed": -1}, "seed must be"),
+        ({"coords": ["x", "group"], "value": "y", "method": "vi"}, r"\['method'\] not accepted"),
+        ({"coords": ["x", "group"], "value": "y", "bogus": 1}, r"\['bogus'\] not accepted"),
+        ({"coords": "x", "value": "y"}, "list of column names"),
     ],
 )
 def test_bad_arguments_are_clear_errors(frame, kwargs, match):
@@ -69,11 +74,11 @@ def test_predict_columns_and_intervals(fitted, frame):
         pred["upper"] - pred["mean"], z * pred["sd"], rtol=TOL["interval_halfwidth"]
     )
     np.testing.assert_allclose(
-        pred["mean"] - pred["f_lower"], z * pred["f_sd"], rtol=TOL["interval_halfwidth"]
+        pred["mean"] - pred["lower_f"], z * pred["sd_f"], rtol=TOL["interval_halfwidth"]
     )
     # y's predictive sd adds the noise variance to f's
     np.testing.assert_allclose(
-        pred["sd"] ** 2 - pred["f_sd"] ** 2, fitted.noise_sd**2, rtol=TOL["predict_noise_var"]
+        pred["sd"] ** 2 - pred["sd_f"] ** 2, fitted.noise_sd**2, rtol=TOL["predict_noise_var"]
     )
     # the fit explains the signal: residuals at the noise level
     rmse = np.sqrt(np.mean((pred["mean"] - frame["y"].iloc[::7]) ** 2))
@@ -111,8 +116,13 @@ def test_factors_summary_and_plots(fitted):
     n_x = fitted.modes[0].size
     assert len(fac) == (n_x + 4) * 2  # (unique x + 4 categories) × rank 2
     assert (fac["sd"] > 0).all()
-    text = fitted.summary()
-    assert "mode 'x': continuous" in text and "mode 'group': categorical" in text
+    table = fitted.summary()
+    assert table["kind"].to_dict() == {"x": "continuous", "group": "categorical"}
+    assert table.loc["x", "size"] == n_x and list(table["rank"]) == [2, 2]
+    # the learned hyperparameters of the continuous mode, none for the categorical one
+    hyper = fitted.hyperparameters.set_index("mode")
+    assert table.loc["x", "lengthscale"] == hyper.loc["x", "lengthscale"]
+    assert np.isnan(table.loc["group", "lengthscale"])
     assert len(fitted.history) >= 1 and "rmse" in fitted.history
     fig = fitted.plot_factors()
     assert len(fig.axes) == 2

@@ -91,7 +91,7 @@ def test_int_column_as_categorical(small):
 
 
 def test_not_a_dataframe():
-    with pytest.raises(TypeError, match="DataFrame"):
+    with pytest.raises(ValueError, match="df must be a pandas DataFrame"):
         encode({"x": [1.0]}, ["x"])
 
 

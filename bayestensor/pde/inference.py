@@ -357,7 +357,7 @@ def cross_kernel(
     return sm_kernel_lag(params, xs[:, None] - x[None, :], config.spectrum, config.nu, order)
 
 
-def _midpoint_kernel(params, x, config, order):
+def midpoint_kernel(params, x, config, order):
     """:func:`cross_kernel` at the cell midpoints; on a uniform grid from ``2n − 2`` lags."""
     xs = np.asarray(x)
     n = xs.shape[0]
@@ -432,7 +432,7 @@ def midpoint_residual(
         r = problem.operator(grids) - problem.source
         return jnp.linalg.norm(r) / _norm_or_rms(problem.source)
     cross = [
-        [_midpoint_kernel(k, x, config, o) for o in range(3)]
+        [midpoint_kernel(k, x, config, o) for o in range(3)]
         for k, x in zip(kernels, problem.grid, strict=True)
     ]
     keys = [k for k, _, _ in grid_keys(problem.variables)]

@@ -243,7 +243,7 @@ def _factor_shapes(spec, counts, dtype):
     ]
 
 
-def _update_factors_gibbs(spec, p, counts, mask, key):
+def update_factors(spec, p, counts, mask, key):
     """Conjugate updates of every factor matrix (shared rows in order) and of its rate ``b_g``.
 
     All standard gamma variates are drawn at once (their shapes do not depend on the order);
@@ -284,7 +284,7 @@ def _sum_over_mode(x, k):
     return jnp.sum(x, axis=tuple(j for j in range(x.ndim) if j != k))
 
 
-def _update_weights_gibbs(spec, p, ell, q, key):
+def update_weights(spec, p, ell, q, key):
     """Gamma updates of the shrinkage weights given CRT counts ``ℓ`` and ``q = log(1 + Z/δ)``.
 
     Given ``ℓ``, ``ℓ[r] ~ Poisson(s[r] q[r])`` with ``s`` linear in each weight, so
@@ -341,18 +341,18 @@ def gibbs_sweep(spec: PoissonTuckerSpec, data: PoissonData, p: dict, key: jax.Ar
     k_alloc, k_fac, k_crt, k_w, k_core = jax.random.split(key, 5)
     factors = mode_factors(spec, p)
     Y, counts = allocate(spec, data, factors, p["core"], k_alloc)
-    p = _update_factors_gibbs(spec, p, counts, data.mask, k_fac)
+    p = update_factors(spec, p, counts, data.mask, k_fac)
     factors = mode_factors(spec, p)
     _, Z = exposures(spec, factors, p["core"], data.mask)
     if spec.shrinkage:
         s = core_shape(spec, p)
         ell = crt(k_crt, Y, s, int(data.tok_x.shape[1]))
         q = jnp.log1p(Z / p["delta"])
-        p = _update_weights_gibbs(spec, p, ell, q, k_w)
-    return _update_core_gibbs(spec, p, Y, Z, k_core), Y
+        p = update_weights(spec, p, ell, q, k_w)
+    return update_core(spec, p, Y, Z, k_core), Y
 
 
-def _update_core_gibbs(spec, p, Y, Z, key):
+def update_core(spec, p, Y, Z, key):
     """``λ[r] ~ Gamma(s[r] + Y[r], δ + Z[r])``, then ``δ ~ Gamma(e₀ + Σ s, f₀ + Σ λ)``."""
     dtype = p["core"].dtype
     s = core_shape(spec, p)

@@ -63,7 +63,7 @@ def vi_point(spec: PoissonTuckerSpec, st: VIState) -> dict:
     return p
 
 
-def _loglik_bound(spec, data, st: VIState):
+def loglik_bound(spec, data, st: VIState):
     """``Σ_x y_x log Σ_r exp(E log λ_r + Σ_k E log θ^k[x_k, r_k])`` and the expected counts.
 
     Rows and the core are rescaled by their maxima before exponentiating (no underflow); the
@@ -90,7 +90,7 @@ def _loglik_bound(spec, data, st: VIState):
 
 def elbo(spec: PoissonTuckerSpec, data: PoissonData, st: VIState) -> jax.Array:
     """Evidence lower bound at the optimal allocation distribution for ``st``."""
-    F, _, _ = _loglik_bound(spec, data, st)
+    F, _, _ = loglik_bound(spec, data, st)
     return _elbo_rest(spec, data, st, F)
 
 
@@ -226,7 +226,7 @@ def cavi_step(spec: PoissonTuckerSpec, data: PoissonData, st: VIState):
     ``b_g`` → core → δ → weights and ζ (exact 1-D maximisation). Every step maximises the
     bound in its block, so the ELBO never decreases.
     """
-    F, counts, Ybar = _loglik_bound(spec, data, st)
+    F, counts, Ybar = loglik_bound(spec, data, st)
     bound = _elbo_rest(spec, data, st, F)
     a = spec.factor_shape
     ts, tr = list(st.theta_shape), list(st.theta_rate)

@@ -1,4 +1,5 @@
-"""Poisson Tucker (BPTD): closed forms vs dense references, allocation, CRT, Gibbs vs NUTS, CAVI."""
+"""The Poisson Tucker Gibbs sampler (models/poisson_tucker/gibbs.py): exact conditionals,
+allocation, CRT, the NumPyro kernel, shrinkage and float32 sweeps."""
 
 import math
 import warnings
@@ -11,6 +12,7 @@ import pytest
 from scipy import special, stats
 
 from bayestensor.models import poisson_tucker as pt
+from bayestensor.models.poisson_tucker import gibbs
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
@@ -96,43 +98,16 @@ def _dense_total(core, factors, obs):
     return float(np.sum(_dense_rate(core, factors) * obs))
 
 
-# --------------------------------------------------------------------------------------------
-# closed forms
-# --------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", list(CONFIGS))
-def test_total_rate_exposures_and_cell_rates_match_dense(name, tol):
-    spec, mask, factors, core, mu, obs, y, _ = _problem(name)
-    data = _data(spec, y, mask)
-    fs = [jnp.asarray(f) for f in factors]
-    c = jnp.asarray(core)
-    assert float(pt.total_rate(spec, fs, c, data.mask)) == pytest.approx(
-        np.sum(mu * obs), rel=tol["poisson_closed_form"]
-    )
-    E, Z = pt.exposures(spec, fs, c, data.mask)
-    K = spec.K
-    letters = "abcdefgh"[:K]
-    up = "ABCDEFGH"[:K]
-    for k in range(K):
-        # E^k[i, c] = Σ_{observed x, x_k = i} Σ_{r_k = c} λ[r] Π_{k'≠k} θ^{k'}[x_k', r_k']
-        ops = [factors[j] for j in range(K) if j != k]
-        subs = [up[j] + letters[j] for j in range(K) if j != k]
-        ref = np.einsum(
-            ",".join([letters, *subs, up]) + f"->{up[k]}{letters[k]}",
-            core,
-            *ops,
-            obs,
-            optimize=True,
-        )
-        np.testing.assert_allclose(E[k], ref, rtol=tol["poisson_closed_form"])
-    subs = [up[j] + letters[j] for j in range(K)]
-    Zref = np.einsum(",".join([*subs, up]) + "->" + letters, *factors, obs, optimize=True)
-    np.testing.assert_allclose(Z, Zref, rtol=tol["poisson_closed_form"])
-    idx = np.argwhere(y > 0)
-    np.testing.assert_allclose(
-        pt.cell_rates(spec, fs, c, idx), mu[tuple(idx.T)], rtol=tol["poisson_closed_form"]
-    )
+def _community_data(seed=0, N=40, T=6, C=6):
+    rng = np.random.default_rng(seed)
+    comm = rng.integers(0, C, N)
+    theta = np.full((N, C), 0.02)
+    theta[np.arange(N), comm] = 1.0
+    lam = np.full((C, C), 0.05) + np.diag(np.full(C, 3.0))
+    psi = rng.gamma(5.0, 0.2, (T, 1))
+    mu = np.einsum("cd,ic,jd,t->ijt", lam, theta, theta, psi[:, 0])
+    mu[np.arange(N), np.arange(N)] = 0
+    return rng.poisson(mu)
 
 
 def test_shared_rows_are_sequential_exact_conditionals(tol):
@@ -143,8 +118,8 @@ def test_shared_rows_are_sequential_exact_conditionals(tol):
     G = rng.gamma(2.0, 1.0, groups[0].shape)
     b = 0.7
     fs = [jnp.asarray(f) for f in factors]
-    A, L, M = pt._pair_matrices(spec, fs, jnp.asarray(core), data.mask)
-    th, rates = pt._shared_rows(
+    A, L, M = gibbs.pair_matrices(spec, fs, jnp.asarray(core), data.mask)
+    th, rates = gibbs.shared_rows(
         spec, jnp.asarray(groups[0]), jnp.asarray(G), b, A, L, M, lambda i, sh, r: sh / r
     )
     # dense reference: Λ is linear in row i, so its gradient is Λ(e_c) − Λ(0)
@@ -219,11 +194,6 @@ def test_allocation_conserves_counts_and_has_the_right_law(tol):
     assert np.all(np.abs(Ys.mean(0) - ref) <= tol["mc_sigmas"] * se + tol["mc_alloc_abs_slack"])
 
 
-# --------------------------------------------------------------------------------------------
-# conditional updates (Monte Carlo means of the draws vs closed-form conditionals)
-# --------------------------------------------------------------------------------------------
-
-
 def test_factor_weight_and_core_conditionals(tol):
     spec, mask, factors, core, mu, obs, y, groups = _problem("pair")
     data = _data(spec, y, mask)
@@ -235,9 +205,7 @@ def test_factor_weight_and_core_conditionals(tol):
     n = 2000
     keys = jax.random.split(jax.random.key(4), n)
     # factor of mode 0: Gamma(a + C⁰, b₀ + E⁰) with E⁰ the dense exposure
-    draws = jax.vmap(lambda k: pt._update_factors_gibbs(spec, p, counts, data.mask, k)["theta0"])(
-        keys
-    )
+    draws = jax.vmap(lambda k: gibbs.update_factors(spec, p, counts, data.mask, k)["theta0"])(keys)
     fs = [np.asarray(p[f"theta{g}"]) for g in spec.group_of]
     ref_E = np.einsum("abc,jb,kc,ijk->ia", core, fs[1], fs[2], obs)
     shape = spec.factor_shape + np.asarray(counts[0])
@@ -248,7 +216,7 @@ def test_factor_weight_and_core_conditionals(tol):
     # shrinkage weights of mode 0 given CRT counts ℓ and q
     ell = jnp.asarray(rng.poisson(1.0, spec.ranks))
     q = jnp.asarray(rng.gamma(1.0, 1.0, spec.ranks))
-    w0 = jax.vmap(lambda k: pt._update_weights_gibbs(spec, p, ell, q, k)["w0"])(keys)
+    w0 = jax.vmap(lambda k: gibbs.update_weights(spec, p, ell, q, k)["w0"])(keys)
     t = np.einsum("b,c->bc", np.asarray(p["w1"]), np.asarray(p["w2"]))
     shape_w = spec.gamma0 / spec.ranks[0] + np.asarray(ell).sum((1, 2))
     rate_w = float(p["zeta"]) + np.einsum("bc,abc->a", t, np.asarray(q))
@@ -258,56 +226,11 @@ def test_factor_weight_and_core_conditionals(tol):
     # core: Gamma(s + Y, δ + Z)
     Y = jnp.asarray(rng.poisson(2.0, spec.ranks), jnp.int32)
     Z = jnp.asarray(rng.gamma(2.0, 1.0, spec.ranks))
-    cd = jax.vmap(lambda k: pt._update_core_gibbs(spec, p, Y, Z, k)["core"])(keys)
+    cd = jax.vmap(lambda k: gibbs.update_core(spec, p, Y, Z, k)["core"])(keys)
     s = np.einsum("a,b,c->abc", *[np.asarray(p[f"w{k}"]) for k in range(3)])
     shape_c, rate_c = s + np.asarray(Y), float(p["delta"]) + np.asarray(Z)
     se = np.sqrt(shape_c) / rate_c / math.sqrt(n)
     assert np.all(np.abs(np.asarray(cd).mean(0) - shape_c / rate_c) <= tol["mc_sigmas"] * se)
-
-
-# --------------------------------------------------------------------------------------------
-# Gibbs vs NUTS on a tiny tensor; NumPyro kernel interface
-# --------------------------------------------------------------------------------------------
-
-
-def _batch_se(x, n_batches=20):
-    b = x[: len(x) // n_batches * n_batches].reshape(n_batches, -1, *x.shape[1:]).mean(1)
-    return b.std(0, ddof=1) / math.sqrt(n_batches)
-
-
-@pytest.mark.slow
-def test_gibbs_matches_nuts_on_the_rate_tensor(tol):
-    rng = np.random.default_rng(11)
-    shape, ranks = (6, 6, 3), (2, 2, 2)
-    spec = pt.make_spec(shape, ranks, gamma0=2.0)
-    th = [rng.gamma(1.0, 1.0, (n, r)) for n, r in zip(shape, ranks, strict=True)]
-    mu = _dense_rate(rng.gamma(1.0, 1.0, ranks), th)
-    y = rng.poisson(mu)
-    data = _data(spec, y, None)
-    cells = np.argwhere(np.ones(shape, bool))
-
-    kernel = pt.PoissonTuckerGibbs(spec, data)
-    mcmc = numpyro.infer.MCMC(kernel, num_warmup=500, num_samples=6000, progress_bar=False)
-    mcmc.run(jax.random.key(0))
-    zs = mcmc.get_samples()
-    rates_g = jax.vmap(lambda z: _rates_at(spec, z, cells))(zs)
-
-    nuts = numpyro.infer.MCMC(
-        numpyro.infer.NUTS(pt.poisson_tucker_model, target_accept_prob=0.9),
-        num_warmup=800,
-        num_samples=3000,
-        progress_bar=False,
-    )
-    nuts.run(jax.random.key(1), spec, cells=cells, y=jnp.asarray(y[tuple(cells.T)]))
-    rates_n = jax.vmap(lambda z: _rates_at(spec, z, cells))(nuts.get_samples())
-    rg, rn = np.asarray(rates_g), np.asarray(rates_n)
-    se = np.sqrt(_batch_se(rg) ** 2 + _batch_se(rn) ** 2)
-    z = np.abs(rg.mean(0) - rn.mean(0)) / se
-    assert np.max(z) < tol["poisson_vs_nuts_max_z"]
-
-
-def _rates_at(spec, z, cells):
-    return pt.cell_rates(spec, pt.mode_factors(spec, z), z["core"], cells)
 
 
 def test_kernel_runs_under_numpyro_mcmc_and_arviz(tol):
@@ -336,56 +259,6 @@ def test_kernel_runs_under_numpyro_mcmc_and_arviz(tol):
     assert np.std(np.asarray(samples["delta"])) > 0
 
 
-# --------------------------------------------------------------------------------------------
-# variational fit
-# --------------------------------------------------------------------------------------------
-
-
-def test_cavi_elbo_never_decreases(tol):
-    """Shared pair, within/between prior and a mask: every CAVI block step is exact."""
-    spec, mask, factors, core, mu, obs, y, _ = _problem("bptd", seed=4)
-    data = _data(spec, y, mask)
-    _, elbos = pt.cavi_fit(spec, data, jax.random.key(0), max_iter=40, tol=0.0)
-    e = np.asarray(elbos)
-    assert np.all(np.diff(e) >= -tol["poisson_elbo_slack"] * np.abs(e[1:]))
-    assert e[-1] > e[0]
-
-
-def test_elbo_matches_its_definition_at_the_optimal_allocation(tol):
-    """The collapsed bound's data term equals Σ y log Σ_r exp(E log λ + Σ E log θ) (dense)."""
-    spec, mask, factors, core, mu, obs, y, _ = _problem("plain", seed=2)
-    data = _data(spec, y, mask)
-    st = pt.vi_init(spec, data, jax.random.key(0))
-    F, counts, Ybar = pt._loglik_bound(spec, data, st)
-    elt = [
-        np.asarray(special.digamma(st.theta_shape[g]) - np.log(st.theta_rate[g]))
-        for g in spec.group_of
-    ]
-    elc = np.asarray(special.digamma(st.core_shape) - np.log(st.core_rate))
-    geo = _dense_rate(np.exp(elc), [np.exp(e) for e in elt])
-    assert float(F) == pytest.approx(
-        np.sum(y * np.log(np.where(y > 0, geo, 1.0))), rel=tol["poisson_closed_form"]
-    )
-    assert float(jnp.sum(Ybar)) == pytest.approx(y.sum(), rel=tol["poisson_closed_form"])
-
-
-# --------------------------------------------------------------------------------------------
-# shrinkage
-# --------------------------------------------------------------------------------------------
-
-
-def _community_data(seed=0, N=40, T=6, C=6):
-    rng = np.random.default_rng(seed)
-    comm = rng.integers(0, C, N)
-    theta = np.full((N, C), 0.02)
-    theta[np.arange(N), comm] = 1.0
-    lam = np.full((C, C), 0.05) + np.diag(np.full(C, 3.0))
-    psi = rng.gamma(5.0, 0.2, (T, 1))
-    mu = np.einsum("cd,ic,jd,t->ijt", lam, theta, theta, psi[:, 0])
-    mu[np.arange(N), np.arange(N)] = 0
-    return rng.poisson(mu)
-
-
 def test_shrinkage_keeps_core_mass_on_few_communities(tol):
     y = _community_data()
     N, _, T = y.shape
@@ -410,6 +283,6 @@ def test_float32_sweeps_stay_finite():
     p = pt.init_params(spec, data, jax.random.key(0))
     assert all(v.dtype == jnp.float32 for v in p.values())
     for i in range(20):
-        p, Y = pt.gibbs_sweep_jit(spec, data, p, jax.random.key(i))
+        p, Y = gibbs.gibbs_sweep_jit(spec, data, p, jax.random.key(i))
     assert all(np.all(np.isfinite(np.asarray(v))) for v in p.values())
     assert p["core"].dtype == jnp.float32

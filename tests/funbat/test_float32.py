@@ -30,7 +30,7 @@ SCRIPT = textwrap.dedent(
                      learn_hyper=learn, max_sweeps=40)
         p = res.predict(te)
         out[str(learn)] = {"mean": p["mean"].tolist(), "sd": p["sd"].tolist(),
-                           "dtype": str(res._est.state_.noise.mean.dtype)}
+                           "dtype": str(res.estimator.state_.noise.mean.dtype)}
     print(json.dumps(out))
     """
 )
@@ -71,7 +71,7 @@ def test_float32_fit_matches_float64(tmp_path):
         p64 = res.predict(te)
         r32 = out32[str(learn)]
         assert r32["dtype"] == "float32"
-        assert str(res._est.state_.noise.mean.dtype) == "float64"
+        assert str(res.estimator.state_.noise.mean.dtype) == "float64"
         np.testing.assert_allclose(
             r32["mean"], p64["mean"], atol=TOL["float32_vs_float64"] * span, rtol=0
         )

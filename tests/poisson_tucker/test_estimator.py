@@ -78,7 +78,12 @@ def test_bad_counts_are_clear_errors(events, change, match):
         ({"share": True, "exclude_diagonal": False}, "exclude_diagonal"),
         ({"rank": (3, 4, 2)}, "equal ranks"),
         ({"mask": pd.DataFrame({"other": [1]})}, "mask columns"),
-        ({"bogus": 1.0}, "unknown options"),
+        ({"bogus": 1.0}, r"\['bogus'\] not accepted by model='poisson-tucker'"),
+        # FunBaT's options are refused, not silently dropped
+        ({"kernel": "matern52"}, r"\['kernel'\] not accepted"),
+        ({"max_sweeps": 10}, r"\['max_sweeps'\] not accepted"),
+        ({"tol": 1e-3}, r"\['tol'\] not accepted"),
+        ({"num_samples": 0}, "num_samples must be a positive int"),
         ({"coords": ["sender", "missing", "month"]}, "'missing' not found"),
     ],
 )
@@ -118,8 +123,10 @@ def test_gibbs_fit_recovers_rates_and_reports(events, fitted):
     # posterior mean rates track the true rates (correlation and total)
     assert np.corrcoef(pred["mean"], truth)[0, 1] > TOL["poisson_rate_corr"]
     assert pred["mean"].sum() == pytest.approx(truth.sum(), rel=TOL["poisson_total_rel"])
-    assert np.all(pred["lower"] <= pred["mean"]) and np.all(pred["mean"] <= pred["upper"])
-    inside = (truth >= pred["lower"]) & (truth <= pred["upper"])
+    # the rate's interval (``*_f``) covers the true rates; a new count's is wider
+    assert np.all(pred["lower_f"] <= pred["mean"]) and np.all(pred["mean"] <= pred["upper_f"])
+    assert np.all(pred["sd"] > pred["sd_f"]) and np.all(pred["upper"] >= pred["upper_f"] - 1)
+    inside = (truth >= pred["lower_f"]) & (truth <= pred["upper_f"])
     assert inside.mean() > TOL["poisson_interval_coverage_min"]
     eff = fitted.effective_components()
     mass = fitted.component_mass(draws=True)
@@ -131,7 +138,9 @@ def test_gibbs_fit_recovers_rates_and_reports(events, fitted):
             need.append(next(i + 1 for i in range(len(row)) if sum(order[: i + 1]) >= 0.95))
         assert eff[c] == int(np.median(need))
     assert fitted.factors()["sender"].shape == (10, 4)
-    assert "components carry 95 %" in fitted.summary()
+    table = fitted.summary()
+    assert table["components_95"].to_dict() == eff
+    assert list(table["levels"]) == [10, 10, 4] and list(table["pair"]) == [True, True, False]
     assert fitted.plot_core() is not None and fitted.plot_factors() is not None
 
 

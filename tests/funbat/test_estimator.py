@@ -1,0 +1,226 @@
+"""The FunBaT estimator (models/funbat/estimator.py): full fits against dense GP regression and
+type-II maximum likelihood, recovery of planted structure, calibration, argument checks."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.optimize
+from conftest import TOL
+
+from bayestensor.data import encode, encode_new
+from bayestensor.kernels import matern_cov
+from bayestensor.models.funbat import (
+    FunBaT,
+    init_state,
+)
+from bayestensor.ssm import gaps
+
+# tolerances live in conftest.TOL (one place for the whole suite)
+CLOSED_FORM = TOL["funbat_closed_form"]
+MC_SIGMAS = TOL["mc_sigmas"]
+NOISELESS_RMSE = TOL["noiseless_rmse"]
+NOISY_RMSE_FACTOR = TOL["noisy_rmse_factor"]
+COVERAGE = TOL["coverage95"]
+GP_EXACT = TOL["funbat_vs_dense_gp"]
+TYPE2_ML = TOL["type2_ml"]
+VS_NUTS = TOL["vs_nuts"]
+F_COVERAGE = TOL["f_coverage95"]
+
+
+def _gp_regression_data():
+    """One continuous mode with repeated coordinates: rank-1 CP is then plain GP regression."""
+    rng = np.random.default_rng(6)
+    x = np.round(np.sort(rng.uniform(0.0, 5.0, 60)), 1)
+    y = np.sin(2 * x) + 0.3 * x + 0.2 * rng.normal(size=x.size)
+    enc = encode(pd.DataFrame({"x": x, "value": y}), ["x"], "value")
+    xnew = np.array([-0.5, 0.05, 1.234, 2.5, 4.96, 5.7])  # outside, between and at known x
+    return x, y, enc, encode_new(pd.DataFrame({"x": xnew}), enc.modes), xnew
+
+
+def _dense_gp(x, z, ell, var, noise, xnew):
+    """Dense Matérn-3/2 GP regression: predictive mean, variance and log marginal likelihood."""
+    K = np.asarray(matern_cov("matern32", x, x, ell, var)) + noise * np.eye(x.size)
+    Ks = np.asarray(matern_cov("matern32", xnew, x, ell, var))
+    L = np.linalg.cholesky(K)
+    alpha = np.linalg.solve(K, z)
+    mean = Ks @ alpha
+    v = var - np.sum(Ks * np.linalg.solve(K, Ks.T).T, axis=1)
+    loglik = -0.5 * z @ alpha - np.sum(np.log(np.diag(L))) - 0.5 * x.size * np.log(2 * np.pi)
+    return mean, v, loglik
+
+
+def _split(df, frac=0.8):
+    ntr = int(frac * len(df))
+    return df.iloc[:ntr], df.iloc[ntr:]
+
+
+def _tucker_data(rng, n=1500, G=60, noise=0.1):
+    g = np.linspace(0.0, 1.0, G)
+    U1 = np.stack([np.sin(2 * np.pi * g), np.cos(3 * g)], 1)
+    U2 = np.stack([np.exp(-g) * np.cos(2 * np.pi * g), 1 + g**2], 1)
+    W = np.array([[1.0, 0.5], [-0.7, 0.8]])
+    cells = rng.choice(G * G, n, replace=False)
+    i, j = cells // G, cells % G
+    f = np.einsum("ab,na,nb->n", W, U1[i], U2[j])
+    y = f + noise * rng.normal(size=n)
+    return pd.DataFrame({"a": g[i], "b": g[j], "value": y, "f": f})
+
+
+def _small_encoded():
+    rng = np.random.default_rng(3)
+    df = pd.DataFrame(
+        {"a": rng.uniform(size=20), "b": rng.uniform(size=20), "value": rng.normal(size=20)}
+    )
+    return encode(df, ["a", "b"], "value")
+
+
+def test_single_mode_fit_equals_dense_gp_regression():
+    """K = 1, CP rank 1: at convergence q(u) is the exact GP posterior at noise 1/E[τ]."""
+    x, y, enc, new, xnew = _gp_regression_data()
+    records = []
+    fit = FunBaT(
+        model="cp", rank=1, learn_hyper=False, lengthscale=0.7, variance=1.3, tol=1e-12
+    ).fit(enc, callback=records.append)
+    assert fit.converged_ and records == fit.history_
+    mean, sd_f, sd_y = fit.predict(new)
+    noise = 1.0 / float(fit.state_.noise.mean)
+    z = (y - y.mean()) / y.std()
+    m_ref, v_ref, _ = _dense_gp(x, z, 0.7, 1.3, noise, xnew)
+    np.testing.assert_allclose(mean, m_ref * y.std() + y.mean(), rtol=GP_EXACT, atol=GP_EXACT)
+    np.testing.assert_allclose(sd_f, np.sqrt(v_ref) * y.std(), rtol=GP_EXACT, atol=GP_EXACT)
+    np.testing.assert_allclose(sd_y, np.sqrt(v_ref + noise) * y.std(), rtol=GP_EXACT)
+
+
+def test_learned_hyperparameters_maximise_the_marginal_likelihood():
+    """K = 1 with a flat noise prior: the sweeps are EM for the noise and gradient ascent for
+    ℓ, σ², so they converge to the type-II maximum likelihood of the dense GP."""
+    x, y, enc, _, _ = _gp_regression_data()
+    fit = FunBaT(model="cp", rank=1, tol=1e-10, max_sweeps=1000, a0=0.0, b0=0.0).fit(enc)
+    h = fit.history_[-1]
+    ours = np.array([h["lengthscale"][0], h["variance"][0], 1.0 / h["tau"]])
+    z = (y - y.mean()) / y.std()
+
+    def neg_loglik(log_theta):
+        return -_dense_gp(x, z, *np.exp(log_theta), x)[2]
+
+    best = scipy.optimize.minimize(
+        neg_loglik, np.log(ours * 1.5), method="Nelder-Mead", options={"xatol": 1e-9}
+    )
+    np.testing.assert_allclose(ours, np.exp(best.x), rtol=TYPE2_ML)
+    # well away from its initial value
+    assert ours[0] > TOL["hyper_learned_factor"] * 0.1 * (x[-1] - x[0])
+
+
+def test_noiseless_rank_one_pattern_is_recovered():
+    """synthetic_r1: u1(x)·u2(y) on a 90 × 90 grid, 1350 random cells, 20 % held out."""
+    rng = np.random.default_rng(0)
+    g = np.linspace(0.0, 1.0, 90)
+    cells = rng.choice(90 * 90, 1350, replace=False)
+    x, z = g[cells // 90], g[cells % 90]
+    u1 = np.sin(2 * np.pi * x) ** 2 * np.cos(2 * np.pi * x)
+    u2 = np.exp(-2 * z) * np.sin(1.5 * np.pi * z)
+    train, test = _split(pd.DataFrame({"x": x, "y": z, "value": u1 * u2}))
+    enc = encode(train, ["x", "y"], "value")
+    fit = FunBaT(model="cp", rank=1, kernel="matern32").fit(enc)
+    mean, sd_f, sd_y = fit.predict(encode_new(test, enc.modes))
+    rmse = np.sqrt(np.mean((mean - test["value"].to_numpy()) ** 2))
+    assert fit.converged_
+    assert rmse < NOISELESS_RMSE
+    assert np.all(np.isfinite(sd_f)) and np.all(sd_y >= sd_f)
+    # the history is recorded per sweep and the training error went down
+    assert len(fit.history_) == fit.n_sweeps_
+    assert fit.history_[-1]["rmse"] < TOL["train_rmse_decrease"] * fit.history_[0]["rmse"]
+
+
+def test_noisy_tucker_intervals_are_calibrated():
+    noise = 0.1
+    train, test = _split(_tucker_data(np.random.default_rng(1), noise=noise))
+    enc = encode(train, ["a", "b"], "value")
+    fit = FunBaT(model="tucker", rank=2).fit(enc)
+    mean, sd_f, sd_y = fit.predict(encode_new(test, enc.modes))
+    y = test["value"].to_numpy()
+    rmse = np.sqrt(np.mean((mean - y) ** 2))
+    coverage = np.mean(np.abs(y - mean) < 1.96 * sd_y)
+    assert fit.converged_
+    assert rmse < NOISY_RMSE_FACTOR * noise
+    assert COVERAGE[0] <= coverage <= COVERAGE[1]
+    # the learned noise level is close to the truth
+    assert abs(fit.history_[-1]["noise_sd"] - noise) < TOL["noise_sd_rel"] * noise
+    # the latent-function bands are informative: they cover the noiseless truth
+    f_coverage = np.mean(np.abs(test["f"].to_numpy() - mean) < 1.96 * sd_f)
+    assert F_COVERAGE[0] <= f_coverage <= F_COVERAGE[1]
+    assert np.median(sd_f) < TOL["f_sd_vs_noise"] * noise
+
+
+def test_mixed_continuous_categorical_recovers_planted_effects():
+    rng = np.random.default_rng(2)
+    cats = np.array(["a", "b", "c", "d", "e"])
+    C = np.array([[1.0, 0.5], [-0.8, 1.0], [0.3, -1.2], [1.5, 0.2], [-0.2, -0.4]])
+    tg = np.linspace(0.0, 1.0, 50)
+
+    def truth(t, c):
+        return C[c, 0] * np.sin(2 * np.pi * t) + C[c, 1] * (2 * t - 1)
+
+    n, noise = 800, 0.1
+    ti, ci = rng.integers(0, 50, n), rng.integers(0, 5, n)
+    y = truth(tg[ti], ci) + noise * rng.normal(size=n)
+    train, test = _split(pd.DataFrame({"t": tg[ti], "group": cats[ci], "value": y}))
+    unseen = tg[2::5]  # 10 of the 50 times never appear in training: the bridge interpolates
+    train = train[~train["t"].isin(unseen)]
+    enc = encode(train, ["t", "group"], "value")
+    assert enc.modes[1].kind == "categorical" and enc.modes[0].size == 40
+    fit = FunBaT(model="tucker", rank=2).fit(enc)
+    mean, _, _ = fit.predict(encode_new(test, enc.modes))
+    rmse = np.sqrt(np.mean((mean - test["value"].to_numpy()) ** 2))
+    assert rmse < NOISY_RMSE_FACTOR * noise
+    # the compiled sweep returns the state with the structure, shapes, dtypes and weak types it
+    # was given, so it compiled once for all sweeps; the hyperparameters were learned
+    dts = (jnp.asarray(gaps(enc.modes[0].values)), None)
+    init = init_state(fit.cfg_, dts, [0.1, None], [1.0, None], jax.random.key(0))
+    assert jax.tree.map(jax.typeof, fit.state_) == jax.tree.map(jax.typeof, init)
+    assert abs(fit.history_[-1]["lengthscale"][0] - 0.1) > TOL["hyper_learned_abs"]
+    # each category's predicted curve over the whole grid (seen and unseen times) matches its
+    # planted curve
+    grid = pd.DataFrame({"t": np.tile(tg, 5), "group": np.repeat(cats, 50)})
+    pred, _, _ = fit.predict(encode_new(grid, enc.modes))
+    for c in range(5):
+        p = pred[c * 50 : (c + 1) * 50]
+        assert np.corrcoef(p, truth(tg, c))[0, 1] > TOL["curve_corr"]
+        assert np.sqrt(np.mean((p - truth(tg, c)) ** 2)) < TOL["curve_rmse_factor"] * noise
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"model": "parafac"}, "model must be one of"),
+        ({"kernel": "rbf"}, "kernel must be one of"),
+        ({"damping": 0.0}, "damping must be in"),
+    ],
+)
+def test_bad_constructor_arguments_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        FunBaT(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"model": "cp", "rank": (2, 3)}, "equal ranks"),
+        ({"rank": (2, 2, 2)}, "3 entries but the data have 2 modes"),
+        ({"rank": 0}, "ranks must be positive"),
+        ({"rank": 1.5}, "positive int"),
+        ({"lengthscale": -1.0}, "lengthscale must be positive"),
+        ({"variance": (1.0,)}, "variance has 1 entries but the data have 2 modes"),
+    ],
+)
+def test_bad_ranks_raise_on_fit(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        FunBaT(**kwargs).fit(_small_encoded())
+
+
+def test_predict_before_fit_raises():
+    enc = _small_encoded()
+    with pytest.raises(ValueError, match="call fit before predict"):
+        FunBaT().predict(encode_new(pd.DataFrame({"a": [0.5], "b": [0.5]}), enc.modes))
