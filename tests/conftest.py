@@ -5,6 +5,7 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 #: Tolerances used across the test suite (float64 unless named otherwise).
@@ -203,6 +204,16 @@ TOL = {
     # weather: time in days vs an exact expected time (assertion and row selection, absolute)
     "dataset_time_match": 1e-6,
 }
+
+
+def count_frame(y: np.ndarray, columns: list[str], value: str) -> pd.DataFrame:
+    """Nonzero cells of a count array as a long frame; the first two modes get string labels."""
+    idx = np.argwhere(y > 0)
+    data = {
+        c: [f"{c}{v}" for v in idx[:, k]] if k < 2 else idx[:, k] for k, c in enumerate(columns)
+    }
+    data[value] = y[y > 0]
+    return pd.DataFrame(data)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import count_frame
 
 FIXTURE = Path(__file__).parent / "fixtures" / "behaviour.npz"
 PRED_COLUMNS = ["mean", "sd", "lower", "upper"]
@@ -81,16 +82,7 @@ def case_poisson_vi() -> np.ndarray:
     mu = np.einsum(
         "ir,jr,kr->ijk", rng.gamma(1.0, 1.0, (a, 2)), rng.gamma(1.0, 1.0, (b, 2)), np.ones((c, 2))
     )
-    y = rng.poisson(2.0 * mu)
-    idx = np.argwhere(y > 0)
-    df = pd.DataFrame(
-        {
-            "i": [f"i{v}" for v in idx[:, 0]],
-            "j": [f"j{v}" for v in idx[:, 1]],
-            "k": idx[:, 2],
-            "n": y[y > 0],
-        }
-    )
+    df = count_frame(rng.poisson(2.0 * mu), ["i", "j", "k"], "n")
     res = bt.fit(
         df,
         coords=["i", "j", "k"],

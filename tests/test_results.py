@@ -14,6 +14,7 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import count_frame
 
 import bayestensor as bt
 from bayestensor.cli import main
@@ -31,16 +32,7 @@ def _funbat():
 
 def _poisson():
     rng = np.random.default_rng(1)
-    y = rng.poisson(2.0, size=(5, 4, 3))
-    idx = np.argwhere(y > 0)
-    df = pd.DataFrame(
-        {
-            "a": [f"a{i}" for i in idx[:, 0]],
-            "b": [f"b{i}" for i in idx[:, 1]],
-            "c": idx[:, 2],
-            "n": y[y > 0],
-        }
-    )
+    df = count_frame(rng.poisson(2.0, size=(5, 4, 3)), ["a", "b", "c"], "n")
     res = bt.fit(
         df,
         coords=["a", "b", "c"],

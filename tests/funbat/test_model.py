@@ -16,14 +16,7 @@ from bayestensor.models.funbat import (
 
 # tolerances live in conftest.TOL (one place for the whole suite)
 CLOSED_FORM = TOL["funbat_closed_form"]
-MC_SIGMAS = TOL["mc_sigmas"]
-NOISELESS_RMSE = TOL["noiseless_rmse"]
-NOISY_RMSE_FACTOR = TOL["noisy_rmse_factor"]
-COVERAGE = TOL["coverage95"]
-GP_EXACT = TOL["funbat_vs_dense_gp"]
-TYPE2_ML = TOL["type2_ml"]
 VS_NUTS = TOL["vs_nuts"]
-F_COVERAGE = TOL["f_coverage95"]
 
 
 @pytest.mark.parametrize("model", ["tucker", "cp"])

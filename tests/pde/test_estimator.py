@@ -3,7 +3,6 @@ float32, early stopping without the exact solution, argument checks, the benchma
 
 import jax
 import jax.numpy as jnp
-import matplotlib
 import numpy as np
 import pytest
 from conftest import TOL
@@ -17,16 +16,7 @@ from bayestensor.pde.problems import (
     poisson_1d,
 )
 
-matplotlib.use("Agg")
-STRUCT = TOL["pde_structured_vs_dense"]
-
-
-def _exact_2d(x, y):
-    return jnp.sin(x) * jnp.cos(2 * y)
-
-
-def _problem_2d(grid=(5, 6), operator=laplacian):
-    return Problem.manufactured(operator, _exact_2d, [(0.0, 1.0), (-0.5, 0.7)], grid)
+from .cases import problem_2d
 
 
 def test_solve_low_frequency_poisson_1d(tol):
@@ -144,6 +134,6 @@ def test_benchmark_allen_cahn_2d(tol):
 
 
 def test_kron_warns_for_a_nonlinear_operator():
-    prob = _problem_2d((6, 6), operator=allen_cahn)
+    prob = problem_2d((6, 6), operator=allen_cahn)
     with pytest.warns(RuntimeWarning, match="drops the GP prior"):
         bt.pde.solve(prob, steps=0, method="kron", n_components=4, max_freq=1.0)

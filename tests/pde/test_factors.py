@@ -2,7 +2,6 @@
 triangular solve and inverse against dense references."""
 
 import jax.numpy as jnp
-import matplotlib
 import numpy as np
 import pytest
 from conftest import TOL
@@ -12,7 +11,6 @@ from bayestensor.pde.factors import kernel_matrix, triangular_inverse, triangula
 from bayestensor.pde.inference import midpoint_kernel
 from bayestensor.pde.kernels import init_spectral_mixture, sm_kernel
 
-matplotlib.use("Agg")
 STRUCT = TOL["pde_structured_vs_dense"]
 
 

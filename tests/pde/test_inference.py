@@ -3,7 +3,6 @@ Kronecker products and autodiff, exact minimisers, Gauss–Newton and collocatio
 
 import jax
 import jax.numpy as jnp
-import matplotlib
 import numpy as np
 import pytest
 from conftest import TOL
@@ -20,22 +19,13 @@ from bayestensor.pde.factors import all_factors, derivative_grids
 from bayestensor.pde.inference import loss, loss_terms, solve_grid
 from bayestensor.pde.kernels import sm_kernel
 from bayestensor.pde.problems import (
-    Problem,
     allen_cahn,
     boundary_mask,
-    laplacian,
 )
 
-matplotlib.use("Agg")
+from .cases import problem_2d
+
 STRUCT = TOL["pde_structured_vs_dense"]
-
-
-def _exact_2d(x, y):
-    return jnp.sin(x) * jnp.cos(2 * y)
-
-
-def _problem_2d(grid=(5, 6), operator=laplacian):
-    return Problem.manufactured(operator, _exact_2d, [(0.0, 1.0), (-0.5, 0.7)], grid)
 
 
 def _dense_pieces(prob, config, kernels):
@@ -67,10 +57,10 @@ def _random_kernels(prob, config, rng):
 @pytest.mark.parametrize("jit", [False, True])
 def test_derivative_grids_and_loss_match_dense(jit, rng):
     config = resolve_config(
-        _problem_2d(),
+        problem_2d(),
         GPHMConfig(n_components=4, max_freq=2.0, jitter=1e-3, precision=30.0),
     )
-    prob = _problem_2d(operator=lambda g: g["u_xx"] + 0.3 * g["u_y"] + g["u"] ** 3)
+    prob = problem_2d(operator=lambda g: g["u_xx"] + 0.3 * g["u_y"] + g["u"] ** 3)
     kernels = _random_kernels(prob, config, rng)
     U = rng.standard_normal(prob.shape)
     K, maps = _dense_pieces(prob, config, kernels)
@@ -102,7 +92,7 @@ def test_derivative_grids_and_loss_match_dense(jit, rng):
 
 def test_loss_gradient_matches_dense_autodiff(rng):
     # the hand-written reverse mode of K⁻¹U and log|K| against autodiff of dense kron algebra
-    prob = _problem_2d(operator=lambda g: g["u_xx"] + 0.3 * g["u_y"] + g["u"] ** 3)
+    prob = problem_2d(operator=lambda g: g["u_xx"] + 0.3 * g["u_y"] + g["u"] ** 3)
     config = resolve_config(
         prob, GPHMConfig(n_components=4, max_freq=2.0, jitter=1e-3, precision=30.0)
     )
@@ -146,7 +136,7 @@ def test_loss_gradient_matches_dense_autodiff(rng):
 @pytest.mark.parametrize("lsq", ["auto", "qr"])
 def test_dense_u_step_is_the_exact_minimiser(rng, lsq):
     # linear operator: U* = (K⁻¹ + λ_r DᵀD + λ_b BᵀB)⁻¹ (λ_r Dᵀf + λ_b Bᵀg), formed densely
-    prob = _problem_2d(operator=lambda g: g["u_xx"] + g["u_yy"] - 2.0 * g["u_x"])
+    prob = problem_2d(operator=lambda g: g["u_xx"] + g["u_yy"] - 2.0 * g["u_x"])
     config = resolve_config(
         prob, GPHMConfig(n_components=4, max_freq=2.0, jitter=1e-6, precision=1e3)
     )
@@ -169,7 +159,7 @@ def test_dense_u_step_is_the_exact_minimiser(rng, lsq):
 
 
 def test_gauss_newton_reaches_a_stationary_point(rng):
-    prob = _problem_2d((6, 6), operator=allen_cahn)
+    prob = problem_2d((6, 6), operator=allen_cahn)
     config = resolve_config(prob, GPHMConfig(n_components=4, max_freq=1.0, precision=1e3))
     kernels = init_params(prob, config).kernels
     factors = all_factors(kernels, prob, config)
@@ -185,12 +175,12 @@ def test_gauss_newton_reaches_a_stationary_point(rng):
     assert (
         grad < TOL["gauss_newton_grad_reduction"] * start < float(jnp.abs(jax.grad(J)(one)).max())
     )
-    assert is_linear(_problem_2d()) and not is_linear(prob)
+    assert is_linear(problem_2d()) and not is_linear(prob)
 
 
 def test_kron_u_step_matches_dense_collocation(rng):
     # λ → ∞ limit: boundary exact and residual 0 at interior points, vs a dense square solve
-    prob = _problem_2d((7, 8), operator=lambda g: g["u_xx"] + g["u_yy"] + 0.5 * g["u_y"])
+    prob = problem_2d((7, 8), operator=lambda g: g["u_xx"] + g["u_yy"] + 0.5 * g["u_y"])
     config = resolve_config(
         prob, GPHMConfig(n_components=5, max_freq=1.5, jitter=1e-8, method="kron")
     )

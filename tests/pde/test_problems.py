@@ -1,7 +1,5 @@
 """PDE problems (pde/problems.py): manufactured sources and boundary data, the benchmarks."""
 
-import jax.numpy as jnp
-import matplotlib
 import numpy as np
 import pytest
 from conftest import TOL
@@ -17,16 +15,7 @@ from bayestensor.pde.problems import (
     poisson_1d,
 )
 
-matplotlib.use("Agg")
-STRUCT = TOL["pde_structured_vs_dense"]
-
-
-def _exact_2d(x, y):
-    return jnp.sin(x) * jnp.cos(2 * y)
-
-
-def _problem_2d(grid=(5, 6), operator=laplacian):
-    return Problem.manufactured(operator, _exact_2d, [(0.0, 1.0), (-0.5, 0.7)], grid)
+from .cases import exact_2d, problem_2d
 
 
 def test_manufactured_poisson_1d():
@@ -53,7 +42,7 @@ def test_manufactured_poisson_1d():
 
 
 def test_manufactured_2d_source_boundary_and_keys():
-    prob = _problem_2d(operator=allen_cahn)
+    prob = problem_2d(operator=allen_cahn)
     X, Y = np.meshgrid(*(np.asarray(g) for g in prob.grid), indexing="ij")
     u = np.sin(X) * np.cos(2 * Y)
     np.testing.assert_allclose(
@@ -74,7 +63,7 @@ def test_manufactured_2d_source_boundary_and_keys():
         atol=TOL["pde_source_fn_vs_grid"],
     )
     with pytest.raises(ValueError, match="3 points"):
-        Problem.manufactured(laplacian, _exact_2d, [(0, 1), (0, 1)], (2, 5))
+        Problem.manufactured(laplacian, exact_2d, [(0, 1), (0, 1)], (2, 5))
 
 
 def test_benchmark_problems_are_consistent():

@@ -14,88 +14,9 @@ from scipy import special, stats
 from bayestensor.models import poisson_tucker as pt
 from bayestensor.models.poisson_tucker import gibbs
 
+from .cases import dense_total, make_problem, nonzero_data, random_params
+
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
-
-# --------------------------------------------------------------------------------------------
-# small problems and dense references
-# --------------------------------------------------------------------------------------------
-
-CONFIGS = {
-    "plain": dict(shape=(5, 4, 3), ranks=(2, 3, 2), opts={}),
-    "pair": dict(shape=(5, 5, 3), ranks=(2, 3, 2), opts=dict(pair=(0, 1), exclude_diagonal=True)),
-    "bptd": dict(
-        shape=(6, 6, 3, 4),
-        ranks=(3, 3, 2, 2),
-        opts=dict(pair=(0, 1), share=True, within_between=True, mask_modes=(0, 1, 3)),
-    ),
-}
-
-
-def _problem(name, seed=0, scale=1.0):
-    """Random parameters, the dense rate tensor, the observed-cell indicator and counts."""
-    cfg = CONFIGS[name]
-    rng = np.random.default_rng(seed)
-    shape, ranks, opts = cfg["shape"], cfg["ranks"], cfg["opts"]
-    spec = pt.make_spec(shape, ranks, **opts)
-    mask = None
-    if spec.mask_modes:
-        mask = (rng.random([shape[k] for k in spec.mask_modes]) < 0.25).astype(float)
-    groups = [rng.gamma(1.0, 1.0, (shape[m[0]], ranks[m[0]])) for m in spec.groups]
-    core = scale * rng.gamma(1.0, 1.0, ranks)
-    factors = [groups[g] for g in spec.group_of]
-    mu = _dense_rate(core, factors)
-    obs = _observed(spec, mask)
-    y = rng.poisson(mu) * obs
-    return spec, mask, factors, core, mu, obs, y, groups
-
-
-def _dense_rate(core, factors):
-    K = core.ndim
-    letters = "abcdefgh"[:K]
-    expr = letters + "," + ",".join(f"{'ABCDEFGH'[k]}{letters[k]}" for k in range(K))
-    return np.einsum(expr + "->" + "ABCDEFGH"[:K], core, *factors, optimize=True)
-
-
-def _observed(spec, mask):
-    obs = np.ones(spec.shape, bool)
-    if spec.exclude_diagonal:
-        a, b = spec.pair
-        sh = [1] * spec.K
-        sh[a], sh[b] = spec.shape[a], spec.shape[b]
-        obs &= ~np.eye(spec.shape[a], dtype=bool).reshape(sh)
-    if mask is not None:
-        sh = [1] * spec.K
-        for _j, k in enumerate(spec.mask_modes):
-            sh[k] = spec.shape[k]
-        obs &= ~(mask.reshape(sh) > 0)
-    return obs
-
-
-def _data(spec, y, mask):
-    idx = np.argwhere(y > 0)
-    return pt.prepare_data(spec, idx, y[y > 0], mask)
-
-
-def _params(spec, groups, core, seed=1):
-    rng = np.random.default_rng(seed)
-    p = {f"theta{g}": jnp.asarray(t) for g, t in enumerate(groups)}
-    for g in range(len(groups)):
-        p[f"b{g}"] = jnp.asarray(rng.gamma(2.0, 1.0))
-    if spec.shrinkage:
-        p["zeta"] = jnp.asarray(rng.gamma(2.0, 1.0))
-        for k in spec.weight_modes:
-            p[f"w{k}"] = jnp.asarray(rng.gamma(1.0, 1.0, spec.ranks[k]))
-        if spec.within_between:
-            R = spec.ranks[spec.pair[0]]
-            p["eta_within"] = jnp.asarray(rng.gamma(1.0, 1.0, R))
-            p["eta_between"] = jnp.asarray(rng.gamma(1.0, 1.0, R))
-    p["delta"] = jnp.asarray(rng.gamma(2.0, 1.0))
-    p["core"] = jnp.asarray(core)
-    return p
-
-
-def _dense_total(core, factors, obs):
-    return float(np.sum(_dense_rate(core, factors) * obs))
 
 
 def _community_data(seed=0, N=40, T=6, C=6):
@@ -112,8 +33,8 @@ def _community_data(seed=0, N=40, T=6, C=6):
 
 def test_shared_rows_are_sequential_exact_conditionals(tol):
     """Each shared row's rate is ∂Λ/∂Θ_i at the *current* other rows (dense reference)."""
-    spec, mask, factors, core, mu, obs, y, groups = _problem("bptd")
-    data = _data(spec, y, mask)
+    spec, mask, factors, core, mu, obs, y, groups = make_problem("bptd")
+    data = nonzero_data(spec, y, mask)
     rng = np.random.default_rng(5)
     G = rng.gamma(2.0, 1.0, groups[0].shape)
     b = 0.7
@@ -128,11 +49,11 @@ def test_shared_rows_are_sequential_exact_conditionals(tol):
         rate = np.empty(cur.shape[1])
         base = cur.copy()
         base[i] = 0.0
-        lam0 = _dense_total(core, [base, base, *factors[2:]], obs)
+        lam0 = dense_total(core, [base, base, *factors[2:]], obs)
         for c in range(cur.shape[1]):
             e = base.copy()
             e[i, c] = 1.0
-            rate[c] = b + _dense_total(core, [e, e, *factors[2:]], obs) - lam0
+            rate[c] = b + dense_total(core, [e, e, *factors[2:]], obs) - lam0
         np.testing.assert_allclose(rates[i], rate, rtol=tol["poisson_closed_form"])
         cur[i] = G[i] / rate
     np.testing.assert_allclose(th, cur, rtol=tol["poisson_closed_form"])
@@ -162,8 +83,8 @@ def test_crt_has_the_crt_mean_and_small_case_law(tol):
 
 
 def test_allocation_conserves_counts_and_has_the_right_law(tol):
-    spec, mask, factors, core, mu, obs, y, _ = _problem("bptd")
-    data = _data(spec, y, mask)
+    spec, mask, factors, core, mu, obs, y, _ = make_problem("bptd")
+    data = nonzero_data(spec, y, mask)
     fs = [jnp.asarray(f) for f in factors]
     c = jnp.asarray(core)
     n = 1500
@@ -195,9 +116,9 @@ def test_allocation_conserves_counts_and_has_the_right_law(tol):
 
 
 def test_factor_weight_and_core_conditionals(tol):
-    spec, mask, factors, core, mu, obs, y, groups = _problem("pair")
-    data = _data(spec, y, mask)
-    p = _params(spec, groups, core)
+    spec, mask, factors, core, mu, obs, y, groups = make_problem("pair")
+    data = nonzero_data(spec, y, mask)
+    p = random_params(spec, groups, core)
     rng = np.random.default_rng(3)
     counts = [
         jnp.asarray(rng.poisson(3.0, (n, r))) for n, r in zip(spec.shape, spec.ranks, strict=True)
@@ -236,8 +157,8 @@ def test_factor_weight_and_core_conditionals(tol):
 def test_kernel_runs_under_numpyro_mcmc_and_arviz(tol):
     import arviz as az
 
-    spec, mask, factors, core, mu, obs, y, _ = _problem("plain", scale=0.5)
-    data = _data(spec, y, mask)
+    spec, mask, factors, core, mu, obs, y, _ = make_problem("plain", scale=0.5)
+    data = nonzero_data(spec, y, mask)
     kernel = pt.PoissonTuckerGibbs(spec, data)
     mcmc = numpyro.infer.MCMC(
         kernel,
@@ -263,7 +184,7 @@ def test_shrinkage_keeps_core_mass_on_few_communities(tol):
     y = _community_data()
     N, _, T = y.shape
     spec = pt.make_spec((N, N, T), (20, 20, 3), pair=(0, 1), share=True, within_between=True)
-    data = _data(spec, y, None)
+    data = nonzero_data(spec, y, None)
     kernel = pt.PoissonTuckerGibbs(spec, data)
     mcmc = numpyro.infer.MCMC(kernel, num_warmup=400, num_samples=100, progress_bar=False)
     mcmc.run(jax.random.key(0))
@@ -278,7 +199,7 @@ def test_shrinkage_keeps_core_mass_on_few_communities(tol):
 
 
 def test_float32_sweeps_stay_finite():
-    spec, mask, factors, core, mu, obs, y, _ = _problem("bptd", seed=7)
+    spec, mask, factors, core, mu, obs, y, _ = make_problem("bptd", seed=7)
     data = pt.prepare_data(spec, np.argwhere(y > 0), y[y > 0], mask, dtype=jnp.float32)
     p = pt.init_params(spec, data, jax.random.key(0))
     assert all(v.dtype == jnp.float32 for v in p.values())

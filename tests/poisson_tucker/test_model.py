@@ -11,33 +11,9 @@ import pytest
 
 from bayestensor.models import poisson_tucker as pt
 
+from .cases import dense_rate, nonzero_data
+
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
-
-# --------------------------------------------------------------------------------------------
-# small problems and dense references
-# --------------------------------------------------------------------------------------------
-
-CONFIGS = {
-    "plain": dict(shape=(5, 4, 3), ranks=(2, 3, 2), opts={}),
-    "pair": dict(shape=(5, 5, 3), ranks=(2, 3, 2), opts=dict(pair=(0, 1), exclude_diagonal=True)),
-    "bptd": dict(
-        shape=(6, 6, 3, 4),
-        ranks=(3, 3, 2, 2),
-        opts=dict(pair=(0, 1), share=True, within_between=True, mask_modes=(0, 1, 3)),
-    ),
-}
-
-
-def _dense_rate(core, factors):
-    K = core.ndim
-    letters = "abcdefgh"[:K]
-    expr = letters + "," + ",".join(f"{'ABCDEFGH'[k]}{letters[k]}" for k in range(K))
-    return np.einsum(expr + "->" + "ABCDEFGH"[:K], core, *factors, optimize=True)
-
-
-def _data(spec, y, mask):
-    idx = np.argwhere(y > 0)
-    return pt.prepare_data(spec, idx, y[y > 0], mask)
 
 
 def _batch_se(x, n_batches=20):
@@ -55,9 +31,9 @@ def test_gibbs_matches_nuts_on_the_rate_tensor(tol):
     shape, ranks = (6, 6, 3), (2, 2, 2)
     spec = pt.make_spec(shape, ranks, gamma0=2.0)
     th = [rng.gamma(1.0, 1.0, (n, r)) for n, r in zip(shape, ranks, strict=True)]
-    mu = _dense_rate(rng.gamma(1.0, 1.0, ranks), th)
+    mu = dense_rate(rng.gamma(1.0, 1.0, ranks), th)
     y = rng.poisson(mu)
-    data = _data(spec, y, None)
+    data = nonzero_data(spec, y, None)
     cells = np.argwhere(np.ones(shape, bool))
 
     kernel = pt.PoissonTuckerGibbs(spec, data)
