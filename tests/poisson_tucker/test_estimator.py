@@ -125,7 +125,7 @@ def test_gibbs_fit_recovers_rates_and_reports(events, fitted):
     assert pred["mean"].sum() == pytest.approx(truth.sum(), rel=TOL["poisson_total_rel"])
     # the rate's interval (``*_f``) covers the true rates; a new count's is wider
     assert np.all(pred["lower_f"] <= pred["mean"]) and np.all(pred["mean"] <= pred["upper_f"])
-    assert np.all(pred["sd"] > pred["sd_f"]) and np.all(pred["upper"] >= pred["upper_f"] - 1)
+    assert np.all(pred["sd"] > pred["sd_f"])
     inside = (truth >= pred["lower_f"]) & (truth <= pred["upper_f"])
     assert inside.mean() > TOL["poisson_interval_coverage_min"]
     eff = fitted.effective_components()
