@@ -2,13 +2,13 @@
 
 The front door is :func:`bayestensor.fit`; every result (FunBaT, Poisson Tucker, PDE solution)
 follows :mod:`~bayestensor.results` and comes back from :func:`bayestensor.load`. Shared parts:
-:mod:`~bayestensor.checks` (argument checks), :mod:`~bayestensor.data` (DataFrame encoding),
-:mod:`~bayestensor.driver` (the fit loop and progress bar), :mod:`~bayestensor.io` (the save
-format), :mod:`~bayestensor.plotting`. Numerics: :mod:`~bayestensor.kernels` (Matérn
-state-space forms), :mod:`~bayestensor.ssm` (Kalman filter / RTS smoother with Gaussian
-messages), :mod:`~bayestensor.tensor`, :mod:`~bayestensor.kron`, :mod:`~bayestensor.gp`. The
-systems: :mod:`~bayestensor.models` (FunBaT, Poisson Tucker) and :mod:`~bayestensor.pde`
-(GP-HM). See ``docs/architecture.md``.
+:mod:`~bayestensor.checks` (argument checks), :mod:`~bayestensor.data` and
+:mod:`~bayestensor.modes` (DataFrame encoding), :mod:`~bayestensor.driver` (the fit loop and
+progress bar), :mod:`~bayestensor.io` (the save format), :mod:`~bayestensor.plotting`.
+Numerics: :mod:`~bayestensor.kernels` (Matérn state-space forms), :mod:`~bayestensor.ssm`
+(Kalman filter / RTS smoother with Gaussian messages), :mod:`~bayestensor.tensor`,
+:mod:`~bayestensor.kron`, :mod:`~bayestensor.gp`. The systems: :mod:`~bayestensor.models`
+(FunBaT, Poisson Tucker) and :mod:`~bayestensor.pde` (GP-HM). See ``docs/architecture.md``.
 """
 
 from bayestensor import _xla

@@ -18,6 +18,8 @@ import pandas as pd
 CONTINUOUS = "continuous"
 #: Kind of a mode whose coordinates are labels from a finite set.
 CATEGORICAL = "categorical"
+#: The kinds a mode can have.
+MODE_KINDS = (CONTINUOUS, CATEGORICAL)
 
 #: Default number of components per mode of every tensor model.
 DEFAULT_RANK = 3

@@ -423,27 +423,7 @@ def test_encode_new_value_column_optional(small):
     np.testing.assert_array_equal(with_value.index, without.index)
 
 
-# ---------------------------------------------------------------- Mode
-
-
-@pytest.mark.parametrize(
-    "mode",
-    [
-        Mode("t", CONTINUOUS, np.array([-1.5, 0.1, 2.0])),
-        Mode("s", CATEGORICAL, np.array(["a", "b", "c"], dtype=object)),
-        Mode("i", CATEGORICAL, np.array([1, 2, 7], dtype=np.int64)),
-        Mode("f", CATEGORICAL, np.array([False, True])),
-        Mode("m", CATEGORICAL, np.array([1, 2.5, "a"], dtype=object)),
-    ],
-    ids=["continuous", "str", "int", "bool", "mixed"],
-)
-def test_mode_json_round_trip(mode):
-    d = json.loads(json.dumps(mode.to_dict()))
-    back = Mode.from_dict(d)
-    assert back == mode
-    assert back.values.dtype == mode.values.dtype
-    assert back.size == mode.size
-    assert [type(v) for v in back.values] == [type(v) for v in mode.values]
+# ---------------------------------------------------------------- modes built by encode
 
 
 def test_mode_json_round_trip_from_encode(frame):
@@ -453,42 +433,6 @@ def test_mode_json_round_trip_from_encode(frame):
     assert back == enc.modes
     new = encode_new(frame, back)
     np.testing.assert_array_equal(new.index, enc.index)
-
-
-def test_mode_to_dict_rejects_non_json_categories():
-    mode = Mode("d", CATEGORICAL, np.array(["2020-01-01", "2021-01-01"], dtype="datetime64[D]"))
-    with pytest.raises(ValueError, match="mode 'd' has categories of type"):
-        mode.to_dict()
-
-
-def test_mode_equality_distinguishes_values():
-    a = Mode("t", CONTINUOUS, np.array([0.0, 1.0]))
-    assert a == Mode("t", CONTINUOUS, np.array([0.0, 1.0]))
-    assert a != Mode("t", CONTINUOUS, np.array([0.0, 2.0]))
-    assert a != Mode("u", CONTINUOUS, np.array([0.0, 1.0]))
-    assert Mode("c", CATEGORICAL, np.array([0, 1])) != Mode("c", CATEGORICAL, np.array([0.0, 1.0]))
-
-
-@pytest.mark.parametrize(
-    ("kind", "values", "match"),
-    [
-        ("ordinal", np.array([0.0]), "unknown kind 'ordinal'"),
-        (CONTINUOUS, np.array([], dtype=np.float64), "must not be empty"),
-        (CONTINUOUS, np.array([[0.0, 1.0]]), "1-D"),
-        (CONTINUOUS, np.array([1, 2]), "float64"),
-        (CONTINUOUS, np.array([1.0, 1.0]), "strictly increasing"),
-        (CONTINUOUS, np.array([0.0, np.inf]), "finite"),
-        (CATEGORICAL, np.array(["a", "a"], dtype=object), "unique"),
-    ],
-)
-def test_mode_invariants(kind, values, match):
-    with pytest.raises(ValueError, match=match):
-        Mode("x", kind, values)
-
-
-def test_mode_from_dict_missing_key():
-    with pytest.raises(ValueError, match="missing keys"):
-        Mode.from_dict({"name": "x", "kind": CONTINUOUS})
 
 
 def test_coordinates_unknown_name(small):
