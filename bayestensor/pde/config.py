@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from bayestensor.checks import check_int, check_positive
 from bayestensor.pde.kernels import (
     SpectralMixture,
     check_spectrum,
@@ -115,28 +116,37 @@ def resolve_config(problem: Problem, config: GPHMConfig | None = None) -> GPHMCo
         Naming the offending setting.
     """
     config = GPHMConfig() if config is None else config
-    check_spectrum(config.spectrum, config.nu)
-    if config.spectrum == "student_t" and config.nu < 2.5:
+    if not isinstance(config, GPHMConfig):
+        raise ValueError(f"config must be a GPHMConfig or None, got {type(config).__name__}")
+    nu = check_positive("nu", config.nu)
+    check_spectrum(config.spectrum, nu)
+    if config.spectrum == "student_t" and nu < 2.5:
         raise ValueError(f"nu must be ≥ 2.5 for second derivatives, got {config.nu}")
-    if config.method not in ("auto", "dense", "kron"):
+    if not isinstance(config.method, str) or config.method not in ("auto", "dense", "kron"):
         raise ValueError(f"method must be 'auto', 'dense' or 'kron', got {config.method!r}")
-    for name in ("n_components", "chunk"):
-        if int(getattr(config, name)) < 1:
-            raise ValueError(f"{name} must be ≥ 1, got {getattr(config, name)}")
+    ints = {name: check_int(name, getattr(config, name)) for name in ("n_components", "chunk")}
     for name in ("n_steps", "lbfgs_steps", "patience", "newton_iters"):
-        if int(getattr(config, name)) < 0:
-            raise ValueError(f"{name} must be ≥ 0, got {getattr(config, name)}")
-    if not config.precision > 0 or not config.jitter > 0:
-        raise ValueError("precision and jitter must be positive")
+        ints[name] = check_int(name, getattr(config, name), minimum=0)
+    floats = {
+        name: check_positive(name, getattr(config, name))
+        for name in ("jitter", "precision", "learning_rate")
+    }
+    config = config._replace(nu=nu, **ints, **floats)
     D = len(problem.shape)
     mf = config.max_freq
     if mf is None:
         mf = default_max_freq(problem)
-    elif np.isscalar(mf):
-        mf = (float(mf),) * D
-    mf = tuple(float(m) for m in mf)
-    if len(mf) != D or any(m <= 0 for m in mf):
-        raise ValueError(f"max_freq must be positive, one per dimension ({D}), got {mf}")
+    elif np.ndim(mf) == 0:
+        mf = (mf,) * D
+    try:
+        mf = tuple(float(m) for m in mf)
+    except (TypeError, ValueError):
+        mf = (float("nan"),)
+    if len(mf) != D or not all(np.isfinite(m) and m > 0 for m in mf):
+        raise ValueError(
+            f"max_freq must be positive, one per dimension ({D}) or one for all, "
+            f"got {config.max_freq!r}"
+        )
     method = config.method
     if method == "auto":
         method = "dense" if math.prod(problem.shape) <= DENSE_MAX_POINTS else "kron"
@@ -186,6 +196,8 @@ def is_linear(problem: Problem) -> bool:
         ab = {k: a[k] + 2.0 * b[k] for k in keys}
         lhs = np.asarray(op(ab) - op(zero))
         rhs = np.asarray((op(a) - op(zero)) + 2.0 * (op(b) - op(zero)))
+    if not (np.all(np.isfinite(lhs)) and np.all(np.isfinite(rhs))):
+        return False  # NaN or inf on random grids (e.g. log u): not affine
     return bool(np.allclose(lhs, rhs, rtol=1e-8, atol=1e-8 * (1 + np.abs(rhs).max())))
 
 

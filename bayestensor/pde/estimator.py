@@ -14,6 +14,7 @@ import numpy as np
 import optax
 from jax import lax
 
+from bayestensor.checks import check_finite_result, check_int
 from bayestensor.driver import Step, iterate
 from bayestensor.pde.config import (
     DENSE_MAX_POINTS,
@@ -89,7 +90,41 @@ def fit(
     params : GPHMParams
         The iterate with the smallest midpoint residual.
     trace : FitTrace
+
+    Raises
+    ------
+    ValueError
+        For a bad problem (:meth:`Problem.validate`) or setting (:func:`resolve_config`), and
+        if the returned ``U`` or its loss is NaN or inf.
     """
+    if not isinstance(problem, Problem):
+        raise ValueError(f"problem must be a bayestensor.pde.Problem, got {type(problem)}")
+    return _fit(problem.validate(), config, params, progress)
+
+
+def _check_result(U, trace: FitTrace) -> None:
+    """Raise a ValueError naming the likely cause if the returned ``U`` or its loss is NaN/inf."""
+    if np.isfinite(trace.losses[0]):
+        cause = (
+            "the objective was finite at the initial kernels and went non-finite during the "
+            "optimisation: try a smaller learning_rate or fewer steps"
+        )
+    else:
+        cause = (
+            "the objective was already non-finite at the initial kernels: check the scale of "
+            "the source and boundary values, max_freq (at most the grid's Nyquist frequency), "
+            "jitter (float32 needs a larger one), and that the operator is finite near u = 0, "
+            "where the solver starts"
+        )
+    try:
+        check_finite_result("the solution U", U)
+        check_finite_result("the loss", trace.losses[trace.best_step])
+    except ValueError as e:
+        raise ValueError(f"{e}. Likely cause: {cause}") from None
+
+
+def _fit(problem, config, params, progress):
+    """:func:`fit` on a validated problem."""
     config = resolve_config(problem, config)
     params = init_params(problem, config) if params is None else params
     linear = is_linear(problem)
@@ -202,6 +237,7 @@ def fit(
 
     step_time = float(np.median(chunk_times[1:])) if len(chunk_times) > 1 else float("nan")
     trace = FitTrace(np.asarray(losses), np.asarray(residuals), best_step, n_adam, step_time)
+    _check_result(best[1], trace)
     return GPHMParams(best[1], tuple(best[0])), trace
 
 
@@ -271,39 +307,49 @@ def solve(
     Raises
     ------
     ValueError
-        For an unknown kernel, a bad setting, or ``grid`` on a problem without exact solution.
+        Before anything is traced, naming the argument: an unknown kernel, a bad setting (ints
+        must be ints, not floats; rates, precision, jitter and ν finite and positive), a bad
+        problem (see :meth:`Problem.validate`, :meth:`Problem.manufactured`), or ``grid`` on a
+        problem without exact solution. After the fit, if the returned solution or its loss is
+        NaN or inf (with the likely cause) instead of returning it.
     """
-    if kernel not in KERNELS:
+    if not isinstance(kernel, str) or kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {sorted(KERNELS)}, got {kernel!r}")
     if not isinstance(problem, Problem):
         raise ValueError(f"problem must be a bayestensor.pde.Problem, got {type(problem)}")
+    steps = check_int("steps", steps, minimum=0)
+    if blas_threads is not None:
+        blas_threads = check_int("blas_threads", blas_threads)
     if grid is not None:
         if problem.exact is None:
             raise ValueError("grid= re-discretises manufactured problems only (problem.exact)")
         problem = Problem.manufactured(
             problem.operator, problem.exact, problem.box, grid, problem.variables
         )
-    if max_freq is not None and not np.isscalar(max_freq):
-        max_freq = tuple(float(m) for m in max_freq)
+    else:
+        problem = problem.validate()
+    if max_freq is not None and np.ndim(max_freq) > 0:
+        max_freq = tuple(max_freq)
+    # the settings are checked (and named) by resolve_config
     config = GPHMConfig(
         spectrum=KERNELS[kernel],
         nu=nu,
-        n_components=int(n_components),
+        n_components=n_components,
         max_freq=max_freq,
         jitter=jitter,
         precision=precision,
         learning_rate=learning_rate,
-        n_steps=int(steps),
-        patience=int(patience),
-        lbfgs_steps=int(lbfgs_steps),
+        n_steps=steps,
+        patience=patience,
+        lbfgs_steps=lbfgs_steps,
         method=method,
     )
     config = resolve_config(problem, config)
     start = time.perf_counter()
     if blas_threads is None or threadpool_limits is None:
-        params, trace = fit(problem, config, progress=progress)
+        params, trace = _fit(problem, config, None, progress)
     else:
-        with threadpool_limits(limits=int(blas_threads)):
-            params, trace = fit(problem, config, progress=progress)
+        with threadpool_limits(limits=blas_threads):
+            params, trace = _fit(problem, config, None, progress)
             jax.block_until_ready(params)
     return PDESolution(problem, config, params, trace, time.perf_counter() - start)

@@ -23,6 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
+from bayestensor.checks import is_int
+
 #: Default names of the input dimensions, in order.
 VARIABLES = ("x", "y", "z", "t")
 
@@ -54,6 +56,100 @@ def boundary_mask(shape: Sequence[int]) -> Bool[np.ndarray, "*shape"]:
             edge[d] = i
             mask[tuple(edge)] = True
     return mask
+
+
+def check_box(box: object) -> tuple[tuple[float, float], ...]:
+    """``box`` as ``((a_1, b_1), …)`` of floats, or a ValueError naming what is wrong.
+
+    Every bound must be finite and every lower bound below its upper bound.
+    """
+    expected = (
+        "a non-empty list of (lower, upper) pairs, one per dimension "
+        "(for one dimension write [(a, b)])"
+    )
+    try:
+        pairs = [tuple(b) for b in box]  # type: ignore[union-attr]
+    except TypeError:
+        raise ValueError(f"box must be {expected}, got {box!r}") from None
+    if not pairs or isinstance(box, str) or any(len(p) != 2 for p in pairs):
+        raise ValueError(f"box must be {expected}, got {box!r}")
+    out = []
+    for d, pair in enumerate(pairs):
+        try:
+            a, b = float(pair[0]), float(pair[1])
+        except (TypeError, ValueError):
+            raise ValueError(f"box bounds must be numbers, got {pair!r} in dimension {d}") from None
+        if not (np.isfinite(a) and np.isfinite(b)):
+            raise ValueError(f"box bounds must be finite, got {pair!r} in dimension {d}")
+        if not a < b:
+            raise ValueError(
+                f"box: lower bound must be below upper bound, got {pair!r} in dimension {d}"
+            )
+        out.append((a, b))
+    return tuple(out)
+
+
+def check_grid_sizes(grid: object, D: int) -> tuple[int, ...]:
+    """Points per dimension from ``grid`` (one int for all or one per dimension), each ≥ 3."""
+    expected = f"an int ≥ 3 or one int ≥ 3 per dimension ({D})"
+    if is_int(grid):
+        sizes = (int(grid),) * D  # type: ignore[call-overload]
+    else:
+        try:
+            entries = [] if isinstance(grid, str) else list(grid)  # type: ignore[call-overload]
+        except TypeError:
+            entries = []
+        if not entries or not all(is_int(n) for n in entries):
+            raise ValueError(f"grid must be {expected}, got {grid!r}")
+        sizes = tuple(int(n) for n in entries)
+    if len(sizes) != D:
+        raise ValueError(f"grid gives {len(sizes)} sizes for a box of dimension {D}")
+    if any(n < 3 for n in sizes):
+        raise ValueError(f"grid needs at least 3 points per dimension, got {sizes}")
+    return sizes
+
+
+def _check_variables(variables: Sequence[str] | None, D: int) -> tuple[str, ...]:
+    """Names of the ``D`` dimensions: the default ones, or ``D`` distinct strings."""
+    names = VARIABLES[:D] if variables is None else tuple(variables)
+    if len(names) != D or not all(isinstance(v, str) and v for v in names):
+        raise ValueError(f"variables must be {D} names (str), one per dimension, got {names}")
+    if len(set(names)) != D:
+        raise ValueError(f"variables must be distinct, got {names}")
+    return names
+
+
+def _check_callable(name: str, fn: object, what: str) -> None:
+    if not callable(fn):
+        raise ValueError(f"{name} must be {what}, got {fn!r}")
+
+
+def _count_bad(a: object) -> int:
+    """Number of NaN or inf entries of an array."""
+    return int(np.size(a) - np.count_nonzero(np.isfinite(np.asarray(a))))
+
+
+def apply_operator(
+    operator: Operator, grids: dict[str, Array], shape: tuple[int, ...]
+) -> Float[Array, "*shape"]:
+    """``operator(grids)`` on concrete grids, or a ValueError unless it gives one value per point.
+
+    Run once before anything is traced, so that an operator with a wrong key, a wrong output
+    shape (a scalar, a transposed grid) or another error is reported here.
+    """
+    try:
+        out = operator(grids)
+    except Exception as e:
+        raise ValueError(
+            f"operator failed on the derivative grids (keys {sorted(grids)}, shape {shape}): "
+            f"{type(e).__name__}: {e}"
+        ) from e
+    if tuple(np.shape(out)) != tuple(shape):
+        raise ValueError(
+            f"operator must return an array of the grid shape {tuple(shape)} (one value per "
+            f"grid point), got shape {tuple(np.shape(out))}"
+        )
+    return jnp.asarray(out)
 
 
 def _grid_points(grid: Sequence[Float[Array, " n_d"]]) -> Float[Array, "N D"]:
@@ -129,6 +225,64 @@ class Problem(NamedTuple):
         pts = _grid_points(self.grid)
         return jax.vmap(lambda p: self.exact(*p))(pts).reshape(self.shape)
 
+    def validate(self) -> Problem:
+        """Check a (possibly hand-built) problem before solving it; return it unchanged.
+
+        Raises
+        ------
+        ValueError
+            Naming the offending field: a bad box, grid coordinates that are not finite and
+            increasing, bad variables, a non-callable operator or one that
+            does not give one value per grid point, or a source or boundary values of the wrong
+            shape or with NaN or inf.
+        """
+        box = check_box(self.box)
+        D = len(box)
+        try:
+            coords = [np.asarray(g) for g in self.grid]
+        except TypeError:
+            raise ValueError(f"grid must be {D} 1-D coordinate arrays, got {self.grid!r}") from None
+        if len(coords) != D or any(c.ndim != 1 or c.shape[0] < 3 for c in coords):
+            raise ValueError(
+                f"grid must be {D} 1-D coordinate arrays (one per box dimension) of at least 3 "
+                f"points, got shapes {[np.shape(c) for c in coords]}"
+            )
+        for d, c in enumerate(coords):
+            if not np.all(np.isfinite(c)) or not np.all(np.diff(c) > 0):
+                raise ValueError(f"grid[{d}] must be finite and strictly increasing")
+        _check_variables(self.variables, D)
+        _check_callable(
+            "operator", self.operator, "a function of the dict of derivative grids (e.g. laplacian)"
+        )
+        for name in ("exact", "source_fn"):
+            if getattr(self, name) is not None:
+                _check_callable(name, getattr(self, name), "a function of the coordinates or None")
+        shape = self.shape
+        if np.shape(self.source) != shape:
+            raise ValueError(
+                f"source must have the grid shape {shape}, got shape {np.shape(self.source)}"
+            )
+        n_bad = _count_bad(self.source)
+        if n_bad:
+            raise ValueError(f"source is NaN or inf at {n_bad} of {np.size(self.source)} points")
+        n_edge = int(self.boundary_mask.sum())
+        if np.shape(self.boundary_values) != (n_edge,):
+            raise ValueError(
+                f"boundary_values must hold one value per boundary grid point ({n_edge},), got "
+                f"shape {np.shape(self.boundary_values)}"
+            )
+        n_bad = _count_bad(self.boundary_values)
+        if n_bad:
+            raise ValueError(
+                f"boundary values (boundary_values) are NaN or inf at {n_bad} of {n_edge} "
+                "boundary points"
+            )
+        dtype = jnp.asarray(self.source).dtype
+        with jax.ensure_compile_time_eval():
+            zeros = {k: jnp.zeros(shape, dtype) for k in derivative_keys(self.variables)}
+            apply_operator(self.operator, zeros, shape)
+        return self
+
     @classmethod
     def manufactured(
         cls,
@@ -161,18 +315,39 @@ class Problem(NamedTuple):
         Returns
         -------
         Problem
+
+        Raises
+        ------
+        ValueError
+            Before anything is traced, naming the argument: a non-callable ``operator`` or
+            ``exact_u``, a bad ``box`` (not (lower, upper) pairs, non-finite, lower ≥ upper),
+            ``grid`` not an int ≥ 3 or one per dimension, bad ``variables``, ``exact_u`` not
+            scalar or NaN / inf on the grid, an operator that fails on the derivative grids or
+            does not return the grid shape, or a source that is NaN / inf.
         """
-        box = tuple((float(a), float(b)) for a, b in box)
+        _check_callable(
+            "operator", operator, "a function of the dict of derivative grids (e.g. laplacian)"
+        )
+        _check_callable(
+            "exact_u", exact_u, "the exact solution u(x_1, …, x_D), scalars in, scalar out"
+        )
+        box = check_box(box)
         D = len(box)
-        sizes = (int(grid),) * D if np.isscalar(grid) else tuple(int(n) for n in grid)
-        if len(sizes) != D:
-            raise ValueError(f"grid gives {len(sizes)} sizes for a box of dimension {D}")
-        if any(n < 3 for n in sizes):
-            raise ValueError(f"need at least 3 points per dimension, got {sizes}")
-        variables = VARIABLES[:D] if variables is None else tuple(variables)
-        if len(variables) != D:
-            raise ValueError(f"need {D} variable names, got {variables}")
+        sizes = check_grid_sizes(grid, D)
+        variables = _check_variables(variables, D)
         coords = tuple(jnp.linspace(a, b, n) for (a, b), n in zip(box, sizes, strict=True))
+        mid = [0.5 * (a + b) for a, b in box]
+        try:
+            u_mid = exact_u(*mid)
+        except Exception as e:
+            raise ValueError(
+                f"exact_u failed on the centre of the box, called with {D} scalar arguments: "
+                f"{type(e).__name__}: {e}"
+            ) from e
+        if np.shape(u_mid) != ():
+            raise ValueError(
+                f"exact_u must return a scalar for scalar inputs, got shape {np.shape(u_mid)}"
+            )
 
         def derivs(p):
             return _point_derivatives(exact_u, variables, p)
@@ -185,8 +360,22 @@ class Problem(NamedTuple):
 
         pts = _grid_points(coords)
         grids = {k: a.reshape(sizes) for k, a in jax.vmap(derivs)(pts).items()}
-        source = operator(grids)
-        boundary_values = grids["u"][boundary_mask(sizes)]
+        mask = boundary_mask(sizes)
+        n_bad = _count_bad(grids["u"])
+        if n_bad:
+            n_edge = _count_bad(grids["u"][mask])
+            raise ValueError(
+                f"exact_u is NaN or inf at {n_bad} of {mask.size} grid points ({n_edge} of them "
+                "on the boundary, where they would be the boundary values)"
+            )
+        source = apply_operator(operator, grids, sizes)
+        n_bad = _count_bad(source)
+        if n_bad:
+            raise ValueError(
+                f"source (the operator applied to exact_u) is NaN or inf at {n_bad} of "
+                f"{source.size} grid points; check the operator and exact_u's derivatives there"
+            )
+        boundary_values = grids["u"][mask]
         return cls(box, coords, operator, source, boundary_values, variables, exact_u, source_fn)
 
 
