@@ -137,3 +137,83 @@ def test_kron_warns_for_a_nonlinear_operator():
     prob = problem_2d((6, 6), operator=allen_cahn)
     with pytest.warns(RuntimeWarning, match="drops the GP prior"):
         bt.pde.solve(prob, steps=0, method="kron", n_components=4, max_freq=1.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"steps": 2.7}, "steps must be an int ≥ 0, got 2.7"),
+        ({"steps": -1}, "steps must be an int ≥ 0"),
+        ({"n_components": 0}, "n_components must be a positive int, got 0"),
+        ({"n_components": 3.0}, "n_components must be a positive int, got 3.0"),
+        ({"patience": -1}, "patience must be an int ≥ 0, got -1"),
+        ({"lbfgs_steps": 1.5}, "lbfgs_steps must be an int ≥ 0, got 1.5"),
+        ({"learning_rate": np.nan}, "learning_rate must be a positive number, got nan"),
+        ({"learning_rate": -0.1}, "learning_rate must be a positive number"),
+        ({"precision": 0}, "precision must be a positive number, got 0"),
+        ({"jitter": -1}, "jitter must be a positive number, got -1"),
+        ({"nu": np.nan}, "nu must be a positive number"),
+        ({"nu": "abc"}, "nu must be a positive number"),
+        ({"nu": 1.5, "kernel": "student-t"}, "nu must be ≥ 2.5"),
+        ({"nu": 3.0, "kernel": "student-t"}, "nu must be a half-integer"),
+        ({"blas_threads": 0}, "blas_threads must be a positive int, got 0"),
+        ({"blas_threads": 1.0}, "blas_threads must be a positive int"),
+        ({"grid": "abc"}, "grid must be an int ≥ 3 or one int ≥ 3 per dimension"),
+        ({"grid": 3.9}, "grid must be an int ≥ 3 or one int ≥ 3 per dimension"),
+        ({"max_freq": np.nan}, "max_freq must be positive"),
+        ({"max_freq": "abc"}, "max_freq must be positive"),
+        ({"max_freq": [1.0, 2.0]}, r"max_freq must be positive, one per dimension \(1\)"),
+        ({"kernel": ["gaussian"]}, "kernel must be one of"),
+    ],
+)
+def test_solve_refuses_bad_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        bt.pde.solve(poisson_1d(grid=12), progress=False, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda p: p._replace(source=p.source.at[3].set(jnp.nan)), "source is NaN or inf"),
+        (
+            lambda p: p._replace(boundary_values=p.boundary_values.at[0].set(jnp.nan)),
+            r"boundary values \(boundary_values\) are NaN or inf",
+        ),
+        (lambda p: p._replace(box=((0.0, np.nan),)), "box bounds must be finite"),
+        (lambda p: p._replace(box=((3.0, 0.0),)), "box: lower bound must be below upper bound"),
+        (lambda p: p._replace(operator=lambda g: g["u_xx"][:-1]), "grid shape"),
+    ],
+)
+def test_solve_and_fit_refuse_bad_hand_built_problems(change, match):
+    bad = change(poisson_1d(grid=12))
+    with pytest.raises(ValueError, match=match):
+        bt.pde.solve(bad, progress=False)
+    with pytest.raises(ValueError, match=match):
+        bt.pde.fit(bad)
+    with pytest.raises(ValueError, match="problem must be"):
+        bt.pde.fit("poisson")
+
+
+def test_fit_refuses_float_counts_in_a_config():
+    prob = poisson_1d(grid=12)
+    with pytest.raises(ValueError, match="n_steps must be an int ≥ 0, got 2.5"):
+        bt.pde.fit(prob, bt.pde.GPHMConfig(n_steps=2.5))
+    with pytest.raises(ValueError, match="config must be a GPHMConfig"):
+        bt.pde.fit(prob, {"n_steps": 2})
+
+
+def test_solve_accepts_numpy_ints():
+    prob = Problem.manufactured(laplacian, lambda x: jnp.sin(2 * jnp.pi * x), [(0, 1)], 16)
+    sol = bt.pde.solve(
+        prob, n_components=np.int64(4), steps=np.int64(1), blas_threads=np.int32(1), progress=False
+    )
+    assert sol.config.n_components == 4 and type(sol.config.n_steps) is int
+
+
+def test_non_finite_solution_raises_instead_of_returning_nan():
+    # finite on the exact solution (u ≥ 1), but log u is -inf at the solver's start U = 0
+    prob = Problem.manufactured(
+        lambda g: g["u_xx"] + jnp.log(g["u"]), lambda x: 2 + jnp.sin(x), [(0.0, 3.0)], 16
+    )
+    with pytest.raises(ValueError, match="solution U came out non-finite.*Likely cause.*initial"):
+        bt.pde.solve(prob, steps=1, n_components=4, progress=False)
