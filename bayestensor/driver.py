@@ -10,7 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-__all__ = ["Step", "iterate", "progress_bar"]
+__all__ = ["MAX_COMPILED", "Step", "bound_compiled", "iterate", "progress_bar"]
+
+#: Compiled variants (input shapes / static settings) kept per jitted function of a fit loop.
+#: Each costs tens of MB of executable code that JAX never frees by itself, so a session that
+#: fits many differently sized data sets (cross-validation) would grow without bound.
+MAX_COMPILED = 4
 
 
 class Step(NamedTuple):
@@ -86,3 +91,12 @@ def iterate(
             if out.stop:
                 return carry, i + 1, True
     return carry, n_calls, False
+
+
+def bound_compiled(*fns: Any, keep: int = MAX_COMPILED) -> None:
+    """Release the compiled code of ``fns`` (``jax.jit`` functions) once one holds more than
+    ``keep`` variants: memory stays flat over many fits of different sizes, while repeated fits
+    of one size keep reusing their compiled functions."""
+    if any(f._cache_size() > keep for f in fns):
+        for f in fns:
+            f.clear_cache()

@@ -10,7 +10,7 @@ import numpy as np
 
 from bayestensor.checks import CONTINUOUS, DEFAULT_RANK, check_ranks
 from bayestensor.data import Encoded, NewEncoded
-from bayestensor.driver import Step, iterate
+from bayestensor.driver import Step, bound_compiled, iterate
 from bayestensor.kernels import check_kernel_name
 from bayestensor.models.funbat.inference import (
     initial_state,
@@ -228,6 +228,7 @@ class FunBaT:
         init_means = None
         if self.init == "spectral":
             init_means = spectral_init(enc.index, np.asarray(y), enc.shape, ranks, self.seed)
+        bound_compiled(_initial_state_jit, _sweep_jit, _predict_jit)
         state = _initial_state_jit(
             cfg,
             dts,
