@@ -33,6 +33,7 @@ __all__ = [
     "arrays_to_tree",
     "check_arrays",
     "check_fields",
+    "declared_shape",
     "field",
     "read",
     "record",
@@ -320,6 +321,11 @@ def check_arrays(arrays: Mapping[str, Any], expected: Mapping[str, Expect]) -> d
             raise ValueError(f"saved array {name!r} holds NaN or infinite values")
         out[name] = a
     return out
+
+
+def declared_shape(arrays: Mapping[str, Any], name: str) -> tuple[int, ...] | None:
+    """Declared shape of ``name`` (from its ``.npy`` header, nothing read), ``None`` if absent."""
+    return _spec(arrays, name)[0] if name in arrays else None
 
 
 def tree_layout(template: Any, prefix: str) -> dict[str, Expect]:

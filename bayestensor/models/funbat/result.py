@@ -287,7 +287,7 @@ def _modes(raw: list[dict]) -> tuple[Mode, ...]:
     for k, d in enumerate(raw):
         where = f"modes[{k}]"
         io.check_fields(d, ("name", "kind", "dtype", "values"), where)
-        for key, tp in (("name", str), ("kind", str), ("values", list[str | int | float])):
+        for key, tp in (("name", str), ("kind", str), ("values", list[str | int | float | bool])):
             io.field(d, key, tp, where)
         if "dtype" in d:
             dtype = io.field(d, "dtype", str, where)
