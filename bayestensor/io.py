@@ -143,6 +143,9 @@ class Arrays(Mapping):
             raise ValueError(f"saved array {name!r} does not match its declared shape and dtype")
         return a
 
+    def __contains__(self, name: object) -> bool:  # Mapping's would read the array
+        return name in self.specs
+
     def __iter__(self):
         return iter(self.specs)
 
@@ -371,6 +374,9 @@ class _Subset(Mapping):
         if name not in self.specs:
             raise KeyError(name)
         return self._arrays[name]
+
+    def __contains__(self, name: object) -> bool:  # Mapping's would read the array
+        return name in self.specs
 
     def __iter__(self):
         return iter(self.specs)

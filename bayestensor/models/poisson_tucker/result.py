@@ -323,9 +323,12 @@ class PoissonTuckerResult(Result):
         for k, v in checked.items():
             if k.startswith(("mean/", "draws/")) and np.any(v < 0):
                 raise ValueError(f"saved array {k!r} must be non-negative (gamma variables)")
-        data = prepare_data(
-            spec, checked["data/index"], checked["data/y"], checked.get("data/mask")
-        )
+        try:
+            data = prepare_data(
+                spec, checked["data/index"], checked["data/y"], checked.get("data/mask")
+            )
+        except ValueError as err:
+            raise ValueError(f"saved arrays data/*: {err}") from None
         mean = {k[5:]: v for k, v in checked.items() if k.startswith("mean/")}
         draws = {k[6:]: v for k, v in checked.items() if k.startswith("draws/")}
         return cls(spec, coords, h["value"], levels, data, draws, mean, info)
