@@ -5,6 +5,12 @@ names the result class (``"funbat"``, ``"poisson-tucker"``, ``"pde"``) — and `
 the arrays, each under a name (pytrees by the path of their fields, e.g. ``state/core/mean``,
 never by position, so that adding a field cannot silently shift the others). Nothing is
 pickled: the arrays are read with ``allow_pickle=False`` and the header is plain JSON.
+
+Loading is checked before anything is built: :func:`read` reads only the header (at most
+:data:`MAX_HEADER_BYTES`) and the ``.npy`` headers of the arrays (declared at most
+:data:`MAX_LOAD_BYTES` in all); each result's ``_from_record`` type-checks its header fields
+(:func:`field`, :func:`record`) and compares every array's declared shape and dtype with the
+layout its saved configuration implies (:func:`check_arrays`) before reading the data.
 """
 
 from __future__ import annotations
