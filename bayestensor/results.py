@@ -100,7 +100,10 @@ def load(path: str | Path) -> Result:
     ------
     ValueError
         If the file is not a bayestensor model, is of another version or of an unknown kind,
-        or its contents do not match the model layout.
+        or its header or arrays do not match the model layout: every header field is
+        type-checked and every array's declared shape and dtype compared with what the saved
+        configuration implies before anything is built; files whose arrays declare more than
+        :data:`bayestensor.io.MAX_LOAD_BYTES` are refused.
     """
     kind, header, arrays = io.read(path)
     if kind not in KINDS:
@@ -109,7 +112,9 @@ def load(path: str | Path) -> Result:
     cls = getattr(importlib.import_module(module), name)
     try:
         return cls._from_record(header, arrays)
-    except (KeyError, TypeError, AttributeError, IndexError) as err:
+    except ValueError as err:
+        raise ValueError(f"{str(path)!r} cannot be loaded: {err}") from None
+    except (KeyError, TypeError, AttributeError, IndexError) as err:  # a check missing: a bug
         raise ValueError(f"{str(path)!r} has a malformed {kind} header ({err!r})") from None
 
 

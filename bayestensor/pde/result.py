@@ -4,6 +4,7 @@ record, and the shared result contract (repr, summary, save / load).
 
 from __future__ import annotations
 
+import math
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +17,13 @@ from jaxtyping import Array, Float
 
 from bayestensor import io, plotting
 from bayestensor.checks import check_column, check_finite, check_frame
-from bayestensor.pde.config import FitTrace, GPHMConfig, GPHMParams, init_params
+from bayestensor.pde.config import (
+    FitTrace,
+    GPHMConfig,
+    GPHMParams,
+    init_params,
+    resolve_config,
+)
 from bayestensor.pde.factors import dimension_factors, solution_weights
 from bayestensor.pde.inference import cross_kernel
 from bayestensor.pde.problems import Problem
@@ -251,24 +258,94 @@ class PDESolution(Result):
 
     @classmethod
     def _from_record(cls, header: dict, arrays: dict[str, np.ndarray]) -> PDESolution:
-        D = len(header["variables"])
-        problem = Problem(
-            box=tuple(tuple(float(v) for v in b) for b in header["box"]),
-            grid=tuple(jnp.asarray(arrays[f"grid/{d}"]) for d in range(D)),
+        io.check_fields(header, (*io.BASE_FIELDS, *_HEADER))
+        h = {k: io.field(header, k, tp) for k, tp in _HEADER.items()}
+        box, variables = _box(h["box"], h["variables"])
+        config = io.record(GPHMConfig, h["config"], "config")
+        # shapes only until the arrays' declared shapes are checked against them
+        D = len(variables)
+        shape = tuple(_grid_length(arrays, d) for d in range(D))
+        stub = Problem(
+            box=box,
+            grid=tuple(jax.ShapeDtypeStruct((n,), jnp.result_type(float)) for n in shape),
             operator=None,
-            source=jnp.asarray(arrays["source"]),
-            boundary_values=jnp.asarray(arrays["boundary_values"]),
-            variables=tuple(header["variables"]),
+            source=jax.ShapeDtypeStruct(shape, jnp.result_type(float)),
+            boundary_values=None,
+            variables=variables,
         )
-        config = GPHMConfig(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in header["config"].items()}
+        try:
+            resolved = resolve_config(stub, config)
+        except ValueError as err:
+            raise ValueError(f"saved field config: {err}") from None
+        if resolved != config:
+            raise ValueError("saved field config is not resolved (max_freq, method) for its grid")
+        template = jax.eval_shape(lambda: init_params(stub, config))
+        L = (io.declared_shape(arrays, "trace/losses") or (0,))[:1] or (0,)
+        if not 1 <= L[0] <= config.n_steps + config.lbfgs_steps + 1:
+            raise ValueError(
+                f"saved array 'trace/losses' has {L[0]} steps; config.n_steps and "
+                "config.lbfgs_steps allow 1..n_steps + lbfgs_steps + 1"
+            )
+        inner = math.prod(max(n - 2, 0) for n in shape)
+        expected = {f"grid/{d}": io.Expect((n,)) for d, n in enumerate(shape)}
+        expected["source"] = io.Expect(shape)
+        expected["boundary_values"] = io.Expect((math.prod(shape) - inner,))
+        expected["trace/losses"] = io.Expect(L, finite=False)
+        expected["trace/residuals"] = io.Expect(L, finite=False)
+        expected.update(io.tree_layout(template, "params"))
+        checked = io.check_arrays(arrays, expected)
+        for d in range(D):
+            if np.any(np.diff(checked[f"grid/{d}"]) <= 0):
+                raise ValueError(f"saved array 'grid/{d}' must be strictly increasing")
+        if not 0 <= h["best_step"] < L[0] or not 0 <= h["n_adam"] <= config.n_steps:
+            raise ValueError("saved fields best_step, n_adam out of range of the saved trace")
+        problem = Problem(
+            box=box,
+            grid=tuple(jnp.asarray(checked[f"grid/{d}"]) for d in range(D)),
+            operator=None,
+            source=jnp.asarray(checked["source"]),
+            boundary_values=jnp.asarray(checked["boundary_values"]),
+            variables=variables,
         )
-        params = io.arrays_to_tree(init_params(problem, config), arrays, "params")
+        params = io.tree_from_arrays(template, checked, "params")
         trace = FitTrace(
-            arrays["trace/losses"],
-            arrays["trace/residuals"],
-            int(header["best_step"]),
-            int(header["n_adam"]),
-            float(header["step_time"]),
+            checked["trace/losses"],
+            checked["trace/residuals"],
+            h["best_step"],
+            h["n_adam"],
+            float(h["step_time"]),
         )
-        return cls(problem, config, params, trace, float(header["wall_time"]))
+        return cls(problem, config, params, trace, float(h["wall_time"]))
+
+
+#: Fields of a saved PDE header (besides format, version, kind) and their JSON types.
+_HEADER = {
+    "box": list[tuple[float, float]],
+    "variables": list[str],
+    "config": dict,
+    "best_step": int,
+    "n_adam": int,
+    "step_time": float,
+    "wall_time": float,
+}
+
+
+def _box(box: tuple, variables: list) -> tuple[tuple, tuple]:
+    """The saved box (finite, lower < upper) and its distinct variable names, one per dimension."""
+    if not variables or len(set(variables)) != len(variables) or len(box) != len(variables):
+        raise ValueError(
+            f"saved fields box and variables must give one interval per distinct variable, "
+            f"got {len(box)} intervals for {variables}"
+        )
+    box = tuple((float(a), float(b)) for a, b in box)
+    if not all(np.isfinite(a) and np.isfinite(b) and a < b for a, b in box):
+        raise ValueError(f"saved field box must hold finite intervals lower < upper, got {box}")
+    return box, tuple(variables)
+
+
+def _grid_length(arrays, d: int) -> int:
+    """Declared length of ``grid/{d}`` (at least 2 points), before reading it."""
+    shape = io.declared_shape(arrays, f"grid/{d}")
+    if shape is None or len(shape) != 1 or shape[0] < 2:
+        raise ValueError(f"saved array 'grid/{d}' must be a 1-D grid of ≥ 2 points, got {shape}")
+    return shape[0]

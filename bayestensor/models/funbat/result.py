@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import typing
+
 import jax
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from bayestensor import io, plotting
-from bayestensor.checks import CONTINUOUS, check_finite_result, check_level
+from bayestensor.checks import CONTINUOUS, check_finite_result, check_level, check_ranks
 from bayestensor.data import Mode, encode_new
+from bayestensor.kernels import check_kernel_name
 from bayestensor.models.funbat.estimator import ESTIMATOR_PARAMS, FunBaT
 from bayestensor.models.funbat.inference import init_state
-from bayestensor.models.funbat.state import FunBaTConfig
+from bayestensor.models.funbat.state import MODELS, FunBaTConfig
 from bayestensor.results import Result, prediction_frame
 from bayestensor.ssm import gaps
 
@@ -230,23 +233,114 @@ class FitResult(Result):
 
     @classmethod
     def _from_record(cls, header: dict, arrays: dict[str, np.ndarray]) -> FitResult:
-        modes = tuple(Mode.from_dict(d) for d in header["modes"])
-        cfg = FunBaTConfig(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in header["config"].items()}
-        )
-        if len(cfg.ranks) != len(modes) or tuple(m.size for m in modes) != tuple(cfg.sizes):
-            raise ValueError("the saved config does not match the saved modes")
-        est = FunBaT(**header["estimator"])
-        # the state's layout follows from the config; the saved arrays fill it by name
+        io.check_fields(header, (*io.BASE_FIELDS, *_HEADER))
+        h = {k: io.field(header, k, tp) for k, tp in _HEADER.items()}
+        modes = _modes(h["modes"])
+        cfg = io.record(FunBaTConfig, h["config"], "config")
+        _check_config(cfg, modes)
+        est = _estimator(h["estimator"], cfg)
+        if not (np.isfinite(h["y_mean"]) and np.isfinite(h["y_scale"]) and h["y_scale"] > 0):
+            raise ValueError("saved fields y_mean, y_scale must be finite, y_scale positive")
+        if not h["history"] or not all(_number(e.get("rmse")) for e in h["history"]):
+            raise ValueError("saved field header.history must list every sweep with its rmse")
+        # the state's layout follows from the config (shapes only: nothing of the saved size is
+        # allocated before the arrays' declared shapes are checked against it)
         dts = tuple(gaps(m.values) if m.kind == CONTINUOUS else None for m in modes)
         hyper0 = [1.0 if m.kind == CONTINUOUS else None for m in modes]
-        template = init_state(cfg, dts, hyper0, hyper0, jax.random.key(0), 1.0, 1.0)
-        est.state_ = io.arrays_to_tree(template, arrays, "state")
+        template = jax.eval_shape(
+            lambda: init_state(cfg, dts, hyper0, hyper0, jax.random.key(0), 1.0, 1.0)
+        )
+        checked = io.check_arrays(arrays, io.tree_layout(template, "state"))
+        if not (checked["state/noise/shape"] > 0 and checked["state/noise/rate"] > 0):
+            raise ValueError("saved arrays state/noise/shape and rate must be positive")
+        est.state_ = io.tree_from_arrays(template, checked, "state")
         est.cfg_ = cfg
         est.modes_ = modes
-        est.y_mean_ = float(header["y_mean"])
-        est.y_scale_ = float(header["y_scale"])
-        est.history_ = list(header["history"])
+        est.y_mean_ = float(h["y_mean"])
+        est.y_scale_ = float(h["y_scale"])
+        est.history_ = list(h["history"])
         est.n_sweeps_ = len(est.history_)
-        est.converged_ = bool(header["converged"])
-        return cls(est, header["value"])
+        est.converged_ = h["converged"]
+        return cls(est, h["value"])
+
+
+#: Fields of a saved FunBaT header (besides format, version, kind) and their JSON types.
+_HEADER = {
+    "value": str,
+    "modes": list[dict],
+    "config": dict,
+    "estimator": dict,
+    "y_mean": float,
+    "y_scale": float,
+    "history": list[dict],
+    "converged": bool,
+}
+
+
+def _number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _modes(raw: list[dict]) -> tuple[Mode, ...]:
+    """The saved modes, every field checked before :meth:`Mode.from_dict`."""
+    modes = []
+    for k, d in enumerate(raw):
+        where = f"modes[{k}]"
+        io.check_fields(d, ("name", "kind", "dtype", "values"), where)
+        for key, tp in (("name", str), ("kind", str), ("values", list[str | int | float | bool])):
+            io.field(d, key, tp, where)
+        if "dtype" in d:
+            dtype = io.field(d, "dtype", str, where)
+            try:
+                ok = dtype == "object" or np.dtype(dtype).kind in "biufU"
+            except TypeError:
+                ok = False
+            if not ok:
+                raise ValueError(f"saved field {where}.dtype is not a plain dtype: {dtype!r}")
+        try:
+            modes.append(Mode.from_dict(d))
+        except (TypeError, ValueError, OverflowError) as err:
+            raise ValueError(f"saved field {where}: {err}") from None
+    names = [m.name for m in modes]
+    if not modes or len(set(names)) != len(names):
+        raise ValueError(f"saved field header.modes must name distinct modes, got {names}")
+    return tuple(modes)
+
+
+def _check_config(cfg: FunBaTConfig, modes: tuple[Mode, ...]) -> None:
+    """The saved config against itself and the saved modes (what the state's layout needs)."""
+    K = len(modes)
+    if cfg.model not in MODELS:
+        raise ValueError(f"saved field config.model must be one of {MODELS}, got {cfg.model!r}")
+    try:
+        check_kernel_name(cfg.kernel)
+        check_ranks(cfg.ranks, K, equal=cfg.model == "cp")
+    except ValueError as err:
+        raise ValueError(f"saved field config: {err}") from None
+    if len(cfg.ranks) != K:
+        raise ValueError(f"saved field config.ranks has {len(cfg.ranks)} entries for {K} modes")
+    if tuple(cfg.sizes) != tuple(m.size for m in modes):
+        raise ValueError(
+            f"saved field config.sizes {cfg.sizes} does not match the saved modes' numbers of "
+            f"values {tuple(m.size for m in modes)}"
+        )
+    if tuple(cfg.continuous) != tuple(m.kind == CONTINUOUS for m in modes):
+        raise ValueError("saved field config.continuous does not match the saved modes' kinds")
+    if not 0 < cfg.damping <= 1 or not (cfg.a0 > 0 and cfg.b0 > 0) or cfg.hyper_steps < 0:
+        raise ValueError("saved field config: damping, a0, b0 or hyper_steps out of range")
+    if cfg.chunk is not None and cfg.chunk < 1:
+        raise ValueError(f"saved field config.chunk must be positive, got {cfg.chunk}")
+
+
+def _estimator(raw: dict, cfg: FunBaTConfig) -> FunBaT:
+    """The saved estimator settings, type-checked, consistent with the config."""
+    io.check_fields(raw, ESTIMATOR_PARAMS, "estimator")
+    hints = typing.get_type_hints(FunBaT.__init__)
+    params = {n: io.field(raw, n, hints.get(n, typing.Any), "estimator") for n in ESTIMATOR_PARAMS}
+    try:
+        est = FunBaT(**params)
+    except (TypeError, ValueError, OverflowError) as err:
+        raise ValueError(f"saved field estimator: {err}") from None
+    if (est.model, est.kernel) != (cfg.model, cfg.kernel):
+        raise ValueError("saved fields estimator.model/kernel do not match config.model/kernel")
+    return est

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from scipy import special
 
-from bayestensor import plotting
+from bayestensor import io, plotting
 from bayestensor.checks import CATEGORICAL, check_counts, check_level
 from bayestensor.data import category_codes
 from bayestensor.models.poisson_tucker.rates import (
@@ -18,7 +20,12 @@ from bayestensor.models.poisson_tucker.rates import (
     masked_rate,
     mode_factors,
 )
-from bayestensor.models.poisson_tucker.spec import PoissonTuckerSpec, prepare_data, region_mask
+from bayestensor.models.poisson_tucker.spec import (
+    PoissonTuckerSpec,
+    make_spec,
+    prepare_data,
+    region_mask,
+)
 from bayestensor.results import Result, prediction_frame
 
 #: Posterior draws kept for prediction intervals.
@@ -306,17 +313,135 @@ class PoissonTuckerResult(Result):
 
     @classmethod
     def _from_record(cls, header: dict, arrays: dict[str, np.ndarray]) -> PoissonTuckerResult:
-        spec = PoissonTuckerSpec(
-            **{k: (tuple(v) if isinstance(v, list) else v) for k, v in header["spec"].items()}
+        io.check_fields(header, (*io.BASE_FIELDS, *_HEADER))
+        h = {k: io.field(header, k, tp) for k, tp in _HEADER.items()}
+        spec = io.record(PoissonTuckerSpec, h["spec"], "spec")
+        _check_spec(spec)
+        coords, levels = _coords_levels(spec, h["coords"], h["levels"])
+        info = _info(h["info"])
+        checked = io.check_arrays(arrays, _layout(spec, info, arrays))
+        for k, v in checked.items():
+            if k.startswith(("mean/", "draws/")) and np.any(v < 0):
+                raise ValueError(f"saved array {k!r} must be non-negative (gamma variables)")
+        try:
+            data = prepare_data(
+                spec, checked["data/index"], checked["data/y"], checked.get("data/mask")
+            )
+        except ValueError as err:
+            raise ValueError(f"saved arrays data/*: {err}") from None
+        mean = {k[5:]: v for k, v in checked.items() if k.startswith("mean/")}
+        draws = {k[6:]: v for k, v in checked.items() if k.startswith("draws/")}
+        return cls(spec, coords, h["value"], levels, data, draws, mean, info)
+
+
+#: Fields of a saved Poisson Tucker header (besides format, version, kind) and their JSON types.
+_HEADER = {
+    "coords": list[str],
+    "value": str,
+    "levels": dict[str, list[str | int | float | bool]],
+    "spec": dict,
+    "info": dict,
+}
+
+
+def _check_spec(spec: PoissonTuckerSpec) -> None:
+    """The saved spec is one :func:`make_spec` accepts (the sampling order may differ)."""
+    K = len(spec.shape)
+    opts = {f: getattr(spec, f) for f in spec._fields if f not in ("shape", "ranks", "perm")}
+    try:
+        made = make_spec(spec.shape, spec.ranks, **opts)
+    except ValueError as err:
+        raise ValueError(f"saved field spec: {err}") from None
+    if any(getattr(made, f) != getattr(spec, f) for f in spec._fields if f not in _FREE):
+        raise ValueError("saved field spec is not one that make_spec builds (pair, options)")
+    if any(n < 1 for n in spec.shape):
+        raise ValueError(f"saved field spec.shape must be positive, got {spec.shape}")
+    if sorted(spec.perm) != list(range(K)):
+        raise ValueError(f"saved field spec.perm must order the modes 0..{K - 1}: {spec.perm}")
+    if sorted(set(spec.mask_modes)) != list(spec.mask_modes) or any(
+        not 0 <= k < K for k in spec.mask_modes
+    ):
+        raise ValueError(f"saved field spec.mask_modes must be sorted modes: {spec.mask_modes}")
+
+
+#: Spec fields :func:`make_spec` does not decide (set by the estimator or derived).
+_FREE = ("perm", "mask_modes")
+
+
+def _coords_levels(spec: PoissonTuckerSpec, coords: list, levels: dict) -> tuple[list, list]:
+    """The saved columns and their levels, one level per factor row of each mode."""
+    if len(coords) != spec.K or len(set(coords)) != len(coords):
+        raise ValueError(
+            f"saved field coords must name {spec.K} distinct columns (spec.shape), got {coords}"
         )
-        data = prepare_data(spec, arrays["data/index"], arrays["data/y"], arrays.get("data/mask"))
-        mean = {k[5:]: v for k, v in arrays.items() if k.startswith("mean/")}
-        draws = {k[6:]: v for k, v in arrays.items() if k.startswith("draws/")}
-        levels = []
-        for c in header["coords"]:
-            lv = np.empty(len(header["levels"][c]), dtype=object)
-            lv[:] = header["levels"][c]
-            levels.append(lv)
-        return cls(
-            spec, header["coords"], header["value"], levels, data, draws, mean, header["info"]
-        )
+    io.check_fields(levels, coords, "levels")
+    out = []
+    for k, c in enumerate(coords):
+        lv = io.field(levels, c, list, "levels")
+        if len(lv) != spec.shape[k]:
+            raise ValueError(
+                f"saved field levels.{c} has {len(lv)} levels; spec.shape[{k}] is {spec.shape[k]}"
+            )
+        if len(pd.unique(np.asarray(lv, dtype=object))) != len(lv):
+            raise ValueError(f"saved field levels.{c} repeats a level")
+        arr = np.empty(len(lv), dtype=object)
+        arr[:] = lv
+        out.append(arr)
+    return coords, out
+
+
+def _info(info: dict) -> dict:
+    """The saved fit record: ELBO trace (VI) or numbers of sweeps (Gibbs)."""
+    method = io.field(info, "method", str, "info")
+    if method == "vi":
+        io.check_fields(info, ("method", "elbo", "n_iter"), "info")
+        elbo = io.field(info, "elbo", list[float], "info")
+        if not elbo or io.field(info, "n_iter", int, "info") != len(elbo):
+            raise ValueError("saved field info.n_iter must count the (non-empty) info.elbo")
+    elif method == "gibbs":
+        io.check_fields(info, ("method", "num_warmup", "num_samples"), "info")
+        if io.field(info, "num_warmup", int, "info") < 0:
+            raise ValueError("saved field info.num_warmup must be ≥ 0")
+        if io.field(info, "num_samples", int, "info") < 1:
+            raise ValueError("saved field info.num_samples must be ≥ 1")
+    else:
+        raise ValueError(f"saved field info.method must be 'vi' or 'gibbs', got {method!r}")
+    return dict(info)
+
+
+def _param_shapes(spec: PoissonTuckerSpec) -> dict[str, tuple[int, ...]]:
+    """Shapes of the parameter dict (the layout of :func:`gibbs.init_params` and ``vi_point``)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for g, modes in enumerate(spec.groups):
+        shapes[f"theta{g}"] = (spec.shape[modes[0]], spec.ranks[modes[0]])
+        shapes[f"b{g}"] = ()
+    if spec.shrinkage:
+        shapes["zeta"] = ()
+        for k in spec.weight_modes:
+            shapes[f"w{k}"] = (spec.ranks[k],)
+        if spec.within_between:
+            R = spec.ranks[spec.pair[0]]
+            shapes["eta_within"] = shapes["eta_between"] = (R,)
+    shapes["delta"] = ()
+    shapes["core"] = tuple(spec.ranks)
+    return shapes
+
+
+def _layout(spec: PoissonTuckerSpec, info: dict, arrays) -> dict[str, io.Expect]:
+    """Every array the spec implies; numbers of cells and draws bounded before any is read."""
+    n = (io.declared_shape(arrays, "data/y") or (0,))[:1] or (0,)
+    if n[0] > math.prod(spec.shape):
+        raise ValueError(f"saved array 'data/y' lists {n[0]} cells; spec.shape has fewer")
+    S = (io.declared_shape(arrays, "draws/core") or (1,))[:1] or (1,)
+    most = info["num_samples"] if info["method"] == "gibbs" else 2 * MAX_DRAWS
+    if not 1 <= S[0] <= min(most, 2 * MAX_DRAWS):
+        raise ValueError(f"saved arrays 'draws/*' hold {S[0]} draws; expected 1..{most}")
+    out = {}
+    for k, shape in _param_shapes(spec).items():
+        out[f"mean/{k}"] = io.Expect(shape)
+        out[f"draws/{k}"] = io.Expect((S[0], *shape))
+    out["data/index"] = io.Expect((n[0], spec.K), "i")
+    out["data/y"] = io.Expect(n)
+    if spec.mask_modes:
+        out["data/mask"] = io.Expect(tuple(spec.shape[k] for k in spec.mask_modes))
+    return out
