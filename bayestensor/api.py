@@ -7,12 +7,20 @@ model does not take is an error, not silently dropped.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
-from bayestensor.checks import DEFAULT_RANK, check_int, check_options, check_positive, check_ranks
+from bayestensor.checks import (
+    DEFAULT_RANK,
+    check_int,
+    check_options,
+    check_positive,
+    check_ranks,
+    check_seed,
+)
 from bayestensor.data import encode, parse_coords
 from bayestensor.results import Result
 
@@ -96,7 +104,9 @@ def fit(
     """
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
-    check_int("seed", seed, minimum=0)
+    check_seed(seed)
+    if not isinstance(value, str):
+        raise ValueError(f"value must be the name of the value column (a str), got {value!r}")
     if not isinstance(progress, bool):
         raise ValueError(f"progress must be True or False, got {progress!r}")
     K = len(parse_coords(df, coords, value))
@@ -121,6 +131,13 @@ def fit(
     shared = ("model", "rank", "kernel", "max_sweeps", "tol", "seed")
     check_options(model, options, [p for p in ESTIMATOR_PARAMS if p not in shared])
     enc = encode(df, coords, value)
+    for mode in enc.modes:  # say now, not after the whole fit, what save() could not write
+        try:
+            mode.to_dict()
+        except ValueError as err:
+            warnings.warn(
+                f"the fitted model will not be saveable: {err}", UserWarning, stacklevel=2
+            )
     est = FunBaT(
         model=model, rank=ranks, kernel=kernel, max_sweeps=max_sweeps, tol=tol, seed=seed, **options
     )

@@ -7,6 +7,7 @@ these instead of writing their own.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Hashable, Sequence
 from typing import Any
@@ -36,6 +37,13 @@ def check_int(name: str, v: Any, minimum: int = 1) -> int:
         what = "a positive int" if minimum == 1 else f"an int ≥ {minimum}"
         raise ValueError(f"{name} must be {what}, got {v!r}")
     return int(v)
+
+
+def check_seed(seed: Any) -> int:
+    """A random seed: an int in ``[0, 2**32)`` (what ``jax.random.key`` takes in any mode)."""
+    if not is_int(seed) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an int in [0, 2**32), got {seed!r}")
+    return int(seed)
 
 
 def check_positive(name: str, v: Any) -> float:
@@ -94,6 +102,43 @@ def check_ranks(rank: Any, K: int, equal: bool = False) -> tuple[int, ...]:
     if equal and len(set(ranks)) != 1:
         raise ValueError(f"model='cp' needs equal ranks on every mode, got {rank!r}")
     return ranks
+
+
+def cap_ranks(ranks: tuple[int, ...], shape: tuple[int, ...], model: str) -> tuple[int, ...]:
+    """Ranks capped at what the data can identify, with a warning when any is lowered.
+
+    A Tucker mode of ``N_k`` unique coordinates has multilinear rank at most ``N_k``; the CP
+    rank of an ``N_1 × ⋯ × N_K`` tensor is at most ``Π_k N_k / max_k N_k``. Larger ranks only
+    add unidentifiable components (and, for Tucker, a core of ``Π_k R_k`` cells whose second
+    moments cost ``(Π_k R_k)²`` memory per observation block).
+    """
+    import warnings
+
+    if model == "cp":
+        bound = max(1, math.prod(shape) // max(shape))
+        capped = tuple(min(r, bound) for r in ranks)
+    else:
+        capped = tuple(min(r, N) for r, N in zip(ranks, shape, strict=True))
+    if capped != tuple(ranks):
+        warnings.warn(
+            f"rank {tuple(ranks)} exceeds what a tensor of shape {tuple(shape)} can identify; "
+            f"using {capped}",
+            UserWarning,
+            stacklevel=3,
+        )
+    return capped
+
+
+def standardisation(y: np.ndarray) -> tuple[float, float]:
+    """``(mean, sd)`` of ``y`` in float64, safe from overflow and underflow (``sd`` is 1 for a
+    constant ``y``); values are z-scored with them before any float32 computation."""
+    y = np.asarray(y, dtype=np.float64)
+    mean = float(np.mean(y / 2.0) * 2.0)  # halves: no overflow near the float64 limit
+    dev = y / 2.0 - mean / 2.0
+    top = float(np.max(np.abs(dev)))
+    if top == 0.0 or not np.isfinite(top):
+        return mean, 1.0
+    return mean, float(2.0 * top * np.std(dev / top))
 
 
 def check_options(model: str, options: dict, allowed: Sequence[str]) -> None:

@@ -85,6 +85,8 @@ def _cmd_fit(args) -> int:
     coords |= {name: kind for name, kind in parsed.items() if kind is not None}
     rank = args.rank[0] if len(args.rank) == 1 else tuple(args.rank)
     out = Path(args.out)
+    if out.is_dir():
+        raise CommandError(f"--out {args.out!r} is a folder; give a file name (e.g. model.bt)")
     if not out.parent.is_dir():
         raise CommandError(f"--out {args.out!r}: folder {str(out.parent)!r} does not exist")
     result = bt.fit(

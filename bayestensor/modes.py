@@ -102,7 +102,8 @@ class Mode:
         dict
             ``{"name": str, "kind": str, "dtype": str, "values": list}``; continuous values
             are Python floats, categories Python scalars (``str``, ``int``, ``float`` or
-            ``bool``). :meth:`from_dict` inverts it.
+            ``bool``; datetime and timedelta categories as their integer ticks).
+            :meth:`from_dict` inverts it.
 
         Raises
         ------
@@ -112,6 +113,9 @@ class Mode:
         """
         if self.kind == CONTINUOUS:
             values: list[Any] = [float(v) for v in self.values]
+        elif self.values.dtype.kind in "mM":
+            # datetime / timedelta categories: their integer ticks, restored with the dtype
+            values = self.values.view(np.int64).tolist()
         else:
             values = [python_scalar(v) for v in self.values]
             bad = [v for v in values if not isinstance(v, str | int | float)]
@@ -163,6 +167,8 @@ class Mode:
             if dtype == "object":
                 values = np.empty(len(raw), dtype=object)
                 values[:] = raw
+            elif np.dtype(dtype).kind in "mM":
+                values = np.asarray(raw, dtype=np.int64).view(np.dtype(dtype))
             else:
                 values = np.asarray(raw, dtype=np.dtype(dtype))
         return cls(name=d["name"], kind=kind, values=values)

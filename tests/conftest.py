@@ -13,6 +13,10 @@ TOL = {
     # --- exact algebra: structured / closed-form results vs explicit references (float64) ---
     # fixed-seed outputs through the public API vs tests/fixtures/behaviour.npz (relative)
     "behaviour_rel": 1e-6,
+    # a fit of y·scale + shift vs the fit of y, in units of y (z-scoring makes them one fit)
+    "rescaled_fit_vs_unit": 1e-6,
+    # float32 fit of y + 1e8 (noise sd 0.1): training RMSE and predictive sd bound
+    "float32_offset_rmse": 0.2,
     # jnp tensor operations (unfold, mode_dot, Tucker, Khatri–Rao) vs NumPy definitions
     "tensor_vs_numpy": 1e-12,
     # Kronecker solve / logdet / quad / mode-wise prediction vs the dense product (relative)

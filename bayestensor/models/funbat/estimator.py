@@ -8,7 +8,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bayestensor.checks import CONTINUOUS, DEFAULT_RANK, check_ranks
+from bayestensor.checks import (
+    CONTINUOUS,
+    DEFAULT_RANK,
+    cap_ranks,
+    check_int,
+    check_positive,
+    check_ranks,
+    check_seed,
+    is_int,
+    standardisation,
+)
 from bayestensor.data import Encoded, NewEncoded
 from bayestensor.driver import Step, bound_compiled, iterate
 from bayestensor.kernels import check_kernel_name
@@ -128,36 +138,40 @@ class FunBaT:
         if model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, got {model!r}")
         check_kernel_name(kernel)
-        if not 0.0 < damping <= 1.0:
-            raise ValueError(f"damping must be in (0, 1], got {damping}")
         self.model = model
         self.rank = rank
         self.kernel = kernel
-        self.max_sweeps = int(max_sweeps)
-        self.tol = float(tol)
-        self.damping = float(damping)
-        self.seed = int(seed)
+        self.max_sweeps = check_int("max_sweeps", max_sweeps)
+        self.tol = check_positive("tol", tol)
+        self.damping = check_positive("damping", damping)
+        if self.damping > 1.0:
+            raise ValueError(f"damping must be in (0, 1], got {damping!r}")
+        self.seed = check_seed(seed)
+        if not isinstance(learn_hyper, bool | np.bool_):
+            raise ValueError(f"learn_hyper must be True or False, got {learn_hyper!r}")
         self.learn_hyper = bool(learn_hyper)
         if init not in ("spectral", "random"):
             raise ValueError(f"init must be 'spectral' or 'random', got {init!r}")
         self.init = init
-        self.init_scale = float(init_scale)
-        self.init_cov_scale = float(init_cov_scale)
-        self.init_noise_sd = float(init_noise_sd)
+        self.init_scale = check_positive("init_scale", init_scale)
+        self.init_cov_scale = check_positive("init_cov_scale", init_cov_scale)
+        self.init_noise_sd = check_positive("init_noise_sd", init_noise_sd)
         self.lengthscale = lengthscale
         self.variance = variance
-        self.lengthscale_fraction = float(lengthscale_fraction)
-        self.hyper_steps = int(hyper_steps)
-        self.hyper_step = float(hyper_step)
-        self.a0 = float(a0)
-        self.b0 = float(b0)
-        if not (chunk is None or chunk == "auto" or (isinstance(chunk, int) and chunk > 0)):
+        self.lengthscale_fraction = check_positive("lengthscale_fraction", lengthscale_fraction)
+        self.hyper_steps = check_int("hyper_steps", hyper_steps)
+        self.hyper_step = check_positive("hyper_step", hyper_step)
+        self.a0 = check_positive("a0", a0)
+        self.b0 = check_positive("b0", b0)
+        if not (chunk is None or chunk == "auto" or (is_int(chunk) and chunk > 0)):
             raise ValueError(f"chunk must be a positive int, None or 'auto', got {chunk!r}")
         self.chunk = chunk
 
-    def _ranks(self, K: int) -> tuple[int, ...]:
-        """Per-mode ranks, validated against the number of modes and the model."""
-        return check_ranks(self.rank, K, equal=self.model == "cp")
+    def _ranks(self, enc: Encoded) -> tuple[int, ...]:
+        """Per-mode ranks, validated against the number of modes and the model, and capped at
+        what the data can identify (:func:`bayestensor.checks.cap_ranks`)."""
+        ranks = check_ranks(self.rank, enc.K, equal=self.model == "cp")
+        return cap_ranks(ranks, enc.shape, self.model)
 
     @staticmethod
     def _per_mode(value, K: int, name: str) -> list:
@@ -165,9 +179,7 @@ class FunBaT:
         values = [value] * K if value is None or np.ndim(value) == 0 else list(value)
         if len(values) != K:
             raise ValueError(f"{name} has {len(values)} entries but the data have {K} modes")
-        if any(v is not None and not float(v) > 0 for v in values):
-            raise ValueError(f"{name} must be positive, got {value}")
-        return [None if v is None else float(v) for v in values]
+        return [None if v is None else check_positive(name, v) for v in values]
 
     def fit(self, enc: Encoded, callback=None, progress: bool = False) -> FunBaT:
         """Fit to encoded training data.
@@ -189,11 +201,10 @@ class FunBaT:
         if enc.y is None:
             raise ValueError("enc has no values (y is None); encode with a value column")
         K = enc.K
-        ranks = self._ranks(K)
+        ranks = self._ranks(enc)
         continuous = tuple(mode.kind == CONTINUOUS for mode in enc.modes)
         self.modes_ = enc.modes
-        self.y_mean_ = float(np.mean(enc.y))
-        self.y_scale_ = float(np.std(enc.y)) or 1.0
+        self.y_mean_, self.y_scale_ = standardisation(enc.y)
         y = jnp.asarray((enc.y - self.y_mean_) / self.y_scale_)
         index = jnp.asarray(enc.index)
         ell_given = self._per_mode(self.lengthscale, K, "lengthscale")
@@ -277,6 +288,15 @@ class FunBaT:
             desc=f"FunBaT-{self.model}",
             progress=progress,
         )
+        if not np.isfinite(history[-1]["rmse"]) or not all(
+            bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(state)
+        ):
+            raise ValueError(
+                "the fit came out non-finite (NaN or inf in the posterior); likely causes: "
+                "coordinates spanning too many orders of magnitude for float32 (rescale or "
+                "log-transform them), values far from O(1) after centring, or extreme settings "
+                "(lengthscale, init_scale, init_noise_sd)"
+            )
         self.cfg_ = cfg
         self.state_ = state
         self.history_ = history
@@ -329,7 +349,10 @@ class FunBaT:
             else:
                 locs.append(jnp.asarray(new.index[take, k]))
         Ef, var = _predict_jit(self.state_, self.cfg_, locs)
-        Ef, var = np.asarray(Ef)[:M], np.asarray(var)[:M]
+        # back to the data's units in float64 on the host (in float32, y_mean + Ef · y_scale
+        # would round away everything below y_mean's last digit)
+        Ef = np.asarray(Ef, dtype=np.float64)[:M]
+        var = np.asarray(var, dtype=np.float64)[:M]
         noise_var = 1.0 / float(self.state_.noise.mean)
         mean = Ef * self.y_scale_ + self.y_mean_
         sd_f = np.sqrt(var) * self.y_scale_

@@ -292,7 +292,7 @@ def _modes(raw: list[dict]) -> tuple[Mode, ...]:
         if "dtype" in d:
             dtype = io.field(d, "dtype", str, where)
             try:
-                ok = dtype == "object" or np.dtype(dtype).kind in "biufU"
+                ok = dtype == "object" or np.dtype(dtype).kind in "biufUmM"
             except TypeError:
                 ok = False
             if not ok:

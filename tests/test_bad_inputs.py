@@ -1,0 +1,210 @@
+"""Reliability regressions (issue 12): every bad input refused up front with a ValueError naming
+it, no silent NaN or wrong answer, memory bounded over many fits, and a bounded fuzz.
+
+The PDE cases live in ``tests/pde/``, the crafted model files in ``tests/test_io.py``, Poisson
+Tucker's options in ``tests/poisson_tucker/test_estimator.py``.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import TOL
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import bayestensor as bt
+from bayestensor.cli import main
+from bayestensor.data import encode
+from bayestensor.driver import MAX_COMPILED
+
+
+def _frame(m=20, groups=("a", "b", "c"), seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.repeat(np.linspace(0.0, 1.0, m), len(groups))
+    g = np.tile(list(groups), m)
+    y = np.sin(6 * t) * (1 + np.arange(len(g)) % len(groups)) + 0.1 * rng.normal(size=t.size)
+    return pd.DataFrame({"t": t, "g": g, "y": y})
+
+
+def _fit(df, **kw):
+    opts = dict(coords=["t", "g"], value="y", rank=2, max_sweeps=5, progress=False)
+    return bt.fit(df, **{**opts, **kw})
+
+
+# ----------------------------------------------------------- 3, minor: arguments and settings
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"init_noise_sd": 0.0}, "init_noise_sd must be a positive number"),
+        ({"init_noise_sd": -0.1}, "init_noise_sd must be a positive number"),
+        ({"lengthscale_fraction": 0.0}, "lengthscale_fraction must be a positive number"),
+        ({"init": "random", "init_scale": float("nan")}, "init_scale must be a positive number"),
+        ({"init_cov_scale": float("inf")}, "init_cov_scale must be a positive number"),
+        ({"lengthscale": float("nan")}, "lengthscale must be a positive number"),
+        ({"variance": -1.0}, "variance must be a positive number"),
+        ({"hyper_steps": -1}, "hyper_steps must be a positive int"),
+        ({"hyper_step": -1.0}, "hyper_step must be a positive number"),
+        ({"a0": -1.0}, "a0 must be a positive number"),
+        ({"b0": 0.0}, "b0 must be a positive number"),
+        ({"damping": 1.5}, r"damping must be in \(0, 1\]"),
+        ({"learn_hyper": "yes"}, "learn_hyper must be True or False"),
+        ({"chunk": 2.5}, "chunk must be a positive int"),
+        ({"tol": "abc"}, "tol must be a positive number"),
+        ({"tol": -1.0}, "tol must be a positive number"),
+        ({"max_sweeps": True}, "max_sweeps must be a positive int"),
+        ({"max_sweeps": 2.5}, "max_sweeps must be a positive int"),
+        ({"seed": -1}, r"seed must be an int in \[0, 2\*\*32\)"),
+        ({"seed": 2**70}, "seed must be an int"),
+        ({"seed": "abc"}, "seed must be an int"),
+        ({"seed": 1.5}, "seed must be an int"),
+        ({"value": None}, "value must be the name of the value column"),
+        ({"progress": "no"}, "progress must be True or False"),
+    ],
+)
+def test_bad_settings_are_refused_up_front(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        _fit(_frame(), **kwargs)
+
+
+# ------------------------------------------------------------------- 2: values far from O(1)
+
+
+@pytest.mark.parametrize(("shift", "scale"), [(1e8, 1.0), (0.0, 1e200), (0.0, 1e-200)])
+def test_values_far_from_unit_scale_fit_as_well(shift, scale):
+    df = _frame()
+    base = _fit(df).predict(df)
+    moved = df.assign(y=df["y"] * scale + shift)
+    pred = _fit(moved).predict(moved)
+    # the same fit in the data's units: predictions move with the data, sds scale with it
+    np.testing.assert_allclose(
+        (pred["mean"] - shift) / scale, base["mean"], atol=TOL["rescaled_fit_vs_unit"]
+    )
+    np.testing.assert_allclose(pred["sd"] / scale, base["sd"], rtol=TOL["rescaled_fit_vs_unit"])
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np, pandas as pd
+    import jax
+    import bayestensor as bt
+    assert not jax.config.jax_enable_x64
+    df = pd.read_csv(sys.argv[1])
+    df["y"] = df["y"] + 1e8
+    res = bt.fit(df, coords=["t", "g"], value="y", rank=2, progress=False)
+    p = res.predict(df)
+    print(json.dumps({"rmse": float(np.sqrt(np.mean((p["mean"] - df["y"]) ** 2))),
+                      "sd": float(p["sd"].mean())}))
+    """
+)
+
+
+def test_float32_large_offset_predicts_within_the_noise(tmp_path):
+    """y += 1e8 in JAX's default float32: predictions are not all rounded to 1e8."""
+    _frame(m=40).to_csv(tmp_path / "d.csv", index=False, float_format="%.17g")
+    env = {k: v for k, v in os.environ.items() if k != "JAX_ENABLE_X64"}
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path / "d.csv")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["rmse"] < TOL["float32_offset_rmse"]  # the noise sd is 0.1
+    assert out["sd"] < TOL["float32_offset_rmse"]
+
+
+# ------------------------------------------------------------------------ 6: rank guard
+
+
+def test_ranks_beyond_what_the_data_identify_are_capped_with_a_warning():
+    df = _frame(m=10)  # 10 × 3 tensor
+    with pytest.warns(UserWarning, match=r"using \(10, 3\)"):
+        res = _fit(df, rank=200)
+    assert res.ranks == (10, 3)
+    with pytest.warns(UserWarning, match=r"using \(3, 3\)"):
+        res = _fit(df, model="cp", rank=200)
+    assert res.ranks == (3, 3)
+
+
+# ------------------------------------------------------------ 10: late failures, saveability
+
+
+def test_datetime_categories_save_and_load(tmp_path):
+    df = _frame(m=8)
+    df["g"] = pd.to_datetime(df["g"].map({"a": "2020-01-01", "b": "2021-06-30", "c": "2022-03-04"}))
+    res = _fit(df)
+    back = bt.load(res.save(tmp_path / "m.bt"))
+    pd.testing.assert_frame_equal(back.predict(df), res.predict(df), check_exact=True)
+
+
+def test_unsaveable_categories_warn_at_fit_time():
+    df = _frame(m=8)
+    df["g"] = df["g"].map({"a": 1 + 1j, "b": 2 + 0j, "c": 3j})
+    with pytest.warns(UserWarning, match="will not be saveable"):
+        _fit(df)
+
+
+def test_cli_out_folder_is_refused_before_fitting(tmp_path, capsys):
+    _frame().to_csv(tmp_path / "d.csv", index=False)
+    code = main(
+        ["fit", str(tmp_path / "d.csv"), "--coords", "t", "g", "--value", "y"]
+        + ["--out", str(tmp_path), "--quiet"]
+    )
+    assert code == 1
+    assert "is a folder" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ 1: memory over many fits
+
+
+def test_compiled_variants_stay_bounded_over_differently_sized_fits():
+    from bayestensor.models.funbat import estimator
+
+    for i in range(MAX_COMPILED + 3):
+        _fit(_frame(m=10 + i), max_sweeps=1, learn_hyper=False)
+        for f in (estimator._sweep_jit, estimator._initial_state_jit):
+            assert f._cache_size() <= MAX_COMPILED + 1
+
+
+# --------------------------------------------------------------------------- bounded fuzz
+
+
+@settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    data=st.lists(
+        st.tuples(
+            st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 5)),
+            st.one_of(st.text(max_size=3), st.integers(0, 3), st.none()),
+            st.one_of(st.floats(allow_nan=True), st.integers(-3, 3), st.text(max_size=2)),
+        ),
+        max_size=12,
+    ),
+    coords=st.sampled_from([["t", "g"], ["t"], ["g"], {"t": "categorical"}, ["t", "t"], "t"]),
+)
+def test_encode_fuzz_refuses_or_encodes(data, coords):
+    df = pd.DataFrame(data, columns=["t", "g", "y"])
+    before = df.copy(deep=True)
+    try:
+        enc = encode(df, coords, "y")
+    except ValueError:
+        pass  # refused with our error type (never TypeError, KeyError, ...)
+    else:
+        assert np.all(np.isfinite(enc.y)) and enc.index.shape == (len(df), enc.K)
+        for k, mode in enumerate(enc.modes):
+            assert np.all((enc.index[:, k] >= 0) & (enc.index[:, k] < mode.size))
+    pd.testing.assert_frame_equal(df, before)
