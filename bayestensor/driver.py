@@ -94,9 +94,17 @@ def iterate(
 
 
 def bound_compiled(*fns: Any, keep: int = MAX_COMPILED) -> None:
-    """Release the compiled code of ``fns`` (``jax.jit`` functions) once one holds more than
-    ``keep`` variants: memory stays flat over many fits of different sizes, while repeated fits
-    of one size keep reusing their compiled functions."""
+    """Release compiled code once one of ``fns`` (``jax.jit`` functions) holds more than ``keep``
+    variants: memory stays flat over many fits of different sizes, while repeated fits of one
+    size keep reusing their compiled functions.
+
+    Besides the executables of ``fns``, JAX keeps traced and lowered forms of every shape it has
+    seen in its own caches; they are cleared too (``jax.clear_caches``), so other jitted
+    functions of the session recompile on their next call — once every ``keep`` new sizes.
+    """
     if any(f._cache_size() > keep for f in fns):
+        import jax
+
         for f in fns:
             f.clear_cache()
+        jax.clear_caches()

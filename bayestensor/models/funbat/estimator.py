@@ -289,7 +289,7 @@ class FunBaT:
             progress=progress,
         )
         if not np.isfinite(history[-1]["rmse"]) or not all(
-            bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(state)
+            np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(state)
         ):
             raise ValueError(
                 "the fit came out non-finite (NaN or inf in the posterior); likely causes: "
