@@ -187,3 +187,17 @@ def test_save_and_load_round_trip(events, fitted, tmp_path):
     assert back.effective_components() == fitted.effective_components()
     np.testing.assert_array_equal(back.core, fitted.core)
     assert back.levels["sender"].tolist() == fitted.levels["sender"].tolist()
+
+
+def test_huge_counts_fit_by_vi_and_are_a_clear_error_for_gibbs(events):
+    """Counts ×1e15 (beyond any integer type): CAVI fits them, Gibbs says why it cannot."""
+    df, _, _ = events
+    big = df.assign(count=df["count"] * 1e15)
+    kw = dict(coords=["sender", "receiver", "month"], value="count", model="poisson-tucker")
+    with pytest.raises(ValueError, match="exceeds"):
+        bt.fit(big, method="gibbs", rank=2, progress=False, **kw)
+    res = bt.fit(big, method="vi", rank=2, max_iter=20, progress=False, **kw)
+    assert all(np.all(np.isfinite(np.asarray(v))) for v in res.mean.values())
+    assert np.all(
+        np.diff(res.info["elbo"]) >= -TOL["poisson_api_elbo_slack"] * np.abs(res.info["elbo"][1:])
+    )

@@ -82,9 +82,12 @@ def test_crt_has_the_crt_mean_and_small_case_law(tol):
     assert abs(freq - p1) <= tol["mc_sigmas"] * math.sqrt(p1 * (1 - p1) / n)
 
 
-def test_allocation_conserves_counts_and_has_the_right_law(tol):
+@pytest.mark.parametrize("token_cell_max", [1000, 0, 2])
+def test_allocation_conserves_counts_and_has_the_right_law(tol, token_cell_max):
+    """Tokens only, every cell by one multinomial (0), and both paths mixed (2)."""
     spec, mask, factors, core, mu, obs, y, _ = make_problem("bptd")
-    data = nonzero_data(spec, y, mask)
+    data = pt.prepare_data(spec, np.argwhere(y > 0), y[y > 0], mask, token_cell_max=token_cell_max)
+    assert data.big.shape[0] == (0 if token_cell_max == 1000 else np.sum(y > token_cell_max))
     fs = [jnp.asarray(f) for f in factors]
     c = jnp.asarray(core)
     n = 1500
@@ -207,3 +210,95 @@ def test_float32_sweeps_stay_finite():
         p, Y = gibbs.gibbs_sweep_jit(spec, data, p, jax.random.key(i))
     assert all(np.all(np.isfinite(np.asarray(v))) for v in p.values())
     assert p["core"].dtype == jnp.float32
+
+
+def _one_cell_law(spec, factors, core, x):
+    """p(r | x) over the core cells and its per-mode marginals."""
+    p = np.asarray(core, dtype=np.float64).copy()
+    for k in range(spec.K):
+        sh = [1] * spec.K
+        sh[k] = spec.ranks[k]
+        p = p * np.asarray(factors[k], dtype=np.float64)[x[k]].reshape(sh)
+    p = p / p.sum()
+    marg = [p.sum(axis=tuple(j for j in range(spec.K) if j != k)) for k in range(spec.K)]
+    return p, marg
+
+
+def _check_binomial_moments(draws, n_trials, prob, n, tol):
+    """Mean and variance of Binomial(n_trials, prob) draws within Monte Carlo error."""
+    draws = np.asarray(draws, dtype=np.float64)
+    mean, var = n_trials * prob, n_trials * prob * (1 - prob)
+    se_mean = np.sqrt(var / n) + tol["mc_alloc_abs_slack"]
+    assert np.all(np.abs(draws.mean(0) - mean) <= tol["mc_sigmas"] * se_mean)
+    # variance of the sample variance ≈ 2 var² / (n − 1) (binomials this large are normal)
+    se_var = var * np.sqrt(2.0 / (n - 1)) + tol["mc_alloc_abs_slack"]
+    assert np.all(np.abs(draws.var(0, ddof=1) - var) <= tol["mc_sigmas"] * se_var)
+
+
+@pytest.mark.parametrize(
+    ("count", "dtype"), [(5_000_000_000, jnp.float64), (1_500_000_000, jnp.float32)]
+)
+def test_large_cell_allocation_is_the_multinomial(tol, count, dtype):
+    """One cell with billions of events: Y[r] ~ Bin(y, p_r), C_k[x_k, c] ~ Bin(y, P_k(c))."""
+    spec, mask, factors, core, mu, obs, y, _ = make_problem("plain")
+    x = (1, 2, 0)
+    data = pt.prepare_data(spec, np.asarray([x]), np.asarray([count]), dtype=dtype)
+    assert data.tok_x.shape[1] == 0 and data.big.shape[0] == 1
+    fs = [jnp.asarray(f, dtype) for f in factors]
+    c = jnp.asarray(core, dtype)
+    n = 400
+    alloc = jax.jit(jax.vmap(lambda k: pt.allocate(spec, data, fs, c, k)))
+    Ys, counts = alloc(jax.random.split(jax.random.key(5), n))
+    Ys = np.asarray(Ys)
+    assert np.all(Ys.reshape(n, -1).sum(1) == count)
+    p, marg = _one_cell_law(spec, [np.asarray(f) for f in fs], np.asarray(c), x)
+    _check_binomial_moments(Ys.reshape(n, -1), count, p.reshape(-1), n, tol)
+    for k in range(spec.K):
+        ck = np.asarray(counts[k])
+        others = np.delete(ck, x[k], axis=1)
+        assert np.all(others == 0)
+        _check_binomial_moments(ck[:, x[k]], count, marg[k], n, tol)
+
+
+def test_crt_big_has_the_crt_moments_and_small_case_law(tol):
+    key = jax.random.key(1)
+    Y = jnp.asarray([0, 1, 3, 40, 500, 10**6, 3 * 10**9])
+    s = jnp.asarray([0.3, 0.3, 2.0, 0.05, 7.0, 0.4, 30.0])
+    n = 3000
+    draws = jax.jit(jax.vmap(lambda k: gibbs.crt_big(k, Y, s)))(jax.random.split(key, n))
+    draws = np.asarray(draws, dtype=float)
+    Yn, sn = np.asarray(Y, dtype=float), np.asarray(s)
+    mean = sn * (special.digamma(sn + Yn) - special.digamma(sn))
+    var = np.maximum(mean - sn**2 * (special.polygamma(1, sn) - special.polygamma(1, sn + Yn)), 0)
+    se = np.sqrt(var / n) + tol["mc_abs_slack"]
+    assert np.all(np.abs(draws.mean(0) - mean) <= tol["mc_sigmas"] * se + tol["mc_abs_slack"])
+    se_var = np.sqrt(2.0 / (n - 1)) * var + np.sqrt(var / n) + tol["mc_abs_slack"]
+    assert np.all(np.abs(draws.var(0, ddof=1) - var) <= tol["mc_sigmas"] * se_var)
+    assert np.all(draws[:, 0] == 0) and np.all(draws[:, 1] == 1)
+    p1 = 2.0 / ((2.0 + 1.0) * (2.0 + 2.0))
+    freq = np.mean(draws[:, 2] == 1)
+    assert abs(freq - p1) <= tol["mc_sigmas"] * math.sqrt(p1 * (1 - p1) / n)
+
+
+def test_gamma_draw_is_right_for_large_shapes_in_float32(tol):
+    """Shapes a + counts reach 1e9: the acceptance bound must not cancel (it did in float32)."""
+    n = 20000
+    for j, a in enumerate([1e4, 1e6, 1e9]):
+        x = np.asarray(
+            pt.gamma_draw(jax.random.key(j), jnp.full(n, a, jnp.float32), jnp.float32), float
+        )
+        assert abs(x.mean() - a) <= tol["mc_sigmas"] * math.sqrt(a / n)
+        assert abs(x.var(ddof=1) - a) <= tol["mc_sigmas"] * a * math.sqrt(2.0 / (n - 1))
+
+
+def test_gibbs_sweeps_on_huge_counts_stay_finite_in_float32():
+    spec, mask, factors, core, mu, obs, y, _ = make_problem("bptd", seed=7)
+    idx = np.argwhere(y > 0)
+    counts = y[y > 0] * 1_000_000
+    data = pt.prepare_data(spec, idx, counts, mask, dtype=jnp.float32)
+    assert data.big.shape[0] == idx.shape[0] and data.tok_x.shape[1] == 0
+    p = pt.init_params(spec, data, jax.random.key(0))
+    for i in range(10):
+        p, Y = gibbs.gibbs_sweep_jit(spec, data, p, jax.random.key(i))
+    assert int(np.asarray(Y, dtype=np.int64).sum()) == int(counts.sum())
+    assert all(np.all(np.isfinite(np.asarray(v))) for v in p.values())

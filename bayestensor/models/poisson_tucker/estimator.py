@@ -181,7 +181,8 @@ def fit_poisson_tucker(
         )
         mask_modes, dense_mask = region_mask(spec, mm, rows)
         spec = spec._replace(mask_modes=mask_modes)
-    data = prepare_data(spec, index, y, dense_mask)
+    # CAVI works with expected counts per cell: no allocation arrays, no limit on the counts
+    data = prepare_data(spec, index, y, dense_mask, allocation=method == "gibbs")
     key = jax.random.key(seed)
     info: dict[str, Any] = {"method": method}
     if method == "gibbs":

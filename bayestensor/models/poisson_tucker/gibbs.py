@@ -35,6 +35,20 @@ from bayestensor.models.poisson_tucker.spec import (
     weight_names,
 )
 
+#: Above this ``d = a − 1/3`` the Marsaglia–Tsang acceptance bound is computed as ``3 d h(cz)``.
+_GAMMA_SERIES_SHAPE = 100.0
+
+
+def _log1p_tail(t: jax.Array) -> jax.Array:
+    """``h(t) = log(1 + t) − t + t²/2 − t³/3`` without cancellation (series for |t| < 1/4)."""
+    direct = jnp.log1p(t) - t + t * t / 2 - t * t * t / 3
+    ts = jnp.where(jnp.abs(t) < 0.25, t, 0.0)
+    series = jnp.zeros_like(t)
+    for j in range(16, 3, -1):  # Σ_{j≥4} (−1)^{j+1} t^j / j, Horner form; 0.25¹⁶ ≪ float eps
+        series = (series + (-1.0) ** (j + 1) / j) * ts
+    series = series * ts * ts * ts
+    return jnp.where(jnp.abs(t) < 0.25, series, direct)
+
 
 def gamma_draw(key: jax.Array, shape: jax.Array, dtype=None) -> jax.Array:
     """Standard gamma variates ``Gamma(shape, 1)`` (Marsaglia–Tsang with a vectorised loop).
@@ -43,6 +57,9 @@ def gamma_draw(key: jax.Array, shape: jax.Array, dtype=None) -> jax.Array:
     that tiny shapes give tiny (possibly zero) values rather than NaN. Exact (a rejection
     loop that stops when every entry is accepted); compiles much faster than
     ``jax.random.gamma`` so the sweep, which draws about ten gamma blocks, compiles quickly.
+    For large shapes (counts in the millions) the acceptance bound
+    ``z²/2 + d − d v + d log v`` cancels catastrophically (in float32 from ``d ≈ 10⁴``); since
+    ``d c² = 1/9`` it equals ``3 d h(c z)`` with ``h`` from :func:`_log1p_tail`, used there.
     """
     dtype = jnp.result_type(float) if dtype is None else dtype
     a = jnp.asarray(shape, dtype)
@@ -55,6 +72,8 @@ def gamma_draw(key: jax.Array, shape: jax.Array, dtype=None) -> jax.Array:
     def cond(carry):
         return ~jnp.all(carry[1])
 
+    big = d > _GAMMA_SERIES_SHAPE
+
     def body(carry):
         x_out, done, i = carry
         kn, ku = jax.random.split(jax.random.fold_in(k_loop, i))
@@ -62,7 +81,9 @@ def gamma_draw(key: jax.Array, shape: jax.Array, dtype=None) -> jax.Array:
         u = jax.random.uniform(ku, a.shape, dtype, minval=jnp.finfo(dtype).tiny)
         v = (1.0 + c * z) ** 3
         vpos = jnp.where(v > 0, v, 1.0)
-        ok = (v > 0) & (jnp.log(u) < 0.5 * z * z + d - d * vpos + d * jnp.log(vpos))
+        direct = 0.5 * z * z + d - d * vpos + d * jnp.log(vpos)
+        # large shapes: the same bound without cancellation, 3 d h(c z) (see _log1p_tail)
+        ok = (v > 0) & (jnp.log(u) < jnp.where(big, 3.0 * d * _log1p_tail(c * z), direct))
         new = ok & ~done
         return jnp.where(new, d * vpos, x_out), done | ok, i + 1
 
@@ -108,25 +129,35 @@ def _categorical(u: jax.Array, w: jax.Array) -> jax.Array:
 def allocate(
     spec: PoissonTuckerSpec, data: PoissonData, factors, core, key
 ) -> tuple[jax.Array, list[jax.Array]]:
-    """Allocate every token to a core cell, compositionally; return the sufficient statistics.
+    """Allocate every event to a core cell; return the sufficient statistics.
 
-    Each token of a nonzero cell ``x`` draws ``r_{π_0}``, then ``r_{π_1} | r_{π_0}``, …, each a
-    categorical over ``R_{π_s}`` values ``θ^{π_s}[x, ·] · B_s[…]`` (see
-    :func:`allocation_tables`), so the joint draw is from ``p(r | x) ∝ λ[r] Π_k θ^k[x_k, r_k]``
-    and the cost is O(tokens · Σ_k R_k) plus the tables.
+    Tokens (cells with small counts) are allocated one by one, compositionally: each token of
+    a nonzero cell ``x`` draws ``r_{π_0}``, then ``r_{π_1} | r_{π_0}``, …, each a categorical
+    over ``R_{π_s}`` values ``θ^{π_s}[x, ·] · B_s[…]`` (see :func:`allocation_tables`), so the
+    joint draw is from ``p(r | x) ∝ λ[r] Π_k θ^k[x_k, r_k]`` and the cost is
+    O(tokens · Σ_k R_k) plus the tables. The ``y`` events of each large cell
+    (``data.big``) are allocated at once, ``Multinomial(y, p(· | x))`` over the core cells
+    (:func:`allocate_big`), which has the same law as ``y`` independent tokens.
 
     Returns
     -------
-    Y : array of shape ``spec.ranks`` (int32)
-        Tokens per core cell.
-    counts : list of (N_k, R_k) int32 arrays
-        Tokens per (level, component) of each mode.
+    Y : array of shape ``spec.ranks`` (JAX's default int)
+        Events per core cell.
+    counts : list of (N_k, R_k) int arrays
+        Events per (level, component) of each mode.
     """
+    if not data.has_allocation:
+        raise ValueError(
+            "these data have no allocation arrays (prepare_data(..., allocation=False)); "
+            "the Gibbs sampler needs prepare_data(..., allocation=True)"
+        )
+    k_tok, k_big = jax.random.split(key)
     K = spec.K
     perm = spec.perm
+    int_dtype = jnp.zeros((), dtype=int).dtype
     tabs = allocation_tables(spec, factors, core)
     T = data.tok_x.shape[1]
-    u = jax.random.uniform(key, (K, T), dtype=core.dtype)
+    u = jax.random.uniform(k_tok if _has_big(data) else key, (K, T), dtype=core.dtype)
     prefix = jnp.zeros(T, dtype=jnp.int32)
     counts: list = [None] * K
     for s in range(K):
@@ -137,16 +168,139 @@ def allocate(
         w = tabs[s][rows] * factors[k][data.tok_x[k]]
         r = _categorical(u[s], w)
         counts[k] = (
-            jnp.zeros(spec.shape[k] * Rs, jnp.int32)
+            jnp.zeros(spec.shape[k] * Rs, int_dtype)
             .at[data.tok_x[k] * Rs + r]
             .add(1)
             .reshape(spec.shape[k], Rs)
         )
         prefix = prefix * Rs + r
     Rp = tuple(spec.ranks[k] for k in perm)
-    Y = jnp.zeros(math.prod(Rp), jnp.int32).at[prefix].add(1).reshape(Rp)
+    Y = jnp.zeros(math.prod(Rp), int_dtype).at[prefix].add(1).reshape(Rp)
     Y = jnp.transpose(Y, np.argsort(perm))
+    if _has_big(data):
+        Yb, cb = allocate_big(spec, data, factors, core, k_big)
+        Y = Y + Yb
+        counts = [c + d for c, d in zip(counts, cb, strict=True)]
     return Y, counts
+
+
+def _has_big(data: PoissonData) -> bool:
+    return data.big is not None and data.big.shape[0] > 0
+
+
+#: Rows × core cells of one block of the large-cell multinomial draws (bounded memory).
+BIG_BLOCK = 1 << 20
+
+
+def _seed(key: jax.Array) -> jax.Array:
+    return jax.random.bits(key, (4,), jnp.uint32)
+
+
+def _host_rng(seed) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(np.asarray(seed, dtype=np.uint64)))
+
+
+def _allocate_big_host(shape, ranks, seed, index, y, core, *factors):
+    """NumPy side of :func:`allocate_big`: exact multinomials in float64/int64, by blocks."""
+    rng = _host_rng(seed)
+    K = len(ranks)
+    index = np.asarray(index, dtype=np.int64)
+    y = np.asarray(y, dtype=np.int64)
+    core = np.asarray(core, dtype=np.float64).reshape(-1)
+    factors = [np.asarray(f, dtype=np.float64) for f in factors]
+    Y = np.zeros(core.size, dtype=np.int64)
+    counts = [np.zeros((shape[k], ranks[k]), dtype=np.int64) for k in range(K)]
+    step = max(1, BIG_BLOCK // core.size)
+    for start in range(0, y.size, step):
+        idx, n = index[start : start + step], y[start : start + step]
+        p = np.broadcast_to(core, (n.size, core.size)).reshape(n.size, *ranks)
+        for k in range(K):
+            sh = [n.size] + [1] * K
+            sh[k + 1] = ranks[k]
+            p = p * factors[k][idx[:, k]].reshape(sh)
+        p = p.reshape(n.size, -1)
+        tot = p.sum(1, keepdims=True)
+        p = np.where(tot > 0, p / np.where(tot > 0, tot, 1.0), 1.0 / core.size)
+        draws = rng.multinomial(n, p).reshape(n.size, *ranks)
+        Y += draws.reshape(n.size, -1).sum(0)
+        for k in range(K):
+            per = draws.sum(axis=tuple(j + 1 for j in range(K) if j != k))
+            np.add.at(counts[k], idx[:, k], per)
+    return (Y.reshape(ranks), *counts)
+
+
+def allocate_big(spec: PoissonTuckerSpec, data: PoissonData, factors, core, key):
+    """Allocation of the large cells: one ``Multinomial(y, p(· | x))`` per cell.
+
+    ``p(r | x) ∝ λ[r] Π_k θ^k[x_k, r_k]`` over all core cells, drawn exactly (conditional
+    binomials in float64/int64 with NumPy's generator, seeded from ``key``, through
+    :func:`jax.pure_callback`; JAX's float32 binomial sampler is not accurate for counts in
+    the millions). Cost and memory: O(large cells · Π_k R_k) per sweep, in blocks of
+    :data:`BIG_BLOCK`, whatever the counts.
+
+    Returns the same sufficient statistics as :func:`allocate` (for these cells only).
+    """
+    int_dtype = data.big_y.dtype
+    out_types = (jax.ShapeDtypeStruct(spec.ranks, int_dtype),) + tuple(
+        jax.ShapeDtypeStruct((n, r), int_dtype) for n, r in zip(spec.shape, spec.ranks, strict=True)
+    )
+    out = jax.pure_callback(
+        partial(_allocate_big_host, spec.shape, spec.ranks),
+        out_types,
+        _seed(key),
+        data.index[data.big],
+        data.big_y,
+        core,
+        *factors,
+        vmap_method="sequential",
+    )
+    return out[0], list(out[1:])
+
+
+#: Explicit Bernoulli terms per round of :func:`crt_big`.
+CRT_HEAD = 256
+
+
+def _crt_host(seed, Y, s):
+    """NumPy side of :func:`crt_big`."""
+    rng = _host_rng(seed)
+    shape = np.shape(Y)
+    m = np.asarray(Y, dtype=np.int64).reshape(-1).copy()
+    s = np.asarray(s, dtype=np.float64).reshape(-1)
+    ell = np.zeros_like(m)
+    m[~(s > 0)] = 0  # s = 0: no table ever opens
+    n = np.arange(CRT_HEAD, dtype=np.float64)
+    while np.any(m > 0):
+        act = np.flatnonzero(m > 0)
+        ma, sa = m[act], s[act]
+        head = np.minimum(ma, CRT_HEAD)
+        u = rng.random((act.size, CRT_HEAD))
+        hits = (u * (sa[:, None] + n) < sa[:, None]) & (n < head[:, None])
+        ell[act] += hits.sum(1)
+        rest = ma - head
+        w = rng.beta(sa, float(CRT_HEAD))
+        m[act] = np.where(rest > 0, rng.binomial(rest, w), 0)
+    return ell.reshape(shape).astype(np.asarray(Y).dtype)
+
+
+def crt_big(key: jax.Array, Y: jax.Array, s: jax.Array) -> jax.Array:
+    """``ℓ[r] ~ CRT(Y[r], s[r])`` exactly, in time independent of ``Σ Y`` (for large counts).
+
+    The first ``H`` = :data:`CRT_HEAD` customers are explicit Bernoullis ``s / (s + n)``. The
+    later ``Y − H`` customers each join the first ``H``'s tables or not as in a Pólya urn with
+    weights ``H`` and ``s``: ``m ~ Binomial(Y − H, W)``, ``W ~ Beta(s, H)``, do not, and those
+    ``m`` seat themselves as a fresh ``CRP(s)``, so ``ℓ = Σ_{n<H} Bernoulli + CRT(m, s)``,
+    repeated until nothing is left (``E m ≈ Y s / H``: a few rounds). Drawn with NumPy
+    (float64/int64) through :func:`jax.pure_callback`, seeded from ``key``.
+    """
+    return jax.pure_callback(
+        _crt_host,
+        jax.ShapeDtypeStruct(Y.shape, Y.dtype),
+        _seed(key),
+        Y,
+        s,
+        vmap_method="sequential",
+    )
 
 
 def crt(key: jax.Array, Y: jax.Array, s: jax.Array, total: int) -> jax.Array:
@@ -346,7 +500,10 @@ def gibbs_sweep(spec: PoissonTuckerSpec, data: PoissonData, p: dict, key: jax.Ar
     _, Z = exposures(spec, factors, p["core"], data.mask)
     if spec.shrinkage:
         s = core_shape(spec, p)
-        ell = crt(k_crt, Y, s, int(data.tok_x.shape[1]))
+        if _has_big(data):
+            ell = crt_big(k_crt, Y, s)
+        else:
+            ell = crt(k_crt, Y, s, int(data.tok_x.shape[1]))
         q = jnp.log1p(Z / p["delta"])
         p = update_weights(spec, p, ell, q, k_w)
     return update_core(spec, p, Y, Z, k_core), Y
@@ -394,6 +551,11 @@ class PoissonTuckerGibbs(MCMCKernel):
     sample_field = "z"
 
     def __init__(self, spec: PoissonTuckerSpec, data: PoissonData):
+        if not data.has_allocation:
+            raise ValueError(
+                "PoissonTuckerGibbs needs the allocation arrays: build the data with "
+                "prepare_data(..., allocation=True)"
+            )
         self.spec = spec
         self.data = data
         self._sweep = partial(gibbs_sweep_jit, spec)
@@ -411,7 +573,7 @@ class PoissonTuckerGibbs(MCMCKernel):
             if init_params is not None
             else init_params_jit(self.spec, self.data, k_init)
         )
-        Y = jnp.zeros(self.spec.ranks, jnp.int32)
+        Y = jnp.zeros(self.spec.ranks, jnp.zeros((), dtype=int).dtype)
         return GibbsState(jnp.asarray(0), z, rng_key, Y)
 
     def sample(self, state, model_args, model_kwargs):

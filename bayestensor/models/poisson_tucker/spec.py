@@ -198,20 +198,38 @@ def make_spec(
     )
 
 
+#: Cells with more events than this are allocated by multinomial draws (see ``allocate``),
+#: not one token per event.
+TOKEN_CELL_MAX = 1000
+#: At most this many tokens in all: beyond it the largest cells also go the multinomial way.
+TOKEN_BUDGET = 1 << 22
+
+
 class PoissonData(NamedTuple):
     """Nonzero cells, their tokens and the missing-cell mask (arrays only; a pytree).
 
-    ``index`` (n, K) and ``y`` (n,) are the nonzero cells. ``tok_x`` (K, T) holds each token's
-    level per mode, ``tok_f`` (K, T) its row in the contraction table of each sampling stage
-    (before adding the rank prefix), ``mask`` the dense 0/1 missing mask over
-    ``spec.mask_modes`` (None without one).
+    ``index`` (n, K) and ``y`` (n,) are the nonzero cells. Cells with small counts are
+    allocated token by token: ``tok_x`` (K, T) holds each token's level per mode, ``tok_f``
+    (K, T) its row in the contraction table of each sampling stage (before adding the rank
+    prefix). Cells with large counts (``big``, rows of ``index``; ``big_y`` their exact
+    counts as JAX's default integer) are allocated with one multinomial draw per cell, so
+    nothing grows with the number of events. ``mask`` is the dense 0/1 missing mask over
+    ``spec.mask_modes`` (None without one). Without allocation arrays (``tok_x`` None, as
+    built for CAVI) the data serve the likelihood only.
     """
 
     index: jax.Array
     y: jax.Array
-    tok_x: jax.Array
-    tok_f: jax.Array
+    tok_x: jax.Array | None
+    tok_f: jax.Array | None
     mask: jax.Array | None
+    big: jax.Array | None = None
+    big_y: jax.Array | None = None
+
+    @property
+    def has_allocation(self) -> bool:
+        """Whether the Gibbs sampler's allocation arrays were built."""
+        return self.tok_x is not None
 
 
 def _flat_rest(spec: PoissonTuckerSpec, index: np.ndarray) -> np.ndarray:
@@ -274,8 +292,16 @@ def prepare_data(
     counts: np.ndarray,
     mask: np.ndarray | None = None,
     dtype=None,
+    allocation: bool | None = None,
+    token_cell_max: int = TOKEN_CELL_MAX,
+    token_budget: int = TOKEN_BUDGET,
 ) -> PoissonData:
-    """Check the cells and build the token arrays for the Gibbs sampler.
+    """Check the cells and build the allocation arrays for the Gibbs sampler.
+
+    Cells with at most ``token_cell_max`` events are listed token by token (fast for typical
+    counts); larger cells, and the largest ones whenever the tokens would exceed
+    ``token_budget``, are kept as (cell, count) pairs that the sampler allocates with one
+    multinomial draw each. Memory and time thus grow with the nonzero cells, not the events.
 
     Parameters
     ----------
@@ -288,6 +314,12 @@ def prepare_data(
         Dense 0/1 array of shape ``[shape[k] for k in spec.mask_modes]``: 1 = missing.
     dtype : dtype, optional
         Floating dtype of ``y`` and ``mask`` (default: JAX's default float).
+    allocation : bool, optional
+        Build the Gibbs sampler's allocation arrays: True (an error if the counts are beyond
+        exact integer sufficient statistics), False (CAVI and likelihoods only: any finite
+        counts), None (build them when the counts allow it).
+    token_cell_max, token_budget : int
+        Largest count allocated token by token, and the most tokens in all.
 
     Returns
     -------
@@ -297,7 +329,9 @@ def prepare_data(
     ------
     ValueError
         If indices are out of range, cells repeat, counts are negative or not integers, or a
-        nonzero cell lies on an excluded diagonal or in a missing slice.
+        nonzero cell lies on an excluded diagonal or in a missing slice; with
+        ``allocation=True``, if the total count exceeds the largest exact integer count of the
+        sufficient statistics (2³¹ − 1 with JAX's default 32-bit types, 2⁵³ with x64).
     """
     dtype = jnp.zeros(()).dtype if dtype is None else dtype
     index = np.asarray(index)
@@ -340,18 +374,56 @@ def prepare_data(
         mask = jnp.asarray(mask != 0, dtype=dtype)
     elif spec.mask_modes:
         raise ValueError("spec.mask_modes is set but no mask was given")
+    if allocation is None or allocation:
+        limit = count_limit()
+        total = float(np.sum(counts))
+        if total > limit:
+            if allocation:
+                raise ValueError(
+                    f"the total count {total:.6g} exceeds {limit} (= {limit:.3g}), the largest "
+                    "exact integer count of the Gibbs sampler's sufficient statistics"
+                    + (
+                        ""
+                        if jax.config.jax_enable_x64
+                        else " with JAX's default 32-bit types; enable 64-bit JAX "
+                        "(jax.config.update('jax_enable_x64', True)) for totals up to 2**53"
+                    )
+                    + ", or use method='vi' (no such limit)"
+                )
+            allocation = False
+        else:
+            allocation = True
+    index_j = jnp.asarray(index, dtype=jnp.int32)
+    y_j = jnp.asarray(counts, dtype=dtype)
+    if not allocation:
+        return PoissonData(index=index_j, y=y_j, tok_x=None, tok_f=None, mask=mask)
     reps = counts.astype(np.int64)
-    tok_cells = np.repeat(np.arange(index.shape[0]), reps)
+    big = reps > token_cell_max
+    small_total = int(reps[~big].sum())
+    if small_total > token_budget:  # move the largest remaining cells out of the token path
+        order = np.argsort(-np.where(big, -1, reps), kind="stable")
+        excess = np.cumsum(reps[order]) - (small_total - token_budget)
+        big[order[: int(np.searchsorted(excess, 0)) + 1]] = True
+    small = np.flatnonzero(~big)
+    tok_cells = np.repeat(small, reps[small])
     tok_index = index[tok_cells]
     tok_x = tok_index.T.astype(np.int32)
     tok_f = _flat_rest(spec, tok_index).astype(np.int32)
+    int_dtype = jnp.zeros((), dtype=int).dtype
     return PoissonData(
-        index=jnp.asarray(index, dtype=jnp.int32),
-        y=jnp.asarray(counts, dtype=dtype),
+        index=index_j,
+        y=y_j,
         tok_x=jnp.asarray(tok_x),
         tok_f=jnp.asarray(tok_f),
         mask=mask,
+        big=jnp.asarray(np.flatnonzero(big), dtype=jnp.int32),
+        big_y=jnp.asarray(reps[big], dtype=int_dtype),
     )
+
+
+def count_limit() -> int:
+    """Largest total count with exact integer sufficient statistics under JAX's settings."""
+    return 2**53 if jax.config.jax_enable_x64 else 2**31 - 1
 
 
 def weight_names(spec: PoissonTuckerSpec) -> list[tuple[str, int]]:
