@@ -10,7 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-__all__ = ["MAX_COMPILED", "Step", "bound_compiled", "iterate", "progress_bar"]
+__all__ = [
+    "DTYPES",
+    "MAX_COMPILED",
+    "Step",
+    "bound_compiled",
+    "iterate",
+    "precision",
+    "progress_bar",
+]
 
 #: Compiled variants (input shapes / static settings) kept per jitted function of a fit loop.
 #: Each costs tens of MB of executable code that JAX never frees by itself, so a session that
@@ -108,3 +116,20 @@ def bound_compiled(*fns: Any, keep: int = MAX_COMPILED) -> None:
         for f in fns:
             f.clear_cache()
         jax.clear_caches()
+
+
+#: Computation dtypes a fit can run in.
+DTYPES = ("float64", "float32")
+
+
+def precision(dtype: str):
+    """A context in which JAX computes in ``dtype`` whatever the global ``jax_enable_x64`` says.
+
+    ``"float64"`` turns 64-bit on for the enclosed fit or prediction only (the user's global
+    setting is unchanged afterwards); ``"float32"`` keeps every array 32-bit.
+    """
+    import jax
+
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    return jax.enable_x64(dtype == "float64")

@@ -1,7 +1,8 @@
-"""FunBaT in float32 (JAX's default precision) agrees with the float64 fit.
+"""FunBaT in JAX's default mode (x64 off): the default fit gives the float64 answer, and
+``dtype="float32"`` stays close to it.
 
-The test session runs in float64 (conftest), so the float32 fit runs in a subprocess with x64
-off; both fit the same synthetic data with the same settings and predict the same rows.
+The test session runs in float64 (conftest), so the default-mode fits run in a subprocess with
+x64 off; all fit the same synthetic data with the same settings and predict the same rows.
 """
 
 import json
@@ -25,12 +26,13 @@ SCRIPT = textwrap.dedent(
     assert not jax.config.jax_enable_x64
     tr, te = pd.read_csv(sys.argv[1]), pd.read_csv(sys.argv[2])
     out = {}
-    for learn in (True,):
+    for dtype in ("float64", "float32"):
         res = bt.fit(tr, coords=["a", "b"], value="y", rank=2, progress=False,
-                     learn_hyper=learn, max_sweeps=40)
+                     max_sweeps=40, dtype=dtype)
         p = res.predict(te)
-        out[str(learn)] = {"mean": p["mean"].tolist(), "sd": p["sd"].tolist(),
-                           "dtype": str(res.estimator.state_.noise.mean.dtype)}
+        out[dtype] = {"mean": p["mean"].tolist(), "sd": p["sd"].tolist(),
+                      "dtype": str(res.estimator.state_.noise.mean.dtype)}
+    assert not jax.config.jax_enable_x64  # the scoped precision did not leak
     print(json.dumps(out))
     """
 )
@@ -58,23 +60,20 @@ def test_float32_fit_matches_float64(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     out32 = json.loads(proc.stdout.strip().splitlines()[-1])
     span = np.ptp(f_true)
-    for learn in (True,):
-        res = bt.fit(
-            tr,
-            coords=["a", "b"],
-            value="y",
-            rank=2,
-            progress=False,
-            learn_hyper=learn,
-            max_sweeps=40,
-        )
-        p64 = res.predict(te)
-        r32 = out32[str(learn)]
-        assert r32["dtype"] == "float32"
-        assert str(res.estimator.state_.noise.mean.dtype) == "float64"
-        np.testing.assert_allclose(
-            r32["mean"], p64["mean"], atol=TOL["float32_vs_float64"] * span, rtol=0
-        )
-        np.testing.assert_allclose(r32["sd"], p64["sd"], rtol=TOL["float32_vs_float64"] * 10)
-        # and the fit itself is good: the test rows' noiseless values within a few noise sds
-        assert np.sqrt(np.mean((np.asarray(r32["mean"]) - f_true) ** 2)) < TOL["float32_fit_rmse"]
+    res = bt.fit(tr, coords=["a", "b"], value="y", rank=2, progress=False, max_sweeps=40)
+    p64 = res.predict(te)
+    # by default the fit runs in float64 whatever the global flag: the user's default mode
+    # gives the float64 answer
+    default = out32["float64"]
+    assert default["dtype"] == "float64"
+    np.testing.assert_allclose(default["mean"], p64["mean"], rtol=TOL["behaviour_rel"])
+    np.testing.assert_allclose(default["sd"], p64["sd"], rtol=TOL["behaviour_rel"])
+    # dtype="float32" computes in float32 and stays close to it
+    r32 = out32["float32"]
+    assert r32["dtype"] == "float32"
+    np.testing.assert_allclose(
+        r32["mean"], p64["mean"], atol=TOL["float32_vs_float64"] * span, rtol=0
+    )
+    np.testing.assert_allclose(r32["sd"], p64["sd"], rtol=TOL["float32_vs_float64"] * 10)
+    # and the fit itself is good: the test rows' noiseless values within a few noise sds
+    assert np.sqrt(np.mean((np.asarray(r32["mean"]) - f_true) ** 2)) < TOL["float32_fit_rmse"]
