@@ -26,8 +26,12 @@ from bayestensor.checks import (
     check_ranks,
 )
 from bayestensor.data import category_codes, category_levels, parse_coords
-from bayestensor.driver import Step, iterate
-from bayestensor.models.poisson_tucker.gibbs import PoissonTuckerGibbs
+from bayestensor.driver import Step, bound_compiled, iterate
+from bayestensor.models.poisson_tucker.gibbs import (
+    PoissonTuckerGibbs,
+    gibbs_sweep_jit,
+    init_params_jit,
+)
 from bayestensor.models.poisson_tucker.result import MAX_DRAWS, PoissonTuckerResult
 from bayestensor.models.poisson_tucker.spec import (
     PoissonData,
@@ -204,6 +208,7 @@ def run_gibbs(
 ) -> tuple[dict, dict]:
     """Gibbs sweeps of :class:`PoissonTuckerGibbs`: posterior means over every kept sweep and up
     to :data:`MAX_DRAWS` thinned draws (for intervals)."""
+    bound_compiled(gibbs_sweep_jit, init_params_jit)  # one compiled sweep per spec and size
     kernel = PoissonTuckerGibbs(spec, data)
     state = kernel.init(key, num_warmup, None, (), {})
     thin = max(1, num_samples // MAX_DRAWS)
