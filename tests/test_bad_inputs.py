@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -208,3 +209,44 @@ def test_encode_fuzz_refuses_or_encodes(data, coords):
         for k, mode in enumerate(enc.modes):
             assert np.all((enc.index[:, k] >= 0) & (enc.index[:, k] < mode.size))
     pd.testing.assert_frame_equal(df, before)
+
+
+_ANY = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 5),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=2),
+)
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    settings_=st.fixed_dictionaries(
+        {},
+        optional={
+            "rank": st.one_of(_ANY, st.tuples(st.integers(0, 3), st.integers(0, 3))),
+            "tol": _ANY,
+            "max_sweeps": _ANY,
+            "seed": _ANY,
+            "damping": _ANY,
+            "init_noise_sd": _ANY,
+            "lengthscale": _ANY,
+            "model": st.sampled_from(["tucker", "cp", "poisson-tucker", "x"]),
+        },
+    )
+)
+def test_fit_settings_fuzz_refuses_or_fits_finitely(settings_):
+    df = _frame(m=6)
+    kw = {"rank": 1, "max_sweeps": 2, **settings_}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # rank caps
+            res = bt.fit(df, coords=["t", "g"], value="y", progress=False, **kw)
+    except ValueError:
+        return
+    assert np.all(np.isfinite(res.predict(df).to_numpy()))
