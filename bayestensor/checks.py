@@ -57,6 +57,17 @@ def check_positive(name: str, v: Any) -> float:
     return x
 
 
+def check_nonnegative(name: str, v: Any) -> float:
+    """``v`` as a float, or a ValueError unless it is a finite number ≥ 0."""
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number ≥ 0, got {v!r}") from None
+    if not (np.isfinite(x) and x >= 0):
+        raise ValueError(f"{name} must be a number ≥ 0, got {v!r}")
+    return x
+
+
 def check_level(level: Any) -> float:
     """The probability of a central interval, or a ValueError unless it lies in (0, 1)."""
     try:

@@ -208,7 +208,7 @@ def test_bad_constructor_arguments_raise(kwargs, match):
         ({"rank": (2, 2, 2)}, "3 entries but the data have 2 modes"),
         ({"rank": 0}, "ranks must be positive"),
         ({"rank": 1.5}, "positive int"),
-        ({"lengthscale": -1.0}, "lengthscale must be positive"),
+        ({"lengthscale": -1.0}, "lengthscale must be a positive number"),
         ({"variance": (1.0,)}, "variance has 1 entries but the data have 2 modes"),
     ],
 )

@@ -13,6 +13,7 @@ from bayestensor.checks import (
     DEFAULT_RANK,
     cap_ranks,
     check_int,
+    check_nonnegative,
     check_positive,
     check_ranks,
     check_seed,
@@ -150,8 +151,11 @@ class FunBaT:
         self.kernel = kernel
         self.max_sweeps = check_int("max_sweeps", max_sweeps)
         self.tol = check_positive("tol", tol)
-        self.damping = check_positive("damping", damping)
-        if self.damping > 1.0:
+        try:
+            self.damping = float(damping)
+        except (TypeError, ValueError):
+            self.damping = float("nan")
+        if not 0.0 < self.damping <= 1.0:
             raise ValueError(f"damping must be in (0, 1], got {damping!r}")
         self.seed = check_seed(seed)
         if not isinstance(learn_hyper, bool | np.bool_):
@@ -168,8 +172,9 @@ class FunBaT:
         self.lengthscale_fraction = check_positive("lengthscale_fraction", lengthscale_fraction)
         self.hyper_steps = check_int("hyper_steps", hyper_steps)
         self.hyper_step = check_positive("hyper_step", hyper_step)
-        self.a0 = check_positive("a0", a0)
-        self.b0 = check_positive("b0", b0)
+        # a0 = b0 = 0 is the improper scale-invariant prior (type-II maximum likelihood)
+        self.a0 = check_nonnegative("a0", a0)
+        self.b0 = check_nonnegative("b0", b0)
         if not (chunk is None or chunk == "auto" or (is_int(chunk) and chunk > 0)):
             raise ValueError(f"chunk must be a positive int, None or 'auto', got {chunk!r}")
         self.chunk = chunk
