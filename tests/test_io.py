@@ -179,7 +179,7 @@ FUNBAT_CASES = {
         "config.continuous",
         dict(header=_set(_config, "continuous", [True, False])),
     ),
-    "mode dtype": ("modes\\[0\\].dtype", dict(header=_set(_mode0, "dtype", "<M8[ns]"))),
+    "mode dtype": ("modes\\[0\\].dtype", dict(header=_set(_mode0, "dtype", "<c16"))),
     "mode values unsorted": ("modes\\[0\\]", dict(header=lambda h: _mode0(h)["values"].reverse())),
     "mode value a dict": (
         "modes\\[0\\].values",

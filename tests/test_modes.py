@@ -29,9 +29,17 @@ def test_mode_json_round_trip(mode):
 
 
 def test_mode_to_dict_rejects_non_json_categories():
-    mode = Mode("d", CATEGORICAL, np.array(["2020-01-01", "2021-01-01"], dtype="datetime64[D]"))
-    with pytest.raises(ValueError, match="mode 'd' has categories of type"):
+    mode = Mode("d", CATEGORICAL, np.array([1 + 1j, 2 - 1j]))
+    with pytest.raises(ValueError, match="mode 'd' has categories of type complex"):
         mode.to_dict()
+
+
+@pytest.mark.parametrize("dtype", ["datetime64[D]", "datetime64[ns]", "timedelta64[s]"])
+def test_datetime_categories_round_trip_through_json(dtype):
+    raw = ["2020-01-01", "2021-06-30"] if dtype.startswith("datetime") else [5, 3600]
+    mode = Mode("d", CATEGORICAL, np.array(raw, dtype=dtype))
+    back = Mode.from_dict(json.loads(json.dumps(mode.to_dict())))
+    assert back == mode and back.values.dtype == np.dtype(dtype)
 
 
 def test_mode_equality_distinguishes_values():
