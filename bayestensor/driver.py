@@ -111,11 +111,21 @@ def bound_compiled(*fns: Any, keep: int = MAX_COMPILED) -> None:
     functions of the session recompile on their next call — once every ``keep`` new sizes.
     """
     if any(f._cache_size() > keep for f in fns):
-        import jax
-
         for f in fns:
             f.clear_cache()
-        jax.clear_caches()
+        release_compiled()
+
+
+def release_compiled() -> None:
+    """Drop JAX's caches of compiled and traced functions (``jax.clear_caches``).
+
+    Fits call it when what they compiled cannot serve again (a PDE solve's closures over its
+    problem) or when too many sizes have accumulated (:func:`bound_compiled`). Other jitted
+    functions of the session recompile on their next call.
+    """
+    import jax
+
+    jax.clear_caches()
 
 
 #: Computation dtypes a fit can run in.

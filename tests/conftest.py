@@ -220,6 +220,14 @@ def count_frame(y: np.ndarray, columns: list[str], value: str) -> pd.DataFrame:
     return pd.DataFrame(data)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled():
+    """Drop JAX's compiled-function caches after every test module: the suite compiles for
+    hundreds of shapes, and nothing compiled for one module is needed by the next."""
+    yield
+    jax.clear_caches()
+
+
 @pytest.fixture
 def tol():
     """Tolerances dictionary (see ``TOL``)."""

@@ -15,7 +15,7 @@ import optax
 from jax import lax
 
 from bayestensor.checks import check_finite_result, check_int
-from bayestensor.driver import Step, iterate
+from bayestensor.driver import Step, iterate, release_compiled
 from bayestensor.pde.config import (
     DENSE_MAX_POINTS,
     NORMAL_EQ_MAX_COND,
@@ -238,7 +238,11 @@ def _fit(problem, config, params, progress):
     step_time = float(np.median(chunk_times[1:])) if len(chunk_times) > 1 else float("nan")
     trace = FitTrace(np.asarray(losses), np.asarray(residuals), best_step, n_adam, step_time)
     _check_result(best[1], trace)
-    return GPHMParams(best[1], tuple(best[0])), trace
+    params = GPHMParams(jax.block_until_ready(best[1]), tuple(best[0]))
+    # the functions compiled above belong to this problem alone (closures over its grid and
+    # operator): release them, or every solve would keep hundreds of MB
+    release_compiled()
+    return params, trace
 
 
 def solve(
