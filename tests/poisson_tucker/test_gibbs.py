@@ -91,7 +91,10 @@ def test_allocation_conserves_counts_and_has_the_right_law(tol, token_cell_max):
     fs = [jnp.asarray(f) for f in factors]
     c = jnp.asarray(core)
     n = 1500
-    alloc = jax.jit(jax.vmap(lambda k: pt.allocate(spec, data, fs, c, k)))
+    # batches of draws (a vmap over all 1500 held ~4 GB of token intermediates at once)
+    alloc = jax.jit(
+        lambda ks: jax.lax.map(lambda k: pt.allocate(spec, data, fs, c, k), ks, batch_size=50)
+    )
     Ys, counts = alloc(jax.random.split(jax.random.key(2), n))
     Ys = np.asarray(Ys)
     total = int(y.sum())
@@ -247,7 +250,10 @@ def test_large_cell_allocation_is_the_multinomial(tol, count, dtype):
     fs = [jnp.asarray(f, dtype) for f in factors]
     c = jnp.asarray(core, dtype)
     n = 400
-    alloc = jax.jit(jax.vmap(lambda k: pt.allocate(spec, data, fs, c, k)))
+    # batches of draws (a vmap over all 1500 held ~4 GB of token intermediates at once)
+    alloc = jax.jit(
+        lambda ks: jax.lax.map(lambda k: pt.allocate(spec, data, fs, c, k), ks, batch_size=50)
+    )
     Ys, counts = alloc(jax.random.split(jax.random.key(5), n))
     Ys = np.asarray(Ys)
     assert np.all(Ys.reshape(n, -1).sum(1) == count)
