@@ -87,7 +87,23 @@ def _npy_header(f) -> tuple[tuple[int, ...], np.dtype]:
     return tuple(int(n) for n in shape), np.dtype(dtype)
 
 
-class Arrays(Mapping):
+class _Declared(Mapping):
+    """A mapping of arrays known by their declared ``specs`` (name → (shape, dtype)): listing
+    and membership never read an array (``Mapping``'s default ``in`` would)."""
+
+    specs: dict[str, tuple[tuple[int, ...], np.dtype]]
+
+    def __contains__(self, name: object) -> bool:  # Mapping's would read the array
+        return name in self.specs
+
+    def __iter__(self):
+        return iter(self.specs)
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+
+class Arrays(_Declared):
     """The arrays of a saved file, by name: shapes and dtypes first, the data on access.
 
     Parsing reads only the ``.npy`` headers inside ``arrays.npz``; an array is read (with
@@ -148,15 +164,6 @@ class Arrays(Mapping):
         if (a.shape, a.dtype) != self.specs[name]:
             raise ValueError(f"saved array {name!r} does not match its declared shape and dtype")
         return a
-
-    def __contains__(self, name: object) -> bool:  # Mapping's would read the array
-        return name in self.specs
-
-    def __iter__(self):
-        return iter(self.specs)
-
-    def __len__(self) -> int:
-        return len(self.specs)
 
     def shape(self, name: str) -> tuple[int, ...]:
         """Declared shape of ``name`` (read from its ``.npy`` header)."""
@@ -369,7 +376,7 @@ def arrays_to_tree(template: Any, arrays: Mapping[str, Any], prefix: str) -> Any
     return tree_from_arrays(template, checked, prefix)
 
 
-class _Subset(Mapping):
+class _Subset(_Declared):
     """The arrays under ``prefix/`` (an :class:`Arrays` still reads them on access)."""
 
     def __init__(self, arrays: Mapping[str, Any], prefix: str):
@@ -380,15 +387,6 @@ class _Subset(Mapping):
         if name not in self.specs:
             raise KeyError(name)
         return self._arrays[name]
-
-    def __contains__(self, name: object) -> bool:  # Mapping's would read the array
-        return name in self.specs
-
-    def __iter__(self):
-        return iter(self.specs)
-
-    def __len__(self) -> int:
-        return len(self.specs)
 
 
 # --------------------------------------------------------------------------------------------

@@ -181,11 +181,16 @@ def test_compiled_variants_stay_bounded_over_differently_sized_fits():
 # --------------------------------------------------------------------------- bounded fuzz
 
 
-@settings(
-    max_examples=100,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+def _bounded(n: int):
+    """Hypothesis settings of the CI fuzzes: ``n`` examples, no per-example deadline."""
+    return settings(
+        max_examples=n,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
+
+
+@_bounded(100)
 @given(
     data=st.lists(
         st.tuples(
@@ -220,11 +225,7 @@ _ANY = st.one_of(
 )
 
 
-@settings(
-    max_examples=30,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+@_bounded(30)
 @given(
     settings_=st.fixed_dictionaries(
         {},
