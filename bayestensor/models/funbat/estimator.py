@@ -199,6 +199,9 @@ class FunBaT:
     def fit(self, enc: Encoded, callback=None, progress: bool = False) -> FunBaT:
         """Fit to encoded training data.
 
+        The fit computes in ``self.dtype`` (float64 by default) whatever JAX's global
+        ``jax_enable_x64`` says (:func:`bayestensor.driver.precision`).
+
         Parameters
         ----------
         enc : Encoded
@@ -207,9 +210,6 @@ class FunBaT:
             Called after every sweep with that sweep's history record (see ``history_``).
         progress : bool
             Show a progress bar over the sweeps.
-
-        The fit computes in ``self.dtype`` (float64 by default) whatever JAX's global
-        ``jax_enable_x64`` says (:func:`bayestensor.driver.precision`).
 
         Returns
         -------
