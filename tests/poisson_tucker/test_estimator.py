@@ -85,6 +85,10 @@ def test_bad_counts_are_clear_errors(events, change, match):
         ({"tol": 1e-3}, r"\['tol'\] not accepted"),
         ({"num_samples": 0}, "num_samples must be a positive int"),
         ({"coords": ["sender", "missing", "month"]}, "'missing' not found"),
+        (
+            {"coords": {"sender": "categorical", "receiver": "categorical", "month": "continuous"}},
+            r"modes are categorical; got kinds \{'month': 'continuous'\}",
+        ),
     ],
 )
 def test_bad_options_are_clear_errors(events, kwargs, match):

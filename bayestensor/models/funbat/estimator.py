@@ -355,7 +355,7 @@ class FunBaT:
         sd_y : numpy.ndarray
             ``sqrt(Var[f*] + 1/E[τ])`` (a new noisy observation).
         """
-        with precision(getattr(self, "dtype", "float64")):
+        with precision(self.dtype):
             return self._predict(new)
 
     def _predict(self, new: NewEncoded) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

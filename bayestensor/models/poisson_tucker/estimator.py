@@ -7,7 +7,7 @@ Both runs go through the shared loop (:func:`bayestensor.driver.iterate`); the G
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -52,7 +52,8 @@ HYPER = ("factor_shape", "gamma0", "core_shape", "e0", "f0")
 def _check_coords(df: pd.DataFrame, coords: Any, value: str) -> list[str]:
     """The coordinate columns (all categorical), validated like every other front door."""
     kinds = parse_coords(df, coords, value)
-    bad = {c: k for c, k in kinds.items() if k != CATEGORICAL and isinstance(coords, dict)}
+    explicit = coords if isinstance(coords, Mapping) else {}  # list entries: kinds ignored
+    bad = {c: k for c, k in explicit.items() if k != CATEGORICAL}
     if bad:
         raise ValueError(f"poisson-tucker modes are categorical; got kinds {bad} in coords")
     for c in kinds:
