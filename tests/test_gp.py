@@ -9,6 +9,9 @@ from bayestensor.gp import fit_gp, log_evidence
 from bayestensor.kernels import matern_cov
 from bayestensor.ssm import gaps
 
+#: float64 algebra against float64 references (conftest: the x64 marker)
+pytestmark = pytest.mark.x64
+
 
 def _data(rng, n=40):
     x = np.round(rng.uniform(0, 5, n), 1)  # repeated coordinates on purpose

@@ -10,6 +10,9 @@ import scipy.special
 
 from bayestensor.kernels import MATERN_NU, check_kernel_name, matern_cov, matern_sde
 
+#: float64 algebra against float64 references (conftest: the x64 marker)
+pytestmark = pytest.mark.x64
+
 KERNELS = sorted(MATERN_NU)
 GAPS = [0.0, 1e-6, 1e-3, 0.37, 1.9, 12.0]
 ELL, VAR = 0.8, 1.7

@@ -24,6 +24,9 @@ from bayestensor.kron import (
     sum_eig,
 )
 
+#: float64 algebra against float64 references (conftest: the x64 marker)
+pytestmark = pytest.mark.x64
+
 #: Structured vs dense results (relative); factors are well conditioned (eigenvalues ≥ 0.5).
 KRON_VS_DENSE = TOL["kron_vs_dense"]
 

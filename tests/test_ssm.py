@@ -9,6 +9,9 @@ from conftest import TOL
 from bayestensor.kernels import MATERN_NU, matern_cov
 from bayestensor.ssm import gaps, interpolate, locate, log_marginal, smooth, stacked_matern
 
+#: float64 algebra against float64 references (conftest: the x64 marker)
+pytestmark = pytest.mark.x64
+
 KERNELS = sorted(MATERN_NU)
 N_COORDS = 30
 

@@ -13,6 +13,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from bayestensor.checks import check_int, check_positive
+from bayestensor.driver import DTYPES
 from bayestensor.pde.kernels import (
     SpectralMixture,
     check_spectrum,
@@ -27,6 +28,10 @@ DENSE_MAX_POINTS = 2500
 #: diagonal entries of their Cholesky factor, a lower bound of their condition number, is below
 #: this; otherwise a QR factorisation of the stacked least-squares matrix.
 NORMAL_EQ_MAX_COND = 1e14
+
+
+#: Most profile evaluations of one L-BFGS line search (zoom line search, optax).
+LBFGS_LINESEARCH_STEPS = 10
 
 
 class GPHMConfig(NamedTuple):
@@ -57,7 +62,11 @@ class GPHMConfig(NamedTuple):
     patience : int
         Stop when the midpoint residual has not improved for this many steps.
     lbfgs_steps : int
-        L-BFGS steps (optax) after Adam, on the same profile objective.
+        L-BFGS steps (optax) after Adam, on the same profile objective; they end early when
+        the midpoint residual has not improved for ``patience`` steps or after ``lbfgs_time``.
+    lbfgs_time : float
+        Wall-time budget of the L-BFGS steps, in seconds (each step's line search evaluates
+        the profile, with its U-solve, up to :data:`LBFGS_LINESEARCH_STEPS` times).
     newton_iters : int
         Gauss–Newton iterations of the first ``U``-solve for a nonlinear operator, and of the
         final polish of the returned iterate; the solves inside the Adam / L-BFGS steps are
@@ -67,6 +76,11 @@ class GPHMConfig(NamedTuple):
         2500 points.
     chunk : int
         Steps per compiled ``lax.scan`` between early-stopping checks.
+    dtype : {"float64", "float32"}
+        What the solver computes in, whatever the global ``jax_enable_x64`` says
+        (:func:`bayestensor.driver.precision`): spectral-mixture Gram matrices with high
+        frequencies and the whitened least squares need float64; ``"float32"`` is there to
+        measure that, not to be used.
     """
 
     spectrum: str = "gaussian"
@@ -79,9 +93,11 @@ class GPHMConfig(NamedTuple):
     n_steps: int = 100
     patience: int = 30
     lbfgs_steps: int = 0
+    lbfgs_time: float = 30.0
     newton_iters: int = 20
     method: str = "auto"
     chunk: int = 10
+    dtype: str = "float64"
 
 
 class GPHMParams(NamedTuple):
@@ -122,6 +138,8 @@ def resolve_config(problem: Problem, config: GPHMConfig | None = None) -> GPHMCo
     check_spectrum(config.spectrum, nu)
     if config.spectrum == "student_t" and nu < 2.5:
         raise ValueError(f"nu must be ≥ 2.5 for second derivatives, got {config.nu}")
+    if not isinstance(config.dtype, str) or config.dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {config.dtype!r}")
     if not isinstance(config.method, str) or config.method not in ("auto", "dense", "kron"):
         raise ValueError(f"method must be 'auto', 'dense' or 'kron', got {config.method!r}")
     ints = {name: check_int(name, getattr(config, name)) for name in ("n_components", "chunk")}
@@ -129,7 +147,7 @@ def resolve_config(problem: Problem, config: GPHMConfig | None = None) -> GPHMCo
         ints[name] = check_int(name, getattr(config, name), minimum=0)
     floats = {
         name: check_positive(name, getattr(config, name))
-        for name in ("jitter", "precision", "learning_rate")
+        for name in ("jitter", "precision", "learning_rate", "lbfgs_time")
     }
     config = config._replace(nu=nu, **ints, **floats)
     D = len(problem.shape)

@@ -5,6 +5,8 @@ L-BFGS, early stopping on the midpoint residual; the loop runs through
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import time
 import warnings
 from collections.abc import Sequence
@@ -16,8 +18,10 @@ from jax import lax
 
 from bayestensor.checks import check_finite_result, check_int
 from bayestensor.driver import Step, iterate, release_compiled
+from bayestensor.driver import precision as scope
 from bayestensor.pde.config import (
     DENSE_MAX_POINTS,
+    LBFGS_LINESEARCH_STEPS,
     NORMAL_EQ_MAX_COND,
     FitTrace,
     GPHMConfig,
@@ -34,7 +38,8 @@ from bayestensor.pde.inference import (
     midpoint_source,
     solve_grid,
 )
-from bayestensor.pde.problems import Problem
+from bayestensor.pde.problems import Problem, check_grid_sizes
+from bayestensor.pde.reliability import WARN_ERROR, assess, likely_cause
 from bayestensor.pde.result import PDESolution
 
 try:  # a declared dependency; without it BLAS keeps its own thread count
@@ -45,6 +50,13 @@ except ImportError:  # pragma: no cover
 
 #: Accepted spellings of the kernel families.
 KERNELS = {"gaussian": "gaussian", "student-t": "student_t", "student_t": "student_t"}
+
+
+def threads(limit: int | None):
+    """A context limiting LAPACK/BLAS to ``limit`` threads (``None``: leave them as they are)."""
+    if limit is None or threadpool_limits is None:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=limit)
 
 
 def _profile(problem, config, linear, n_iter, f_mid, lsq="auto"):
@@ -99,7 +111,10 @@ def fit(
     """
     if not isinstance(problem, Problem):
         raise ValueError(f"problem must be a bayestensor.pde.Problem, got {type(problem)}")
-    return _fit(problem.validate(), config, params, progress)
+    problem = problem.validate()
+    config = resolve_config(problem, config)
+    with scope(config.dtype):
+        return _fit(problem.astype(config.dtype), config, params, progress)
 
 
 def _check_result(U, trace: FitTrace) -> None:
@@ -206,7 +221,7 @@ def _fit(problem, config, params, progress):
         # L-BFGS polish on the profile, U* warm-started from the best Adam iterate
         kernels, U = best[0], best[1]
         profile = _profile(problem, config, linear, later_iters, f_mid, lsq)
-        solver = optax.lbfgs()
+        solver = optax.lbfgs(linesearch=optax.scale_by_zoom_linesearch(LBFGS_LINESEARCH_STEPS))
 
         def objective(kernels, U_warm):
             return profile(kernels, U_warm)[0]
@@ -220,6 +235,7 @@ def _fit(problem, config, params, progress):
             return optax.apply_updates(kernels, updates), state, value, U_new, res
 
         state = solver.init(kernels)
+        deadline = time.perf_counter() + config.lbfgs_time
         for _ in range(config.lbfgs_steps):
             new_kernels, state, value, U, res = lbfgs_step(kernels, state, U)
             losses.append(float(value))
@@ -228,6 +244,9 @@ def _fit(problem, config, params, progress):
                 best_step = len(residuals) - 1
                 best = (kernels, U, res)
             kernels = new_kernels
+            stale = len(residuals) - 1 - best_step >= config.patience
+            if stale or time.perf_counter() > deadline or not np.isfinite(value):
+                break
 
     if not linear and best_step > 0:
         # the Adam/L-BFGS iterates took one warm-started Gauss–Newton step each: converge U at
@@ -256,12 +275,14 @@ def solve(
     learning_rate: float = 1e-2,
     precision: float = 1e6,
     lbfgs_steps: int = 0,
+    lbfgs_time: float = 30.0,
     patience: int = 30,
     method: str = "auto",
     nu: float = 2.5,
     jitter: float = 1e-10,
     blas_threads: int | None = 1,
     progress: bool = True,
+    dtype: str = "float64",
 ) -> PDESolution:
     """Solve ``L[u] = f`` with Dirichlet data by GP-HM (see :mod:`bayestensor.pde.inference`).
 
@@ -288,7 +309,9 @@ def solve(
     precision : float, default 1e6
         w: residual and boundary are fitted to about 1/w of their RMS (:class:`GPHMConfig`).
     lbfgs_steps : int, default 0
-        L-BFGS steps after Adam.
+        L-BFGS steps after Adam (ended early by ``patience`` or ``lbfgs_time``).
+    lbfgs_time : float, default 30
+        Wall-time budget of the L-BFGS steps, in seconds.
     patience : int, default 30
         Early stopping: steps without improvement of the midpoint residual.
     method : {"auto", "dense", "kron"}, default "auto"
@@ -303,6 +326,11 @@ def solve(
         ~2 ms to ~500 ms when the cores are oversubscribed.
     progress : bool, default True
         Show a progress bar over the Adam steps.
+    dtype : {"float64", "float32"}, default "float64"
+        What the solver computes in, whatever the global ``jax_enable_x64`` says (it is
+        unchanged afterwards). Spectral-mixture kernels with high frequencies need float64:
+        ``"float32"`` misses every benchmark's target by one to three orders of magnitude and is
+        there to measure that (the reliability check then warns).
 
     Returns
     -------
@@ -324,14 +352,9 @@ def solve(
     steps = check_int("steps", steps, minimum=0)
     if blas_threads is not None:
         blas_threads = check_int("blas_threads", blas_threads)
-    if grid is not None:
-        if problem.exact is None:
-            raise ValueError("grid= re-discretises manufactured problems only (problem.exact)")
-        problem = Problem.manufactured(
-            problem.operator, problem.exact, problem.box, grid, problem.variables
-        )
-    else:
-        problem = problem.validate()
+    if grid is not None and problem.exact is None:
+        raise ValueError("grid= re-discretises manufactured problems only (problem.exact)")
+    problem = problem.validate()
     if max_freq is not None and np.ndim(max_freq) > 0:
         max_freq = tuple(max_freq)
     # the settings are checked (and named) by resolve_config
@@ -346,14 +369,33 @@ def solve(
         n_steps=steps,
         patience=patience,
         lbfgs_steps=lbfgs_steps,
+        lbfgs_time=lbfgs_time,
         method=method,
+        dtype=dtype,
     )
-    config = resolve_config(problem, config)
-    start = time.perf_counter()
-    if blas_threads is None or threadpool_limits is None:
-        params, trace = _fit(problem, config, None, progress)
+    if grid is not None:
+        sizes = check_grid_sizes(grid, len(problem.shape))
+        config = resolve_config(problem._replace(grid=tuple(np.zeros(n) for n in sizes)), config)
     else:
-        with threadpool_limits(limits=blas_threads):
-            params, trace = _fit(problem, config, None, progress)
-            jax.block_until_ready(params)
-    return PDESolution(problem, config, params, trace, time.perf_counter() - start)
+        config = resolve_config(problem, config)
+    start = time.perf_counter()
+    with scope(config.dtype), threads(blas_threads):
+        if grid is not None:
+            problem = Problem.manufactured(
+                problem.operator, problem.exact, problem.box, grid, problem.variables
+            )
+        problem = problem.astype(config.dtype)
+        params, trace = _fit(problem, config, None, progress)
+        jax.block_until_ready(params)
+        solution = PDESolution(problem, config, params, trace, time.perf_counter() - start)
+        rel = assess(solution)
+    solution = dataclasses.replace(solution, reliability=rel)
+    if not rel.error_estimate <= WARN_ERROR:
+        warnings.warn(
+            f"the solution may be inaccurate: estimated relative error {rel.error_estimate:.2g} "
+            f"(PDE residual between grid points {rel.residual:.2g} of the source, boundary "
+            f"misfit {rel.boundary:.2g}). Likely cause — {likely_cause(solution, rel)}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return solution

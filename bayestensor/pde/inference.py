@@ -159,7 +159,7 @@ def loss(params: GPHMParams, problem: Problem, config: GPHMConfig) -> Float[Arra
 # ----------------------------------------------------------------------------- U-step
 
 
-def _coefficients(problem: Problem, grids: dict[str, Array]) -> dict[str, Array]:
+def coefficients(problem: Problem, grids: dict[str, Array]) -> dict[str, Array]:
     """Pointwise partial derivatives ``∂L/∂(grid k)`` at every grid point.
 
     The operator acts pointwise on the derivative grids, so its Jacobian with respect to grid k
@@ -224,7 +224,7 @@ def _whitened_system(U, mats, factors, problem: Problem, config: GPHMConfig):
     mask = np.flatnonzero(problem.boundary_mask.ravel())
     Lfull = mats["u"]
     grids = derivative_grids(U, factors, problem.variables)
-    coef = _coefficients(problem, grids)
+    coef = coefficients(problem, grids)
     JL = sum(coef[k].ravel()[:, None] * M for k, M in mats.items())
     r = problem.operator(grids).ravel() - problem.source.ravel()
     z0 = jsl.solve_triangular(Lfull, U.ravel(), lower=True)
@@ -274,7 +274,7 @@ def _solve_kron(U0, factors, problem: Problem, config: GPHMConfig, n_iter: int, 
         # one Newton step on the interior residual, boundary held at g
         grids = derivative_grids(U, factors, problem.variables)
         r = (problem.operator(grids) - problem.source)[interior]
-        coef = {k: c[interior] for k, c in _coefficients(problem, grids).items()}
+        coef = {k: c[interior] for k, c in coefficients(problem, grids).items()}
         mean = {k: jnp.mean(c) for k, c in coef.items()}
         eigs = []
         for d, v in enumerate(problem.variables):

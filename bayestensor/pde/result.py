@@ -4,6 +4,7 @@ record, and the shared result contract (repr, summary, save / load).
 
 from __future__ import annotations
 
+import functools
 import math
 import string
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from jaxtyping import Array, Float
 
 from bayestensor import io, plotting
 from bayestensor.checks import check_column, check_finite, check_frame
+from bayestensor.driver import DTYPES, precision
 from bayestensor.pde.config import (
     FitTrace,
     GPHMConfig,
@@ -27,8 +29,20 @@ from bayestensor.pde.config import (
 from bayestensor.pde.factors import dimension_factors, solution_weights
 from bayestensor.pde.inference import cross_kernel
 from bayestensor.pde.problems import Problem
+from bayestensor.pde.reliability import Reliability
 from bayestensor.results import Result, prediction_frame
 from bayestensor.tensor import multi_mode_dot
+
+
+def _scoped(method):
+    """Run a method of :class:`PDESolution` in the precision its solve ran in."""
+
+    @functools.wraps(method)
+    def inner(self, *args, **kwargs):
+        with precision(self.config.dtype):
+            return method(self, *args, **kwargs)
+
+    return inner
 
 
 @dataclass(frozen=True, repr=False)
@@ -51,6 +65,10 @@ class PDESolution(Result):
         Loss and midpoint-residual history, the chosen step, Adam steps run.
     wall_time : float
         Seconds spent in :func:`solve` (compilation included).
+    reliability : Reliability or None
+        How far the solution can be trusted, measured without the exact solution
+        (:mod:`bayestensor.pde.reliability`); ``None`` for :func:`bayestensor.pde.fit` results
+        wrapped by hand.
     """
 
     problem: Problem
@@ -58,6 +76,7 @@ class PDESolution(Result):
     params: GPHMParams
     trace: FitTrace
     wall_time: float
+    reliability: Reliability | None = None
 
     @property
     def grid(self) -> tuple[np.ndarray, ...]:
@@ -94,6 +113,7 @@ class PDESolution(Result):
         ]
         return solution_weights(self.params.U, factors)
 
+    @_scoped
     def on_grid(self, *coords: Float[Array, " m_d"]) -> np.ndarray:
         """GP mean on the tensor grid ``coords[0] × coords[1] × ⋯``.
 
@@ -121,6 +141,7 @@ class PDESolution(Result):
         ]
         return np.asarray(multi_mode_dot(A, mats))
 
+    @_scoped
     def __call__(self, *xs: Float[Array, "*shape"]) -> np.ndarray:
         """GP mean at scattered points: ``sol(x)`` in 1-D, ``sol(x, y)`` in 2-D (broadcast).
 
@@ -157,6 +178,7 @@ class PDESolution(Result):
             for (a, b), n in zip(self.problem.box, self.problem.shape, strict=True)
         )
 
+    @_scoped
     def exact_on(self, coords: Sequence[np.ndarray]) -> np.ndarray:
         """The exact solution on a tensor grid (needs ``problem.exact``)."""
         if self.problem.exact is None:
@@ -192,14 +214,21 @@ class PDESolution(Result):
         t = self.trace
         grid = " × ".join(str(n) for n in self.problem.shape)
         grid = f"{grid}-point" if len(self.problem.shape) == 1 else grid
+        rel = self.reliability
+        estimate = "" if rel is None else f", estimated error {rel.error_estimate:.2g}"
         return (
             f"GP-HM solution on a {grid} grid ({self.config.method}, {self.config.spectrum} "
-            f"mixture): {t.n_adam} Adam steps, returned step {t.best_step}, midpoint residual "
-            f"{t.residuals[t.best_step]:.3g}, {self.wall_time:.3g} s"
+            f"mixture, {self.config.dtype}): {t.n_adam} Adam steps, returned step "
+            f"{t.best_step}, midpoint residual {t.residuals[t.best_step]:.3g}{estimate}, "
+            f"{self.wall_time:.3g} s"
         )
 
     def summary(self) -> pd.DataFrame:
-        """One row per dimension: points, interval, mixture components, initial top frequency."""
+        """One row per dimension: points, interval, mixture components, initial top frequency;
+        then the reliability check (:mod:`bayestensor.pde.reliability`), the same on every row:
+        ``error_estimate``, ``residual``, ``boundary``, ``high_frequency``."""
+        rel = self.reliability
+        checks = dict.fromkeys(Reliability._fields, np.nan) if rel is None else rel._asdict()
         rows = [
             {
                 "variable": v,
@@ -208,6 +237,7 @@ class PDESolution(Result):
                 "upper": b,
                 "components": self.config.n_components,
                 "max_freq": mf,
+                **checks,
             }
             for v, n, (a, b), mf in zip(
                 self.problem.variables,
@@ -247,6 +277,7 @@ class PDESolution(Result):
             "n_adam": int(self.trace.n_adam),
             "step_time": float(self.trace.step_time),
             "wall_time": float(self.wall_time),
+            "reliability": None if self.reliability is None else self.reliability._asdict(),
         }
         arrays = {f"grid/{d}": np.asarray(x) for d, x in enumerate(prob.grid)}
         arrays["source"] = np.asarray(prob.source)
@@ -258,10 +289,19 @@ class PDESolution(Result):
 
     @classmethod
     def _from_record(cls, header: dict, arrays: dict[str, np.ndarray]) -> PDESolution:
-        io.check_fields(header, (*io.BASE_FIELDS, *_HEADER))
+        io.check_fields(header, (*io.BASE_FIELDS, *_HEADER, "reliability"))
         h = {k: io.field(header, k, tp) for k, tp in _HEADER.items()}
+        rel = header.get("reliability")
+        h["reliability"] = None if rel is None else io.record(Reliability, rel, "reliability")
         box, variables = _box(h["box"], h["variables"])
         config = io.record(GPHMConfig, h["config"], "config")
+        if config.dtype not in DTYPES:
+            raise ValueError(f"saved field config.dtype must be one of {DTYPES}")
+        with precision(config.dtype):
+            return cls._from_checked(h, box, variables, config, arrays)
+
+    @classmethod
+    def _from_checked(cls, h, box, variables, config, arrays) -> PDESolution:
         # shapes only until the arrays' declared shapes are checked against them
         D = len(variables)
         shape = tuple(_grid_length(arrays, d) for d in range(D))
@@ -315,7 +355,7 @@ class PDESolution(Result):
             h["n_adam"],
             float(h["step_time"]),
         )
-        return cls(problem, config, params, trace, float(h["wall_time"]))
+        return cls(problem, config, params, trace, float(h["wall_time"]), h["reliability"])
 
 
 #: Fields of a saved PDE header (besides format, version, kind) and their JSON types.

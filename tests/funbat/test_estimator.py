@@ -10,6 +10,7 @@ import scipy.optimize
 from conftest import TOL
 
 from bayestensor.data import encode, encode_new
+from bayestensor.driver import precision
 from bayestensor.kernels import matern_cov
 from bayestensor.models.funbat import (
     FunBaT,
@@ -73,6 +74,7 @@ def _small_encoded():
     return encode(df, ["a", "b"], "value")
 
 
+@pytest.mark.x64
 def test_single_mode_fit_equals_dense_gp_regression():
     """K = 1, CP rank 1: at convergence q(u) is the exact GP posterior at noise 1/E[τ]."""
     x, y, enc, new, xnew = _gp_regression_data()
@@ -90,6 +92,7 @@ def test_single_mode_fit_equals_dense_gp_regression():
     np.testing.assert_allclose(sd_y, np.sqrt(v_ref + noise) * y.std(), rtol=GP_EXACT)
 
 
+@pytest.mark.x64
 def test_learned_hyperparameters_maximise_the_marginal_likelihood():
     """K = 1 with a flat noise prior: the sweeps are EM for the noise and gradient ascent for
     ℓ, σ², so they converge to the type-II maximum likelihood of the dense GP."""
@@ -174,8 +177,9 @@ def test_mixed_continuous_categorical_recovers_planted_effects():
     assert rmse < NOISY_RMSE_FACTOR * noise
     # the compiled sweep returns the state with the structure, shapes, dtypes and weak types it
     # was given, so it compiled once for all sweeps; the hyperparameters were learned
-    dts = (jnp.asarray(gaps(enc.modes[0].values)), None)
-    init = init_state(fit.cfg_, dts, [0.1, None], [1.0, None], jax.random.key(0))
+    with precision(fit.dtype):  # the state the fit starts from, in the fit's precision
+        dts = (jnp.asarray(gaps(enc.modes[0].values)), None)
+        init = init_state(fit.cfg_, dts, [0.1, None], [1.0, None], jax.random.key(0))
     assert jax.tree.map(jax.typeof, fit.state_) == jax.tree.map(jax.typeof, init)
     assert abs(fit.history_[-1]["lengthscale"][0] - 0.1) > TOL["hyper_learned_abs"]
     # each category's predicted curve over the whole grid (seen and unseen times) matches its

@@ -4,6 +4,7 @@ hyperparameter search against the evidence maximum."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import scipy.optimize
 from conftest import TOL
 
@@ -11,6 +12,9 @@ from bayestensor.models.funbat import (
     spectral_init,
 )
 from bayestensor.ssm import gaps
+
+#: float64 algebra against float64 references (conftest: the x64 marker)
+pytestmark = pytest.mark.x64
 
 # tolerances live in conftest.TOL (one place for the whole suite)
 CLOSED_FORM = TOL["funbat_closed_form"]

@@ -15,6 +15,9 @@ from bayestensor.models.funbat import (
     noise_update,
 )
 
+#: float64 algebra against float64 references (conftest: the x64 marker)
+pytestmark = pytest.mark.x64
+
 # tolerances live in conftest.TOL (one place for the whole suite)
 CLOSED_FORM = TOL["funbat_closed_form"]
 MC_SIGMAS = TOL["mc_sigmas"]

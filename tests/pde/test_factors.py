@@ -11,6 +11,9 @@ from bayestensor.pde.factors import kernel_matrix, triangular_inverse, triangula
 from bayestensor.pde.inference import midpoint_kernel
 from bayestensor.pde.kernels import init_spectral_mixture, sm_kernel
 
+#: float64 algebra against float64 references (conftest: the x64 marker)
+pytestmark = pytest.mark.x64
+
 STRUCT = TOL["pde_structured_vs_dense"]
 
 

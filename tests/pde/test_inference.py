@@ -25,6 +25,9 @@ from bayestensor.pde.problems import (
 
 from .cases import problem_2d
 
+#: float64 algebra against float64 references (conftest: the x64 marker)
+pytestmark = pytest.mark.x64
+
 STRUCT = TOL["pde_structured_vs_dense"]
 
 

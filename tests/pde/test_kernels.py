@@ -21,6 +21,9 @@ from bayestensor.pde.kernels import (
     spectral_density,
 )
 
+#: float64 algebra against float64 references (conftest: the x64 marker)
+pytestmark = pytest.mark.x64
+
 #: Closed-form derivative kernels vs nested autodiff of the base kernel (relative to max |k|).
 DERIV_VS_AUTODIFF = TOL["pde_deriv_vs_autodiff"]
 #: Kernel (and its spectral moments) vs numerical quadrature of the spectrum (relative).

@@ -1,0 +1,238 @@
+"""How far a GP-HM solution can be trusted, without the exact solution.
+
+The solver fits the PDE at the collocation points; between them nothing is fitted. The check
+below evaluates the GP mean ``ū`` on a grid twice as fine (every collocation point and every
+cell midpoint, in every dimension), where the residual
+
+.. math:: ρ = \\mathcal L[\\bar u] - f
+
+is a measure of what the collocation missed, and turns it into an estimate of the error itself:
+the error ``e = u - ū`` solves the linearised problem
+
+.. math:: \\mathcal L'[\\bar u]\\, e = -ρ \\ \\text{inside}, \\qquad e = g - \\bar u
+    \\ \\text{on the boundary},
+
+which is solved once by second-order finite differences on the fine grid (a sparse solve,
+SciPy). Its relative size ``‖e‖ / ‖ū‖`` is :attr:`Reliability.error_estimate`. Where ``ρ``
+flips sign from cell to cell its effect on ``e`` is small, and the finite-difference solve says
+so; where it is smooth (an under-resolved frequency, a drifting phase, float32 round-off) the
+error it causes is as large as the solve says.
+
+Needs ``problem.source_fn`` for ``f`` between the grid points (every manufactured problem has
+it); without it only the collocation points are used and the estimate sees round-off and
+boundary misfit, not resolution.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from bayestensor.pde.config import GPHMConfig
+from bayestensor.pde.factors import dimension_factors, grid_keys
+from bayestensor.pde.inference import coefficients, cross_kernel, predict_tensor
+from bayestensor.pde.problems import Problem, boundary_mask
+
+#: ``solve`` warns when :attr:`Reliability.error_estimate` exceeds this.
+WARN_ERROR = 3e-3
+
+#: The likely cause is named "resolution" when the source puts more than this share of its
+#: energy in the top third of the grid's frequencies.
+HIGH_FREQUENCY_SHARE = 1e-2
+
+
+class Reliability(NamedTuple):
+    """What :func:`assess` measures (all relative, dimensionless).
+
+    Attributes
+    ----------
+    error_estimate : float
+        Estimated ``‖u − ū‖ / ‖ū‖`` on the fine grid (module docstring).
+    residual : float
+        ``‖ρ‖ / ‖f‖`` on the fine grid.
+    boundary : float
+        RMS of ``g − ū`` at the boundary points over ``max(RMS of g, RMS of ū)``.
+    high_frequency : float
+        Share of the source's energy in the top third of the grid's frequencies (per
+        dimension, the largest): large values mean the grid is too coarse for the problem.
+    """
+
+    error_estimate: float
+    residual: float
+    boundary: float
+    high_frequency: float
+
+
+def fine_grid(x: np.ndarray) -> np.ndarray:
+    """Every point of ``x`` and every midpoint between neighbours, sorted."""
+    out = np.empty(2 * x.shape[0] - 1)
+    out[0::2] = x
+    out[1::2] = 0.5 * (x[1:] + x[:-1])
+    return out
+
+
+def _fd_matrices(x: np.ndarray) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """Three-point first and second derivative matrices on a (non-uniform) grid.
+
+    Rows of the two end points are zero (they are boundary rows of the solve).
+    """
+    n = x.shape[0]
+    hl, hr = x[1:-1] - x[:-2], x[2:] - x[1:-1]
+    i = np.arange(1, n - 1)
+    rows = np.repeat(i, 3)
+    cols = np.stack([i - 1, i, i + 1], 1).ravel()
+    d1 = np.stack([-hr / (hl * (hl + hr)), (hr - hl) / (hl * hr), hl / (hr * (hl + hr))], 1)
+    d2 = np.stack([2 / (hl * (hl + hr)), -2 / (hl * hr), 2 / (hr * (hl + hr))], 1)
+    D1 = sp.csr_matrix((d1.ravel(), (rows, cols)), shape=(n, n))
+    D2 = sp.csr_matrix((d2.ravel(), (rows, cols)), shape=(n, n))
+    return D1, D2
+
+
+def _along(mat: sp.spmatrix, d: int, shape: Sequence[int]) -> sp.csr_matrix:
+    """``mat`` acting along dimension ``d`` of a row-major tensor of ``shape``."""
+    out = sp.identity(1, format="csr")
+    for e, n in enumerate(shape):
+        out = sp.kron(out, mat if e == d else sp.identity(n), format="csr")
+    return out
+
+
+def high_frequency_share(values: np.ndarray) -> float:
+    """Largest share, over dimensions, of ``values``' energy above 2/3 of the grid's Nyquist
+    frequency (Hann-windowed, so that the jump between the two ends does not leak)."""
+    share = 0.0
+    for d in range(values.ndim):
+        n = values.shape[d]
+        window = np.hanning(n).reshape([-1 if e == d else 1 for e in range(values.ndim)])
+        spec = np.abs(np.fft.rfft(values * window, axis=d)) ** 2
+        spec = np.moveaxis(spec, d, 0).reshape(spec.shape[d], -1).sum(1)
+        total = spec.sum()
+        if total > 0:
+            share = max(share, float(spec[int(2 * spec.shape[0] / 3) :].sum() / total))
+    return share
+
+
+def _fine_fields(U, kernels, problem: Problem, config: GPHMConfig, coords):
+    """Derivative grids of the GP mean, the residual and the operator's linearisation on the
+    tensor grid ``coords`` (jitted)."""
+    factors = [
+        dimension_factors(k, x, config, orders=())
+        for k, x in zip(kernels, problem.grid, strict=True)
+    ]
+    cross = [
+        [cross_kernel(k, c, x, config, o) for o in range(3)]
+        for k, c, x in zip(kernels, coords, problem.grid, strict=True)
+    ]
+    keys = [k for k, _, _ in grid_keys(problem.variables)]
+    grids = predict_tensor(U, kernels, factors, cross, problem.variables, keys)
+    mesh = jnp.meshgrid(*coords, indexing="ij")
+    f = jnp.asarray(problem.source_fn(*mesh), U.dtype)
+    return grids, problem.operator(grids) - f, f, coefficients(problem, grids)
+
+
+def assess(solution) -> Reliability:
+    """The :class:`Reliability` of a :class:`~bayestensor.pde.PDESolution` (module docstring).
+
+    Runs in the solution's precision; a few fine-grid predictions and one sparse solve.
+    """
+    problem, config, (U, kernels) = solution.problem, solution.config, solution.params
+    grid = [np.asarray(x, np.float64) for x in problem.grid]
+    source = np.asarray(problem.source, np.float64)
+    hf = high_frequency_share(source)
+    mask = boundary_mask(problem.shape)
+    g = np.asarray(problem.boundary_values, np.float64)
+    Ub = np.asarray(U, np.float64)[mask]
+    scale_g = max(np.sqrt(np.mean(g**2)), np.sqrt(np.mean(np.asarray(U, np.float64) ** 2)), 1e-300)
+    boundary = float(np.sqrt(np.mean((g - Ub) ** 2)) / scale_g)
+    if problem.source_fn is None or problem.operator is None:
+        coords = grid
+    else:
+        coords = [fine_grid(x) for x in grid]
+    if problem.operator is None:  # a loaded solution: no operator to check
+        return Reliability(float("nan"), float("nan"), boundary, hf)
+    if problem.source_fn is None:
+        problem = problem._replace(source_fn=_on_grid_source(problem))
+    fields = jax.jit(lambda U, kernels, coords: _fine_fields(U, kernels, problem, config, coords))(
+        U, kernels, tuple(jnp.asarray(c, U.dtype) for c in coords)
+    )
+    grids, rho, f, coef = jax.tree.map(lambda a: np.asarray(a, np.float64), fields)
+    shape = rho.shape
+    fine_mask = boundary_mask(shape)
+    u = grids["u"]
+    norm_f = np.linalg.norm(f)
+    norm_f = norm_f if norm_f > 0 else math.sqrt(rho.size)
+    residual = float(np.linalg.norm(rho[~fine_mask]) / norm_f)
+    # the error's boundary values: g − ū at the collocation boundary points, linear in between
+    e_b = _boundary_error(g - Ub, mask, shape, coords, grid)
+    J = sp.csr_matrix((rho.size, rho.size))
+    for key, d, order in grid_keys(problem.variables):
+        c = coef[key].ravel()
+        if not np.any(c):
+            continue
+        if order == 0:
+            J = J + sp.diags(c)
+        else:
+            J = J + sp.diags(c) @ _along(_fd_matrices(coords[d])[order - 1], d, shape)
+    inside = ~fine_mask.ravel()
+    rhs = np.where(inside, -rho.ravel(), e_b.ravel())
+    J = sp.diags(inside.astype(float)) @ J + sp.diags((~inside).astype(float))
+    with np.errstate(all="ignore"):
+        try:
+            e = spla.spsolve(J.tocsc(), rhs)
+        except RuntimeError:  # exactly singular (e.g. pure advection with data on every edge)
+            e = spla.lsqr(J, rhs, atol=1e-12, btol=1e-12)[0]
+        if not np.all(np.isfinite(e)):
+            e = spla.lsqr(J, rhs, atol=1e-12, btol=1e-12)[0]
+    norm_u = max(np.linalg.norm(u), np.finfo(float).tiny)
+    return Reliability(float(np.linalg.norm(e) / norm_u), residual, boundary, hf)
+
+
+def _on_grid_source(problem: Problem):
+    """``f`` on the collocation grid as a function of the mesh (for problems without source_fn)."""
+    source = problem.source
+
+    def fn(*mesh):
+        return source
+
+    return fn
+
+
+def _boundary_error(eb, mask, shape, coords, grid) -> np.ndarray:
+    """``g − ū`` on the fine grid's boundary: the collocation values, linear in between."""
+    full = np.zeros(mask.shape)
+    full[mask] = eb
+    out = full
+    for d, (c, x) in enumerate(zip(coords, grid, strict=True)):
+        if c.shape[0] == x.shape[0]:
+            continue
+        out = np.apply_along_axis(lambda v, c=c, x=x: np.interp(c, x, v), d, out)
+    return np.where(boundary_mask(shape), out, 0.0)
+
+
+def likely_cause(solution, rel: Reliability) -> str:
+    """The likely reason a solution is not to be trusted, in words."""
+    if solution.config.dtype == "float32":
+        return (
+            "precision: it was computed in float32; GP-HM's high-frequency kernels need "
+            'float64 (dtype="float64", the default)'
+        )
+    if rel.high_frequency > HIGH_FREQUENCY_SHARE:
+        return (
+            f"resolution: {rel.high_frequency:.0%} of the source's energy is in the top third of "
+            "the grid's frequencies; use a finer grid (at least 6 points per period)"
+        )
+    t = solution.trace
+    if t.n_adam >= solution.config.n_steps and t.best_step >= len(t.residuals) - 10:
+        return "too few steps: the residual was still falling when the steps ran out (steps=)"
+    if rel.boundary > 1e-3:
+        return "the boundary values are not matched (precision= too small?)"
+    return (
+        "the PDE residual between the collocation points is large: try more steps, a finer grid "
+        "or more mixture components"
+    )

@@ -1,0 +1,142 @@
+"""The reliability check of a PDE solution (pde/reliability.py), the solver's precision scope,
+and the random problem family (pde/problems.py).
+
+The solves share one module fixture: a good float64 solve of a problem built while JAX was in
+float32, the same forced to float32, an under-resolved grid and a kernel that cannot represent
+the solution. The check must estimate each true error within a factor and warn exactly on the
+bad ones, without looking at the exact solution.
+"""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import bayestensor as bt
+from bayestensor.pde.problems import (
+    POINTS_PER_PERIOD,
+    RANDOM_KINDS,
+    Problem,
+    laplacian,
+    random_problem,
+)
+from bayestensor.pde.reliability import _fd_matrices, fine_grid, high_frequency_share
+
+
+def _sin20(n):
+    return Problem.manufactured(laplacian, lambda x: jnp.sin(20 * x), [(0.0, 2 * np.pi)], n)
+
+
+CASES = {
+    # name: (problem size, solve options, expected to be flagged)
+    "float64": (150, {"steps": 5}, False),
+    "float32": (150, {"steps": 5, "dtype": "float32"}, True),
+    "coarse": (50, {"steps": 5}, True),
+    "narrow_kernel": (150, {"steps": 0, "max_freq": 1.0}, True),
+}
+
+
+@pytest.fixture(scope="module")
+def solves():
+    out = {}
+    with jax.enable_x64(False):  # as users run: the problem is built in float32
+        for name, (n, opts, _) in CASES.items():
+            prob = _sin20(n)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                sol = bt.pde.solve(prob, progress=False, **opts)
+            out[name] = (prob, sol, [str(w.message) for w in caught], jax.config.jax_enable_x64)
+    return out
+
+
+def test_solve_computes_in_float64_and_leaves_the_flag_alone(solves, tol):
+    prob, sol, messages, flag = solves["float64"]
+    assert prob.source.dtype == np.float32
+    assert flag is False  # the global flag as the user set it, after solve returned
+    assert sol.values.dtype == np.float64 and sol.problem.source.dtype == np.float64
+    assert sol.config.dtype == "float64"
+    assert sol.relative_l2() < tol["pde_low_freq_rel_l2"]
+    assert messages == []
+    # the float32 problem was rebuilt from its exact solution, not widened
+    x = np.linspace(0, 2 * np.pi, 150)
+    np.testing.assert_allclose(sol.problem.grid[0], x, rtol=tol["pde_grid"], atol=tol["pde_grid"])
+
+
+def test_forced_float32_is_float32(solves):
+    _, sol, _, _ = solves["float32"]
+    assert sol.values.dtype == np.float32 and sol.config.dtype == "float32"
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_estimate_tracks_the_true_error(solves, name, tol):
+    _, sol, _, _ = solves[name]
+    true, est = sol.relative_l2(), sol.reliability.error_estimate
+    factor = tol["pde_estimate_factor"]
+    assert true / factor < est < true * factor, (true, est)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_warns_on_untrustworthy_solutions(solves, name, tol):
+    _, sol, messages, _ = solves[name]
+    flagged = CASES[name][2]
+    assert (sol.relative_l2() > tol["pde_untrustworthy_rel_l2"]) == flagged
+    assert any("may be inaccurate" in m for m in messages) == flagged
+    if flagged:
+        cause = {"float32": "precision", "coarse": "resolution", "narrow_kernel": "residual"}
+        assert any(cause[name] in m for m in messages), messages
+
+
+def test_reliability_is_shown_and_saved(solves, tmp_path):
+    _, sol, _, _ = solves["coarse"]
+    table = sol.summary()
+    assert table["error_estimate"].iloc[0] == sol.reliability.error_estimate
+    assert "estimated error" in sol.title()
+    sol.save(tmp_path / "sol.bt")
+    back = bt.load(tmp_path / "sol.bt")
+    assert back.reliability == sol.reliability
+    assert back.config.dtype == sol.config.dtype
+
+
+def test_fd_matrices_are_exact_for_quadratics(tol):
+    x = np.sort(np.random.default_rng(0).uniform(-1.0, 2.0, 12))
+    D1, D2 = _fd_matrices(x)
+    u = 3 * x**2 - x + 0.5
+    inner = slice(1, -1)
+    np.testing.assert_allclose((D1 @ u)[inner], (6 * x - 1)[inner], rtol=tol["fd_vs_exact"])
+    np.testing.assert_allclose((D2 @ u)[inner], 6.0, rtol=tol["fd_vs_exact"])
+    assert not np.any((D1 @ u)[[0, -1]]) and not np.any((D2 @ u)[[0, -1]])
+
+
+def test_fine_grid_and_high_frequency_share():
+    x = np.array([0.0, 1.0, 3.0])
+    np.testing.assert_array_equal(fine_grid(x), [0.0, 0.5, 1.0, 2.0, 3.0])
+    n = np.arange(64)
+    assert high_frequency_share(np.sin(2 * np.pi * 3 * n / 64)) < 1e-6
+    assert high_frequency_share((-1.0) ** n) > 0.99
+
+
+@pytest.mark.parametrize("kind", list(RANDOM_KINDS))
+def test_random_problems_are_seeded_and_resolvable(kind):
+    a, b = random_problem(3, kind), random_problem(3, kind)
+    np.testing.assert_array_equal(a.source, b.source)
+    assert not np.array_equal(a.source, random_problem(4, kind).source)
+    assert len(a.shape) == RANDOM_KINDS[kind]
+    for seed in range(8):
+        prob = random_problem(seed, kind)
+        # at least POINTS_PER_PERIOD points per period: the exact solution has (almost) no
+        # energy in the top third of the grid's frequencies
+        u = np.asarray(prob.exact_on_grid())
+        assert high_frequency_share(u) < 1e-3, (seed, high_frequency_share(u))
+        assert np.all(np.isfinite(prob.source))
+    assert POINTS_PER_PERIOD >= 6
+
+
+def test_random_problem_refuses_bad_arguments():
+    with pytest.raises(ValueError, match="kind must be one of"):
+        random_problem(0, "heat")
+    with pytest.raises(ValueError, match="seed must be an int"):
+        random_problem(-1)
+    with pytest.raises(ValueError, match="seed must be an int"):
+        random_problem(1.5)
