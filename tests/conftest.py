@@ -41,6 +41,10 @@ TOL = {
     "small_gap_first_order": 1e-5,
     # the same comparison, absolute part per unit kernel variance
     "small_gap_abs_per_var": 1e-12,
+    # periodic kernel truncated after 7 harmonics vs the exact kernel, max |error| / σ², for
+    # ℓ ≥ 0.7 and for ℓ = 0.5 (the lower end of FunBaT's search)
+    "periodic_truncation_ell07": 1e-5,
+    "periodic_truncation_ell05": 5e-4,
     # jax.grad of the transition vs central finite differences, h = 1e-6 (relative)
     "grad_vs_finite_diff": 1e-6,
     # state-space posterior vs dense Cholesky GP (relative)
