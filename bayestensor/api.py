@@ -44,7 +44,7 @@ def fit(
     rank: int | Sequence[int] = DEFAULT_RANK,
     seed: int = 0,
     progress: bool = True,
-    kernel: str | None = None,
+    kernel: str | Mapping[str, str] | None = None,
     max_sweeps: int | None = None,
     tol: float | None = None,
     **options: Any,
@@ -78,15 +78,18 @@ def fit(
         Random initialisation (and the sampler's key).
     progress : bool
         Show a progress bar.
-    kernel : {"matern12", "matern32", "matern52"}, optional
-        FunBaT only: smoothness of the GP priors (default ``"matern32"``).
+    kernel : str or dict, optional
+        FunBaT only: GP prior of the continuous modes — ``"matern12"``, ``"matern32"``
+        (default), ``"matern52"``, ``"periodic"`` or ``"quasiperiodic"`` for all of them, or
+        ``{column: name}`` per mode; the period of a (quasi-)periodic mode is the option
+        ``period={column: value}`` (learned when not given).
     max_sweeps : int, optional
         FunBaT only: cap on the message-passing sweeps (default 100).
     tol : float, optional
         FunBaT only: stop when the fitted values move by less than ``tol`` noise standard
         deviations between sweeps (RMS over the training rows; default 0.02).
     **options
-        FunBaT: passed to :class:`bayestensor.models.funbat.FunBaT` (``damping``,
+        FunBaT: passed to :class:`bayestensor.models.funbat.FunBaT` (``period``, ``damping``,
         ``learn_hyper``, ``lengthscale``, ``hyper_steps`` …). Poisson Tucker: passed to
         :func:`bayestensor.models.poisson_tucker.fit_poisson_tucker` (``method``, ``mask``,
         ``pair``, ``share``, ``num_samples`` …).
@@ -121,11 +124,10 @@ def fit(
             df, coords=coords, value=value, rank=ranks, seed=seed, progress=progress, **options
         )
 
-    from bayestensor.kernels import check_kernel_name
     from bayestensor.models.funbat import FitResult, FunBaT
-    from bayestensor.models.funbat.estimator import ESTIMATOR_PARAMS
+    from bayestensor.models.funbat.estimator import ESTIMATOR_PARAMS, check_kernel_option
 
-    kernel = check_kernel_name("matern32" if kernel is None else kernel)
+    kernel = check_kernel_option("matern32" if kernel is None else kernel)
     max_sweeps = check_int("max_sweeps", 100 if max_sweeps is None else max_sweeps)
     tol = check_positive("tol", 0.02 if tol is None else tol)
     shared = ("model", "rank", "kernel", "max_sweeps", "tol", "seed")

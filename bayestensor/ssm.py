@@ -1,7 +1,8 @@
-"""Kalman filter and RTS smoother for R stacked Matérn GPs fed Gaussian messages.
+"""Kalman filter and RTS smoother for R stacked state-space GPs fed Gaussian messages.
 
-The state stacks R independent latent functions ``u_1 … u_R`` (each a Matérn SDE of dimension
-``d``), so the dynamics are block diagonal in a ``D = R d`` dimensional state ``s(x)``, and
+The state stacks R independent latent functions ``u_1 … u_R`` (each a state-space GP of
+dimension ``d`` from :mod:`bayestensor.kernels`: Matérn, periodic or quasi-periodic), so the
+dynamics are block diagonal in a ``D = R d`` dimensional state ``s(x)``, and
 ``f(x) = H s(x) ∈ ℝ^R`` collects the function values. At each sorted coordinate ``x_t`` the state
 receives a Gaussian *message* in natural parameters — a factor
 
@@ -45,7 +46,12 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, Float
 
-from bayestensor.kernels import StateSpaceKernel, matern_sde
+from bayestensor.kernels import (
+    PERIODIC_HARMONICS,
+    StateSpaceKernel,
+    check_kernel_name,
+    kernel_sde,
+)
 
 
 def _sym(P):
@@ -61,40 +67,77 @@ def _block_diag(blocks: Float[Array, "R a b"]) -> Float[Array, "Ra Rb"]:
 
 
 class StackedSDE(NamedTuple):
-    """R independent Matérn SDEs stacked into one block-diagonal state-space model.
+    """R independent state-space GPs stacked into one block-diagonal state-space model.
 
     Attributes
     ----------
-    blocks : StateSpaceKernel
-        The R per-function kernels, each field with a leading axis of length R.
+    blocks : StateSpaceKernel, PeriodicSDE or QuasiPeriodicSDE
+        The R per-function kernels (one kind), each leaf with a leading axis of length R.
     """
 
     blocks: StateSpaceKernel
 
+    def _each(self, fn):
+        """``fn`` applied to every block (vmapped over the leading axis)."""
+        return jax.vmap(fn)(self.blocks)
+
+    @property
+    def noiseless(self) -> bool:
+        """Whether ``Q(Δ) = 0`` (a purely periodic kernel): the state moves deterministically."""
+        return type(self.blocks).noiseless
+
     @property
     def num_functions(self) -> int:
         """Number R of stacked latent functions."""
-        return self.blocks.F.shape[0]
+        return jax.tree.leaves(self.blocks)[0].shape[0]
 
     @property
     def state_dim(self) -> int:
         """Dimension D = R d of the stacked state."""
-        return self.blocks.F.shape[0] * self.blocks.F.shape[-1]
+        return self.H.shape[-1]
 
     @property
     def H(self) -> Float[Array, "R D"]:
         """Measurement matrix: ``f = H s`` picks each function value from its block."""
-        return _block_diag(self.blocks.H)
+        return _block_diag(self._each(lambda b: b.H))
 
     @property
     def Pinf(self) -> Float[Array, "D D"]:
         """Stationary covariance of the stacked state."""
-        return _block_diag(self.blocks.Pinf)
+        return _block_diag(self._each(lambda b: b.Pinf))
 
     def transition(self, dt: Float[Array, ""]) -> tuple[Float[Array, "D D"], Float[Array, "D D"]]:
         """Block-diagonal ``A(dt), Q(dt)`` of the stacked state (see ``StateSpaceKernel``)."""
-        A, Q = jax.vmap(StateSpaceKernel.transition, in_axes=(0, None))(self.blocks, dt)
+        A, Q = jax.vmap(type(self.blocks).transition, in_axes=(0, None))(self.blocks, dt)
         return _block_diag(A), _block_diag(Q)
+
+
+def stacked_sde(
+    kernel: str, hyper, num_functions: int, harmonics: int = PERIODIC_HARMONICS
+) -> StackedSDE:
+    """Stack ``num_functions`` state-space GPs of one kernel.
+
+    Parameters
+    ----------
+    kernel : str
+        A key of :data:`bayestensor.kernels.KERNELS`.
+    hyper : sequence of (float or Float[Array, "R"])
+        The kernel's hyperparameters in the order of ``KERNELS[kernel]``, each shared (scalar)
+        or one per function.
+    num_functions : int
+        R.
+    harmonics : int
+        J of the (quasi-)periodic kernels.
+
+    Returns
+    -------
+    StackedSDE
+    """
+    hyper = [jnp.asarray(h) for h in hyper]
+    dtype = jnp.result_type(hyper[0], float)
+    per_function = [jnp.broadcast_to(jnp.asarray(h, dtype), (num_functions,)) for h in hyper]
+    blocks = jax.vmap(lambda *h: kernel_sde(kernel, *h, harmonics=harmonics))(*per_function)
+    return StackedSDE(blocks)
 
 
 def stacked_matern(kernel: str, lengthscale, variance, num_functions: int) -> StackedSDE:
@@ -115,12 +158,8 @@ def stacked_matern(kernel: str, lengthscale, variance, num_functions: int) -> St
     -------
     StackedSDE
     """
-    lengthscale = jnp.asarray(lengthscale)
-    dtype = jnp.result_type(lengthscale, float)
-    ell = jnp.broadcast_to(jnp.asarray(lengthscale, dtype), (num_functions,))
-    var = jnp.broadcast_to(jnp.asarray(variance, dtype), (num_functions,))
-    blocks = jax.vmap(lambda a, b: matern_sde(kernel, a, b))(ell, var)
-    return StackedSDE(blocks)
+    check_kernel_name(kernel)
+    return stacked_sde(kernel, (lengthscale, variance), num_functions)
 
 
 class FilterResult(NamedTuple):
@@ -297,8 +336,13 @@ def rts_smoother(sde: StackedSDE, dt: Float[Array, " N"], filt: FilterResult) ->
         m_next, P_next = carry
         dt_next, m_f, P_f, m_p_next, P_p_next = inp
         A, _ = sde.transition(dt_next)
-        # RTS gain J = P_f Aᵀ P_pred⁻¹ (P_pred symmetric, so solve with it on the left)
-        J = jnp.linalg.solve(P_p_next, A @ P_f).T
+        if sde.noiseless:
+            # Q = 0 and A orthogonal: P_pred = A P_f Aᵀ, so J = A⁻¹ = Aᵀ exactly (no solve of
+            # the ill-conditioned P_pred, whose high harmonics have tiny variances)
+            J = A.T
+        else:
+            # RTS gain J = P_f Aᵀ P_pred⁻¹ (P_pred symmetric, so solve with it on the left)
+            J = jnp.linalg.solve(P_p_next, A @ P_f).T
         m_s = m_f + J @ (m_next - m_p_next)
         P_s = _sym(P_f + J @ (P_next - P_p_next) @ J.T)
         cross = J @ P_next  # Cov(s_t, s_{t+1} | all)
@@ -462,9 +506,13 @@ def interpolate(
         A2, _ = sde.transition(d_right)
         _, Qf = sde.transition(gap)
         inside = (t >= 0) & (t <= N - 2)
-        # outside the range Qf = 0: swap in Pinf so the (discarded) solve stays finite
-        Qf = jnp.where(inside, Qf, Pinf)
-        B = jnp.linalg.solve(Qf, A2 @ Q1).T
+        if sde.noiseless:
+            # s* = A₁ s_t exactly (Q = 0): the bridge gain B is zero
+            B = jnp.zeros_like(A1)
+        else:
+            # outside the range Qf = 0: swap in Pinf so the (discarded) solve stays finite
+            Qf = jnp.where(inside, Qf, Pinf)
+            B = jnp.linalg.solve(Qf, A2 @ Q1).T
         Psi = A1 - B @ A2 @ A1
         m_i = Psi @ m_all[ti] + B @ m_all[ti + 1]
         PsiX = Psi @ X_all[ti] @ B.T

@@ -6,14 +6,27 @@ import numpy as np
 import pytest
 from conftest import TOL
 
-from bayestensor.kernels import MATERN_NU, matern_cov
-from bayestensor.ssm import gaps, interpolate, locate, log_marginal, smooth, stacked_matern
+from bayestensor.kernels import MATERN_NU, PERIODIC_HARMONICS, matern_cov, periodic_coefficients
+from bayestensor.ssm import (
+    gaps,
+    interpolate,
+    locate,
+    log_marginal,
+    smooth,
+    stacked_matern,
+    stacked_sde,
+)
 
 #: float64 algebra against float64 references (conftest: the x64 marker)
 pytestmark = pytest.mark.x64
 
 KERNELS = sorted(MATERN_NU)
+ALL_KERNELS = [*KERNELS, "periodic", "quasiperiodic"]
 N_COORDS = 30
+#: period of the (quasi-)periodic kernels (the coordinates span about 2.4 periods) and the
+#: envelope lengthscales of the quasi-periodic ones
+PERIOD = 2.5
+ENVELOPE = np.array([3.0, 1.5, 5.0])
 
 
 def _problem(rng, R, n=N_COORDS):
@@ -31,20 +44,40 @@ def _problem(rng, R, n=N_COORDS):
     return x, prec, shift, has_msg
 
 
-def _hyper(R):
-    ell = np.array([0.7, 1.3, 0.4][:R])
+def _hyper(R, kernel="matern32"):
+    ell = np.array([0.7, 1.3, 0.4] if kernel in MATERN_NU else [0.7, 1.3, 0.9])[:R]
     var = np.array([1.2, 0.5, 2.0][:R])
     return ell, var
+
+
+def _cov_fn(kernel, ell, var):
+    """``cov(xa, xb, r)``: the dense covariance of function r (the truncated Fourier series for
+    the (quasi-)periodic kernels; its coefficients, differentiable in ℓ, are checked against
+    scipy's Bessel functions in test_kernels.py)."""
+    if kernel in MATERN_NU:
+        return lambda xa, xb, r: matern_cov(kernel, xa, xb, ell[r], var[r])
+
+    def cov(xa, xb, r):
+        tau = jnp.asarray(xa)[:, None] - jnp.asarray(xb)[None, :]
+        j = np.arange(PERIODIC_HARMONICS + 1)
+        q2 = periodic_coefficients(ell[r])
+        k = var[r] * jnp.einsum("abj,j->ab", jnp.cos(2 * jnp.pi * tau[..., None] * j / PERIOD), q2)
+        if kernel == "quasiperiodic":
+            k = k * matern_cov("matern32", xa, xb, ENVELOPE[r], 1.0)
+        return k
+
+    return cov
 
 
 def _dense(kernel, x, prec, shift, has_msg, ell, var, xnew):
     """Dense GP posterior by Cholesky on pseudo-observations ỹ = Λ⁻¹η with noise Λ⁻¹."""
     R = prec.shape[-1]
+    cov = _cov_fn(kernel, ell, var)
     obs = np.flatnonzero(has_msg)
     xa = jnp.concatenate([jnp.asarray(x), jnp.asarray(xnew)])
     n_all = xa.shape[0]
     # prior covariance over (coordinate, function) pairs, function-major blocks
-    K = jax.scipy.linalg.block_diag(*[matern_cov(kernel, xa, xa, ell[r], var[r]) for r in range(R)])
+    K = jax.scipy.linalg.block_diag(*[cov(xa, xa, r) for r in range(R)])
     idx = lambda rows: (np.arange(R)[:, None] * n_all + np.asarray(rows)[None, :]).T  # noqa: E731
     io = idx(obs).ravel()  # (obs, R) order
     Sig = jax.scipy.linalg.block_diag(*[jnp.linalg.inv(prec[t]) for t in obs])
@@ -73,13 +106,14 @@ def _dense_full(kernel, x, prec, shift, has_msg, ell, var, xnew):
     means, logz = _dense(kernel, x, prec, shift, has_msg, ell, var, xnew)
     # posterior covariance blocks of (f_1 … f_R)(x_i), one Cholesky solve per point
     R = prec.shape[-1]
+    cov = _cov_fn(kernel, ell, var)
     obs = np.flatnonzero(has_msg)
     covs = []
     for pts in (x, xnew):
         blocks = np.zeros((len(pts), R, R))
         for i, xi in enumerate(pts):
             xa = np.concatenate([[xi], x[obs]])
-            Kr = [np.asarray(matern_cov(kernel, xa, xa, ell[r], var[r])) for r in range(R)]
+            Kr = [np.asarray(cov(xa, xa, r)) for r in range(R)]
             # joint over (f_r(xi))_r and (f_r(x_obs))_r, obs-major for the observed block
             k_star = np.zeros((R, len(obs) * R))
             K_oo = np.zeros((len(obs) * R, len(obs) * R))
@@ -91,7 +125,7 @@ def _dense_full(kernel, x, prec, shift, has_msg, ell, var, xnew):
                 Sig[j * R : (j + 1) * R, j * R : (j + 1) * R] = np.linalg.inv(prec[t])
             L = np.linalg.cholesky(K_oo + Sig)
             W = np.linalg.solve(L, k_star.T)
-            blocks[i] = np.diag(var) - W.T @ W
+            blocks[i] = np.diag([Kr[r][0, 0] for r in range(R)]) - W.T @ W
         covs.append(blocks)
     return means, covs, logz
 
@@ -103,19 +137,26 @@ def _new_points(rng, x):
     return np.concatenate([inside, left, right])  # 20 points
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
+def _stack(kernel, ell, var, R):
+    if kernel in MATERN_NU:
+        return stacked_matern(kernel, ell, var, R)
+    hyper = (ell, var, PERIOD) + ((ENVELOPE[:R],) if kernel == "quasiperiodic" else ())
+    return stacked_sde(kernel, hyper, R)
+
+
+@pytest.mark.parametrize("kernel", ALL_KERNELS)
 @pytest.mark.parametrize("R", [1, 3])
 @pytest.mark.parametrize("jit", [False, True])
 def test_smoother_and_interpolation_equal_dense_gp(kernel, R, jit, rng, tol):
     x, prec, shift, has_msg = _problem(rng, R)
-    ell, var = _hyper(R)
+    ell, var = _hyper(R, kernel)
     xnew = _new_points(rng, x)
     (m_ref, m_new_ref), (P_ref, P_new_ref), logz_ref = _dense_full(
         kernel, x, prec, shift, has_msg, ell, var, xnew
     )
 
     def run(ell, var, dt, prec, shift, loc):
-        sde = stacked_matern(kernel, ell, var, R)
+        sde = _stack(kernel, ell, var, R)
         post = smooth(sde, dt, prec, shift)
         return post, interpolate(sde, post, loc)
 
@@ -134,14 +175,14 @@ def test_smoother_and_interpolation_equal_dense_gp(kernel, R, jit, rng, tol):
     np.testing.assert_allclose(P_new, P_new_ref, rtol=rel, atol=rel * var.max())
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("kernel", ALL_KERNELS)
 @pytest.mark.parametrize("R", [1, 3])
 def test_log_marginal_gradient_equals_dense(kernel, R, rng, tol):
     x, prec, shift, has_msg = _problem(rng, R)
     dt = gaps(x)
 
     def ours(ell, var):
-        return log_marginal(stacked_matern(kernel, ell, var, R), dt, prec, shift)
+        return log_marginal(_stack(kernel, ell, var, R), dt, prec, shift)
 
     def dense(ell, var):
         e = jnp.broadcast_to(ell, (R,))
@@ -149,7 +190,7 @@ def test_log_marginal_gradient_equals_dense(kernel, R, rng, tol):
         return _dense(kernel, x, prec, shift, has_msg, e, v, x[:1])[1]
 
     # shared scalar hyperparameters and one per function
-    for ell, var in [(0.9, 1.4), (jnp.array(_hyper(R)[0]), jnp.array(_hyper(R)[1]))]:
+    for ell, var in [(0.9, 1.4), tuple(jnp.array(h) for h in _hyper(R, kernel))]:
         g = jax.jit(jax.grad(ours, argnums=(0, 1)))(ell, var)
         g_ref = jax.grad(dense, argnums=(0, 1))(ell, var)
         for a, b in zip(g, g_ref, strict=True):
@@ -230,3 +271,29 @@ def test_float32_long_sequence_extreme_gaps():
         np.max(np.abs(np.asarray(post32.mean, float) - post64.mean))
         <= TOL["float32_vs_float64"] * scale
     )
+
+
+@pytest.mark.parametrize("kernel", ["periodic", "quasiperiodic"])
+def test_periodic_smoother_float32_matches_float64(kernel, rng):
+    R = 2
+    x, prec, shift, _ = _problem(rng, R)
+    ell, var = _hyper(R, kernel)
+    xnew = _new_points(rng, x)
+
+    @jax.jit
+    def run(ell, var, dt, prec, shift, loc):
+        sde = _stack(kernel, ell, var, R)
+        post = smooth(sde, dt, prec, shift)
+        return post, interpolate(sde, post, loc)
+
+    loc = locate(x, xnew)
+    post64, new64 = run(ell, var, gaps(x), prec, shift, loc)
+    f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
+    loc32 = loc._replace(**{k: f32(getattr(loc, k)) for k in ("d_left", "d_right", "gap")})
+    post32, new32 = run(*(f32(a) for a in (ell, var, gaps(x), prec, shift)), loc32)
+    assert post32.mean.dtype == jnp.float32
+    for a32, a64 in ((post32.mean, post64.mean), (post32.cov, post64.cov), (new32, new64)):
+        for b32, b64 in zip(jax.tree.leaves(a32), jax.tree.leaves(a64), strict=True):
+            assert np.all(np.isfinite(b32))
+            scale = np.max(np.abs(b64))
+            assert np.max(np.abs(np.asarray(b32, float) - b64)) <= TOL["float32_vs_float64"] * scale

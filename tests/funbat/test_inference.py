@@ -56,7 +56,7 @@ def test_hyper_search_climbs_to_the_evidence_maximum():
         return stacked_matern("matern32", jnp.exp(th[0]), jnp.exp(th[1]), R)
 
     evidence = jax.jit(lambda th: log_marginal(_sde(th), dt, msg.prec, msg.shift))
-    search = jax.jit(lambda th, st: hyper_search(cfg, R, dt, msg, th, st))
+    search = jax.jit(lambda th, st: hyper_search(cfg, 0, dt, msg, th, st))
     theta, step = jnp.array([np.log(3.0), 0.0]), jnp.array([1.0, 1.0])
     values = [float(evidence(theta))]
     for _ in range(60):
@@ -73,3 +73,36 @@ def test_hyper_search_climbs_to_the_evidence_maximum():
     # the returned posterior is the smoother's at the chosen hyperparameters
     ref = smooth(_sde(theta), dt, msg.prec, msg.shift)
     np.testing.assert_allclose(post.mean, ref.mean, rtol=CLOSED_FORM, atol=CLOSED_FORM)
+
+
+def test_periodic_search_moves_the_period_towards_the_evidence_maximum():
+    """Messages carrying a cycle of period 12 on 1..60: a learned period started 8 % off climbs
+    to within 1 % of it, log Z never decreases; a fixed period (learn_period False) stays."""
+    from bayestensor.models.funbat.inference import hyper_search, mode_sde
+    from bayestensor.models.funbat.state import FunBaTConfig, Messages
+    from bayestensor.ssm import log_marginal
+
+    rng = np.random.default_rng(4)
+    x = np.arange(1.0, 61.0)
+    dt = jnp.asarray(gaps(x))
+    R = 1
+    prec = np.full((x.size, R, R), 25.0)
+    f = (np.sin(2 * np.pi * x / 12) + 0.4 * np.cos(4 * np.pi * x / 12))[:, None]
+    f = f + 0.2 * rng.normal(size=f.shape)
+    msg = Messages(jnp.asarray(prec), jnp.asarray(np.einsum("nij,nj->ni", prec, f)))
+    start = jnp.log(jnp.array([1.0, 1.0, 13.0])), jnp.array([1.0, 1.0, 0.02])
+    for learn in (True, False):
+        cfg = FunBaTConfig("cp", (R,), (x.size,), (True,), ("periodic",), learn_period=(learn,))
+        evidence = jax.jit(lambda th, cfg=cfg: log_marginal(mode_sde(cfg, 0, th), dt, *msg))
+        search = jax.jit(lambda th, st, cfg=cfg: hyper_search(cfg, 0, dt, msg, th, st))
+        theta, step = start
+        values = [float(evidence(theta))]
+        for _ in range(40):
+            _, theta, step = search(theta, step)
+            values.append(float(evidence(theta)))
+        assert np.all(np.diff(values) >= 0.0)
+        period = float(np.exp(theta[2]))
+        if learn:
+            assert abs(period - 12.0) < 0.01 * 12.0, period
+        else:
+            assert period == pytest.approx(13.0, rel=1e-12)

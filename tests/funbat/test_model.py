@@ -75,3 +75,30 @@ def test_posterior_mean_matches_nuts(key):
     )
     nuts = np.asarray(mcmc.get_samples()["f"].mean(0))
     assert np.max(np.abs(ours - nuts)) < VS_NUTS * np.ptp(nuts)
+
+
+def test_numpyro_model_takes_per_mode_kernels(key):
+    """A periodic continuous mode next to a Matérn one: each prior covariance is its kernel's
+    explicit formula (the exact periodic kernel, plus the model's 1e-8 σ² jitter)."""
+    import numpyro
+
+    rng = np.random.default_rng(6)
+    x0, x1 = np.sort(rng.uniform(0, 5, 7)), np.sort(rng.uniform(0, 1, 5))
+    index = np.stack([rng.integers(0, 7, 20), rng.integers(0, 5, 20)], axis=1)
+    with numpyro.handlers.trace() as tr, numpyro.handlers.seed(rng_seed=key):
+        funbat_model(
+            index,
+            [x0, x1],
+            rank=2,
+            kernel=["periodic", "matern52"],
+            lengthscales=[0.8, 0.3],
+            variances=[1.5, 1.0],
+            periods=[2.0, None],
+        )
+    tau = x0[:, None] - x0[None, :]
+    K0 = 1.5 * np.exp(-2 * np.sin(np.pi * tau / 2.0) ** 2 / 0.8**2) + 1.5e-8 * np.eye(7)
+    r = np.sqrt(5) * np.abs(x1[:, None] - x1[None, :]) / 0.3
+    K1 = (1 + r + r**2 / 3) * np.exp(-r) + 1e-8 * np.eye(5)
+    for site, K in (("U0", K0), ("U1", K1)):
+        cov = tr[site]["fn"].base_dist.base_dist.covariance_matrix
+        np.testing.assert_allclose(cov, K, rtol=CLOSED_FORM, atol=CLOSED_FORM)

@@ -4,6 +4,8 @@ prediction in the data's units.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,7 +24,7 @@ from bayestensor.checks import (
 )
 from bayestensor.data import Encoded, NewEncoded
 from bayestensor.driver import DTYPES, Step, bound_compiled, iterate, precision
-from bayestensor.kernels import check_kernel_name
+from bayestensor.kernels import check_kernel
 from bayestensor.models.funbat.inference import (
     initial_state,
     predict_moments,
@@ -40,8 +42,62 @@ from bayestensor.ssm import (
 ESTIMATOR_PARAMS = (
     "model rank kernel max_sweeps tol damping seed learn_hyper init init_scale init_cov_scale "
     "init_noise_sd lengthscale variance lengthscale_fraction hyper_steps hyper_step a0 b0 chunk "
-    "dtype"
+    "dtype period"
 ).split()
+
+#: Kernel of a continuous mode that ``kernel={column: name}`` does not name.
+DEFAULT_KERNEL = "matern32"
+#: Kernels with a period.
+PERIODIC_KERNELS = ("periodic", "quasiperiodic")
+
+
+def check_kernel_option(kernel):
+    """``kernel`` as :class:`FunBaT` takes it: one kernel name, or ``{column: name}``.
+
+    Parameters
+    ----------
+    kernel : str or mapping of str to str
+        A key of :data:`bayestensor.kernels.KERNELS` for every continuous mode, or one per
+        named column.
+
+    Returns
+    -------
+    str or dict
+        The name, or a plain ``dict`` copy of the mapping.
+
+    Raises
+    ------
+    ValueError
+        Naming ``kernel`` if it is neither, or a name is unknown.
+    """
+    if isinstance(kernel, Mapping):
+        for column, name in kernel.items():
+            if not isinstance(column, str):
+                raise ValueError(f"kernel keys must be column names (str), got {column!r}")
+            check_kernel(name)
+        return dict(kernel)
+    return check_kernel(kernel)
+
+
+def check_period_option(period):
+    """``period`` as :class:`FunBaT` takes it: ``None``, one positive number, or
+    ``{column: positive number}``.
+
+    Raises
+    ------
+    ValueError
+        Naming ``period`` for anything else.
+    """
+    if period is None:
+        return None
+    if isinstance(period, Mapping):
+        out = {}
+        for column, value in period.items():
+            if not isinstance(column, str):
+                raise ValueError(f"period keys must be column names (str), got {column!r}")
+            out[column] = check_positive(f"period[{column!r}]", value)
+        return out
+    return check_positive("period", period)
 
 
 class FunBaT:
@@ -53,8 +109,19 @@ class FunBaT:
         Learned Gaussian core (Tucker) or fixed superdiagonal core (CP).
     rank : int or tuple of int
         ``R`` for every mode, or ``(R_1, …, R_K)`` (Tucker only; CP needs equal ranks).
-    kernel : {"matern12", "matern32", "matern52"}
-        Matérn smoothness of every continuous mode.
+    kernel : str or dict
+        Prior of the latent functions of the continuous modes: ``"matern12"``, ``"matern32"``,
+        ``"matern52"`` (Matérn ν = 1/2, 3/2, 5/2), ``"periodic"`` (``σ² exp(−2 sin²(π τ/p)/ℓ²)``,
+        its Fourier series truncated after 7 harmonics; ℓ is then relative to the period) or
+        ``"quasiperiodic"`` (periodic × Matérn-3/2 envelope: a cycle whose shape drifts) — one
+        name for every continuous mode, or ``{column: name}`` (continuous modes not named get
+        ``"matern32"``). See :mod:`bayestensor.kernels`.
+    period : float or dict, optional
+        Period of the (quasi-)periodic modes, in the coordinate's units: one value for all of
+        them, or ``{column: value}``. A given period is kept fixed. A period not given starts
+        at the mode's coordinate range plus its median spacing — the period of a regular grid
+        that covers one cycle (months 1–12 → 12) — and is learned by the hyperparameter search,
+        locally (at most 10 % per sweep): give it when the data span several cycles.
     max_sweeps : int
         Cap on the number of sweeps.
     tol : float
@@ -86,7 +153,9 @@ class FunBaT:
         :func:`init_state`: too large a value lets the first sweeps switch components off).
     lengthscale : float or sequence of float, optional
         Initial ℓ_k (one for all modes, or one per mode; entries of categorical modes are
-        ignored). Default: ``lengthscale_fraction`` times the coordinate range of the mode.
+        ignored). Default: ``lengthscale_fraction`` times the coordinate range of the mode for
+        a Matérn kernel, 1 for a (quasi-)periodic one (whose ℓ is relative to the period; the
+        quasi-periodic envelope's lengthscale starts at the coordinate range).
     variance : float or sequence of float
         Initial σ²_k (of the z-scored values), one for all modes or one per mode.
     lengthscale_fraction : float
@@ -112,7 +181,9 @@ class FunBaT:
     history_ : list of dict
         Per sweep: ``rmse`` (training, original units), ``tau`` (``E[τ]``, z-scored units),
         ``noise_sd`` (``E[τ]^{-1/2}`` in original units), ``lengthscale`` and ``variance``
-        (per mode, ``None`` for categorical modes), ``change`` (relative change of ``E[f]``).
+        (per mode, ``None`` for categorical modes), ``change`` (relative change of ``E[f]``);
+        with a (quasi-)periodic mode also ``period`` and ``envelope`` (per mode, ``None``
+        where the kernel has none).
     n_sweeps_ : int
         Number of sweeps run.
     converged_ : bool
@@ -123,7 +194,7 @@ class FunBaT:
         self,
         model: str = "tucker",
         rank: int | tuple[int, ...] = DEFAULT_RANK,
-        kernel: str = "matern32",
+        kernel: str | dict[str, str] = "matern32",
         max_sweeps: int = 100,
         tol: float = 0.02,
         damping: float = 1.0,
@@ -142,13 +213,14 @@ class FunBaT:
         b0: float = 1e-3,
         chunk: int | str | None = "auto",
         dtype: str = "float64",
+        period: float | dict[str, float] | None = None,
     ):
         if model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, got {model!r}")
-        check_kernel_name(kernel)
         self.model = model
         self.rank = rank
-        self.kernel = kernel
+        self.kernel = check_kernel_option(kernel)
+        self.period = check_period_option(period)
         self.max_sweeps = check_int("max_sweeps", max_sweeps)
         self.tol = check_positive("tol", tol)
         try:
@@ -187,6 +259,38 @@ class FunBaT:
         what the data can identify (:func:`bayestensor.checks.cap_ranks`)."""
         ranks = check_ranks(self.rank, enc.K, equal=self.model == "cp")
         return cap_ranks(ranks, enc.shape, self.model)
+
+    def _mode_kernels(self, modes) -> tuple[str | None, ...]:
+        """Per mode, the kernel name (``None`` for a categorical mode)."""
+        continuous = [m.name for m in modes if m.kind == CONTINUOUS]
+        if isinstance(self.kernel, str):
+            return tuple(self.kernel if m.kind == CONTINUOUS else None for m in modes)
+        unknown = [c for c in self.kernel if c not in continuous]
+        if unknown:
+            raise ValueError(
+                f"kernel names {unknown}, which are not continuous coordinates of the data "
+                f"(continuous: {continuous})"
+            )
+        return tuple(
+            self.kernel.get(m.name, DEFAULT_KERNEL) if m.kind == CONTINUOUS else None for m in modes
+        )
+
+    def _mode_periods(self, modes, kernels) -> list[float | None]:
+        """Per mode, the period given by the user (``None``: not given, or no period)."""
+        periodic = [m.name for m, k in zip(modes, kernels, strict=True) if k in PERIODIC_KERNELS]
+        if self.period is None:
+            return [None] * len(modes)
+        if not periodic:
+            raise ValueError("period was given but no mode has a periodic or quasiperiodic kernel")
+        if isinstance(self.period, dict):
+            unknown = [c for c in self.period if c not in periodic]
+            if unknown:
+                raise ValueError(
+                    f"period names {unknown}, which are not modes with a periodic or "
+                    f"quasiperiodic kernel ({periodic})"
+                )
+            return [self.period.get(m.name) for m in modes]
+        return [self.period if m.name in periodic else None for m in modes]
 
     @staticmethod
     def _per_mode(value, K: int, name: str) -> list:
@@ -232,25 +336,34 @@ class FunBaT:
         index = jnp.asarray(enc.index)
         ell_given = self._per_mode(self.lengthscale, K, "lengthscale")
         var_given = self._per_mode(self.variance, K, "variance")
-        dts, ell0, var0 = [], [], []
+        kernels = self._mode_kernels(enc.modes)
+        period_given = self._mode_periods(enc.modes, kernels)
+        dts, ell0, var0, period0, envelope0 = [], [], [], [], []
         for k, mode in enumerate(enc.modes):
             if continuous[k]:
                 span = mode.values[-1] - mode.values[0]
-                default = self.lengthscale_fraction * span if span > 0 else 1.0
+                periodic = kernels[k] in PERIODIC_KERNELS
+                if periodic:
+                    default = 1.0
+                else:
+                    default = self.lengthscale_fraction * span if span > 0 else 1.0
                 dts.append(jnp.asarray(gaps(mode.values)))
                 ell0.append(default if ell_given[k] is None else ell_given[k])
                 var0.append(var_given[k])
+                # one cycle over a regular grid: span + spacing (months 1..12 -> 12)
+                spacing = float(np.median(np.diff(mode.values))) if mode.size > 1 else 1.0
+                period0.append(span + spacing if period_given[k] is None else period_given[k])
+                envelope0.append(span if span > 0 else 1.0)
             else:
-                dts.append(None)
-                ell0.append(None)
-                var0.append(None)
+                for lst in (dts, ell0, var0, period0, envelope0):
+                    lst.append(None)
         dts = tuple(dts)
         cfg = FunBaTConfig(
             self.model,
             ranks,
             enc.shape,
             continuous,
-            self.kernel,
+            kernels,
             self.damping,
             self.learn_hyper,
             self.hyper_steps,
@@ -258,6 +371,7 @@ class FunBaT:
             self.a0,
             self.b0,
             auto_chunk(len(enc.y), ranks, self.model) if self.chunk == "auto" else self.chunk,
+            tuple(p is None for p in period_given),
         )
         init_means = None
         if self.init == "spectral":
@@ -275,8 +389,15 @@ class FunBaT:
             self.init_noise_sd,
             index,
             y,
+            [None if v is None else float(v) for v in period0],
+            [None if v is None else float(v) for v in envelope0],
         )
         y_np = np.asarray(y)
+        extra_hyper = [
+            name
+            for name in ("period", "envelope")
+            if any(name in cfg.hyper_names(k) for k in range(K))
+        ]
 
         def _step(i, carry):
             # one compiled sweep; the change is the RMS move of the fitted values in units of
@@ -298,6 +419,13 @@ class FunBaT:
                 ],
                 "change": change,
             }
+            for name in extra_hyper:
+                record[name] = [
+                    float(np.exp(th[cfg.hyper_names(k).index(name)]))
+                    if name in cfg.hyper_names(k)
+                    else None
+                    for k, th in enumerate(state.log_hyper)
+                ]
             history.append(record)
             if callback is not None:
                 callback(record)

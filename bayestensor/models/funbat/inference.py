@@ -39,54 +39,120 @@ from bayestensor.ssm import (
     kalman_filter,
     rts_smoother,
     smooth,
-    stacked_matern,
+    stacked_sde,
 )
 
 #: Offsets (in units of the current step) of the candidate grid of the hyperparameter search.
 _SEARCH_OFFSETS = (-1.0, 0.0, 1.0)
 #: Bounds on the per-parameter step of the search (natural-log units).
 _SEARCH_STEP_BOUNDS = (1e-7, 4.0)
+#: Initial and largest step of the search on ``log p`` (a local search around the initial
+#: period: multiples and fractions of the period are other maxima of the evidence).
+PERIOD_STEP = 0.02
+PERIOD_STEP_MAX = 0.1
+#: Admissible dimensionless lengthscale ℓ of the (quasi-)periodic kernels: with 7 harmonics the
+#: truncated series is within 5e-4 σ² of the kernel at the lower end (see
+#: :func:`bayestensor.kernels.periodic_sde`); beyond the upper end it is a constant plus a pure
+#: cosine whose amplitude vanishes.
+PERIODIC_LENGTHSCALE_BOX = (0.5, 10.0)
 
 
-def hyper_search(cfg: FunBaTConfig, R: int, dt, msg: Messages, theta, step):
-    """Pattern search on ``θ = [log ℓ, log σ²]`` maximising ``log Z`` of the current messages,
-    then the smoothed posterior at the chosen ``θ``.
+def mode_sde(cfg: FunBaTConfig, k: int, theta):
+    """The stacked state-space prior of mode ``k``'s ``R_k`` functions at ``θ = log_hyper[k]``."""
+    hyper = tuple(jnp.exp(theta[i]) for i in range(theta.shape[0]))
+    return stacked_sde(cfg.mode_kernel(k), hyper, cfg.ranks[k], cfg.harmonics)
+
+
+def _search_pattern(cfg: FunBaTConfig, k: int, dtype):
+    """Candidate offsets of the search: the 3 × 3 grid on ``(log ℓ, log σ²)`` (centre at row
+    4), then ``∓1`` along each further learned hyperparameter (period, envelope)."""
+    offsets = jnp.asarray(_SEARCH_OFFSETS, dtype)
+    n = len(cfg.hyper_names(k))
+    grid_i, grid_j = jnp.meshgrid(offsets, offsets, indexing="ij")
+    pairs = jnp.stack([grid_i.ravel(), grid_j.ravel()], axis=1)  # (9, 2)
+    pairs = jnp.concatenate([pairs, jnp.zeros((pairs.shape[0], n - 2), dtype)], axis=1)
+    learned = cfg.learned(k)
+    extra = [jnp.eye(n, dtype=dtype)[i] * o for i in range(2, n) if learned[i] for o in (-1, 1)]
+    if extra:
+        pairs = jnp.concatenate([pairs, jnp.stack(extra)], axis=0)
+    return pairs, offsets.shape[0] ** 2 // 2
+
+
+def _search_box(cfg: FunBaTConfig, k: int, dt):
+    """Admissible box of ``log_hyper[k]`` and the largest search step per hyperparameter.
+
+    A Matérn lengthscale or quasi-periodic envelope lies between a twentieth of the smallest
+    gap and twenty spans (beyond either end the evidence is flat to rounding and the search
+    would drift), σ² in 1e±6, a periodic ℓ in :data:`PERIODIC_LENGTHSCALE_BOX`, a period
+    between twice the smallest gap and ten times (span + smallest gap).
+    """
+    positive = jnp.where(dt > 0, dt, jnp.inf)
+    min_gap = jnp.where(jnp.isfinite(jnp.min(positive)), jnp.min(positive), 1.0)
+    span = jnp.maximum(jnp.sum(dt), min_gap)
+    log10 = np.log(10.0)
+    periodic = cfg.mode_kernel(k) in ("periodic", "quasiperiodic")
+    box = {
+        "lengthscale": (
+            [np.log(b) for b in PERIODIC_LENGTHSCALE_BOX]
+            if periodic
+            else [jnp.log(min_gap / 20.0), jnp.log(20.0 * span)]
+        ),
+        "variance": [-6.0 * log10, 6.0 * log10],
+        "period": [jnp.log(2.0 * min_gap), jnp.log(10.0 * (span + min_gap))],
+        "envelope": [jnp.log(min_gap / 20.0), jnp.log(20.0 * span)],
+    }
+    names = cfg.hyper_names(k)
+    lower = jnp.stack([jnp.asarray(box[n][0], dt.dtype) for n in names])
+    upper = jnp.stack([jnp.asarray(box[n][1], dt.dtype) for n in names])
+    max_step = jnp.asarray(
+        [PERIOD_STEP_MAX if n == "period" else _SEARCH_STEP_BOUNDS[1] for n in names], dt.dtype
+    )
+    return lower, upper, max_step
+
+
+def hyper_search(cfg: FunBaTConfig, k: int, dt, msg: Messages, theta, step):
+    """Pattern search on mode ``k``'s ``θ = log_hyper[k]`` maximising ``log Z`` of the current
+    messages, then the smoothed posterior at the chosen ``θ``.
 
     Each iteration evaluates the Kalman evidence on the 3 × 3 grid ``θ + (i δ₁, j δ₂)``,
-    ``i, j ∈ {−1, 0, 1}`` (one vmapped forward filter; no gradients through the scan) and moves
-    to the best point if it beats the centre. Per parameter, the step ``δ`` halves when the best
-    point's offset along it is 0 and doubles when it is ±1 (the optimum is probably further
-    out), so it crosses orders of magnitude in a few sweeps and then refines to ``δ → 0``.
-    Candidates outside an admissible box (``ℓ`` within [min gap / 20, 20 × span], ``σ²`` within
-    1e±6) are not taken. The evidence of the current messages never decreases, the search is
-    as cheap to compile as a forward filter, and the last iteration's filter pass at the chosen
-    ``θ`` is reused by the RTS smoother (no separate filter).
+    ``i, j ∈ {−1, 0, 1}`` on ``(log ℓ, log σ²)``, plus ``θ ∓ δ_i`` along each further learned
+    hyperparameter (the period, the quasi-periodic envelope), in one vmapped forward filter
+    (no gradients through the scan), and moves to the best point if it beats the centre. Per
+    parameter, the step ``δ`` halves when the best point's offset along it is 0 and doubles when
+    it is ±1 (the optimum is probably further out), so it crosses orders of magnitude in a few
+    sweeps and then refines to ``δ → 0``; the period's step starts at :data:`PERIOD_STEP` and
+    never exceeds :data:`PERIOD_STEP_MAX` (a local search). Candidates outside an admissible
+    box (:func:`_search_box`) are not taken. The evidence of the current messages never
+    decreases, the search is as cheap to compile as a forward filter, and the last iteration's
+    filter pass at the chosen ``θ`` is reused by the RTS smoother (no separate filter).
+
+    Parameters
+    ----------
+    cfg : FunBaTConfig
+        Static settings (the mode's kernel, rank, which hyperparameters are learned).
+    k : int
+        The mode.
+    dt : Float[Array, "N"]
+        Gaps of the mode's sorted unique coordinates.
+    msg : Messages
+        The mode's current messages.
+    theta, step : Float[Array, "h"]
+        Current ``log_hyper[k]`` and search steps.
 
     Returns
     -------
     posterior : Posterior
         ``q(U^k)`` at the new hyperparameters.
-    theta, step : Float[Array, "2"]
+    theta, step : Float[Array, "h"]
     """
-    offsets = jnp.asarray(_SEARCH_OFFSETS, theta.dtype)
-    n = offsets.shape[0]
-    grid_i, grid_j = jnp.meshgrid(offsets, offsets, indexing="ij")
-    pairs = jnp.stack([grid_i.ravel(), grid_j.ravel()], axis=1)  # (n², 2)
-    centre = (n * n) // 2
+    pairs, centre = _search_pattern(cfg, k, theta.dtype)
+    lower, upper, max_step = _search_box(cfg, k, dt)
 
     def _sde(th):
-        return stacked_matern(cfg.kernel, jnp.exp(th[0]), jnp.exp(th[1]), R)
+        return mode_sde(cfg, k, th)
 
     def _filter(th):
         return kalman_filter(_sde(th), dt, msg.prec, msg.shift)
-
-    # admissible box: ℓ between a twentieth of the smallest gap and twenty spans (beyond
-    # either end the evidence is flat to rounding and the search would drift), σ² in 1e±6
-    positive = jnp.where(dt > 0, dt, jnp.inf)
-    min_gap = jnp.where(jnp.isfinite(jnp.min(positive)), jnp.min(positive), 1.0)
-    span = jnp.maximum(jnp.sum(dt), min_gap)
-    lower = jnp.stack([jnp.log(min_gap / 20.0), jnp.asarray(-6.0 * np.log(10.0), dt.dtype)])
-    upper = jnp.stack([jnp.log(20.0 * span), jnp.asarray(6.0 * np.log(10.0), dt.dtype)])
 
     def _choose(th, st, values):
         candidates = th + pairs * st
@@ -96,7 +162,7 @@ def hyper_search(cfg: FunBaTConfig, R: int, dt, msg: Messages, theta, step):
         best = jnp.where(values[best] > values[centre], best, centre)
         moved = th + pairs[best] * st
         grow = jnp.where(pairs[best] == 0.0, 0.5, 2.0)
-        return best, moved, jnp.clip(grow * st, *_SEARCH_STEP_BOUNDS)
+        return best, moved, jnp.clip(grow * st, _SEARCH_STEP_BOUNDS[0], max_step)
 
     def _iteration(carry, _):
         th, st = carry
@@ -165,11 +231,10 @@ def sweep(
         if cfg.continuous[k]:
             if cfg.learn_hyper:
                 factors[k], log_hyper[k], opt_state[k] = hyper_search(
-                    cfg, cfg.ranks[k], dts[k], msg, log_hyper[k], opt_state[k]
+                    cfg, k, dts[k], msg, log_hyper[k], opt_state[k]
                 )
             else:
-                ell, var = jnp.exp(log_hyper[k][0]), jnp.exp(log_hyper[k][1])
-                sde = stacked_matern(cfg.kernel, ell, var, cfg.ranks[k])
+                sde = mode_sde(cfg, k, log_hyper[k])
                 factors[k] = smooth(sde, dts[k], msg.prec, msg.shift)
         else:
             factors[k] = categorical_posterior(msg)
@@ -253,6 +318,8 @@ def init_state(
     cov_scale: float = 0.01,
     init_means: list | None = None,
     noise_sd: float = 0.1,
+    init_periods=None,
+    init_envelopes=None,
 ) -> FunBaTState:
     """Initial posterior: random factor and core means, shrunken prior covariances.
 
@@ -281,6 +348,9 @@ def init_state(
         shrinks weak components so hard in the first sweeps that mean-field updates switch them
         off for good (a rank-deficient local optimum); 0.1 makes the first sweep close to
         alternating least squares, and ``q(τ)`` adapts from the second sweep on.
+    init_periods, init_envelopes : sequence, optional
+        Per mode, the initial period p_k of a (quasi-)periodic kernel and the envelope
+        lengthscale of a quasi-periodic one (entries of other modes are ignored; default 1).
 
     Returns
     -------
@@ -297,17 +367,24 @@ def init_state(
         else:
             mean = jnp.asarray(init_means[k], dtype)
         if cfg.continuous[k]:
-            factors.append(_prior_posterior(cfg, dts[k], mean, cov_scale * init_variances[k]))
+            post = _prior_posterior(cfg, k, dts[k], mean, cov_scale * init_variances[k])
+            factors.append(post)
         else:
             cov = jnp.broadcast_to(cov_scale * jnp.eye(R, dtype=dtype), (N, R, R))
             factors.append(CategoricalPosterior(mean, cov))
         messages.append(Messages(jnp.zeros((N, R, R), dtype), jnp.zeros((N, R), dtype)))
         if cfg.continuous[k]:
-            theta = jnp.log(
-                jnp.stack([jnp.asarray(init_lengthscales[k]), jnp.asarray(init_variances[k])])
-            ).astype(dtype)
+            initial = {
+                "lengthscale": init_lengthscales[k],
+                "variance": init_variances[k],
+                "period": 1.0 if init_periods is None else init_periods[k],
+                "envelope": 1.0 if init_envelopes is None else init_envelopes[k],
+            }
+            names = cfg.hyper_names(k)
+            theta = jnp.log(jnp.stack([jnp.asarray(initial[n]) for n in names])).astype(dtype)
             log_hyper.append(theta)
-            opt_state.append(jnp.full((2,), cfg.hyper_step, dtype))
+            steps = [PERIOD_STEP if n == "period" else cfg.hyper_step for n in names]
+            opt_state.append(jnp.asarray(steps, dtype))
         else:
             log_hyper.append(None)
             opt_state.append(None)
@@ -323,10 +400,26 @@ def init_state(
     )
 
 
-def initial_state(cfg, dts, ell0, var0, key, mean_scale, cov_scale, init_means, noise_sd, index, y):
+def initial_state(
+    cfg,
+    dts,
+    ell0,
+    var0,
+    key,
+    mean_scale,
+    cov_scale,
+    init_means,
+    noise_sd,
+    index,
+    y,
+    period0=None,
+    envelope0=None,
+):
     """:func:`init_state`, then (Tucker with given initial means) the core that best explains
     the data given the initial factors; one compiled call instead of many small ones."""
-    state = init_state(cfg, dts, ell0, var0, key, mean_scale, cov_scale, init_means, noise_sd)
+    state = init_state(
+        cfg, dts, ell0, var0, key, mean_scale, cov_scale, init_means, noise_sd, period0, envelope0
+    )
     if init_means is not None and cfg.model == "tucker":
         means, seconds = gather(state.factors, index)
         group = grouping(state.factors, index)
@@ -335,7 +428,9 @@ def initial_state(cfg, dts, ell0, var0, key, mean_scale, cov_scale, init_means, 
     return state
 
 
-def _prior_posterior(cfg: FunBaTConfig, dt, mean: Float[Array, "N R"], cov_scale) -> Posterior:
+def _prior_posterior(
+    cfg: FunBaTConfig, k: int, dt, mean: Float[Array, "N R"], cov_scale
+) -> Posterior:
     """Smoother-shaped posterior of a continuous mode with ``mean`` and covariance ``cov_scale I``.
 
     The first sweep reads only ``mean`` and ``cov``; the other fields are zeros with the shapes
@@ -343,7 +438,7 @@ def _prior_posterior(cfg: FunBaTConfig, dt, mean: Float[Array, "N R"], cov_scale
     every sweep sees the same pytree layout.
     """
     N, R = mean.shape
-    sde = stacked_matern(cfg.kernel, jnp.ones((), mean.dtype), jnp.ones((), mean.dtype), R)
+    sde = mode_sde(cfg, k, jnp.zeros((len(cfg.hyper_names(k)),), mean.dtype))
     zeros = Messages(jnp.zeros((N, R, R), mean.dtype), jnp.zeros((N, R), mean.dtype))
     shapes = jax.eval_shape(smooth, sde, dt, zeros.prec, zeros.shift)
     post = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
@@ -384,9 +479,7 @@ def predict_moments(
     for k in range(len(cfg.ranks)):
         f = state.factors[k]
         if cfg.continuous[k]:
-            th = state.log_hyper[k]
-            sde = stacked_matern(cfg.kernel, jnp.exp(th[0]), jnp.exp(th[1]), cfg.ranks[k])
-            m, P = interpolate(sde, f, locs[k])
+            m, P = interpolate(mode_sde(cfg, k, state.log_hyper[k]), f, locs[k])
         else:
             m, P = f.mean[locs[k]], f.cov[locs[k]]
         means.append(m)

@@ -12,7 +12,7 @@ from scipy import stats
 from bayestensor import io, plotting
 from bayestensor.checks import CONTINUOUS, check_finite_result, check_level, check_ranks
 from bayestensor.data import Mode, encode_new
-from bayestensor.kernels import check_kernel_name
+from bayestensor.kernels import check_kernel
 from bayestensor.models.funbat.estimator import ESTIMATOR_PARAMS, FunBaT
 from bayestensor.models.funbat.inference import init_state
 from bayestensor.models.funbat.state import MODELS, FunBaTConfig
@@ -37,8 +37,10 @@ class FitResult(Result):
         ``"tucker"`` or ``"cp"``.
     ranks : tuple of int
         ``R_k`` per mode.
-    kernel : str
-        Matérn kernel of the continuous modes.
+    kernels : dict
+        ``{column: kernel name}`` of the continuous modes.
+    kernel : str or dict
+        The kernel name when every continuous mode has the same one, else ``kernels``.
     estimator : FunBaT
         The fitted estimator (its ``state_`` holds the posterior in z-scored units).
     """
@@ -51,7 +53,12 @@ class FitResult(Result):
         self.modes = tuple(estimator.modes_)
         self.model = estimator.cfg_.model
         self.ranks = tuple(estimator.cfg_.ranks)
-        self.kernel = estimator.cfg_.kernel
+        cfg = estimator.cfg_
+        self.kernels = {
+            m.name: cfg.mode_kernel(k) for k, m in enumerate(self.modes) if cfg.continuous[k]
+        }
+        names = set(self.kernels.values())
+        self.kernel = names.pop() if len(names) == 1 else dict(self.kernels)
 
     # -- fitted quantities -----------------------------------------------------------------
 
@@ -78,13 +85,21 @@ class FitResult(Result):
 
     @property
     def hyperparameters(self) -> pd.DataFrame:
-        """Learned lengthscale ℓ_k and variance σ²_k per continuous mode."""
-        rows = []
-        for mode, th in zip(self.modes, self.estimator.state_.log_hyper, strict=True):
+        """Learned hyperparameters per continuous mode: lengthscale ℓ_k and variance σ²_k, and
+        with a (quasi-)periodic mode also ``period`` and ``envelope`` (NaN where the mode's
+        kernel has none). A periodic ℓ is relative to the period."""
+        cfg = self.estimator.cfg_
+        rows, columns = [], ["mode", "lengthscale", "variance"]
+        for k, (mode, th) in enumerate(
+            zip(self.modes, self.estimator.state_.log_hyper, strict=True)
+        ):
             if th is not None:
-                ell, var = np.exp(np.asarray(th))
-                rows.append({"mode": mode.name, "lengthscale": ell, "variance": var})
-        return pd.DataFrame(rows, columns=["mode", "lengthscale", "variance"])
+                names = cfg.hyper_names(k)
+                rows.append(
+                    {"mode": mode.name, **dict(zip(names, np.exp(np.asarray(th)), strict=True))}
+                )
+                columns += [n for n in names if n not in columns]
+        return pd.DataFrame(rows, columns=columns)
 
     @property
     def history(self) -> pd.DataFrame:
@@ -162,28 +177,30 @@ class FitResult(Result):
         """One line: model, value, sweeps, convergence, training RMSE and noise sd."""
         est = self.estimator
         state = "converged" if self.converged else "stopped at max_sweeps"
+        kernel = (
+            self.kernel
+            if isinstance(self.kernel, str)
+            else ", ".join(f"{c}: {k}" for c, k in self.kernels.items())
+        )
         return (
-            f"FunBaT-{self.model} fit of {self.value!r} ({self.kernel}): "
+            f"FunBaT-{self.model} fit of {self.value!r} ({kernel}): "
             f"{len(est.history_)} sweeps, {state}; training RMSE "
             f"{est.history_[-1]['rmse']:.4g}, noise sd {self.noise_sd:.4g}"
         )
 
     def summary(self) -> pd.DataFrame:
-        """One row per mode: kind, unique values, rank, learned lengthscale and variance."""
+        """One row per mode: kind, unique values, rank, kernel and learned hyperparameters
+        (those of :attr:`hyperparameters`; NaN where a mode has none)."""
         hyper = self.hyperparameters.set_index("mode")
         rows = []
         for mode, R in zip(self.modes, self.ranks, strict=True):
             learned = mode.name in hyper.index
-            rows.append(
-                {
-                    "mode": mode.name,
-                    "kind": mode.kind,
-                    "size": mode.size,
-                    "rank": R,
-                    "lengthscale": hyper.loc[mode.name, "lengthscale"] if learned else np.nan,
-                    "variance": hyper.loc[mode.name, "variance"] if learned else np.nan,
-                }
-            )
+            row = {"mode": mode.name, "kind": mode.kind, "size": mode.size, "rank": R}
+            if not isinstance(self.kernel, str):
+                row["kernel"] = self.kernels.get(mode.name)
+            for name in hyper.columns:
+                row[name] = hyper.loc[mode.name, name] if learned else np.nan
+            rows.append(row)
         return pd.DataFrame(rows).set_index("mode")
 
     def plot_factors(self, level: float = 0.95, max_components: int | None = None):
@@ -238,7 +255,7 @@ class FitResult(Result):
         modes = _modes(h["modes"])
         cfg = io.record(FunBaTConfig, h["config"], "config")
         _check_config(cfg, modes)
-        est = _estimator(h["estimator"], cfg)
+        est = _estimator(h["estimator"], cfg, modes)
         if not (np.isfinite(h["y_mean"]) and np.isfinite(h["y_scale"]) and h["y_scale"] > 0):
             raise ValueError("saved fields y_mean, y_scale must be finite, y_scale positive")
         if not h["history"] or not all(_number(e.get("rmse")) for e in h["history"]):
@@ -313,8 +330,21 @@ def _check_config(cfg: FunBaTConfig, modes: tuple[Mode, ...]) -> None:
     if cfg.model not in MODELS:
         raise ValueError(f"saved field config.model must be one of {MODELS}, got {cfg.model!r}")
     try:
-        check_kernel_name(cfg.kernel)
         check_ranks(cfg.ranks, K, equal=cfg.model == "cp")
+        if isinstance(cfg.kernel, str):
+            check_kernel(cfg.kernel)
+        else:
+            if len(cfg.kernel) != K:
+                raise ValueError(f"kernel has {len(cfg.kernel)} entries for {K} modes")
+            for k, name in enumerate(cfg.kernel):
+                if (name is None) != (modes[k].kind != CONTINUOUS):
+                    raise ValueError(f"kernel[{k}] must be null exactly for categorical modes")
+                if name is not None:
+                    check_kernel(name)
+        if cfg.learn_period and len(cfg.learn_period) != K:
+            raise ValueError(f"learn_period has {len(cfg.learn_period)} entries for {K} modes")
+        if cfg.harmonics < 1:
+            raise ValueError(f"harmonics must be at least 1, got {cfg.harmonics}")
     except ValueError as err:
         raise ValueError(f"saved field config: {err}") from None
     if len(cfg.ranks) != K:
@@ -332,15 +362,29 @@ def _check_config(cfg: FunBaTConfig, modes: tuple[Mode, ...]) -> None:
         raise ValueError(f"saved field config.chunk must be positive, got {cfg.chunk}")
 
 
-def _estimator(raw: dict, cfg: FunBaTConfig) -> FunBaT:
+def _estimator(raw: dict, cfg: FunBaTConfig, modes: tuple[Mode, ...]) -> FunBaT:
     """The saved estimator settings, type-checked, consistent with the config."""
     io.check_fields(raw, ESTIMATOR_PARAMS, "estimator")
     hints = typing.get_type_hints(FunBaT.__init__)
-    params = {n: io.field(raw, n, hints.get(n, typing.Any), "estimator") for n in ESTIMATOR_PARAMS}
+    params = {
+        n: io.field(raw, n, hints.get(n, typing.Any), "estimator")
+        for n in ESTIMATOR_PARAMS
+        if n in raw or n not in _ADDED_PARAMS  # files written before these were added
+    }
     try:
         est = FunBaT(**params)
     except (TypeError, ValueError, OverflowError) as err:
         raise ValueError(f"saved field estimator: {err}") from None
-    if (est.model, est.kernel) != (cfg.model, cfg.kernel):
+    kernels = [cfg.mode_kernel(k) for k in range(len(modes)) if cfg.continuous[k]]
+    if isinstance(est.kernel, str):
+        same = all(k == est.kernel for k in kernels)
+    else:
+        named = {m.name: cfg.mode_kernel(k) for k, m in enumerate(modes)}
+        same = all(named.get(c) == k for c, k in est.kernel.items())
+    if est.model != cfg.model or not same:
         raise ValueError("saved fields estimator.model/kernel do not match config.model/kernel")
     return est
+
+
+#: Estimator settings added after the format's first version: absent from older files.
+_ADDED_PARAMS = ("period",)

@@ -9,6 +9,8 @@ from typing import NamedTuple
 import numpy as np
 from jaxtyping import Array, Float
 
+from bayestensor.kernels import KERNELS, PERIODIC_HARMONICS
+
 MODELS = ("tucker", "cp")
 
 #: Default number of observations per block in the Tucker contractions (bounds the memory of
@@ -110,8 +112,10 @@ class FunBaTConfig(NamedTuple):
         ``N_k`` per mode.
     continuous : tuple of bool
         Whether each mode is continuous (GP) or categorical.
-    kernel : str
-        Matérn kernel name.
+    kernel : tuple of (str or None), or str
+        Per mode, the kernel name (a key of :data:`bayestensor.kernels.KERNELS`; ``None`` for a
+        categorical mode). One name stands for every continuous mode (files saved before
+        per-mode kernels). Read it through :meth:`mode_kernel`.
     damping : float
         ρ in ``new = ρ·new + (1 − ρ)·old`` (natural parameters).
     learn_hyper : bool
@@ -124,13 +128,19 @@ class FunBaTConfig(NamedTuple):
         Gamma prior of τ.
     chunk : int or None
         Observations per block in the Tucker contractions (see :func:`core_update`).
+    learn_period : tuple of bool
+        Per mode, whether the period of a (quasi-)periodic kernel is learned (``False``: kept
+        at its initial value, as when the user gave it). Empty: learned wherever there is one.
+    harmonics : int
+        J of the (quasi-)periodic kernels (state dimension ``2J + 1`` per function, times the
+        envelope's for the quasi-periodic one).
     """
 
     model: str
     ranks: tuple[int, ...]
     sizes: tuple[int, ...]
     continuous: tuple[bool, ...]
-    kernel: str = "matern32"
+    kernel: str | tuple[str | None, ...] = "matern32"
     damping: float = 1.0
     learn_hyper: bool = True
     hyper_steps: int = 1
@@ -138,6 +148,26 @@ class FunBaTConfig(NamedTuple):
     a0: float = 1e-3
     b0: float = 1e-3
     chunk: int | None = OBS_CHUNK
+    learn_period: tuple[bool, ...] = ()
+    harmonics: int = PERIODIC_HARMONICS
+
+    def mode_kernel(self, k: int) -> str | None:
+        """Kernel name of mode ``k`` (``None`` for a categorical mode)."""
+        if not self.continuous[k]:
+            return None
+        return self.kernel if isinstance(self.kernel, str) else self.kernel[k]
+
+    def hyper_names(self, k: int) -> tuple[str, ...]:
+        """Names of mode ``k``'s hyperparameters, in the order of ``log_hyper[k]``."""
+        kernel = self.mode_kernel(k)
+        return () if kernel is None else KERNELS[kernel]
+
+    def learned(self, k: int) -> tuple[bool, ...]:
+        """Per hyperparameter of mode ``k``, whether the search moves it."""
+        learn_period = self.learn_period[k] if self.learn_period else True
+        return tuple(
+            self.learn_hyper and (name != "period" or learn_period) for name in self.hyper_names(k)
+        )
 
 
 class FunBaTState(NamedTuple):
@@ -155,9 +185,12 @@ class FunBaTState(NamedTuple):
     noise : NoisePosterior
         ``q(τ)``.
     log_hyper : tuple
-        Per mode, ``[log ℓ_k, log σ²_k]`` (continuous) or ``None`` (categorical).
+        Per mode, the logs of the kernel's hyperparameters in the order of
+        ``FunBaTConfig.hyper_names(k)`` — ``[log ℓ_k, log σ²_k]`` for a Matérn kernel, then
+        ``log p_k`` (periodic) and ``log ℓ_e,k`` (quasi-periodic envelope) — or ``None``
+        (categorical).
     opt_state : tuple
-        Per mode, the current search steps ``[δ_ℓ, δ_σ²]`` of ``log_hyper[k]`` or ``None``.
+        Per mode, the current search steps of ``log_hyper[k]`` (same length) or ``None``.
     """
 
     factors: tuple
