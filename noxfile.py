@@ -22,6 +22,17 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def tests_f32(session: nox.Session) -> None:
+    """The test suite as users run the library: JAX's 64-bit mode off (``BAYESTENSOR_TEST_X64=0``).
+
+    Tolerances of algebra checks are raised to float32 level (``tests/conftest.py``); tests
+    marked ``x64`` compare with float64 references and run with 64-bit scoped on.
+    """
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs, env={"BAYESTENSOR_TEST_X64": "0"})
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff check + ruff format --check over the whole tree."""
     session.install("ruff")

@@ -9,6 +9,9 @@ from conftest import TOL
 
 from bayestensor.tensor import fold, khatri_rao, mode_dot, multi_mode_dot, tucker_to_tensor, unfold
 
+#: float64 algebra against float64 references (conftest: the x64 marker)
+pytestmark = pytest.mark.x64
+
 #: Agreement of the jnp operations with their NumPy definitions (float64 round-off only).
 EXACT = TOL["tensor_vs_numpy"]
 

@@ -6,11 +6,21 @@ the benchmark problems), :mod:`~bayestensor.pde.kernels` (1-D spectral-mixture k
 closed-form derivative kernels), :mod:`~bayestensor.pde.config` (settings, parameters, the
 fit record), :mod:`~bayestensor.pde.factors` (per-dimension kernel algebra),
 :mod:`~bayestensor.pde.inference` (the GP-HM objective, the ``U``-step solvers, prediction),
-:mod:`~bayestensor.pde.estimator` (the Adam / L-BFGS loop, :func:`solve`) and
-:mod:`~bayestensor.pde.result` (:class:`PDESolution`).
+:mod:`~bayestensor.pde.estimator` (the Adam / L-BFGS loop, :func:`solve`),
+:mod:`~bayestensor.pde.result` (:class:`PDESolution`) and :mod:`~bayestensor.pde.reliability`
+(how far a solution can be trusted, without the exact solution).
 """
 
-from bayestensor.pde import config, estimator, factors, inference, kernels, problems, result
+from bayestensor.pde import (
+    config,
+    estimator,
+    factors,
+    inference,
+    kernels,
+    problems,
+    reliability,
+    result,
+)
 from bayestensor.pde.config import FitTrace, GPHMConfig, GPHMParams
 from bayestensor.pde.estimator import fit, solve
 from bayestensor.pde.kernels import (
@@ -24,7 +34,8 @@ from bayestensor.pde.kernels import (
     sm_kernel_lag,
     spectral_density,
 )
-from bayestensor.pde.problems import BENCHMARKS, Problem, benchmark, poisson_1d
+from bayestensor.pde.problems import BENCHMARKS, Problem, benchmark, poisson_1d, random_problem
+from bayestensor.pde.reliability import Reliability
 from bayestensor.pde.result import PDESolution
 
 __all__ = [
@@ -46,6 +57,9 @@ __all__ = [
     "kernels",
     "poisson_1d",
     "problems",
+    "random_problem",
+    "reliability",
+    "Reliability",
     "result",
     "sm_kernel",
     "sm_kernel_dx",

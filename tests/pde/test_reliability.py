@@ -140,3 +140,24 @@ def test_random_problem_refuses_bad_arguments():
         random_problem(-1)
     with pytest.raises(ValueError, match="seed must be an int"):
         random_problem(1.5)
+
+
+@pytest.mark.x64
+def test_separable_error_solve_equals_sparse_for_constant_coefficients(tol):
+    # large grids use the fast-diagonalisation solve with mean coefficients: exact when the
+    # coefficients are constant (a Laplacian plus a shift, non-uniform fine grids)
+    rng = np.random.default_rng(1)
+    coords = [np.sort(rng.uniform(0, 1, 9)), np.sort(rng.uniform(-1, 2, 11))]
+    coords = [fine_grid(c) for c in coords]
+    shape = tuple(len(c) for c in coords)
+    ones = np.ones(shape)
+    coef = {"u": -0.7 * ones, "u_x": 0.3 * ones, "u_xx": ones, "u_y": 0 * ones, "u_yy": 2 * ones}
+    from bayestensor.pde.problems import boundary_mask
+    from bayestensor.pde.reliability import _separable_error, _sparse_error
+
+    mask = boundary_mask(shape)
+    rho = rng.standard_normal(shape)
+    e_b = np.where(mask, rng.standard_normal(shape), 0.0)
+    sparse = _sparse_error(coef, rho, e_b, coords, ("x", "y"), mask)
+    separable = _separable_error(coef, rho, e_b, coords, ("x", "y"), mask)
+    np.testing.assert_allclose(separable, sparse, rtol=tol["kron_sum_vs_dense"], atol=1e-10)
