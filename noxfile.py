@@ -65,3 +65,11 @@ def bench(session: nox.Session) -> None:
         session.run("python", str(script), *session.posargs)
     # exit code 5 = no test carries the slow marker yet
     session.run("pytest", "-m", "slow", success_codes=[0, 5])
+
+
+@nox.session
+def tests_min(session: nox.Session) -> None:
+    """The test suite on the lowest supported numpy, pandas, scipy and matplotlib
+    (``constraints-min.txt``, the lower bounds of ``pyproject.toml``)."""
+    session.install("-c", "constraints-min.txt", "-e", ".[test]")
+    session.run("pytest", *session.posargs)
