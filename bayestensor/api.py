@@ -47,6 +47,7 @@ def fit(
     kernel: str | None = None,
     max_sweeps: int | None = None,
     tol: float | None = None,
+    time_unit: str | Mapping[str, str] | None = None,
     **options: Any,
 ) -> Result:
     """Fit a Bayesian tensor model to a long-format DataFrame.
@@ -66,7 +67,8 @@ def fit(
         One row per observation. It is never modified.
     coords : list of str or dict
         Coordinate columns (one tensor mode each), or ``{column: "continuous"|"categorical"}``.
-        Numeric columns default to continuous, others to categorical.
+        Numeric, datetime64 (naive or tz-aware) and timedelta64 columns default to
+        continuous, others to categorical.
     value : str
         The numeric column to model (counts for ``"poisson-tucker"``).
     model : {"tucker", "cp", "poisson-tucker"}
@@ -85,6 +87,14 @@ def fit(
     tol : float, optional
         FunBaT only: stop when the fitted values move by less than ``tol`` noise standard
         deviations between sweeps (RMS over the training rows; default 0.02).
+    time_unit : str or dict, optional
+        FunBaT only: the unit in which continuous datetime / timedelta coordinates become
+        floats — ``"W"``, ``"D"`` (default), ``"h"``, ``"min"``, ``"s"``, ``"ms"``, ``"us"``
+        or ``"ns"``, for all of them or ``{column: unit}``. A datetime ``t`` becomes
+        ``(t − t_min) / unit`` (``t_min``: the earliest training time, in UTC for tz-aware
+        columns); lengthscales are then in this unit. The origin, unit and zone are saved with
+        the model; ``predict`` takes new times (also beyond the training range) and
+        ``factors()`` gives times back.
     **options
         FunBaT: passed to :class:`bayestensor.models.funbat.FunBaT` (``damping``,
         ``learn_hyper``, ``lengthscale``, ``hyper_steps`` …). Poisson Tucker: passed to
@@ -112,7 +122,7 @@ def fit(
     K = len(parse_coords(df, coords, value))
     ranks = check_ranks(rank, K, equal=model == "cp")
     if model == "poisson-tucker":
-        given = {"kernel": kernel, "max_sweeps": max_sweeps, "tol": tol}
+        given = {"kernel": kernel, "max_sweeps": max_sweeps, "tol": tol, "time_unit": time_unit}
         check_options(model, {k: v for k, v in given.items() if v is not None}, POISSON_OPTIONS)
         check_options(model, options, POISSON_OPTIONS)
         from bayestensor.models.poisson_tucker import fit_poisson_tucker
@@ -130,7 +140,7 @@ def fit(
     tol = check_positive("tol", 0.02 if tol is None else tol)
     shared = ("model", "rank", "kernel", "max_sweeps", "tol", "seed")
     check_options(model, options, [p for p in ESTIMATOR_PARAMS if p not in shared])
-    enc = encode(df, coords, value)
+    enc = encode(df, coords, value, time_unit=time_unit)
     for mode in enc.modes:  # say now, not after the whole fit, what save() could not write
         try:
             mode.to_dict()

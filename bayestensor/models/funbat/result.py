@@ -12,6 +12,7 @@ from scipy import stats
 from bayestensor import io, plotting
 from bayestensor.checks import CONTINUOUS, check_finite_result, check_level, check_ranks
 from bayestensor.data import Mode, encode_new
+from bayestensor.driver import precision
 from bayestensor.kernels import check_kernel_name
 from bayestensor.models.funbat.estimator import ESTIMATOR_PARAMS, FunBaT
 from bayestensor.models.funbat.inference import init_state
@@ -137,7 +138,8 @@ class FitResult(Result):
         Returns
         -------
         pandas.DataFrame
-            Long format: ``mode``, ``coordinate``, ``component``, ``mean``, ``sd``.
+            Long format: ``mode``, ``coordinate``, ``component``, ``mean``, ``sd``. The
+            coordinates of a datetime or timedelta mode are times again (zone included).
         """
         frames = []
         for k, mode in enumerate(self.modes):
@@ -147,7 +149,9 @@ class FitResult(Result):
                 pd.DataFrame(
                     {
                         "mode": mode.name,
-                        "coordinate": np.repeat(mode.values, R),
+                        "coordinate": np.repeat(mode.values, R)
+                        if mode.time is None
+                        else mode.coordinates().repeat(R),
                         "component": np.tile(np.arange(R), N),
                         "mean": mean.ravel(),
                         "sd": sd.ravel(),
@@ -192,11 +196,33 @@ class FitResult(Result):
         Returns
         -------
         matplotlib.figure.Figure
-            See :func:`bayestensor.plotting.plot_factors`.
+            See :func:`bayestensor.plotting.plot_factors`; a time mode's axis shows dates
+            (a timedelta mode's: its float coordinate, in its unit).
         """
-        return plotting.plot_factors(
-            self.factors(), level=level, kinds=self.coords, max_components=max_components
+        import matplotlib.dates as mdates
+
+        factors = self.factors()
+        for mode in self.modes:
+            if mode.time is not None:
+                rows = factors["mode"] == mode.name
+                x = np.repeat(mode.values, self.ranks[self.modes.index(mode)])
+                if mode.time.kind == "datetime":
+                    x = mdates.date2num(mode.time.to_time(x))
+                factors["coordinate"] = factors["coordinate"].astype(object)
+                factors.loc[rows, "coordinate"] = pd.Series(x, index=factors.index[rows])
+        fig = plotting.plot_factors(
+            factors, level=level, kinds=self.coords, max_components=max_components
         )
+        for ax, mode in zip(fig.axes, self.modes, strict=False):
+            if mode.time is None:
+                continue
+            if mode.time.kind == "datetime":
+                locator = mdates.AutoDateLocator(tz=mode.time.tz)
+                ax.xaxis.set_major_locator(locator)
+                ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=mode.time.tz))
+            else:
+                ax.set_xlabel(f"{mode.name} ({mode.time.unit})")
+        return fig
 
     def plot_fit(self, df: pd.DataFrame, level: float = 0.95):
         """Observed values against predictive means at the rows of ``df``, with intervals.
@@ -253,7 +279,10 @@ class FitResult(Result):
         checked = io.check_arrays(arrays, io.tree_layout(template, "state"))
         if not (checked["state/noise/shape"] > 0 and checked["state/noise/rate"] > 0):
             raise ValueError("saved arrays state/noise/shape and rate must be positive")
-        est.state_ = io.tree_from_arrays(template, checked, "state")
+        # in the fit's precision, as the fit made it: outside JAX's x64 mode a float64 state
+        # would otherwise come back as float32 and predictions would change after loading
+        with precision(est.dtype):
+            est.state_ = io.tree_from_arrays(template, checked, "state")
         est.cfg_ = cfg
         est.modes_ = modes
         est.y_mean_ = float(h["y_mean"])
@@ -277,6 +306,17 @@ _HEADER = {
 }
 
 
+#: Fields of a saved time mode's scale (:class:`bayestensor.modes.TimeScale`).
+_TIME_FIELDS = {
+    "kind": str,
+    "unit": str,
+    "resolution": str,
+    "origin": int,
+    "tz": str | None,
+    "precision": str,
+}
+
+
 def _number(v) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
@@ -286,9 +326,14 @@ def _modes(raw: list[dict]) -> tuple[Mode, ...]:
     modes = []
     for k, d in enumerate(raw):
         where = f"modes[{k}]"
-        io.check_fields(d, ("name", "kind", "dtype", "values"), where)
+        io.check_fields(d, ("name", "kind", "dtype", "values", "time"), where)
         for key, tp in (("name", str), ("kind", str), ("values", list[str | int | float | bool])):
             io.field(d, key, tp, where)
+        if "time" in d:
+            time = io.field(d, "time", dict, where)
+            io.check_fields(time, _TIME_FIELDS, f"{where}.time")
+            for key, tp in _TIME_FIELDS.items():
+                io.field(time, key, tp, f"{where}.time")
         if "dtype" in d:
             dtype = io.field(d, "dtype", str, where)
             try:
