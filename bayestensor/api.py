@@ -23,6 +23,7 @@ from bayestensor.checks import (
 )
 from bayestensor.data import encode, parse_coords
 from bayestensor.results import Result
+from bayestensor.xr import from_xarray, is_xarray
 
 __all__ = ["MODELS", "fit"]
 
@@ -36,10 +37,10 @@ POISSON_OPTIONS = (
 
 
 def fit(
-    df: pd.DataFrame,
+    df: pd.DataFrame | Any,
     *,
-    coords: Sequence[str] | Mapping[str, str],
-    value: str,
+    coords: Sequence[str] | Mapping[str, str] | None = None,
+    value: str | None = None,
     model: str = "tucker",
     rank: int | Sequence[int] = DEFAULT_RANK,
     seed: int = 0,
@@ -50,7 +51,7 @@ def fit(
     time_unit: str | Mapping[str, str] | None = None,
     **options: Any,
 ) -> Result:
-    """Fit a Bayesian tensor model to a long-format DataFrame.
+    """Fit a Bayesian tensor model to a long-format DataFrame or an xarray grid.
 
     ``model="tucker"`` / ``"cp"`` (FunBaT):
     ``y(x₁,…,x_K) = Σ_{r₁…r_K} W[r₁,…,r_K] Π_k u^k_{r_k}(x_k) + ε`` with Matérn state-space GP
@@ -63,14 +64,20 @@ def fit(
 
     Parameters
     ----------
-    df : pandas.DataFrame
-        One row per observation. It is never modified.
+    df : pandas.DataFrame, xarray.DataArray or xarray.Dataset
+        One row per observation (never modified); or gridded data, whose dimensions are the
+        coordinates and whose NaN cells are the missing entries: they are dropped (their
+        number is ``result.n_missing``) and the rest fitted exactly as the equivalent
+        DataFrame would be (see :func:`bayestensor.xr.from_xarray`).
     coords : list of str or dict
         Coordinate columns (one tensor mode each), or ``{column: "continuous"|"categorical"}``.
         Numeric, datetime64 (naive or tz-aware) and timedelta64 columns default to
-        continuous, others to categorical.
+        continuous, others to categorical. Required for a DataFrame; for xarray data the
+        dimensions (all of them, in mode order; default: the array's order).
     value : str
-        The numeric column to model (counts for ``"poisson-tucker"``).
+        The numeric column to model (counts for ``"poisson-tucker"``). Required for a
+        DataFrame; for a DataArray its name (default: ``da.name`` or ``"value"``); for a
+        Dataset the data variable (may be omitted if there is only one).
     model : {"tucker", "cp", "poisson-tucker"}
         Learned core, superdiagonal core, or the Poisson Tucker model.
     rank : int or tuple of int
@@ -111,9 +118,22 @@ def fit(
     ValueError
         For a bad DataFrame, column, rank, model, kernel or setting, or an option the model does
         not take — before any computation.
+    ImportError
+        For xarray data when xarray is not installed.
     """
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    n_missing = 0
+    if is_xarray(df):
+        df, coords, value, n_missing = from_xarray(df, coords, value)
+        if n_missing and model == "poisson-tucker":
+            raise ValueError(
+                f"the array has {n_missing} NaN cells; model='poisson-tucker' reads an absent "
+                "cell as a zero count, so give missing regions with mask= instead of NaN"
+            )
+    elif coords is None or value is None:
+        missing = [n for n, v in (("coords", coords), ("value", value)) if v is None]
+        raise ValueError(f"{' and '.join(missing)} must be given for a DataFrame")
     check_seed(seed)
     if not isinstance(value, str):
         raise ValueError(f"value must be the name of the value column (a str), got {value!r}")
@@ -152,4 +172,4 @@ def fit(
         model=model, rank=ranks, kernel=kernel, max_sweeps=max_sweeps, tol=tol, seed=seed, **options
     )
     est.fit(enc, progress=progress)
-    return FitResult(est, value)
+    return FitResult(est, value, n_missing=n_missing)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import typing
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -10,15 +12,22 @@ import pandas as pd
 from scipy import stats
 
 from bayestensor import io, plotting
-from bayestensor.checks import CONTINUOUS, check_finite_result, check_level, check_ranks
+from bayestensor.checks import (
+    CONTINUOUS,
+    check_finite_result,
+    check_int,
+    check_level,
+    check_ranks,
+)
 from bayestensor.data import Mode, encode_new
 from bayestensor.driver import precision
 from bayestensor.kernels import check_kernel_name
 from bayestensor.models.funbat.estimator import ESTIMATOR_PARAMS, FunBaT
 from bayestensor.models.funbat.inference import init_state
 from bayestensor.models.funbat.state import MODELS, FunBaTConfig
-from bayestensor.results import Result, prediction_frame
+from bayestensor.results import PREDICTION_COLUMNS, Result, prediction_frame
 from bayestensor.ssm import gaps
+from bayestensor.xr import GRID_CHUNK, grid_dataset, require_xarray
 
 
 class FitResult(Result):
@@ -42,13 +51,16 @@ class FitResult(Result):
         Matérn kernel of the continuous modes.
     estimator : FunBaT
         The fitted estimator (its ``state_`` holds the posterior in z-scored units).
+    n_missing : int
+        Cells of gridded (xarray) input that were NaN and so left out of the fit.
     """
 
     kind = "funbat"
 
-    def __init__(self, estimator: FunBaT, value: str):
+    def __init__(self, estimator: FunBaT, value: str, n_missing: int = 0):
         self.estimator = estimator
         self.value = value
+        self.n_missing = int(n_missing)
         self.modes = tuple(estimator.modes_)
         self.model = estimator.cfg_.model
         self.ranks = tuple(estimator.cfg_.ranks)
@@ -132,6 +144,70 @@ class FitResult(Result):
             upper_f=mean + z * sd_f,
         )
 
+    def predict_grid(
+        self,
+        coords: Mapping[str, Any] | None = None,
+        level: float = 0.95,
+        chunk: int = GRID_CHUNK,
+    ):
+        """Predictions on every cell of a grid, as an :class:`xarray.Dataset`.
+
+        Parameters
+        ----------
+        coords : dict of str to 1-D array-like, optional
+            Coordinates per mode (continuous ones anywhere, times as times; categories seen
+            in training). Modes left out take their fitted coordinates (unique training
+            values; times as times), which is also the default for all.
+        level : float
+            Probability of the central intervals.
+        chunk : int
+            Grid cells predicted at a time: the working memory is bounded by the chunk, not
+            by the grid (the output holds one float64 per cell and variable).
+
+        Returns
+        -------
+        xarray.Dataset
+            Dimensions: the modes, in order; float64 variables ``mean``, ``sd``, ``lower``,
+            ``upper`` (a new observation) and ``sd_f``, ``lower_f``, ``upper_f`` (the latent
+            f), each equal to :meth:`predict` at that cell.
+
+        Raises
+        ------
+        ValueError
+            For an unknown mode, coordinates that are not a non-empty 1-D array, or a
+            category not seen in training.
+        ImportError
+            If xarray is not installed.
+        """
+        level = check_level(level)
+        chunk = check_int("chunk", chunk)
+        require_xarray()
+        coords = {} if coords is None else coords
+        if not isinstance(coords, Mapping):
+            raise ValueError(f"coords must be a dict of mode -> 1-D coordinates, got {coords!r}")
+        names = [m.name for m in self.modes]
+        unknown = [c for c in coords if c not in names]
+        if unknown:
+            raise ValueError(f"coords names {unknown}, which are not modes; modes are {names}")
+        axes = {}
+        for mode in self.modes:
+            values = coords.get(mode.name, mode.coordinates())
+            if isinstance(values, pd.Index | pd.Series):
+                values = pd.Index(values)
+            else:
+                values = np.asarray(values)
+            if values.ndim != 1 or len(values) == 0:
+                raise ValueError(f"coords[{mode.name!r}] must be a non-empty 1-D array")
+            axes[mode.name] = values
+        attrs = {"value": self.value, "level": level, "model": f"FunBaT-{self.model}"}
+        return grid_dataset(
+            axes,
+            lambda cells: self.predict(cells, level=level),
+            PREDICTION_COLUMNS,
+            chunk=chunk,
+            attrs=attrs,
+        )
+
     def factors(self) -> pd.DataFrame:
         """Posterior mean and sd of every latent function ``u^k_r`` at its mode's coordinates.
 
@@ -166,8 +242,9 @@ class FitResult(Result):
         """One line: model, value, sweeps, convergence, training RMSE and noise sd."""
         est = self.estimator
         state = "converged" if self.converged else "stopped at max_sweeps"
+        missing = f" ({self.n_missing} missing cells left out)" if self.n_missing else ""
         return (
-            f"FunBaT-{self.model} fit of {self.value!r} ({self.kernel}): "
+            f"FunBaT-{self.model} fit of {self.value!r}{missing} ({self.kernel}): "
             f"{len(est.history_)} sweeps, {state}; training RMSE "
             f"{est.history_[-1]['rmse']:.4g}, noise sd {self.noise_sd:.4g}"
         )
@@ -255,12 +332,17 @@ class FitResult(Result):
             "history": est.history_,
             "converged": bool(est.converged_),
         }
+        if self.n_missing:
+            header["n_missing"] = self.n_missing
         return header, io.tree_to_arrays(est.state_, "state")
 
     @classmethod
     def _from_record(cls, header: dict, arrays: dict[str, np.ndarray]) -> FitResult:
-        io.check_fields(header, (*io.BASE_FIELDS, *_HEADER))
+        io.check_fields(header, (*io.BASE_FIELDS, *_HEADER, "n_missing"))
         h = {k: io.field(header, k, tp) for k, tp in _HEADER.items()}
+        n_missing = io.field(header, "n_missing", int) if "n_missing" in header else 0
+        if n_missing < 0:
+            raise ValueError(f"saved field header.n_missing must be ≥ 0, got {n_missing}")
         modes = _modes(h["modes"])
         cfg = io.record(FunBaTConfig, h["config"], "config")
         _check_config(cfg, modes)
@@ -290,7 +372,7 @@ class FitResult(Result):
         est.history_ = list(h["history"])
         est.n_sweeps_ = len(est.history_)
         est.converged_ = h["converged"]
-        return cls(est, h["value"])
+        return cls(est, h["value"], n_missing=n_missing)
 
 
 #: Fields of a saved FunBaT header (besides format, version, kind) and their JSON types.
