@@ -208,6 +208,51 @@ class FitResult(Result):
             attrs=attrs,
         )
 
+    def to_inference_data(
+        self, df: pd.DataFrame | None = None, draws: int = 1000, chains: int = 4, seed: int = 0
+    ):
+        """Draws from the fitted posterior as :class:`arviz.InferenceData`.
+
+        FunBaT's posterior is the mean-field ``q``: every factor row ``u^k(x)`` Gaussian
+        (one per coordinate; draws are independent across coordinates and modes), the Tucker
+        core ``vec W`` Gaussian, the noise precision ``τ`` Gamma. Factors and core are in the
+        model's z-scored units (and, like them, identifiable only up to transforms absorbed by
+        the core); ``noise_sd`` and ``f`` are in the value's units.
+
+        Parameters
+        ----------
+        df : pandas.DataFrame, optional
+            Rows (e.g. the training frame) at which to add draws of
+            ``f = Σ W Π u`` (group ``posterior``, dimension ``obs`` labelled by ``df``'s
+            index) computed from the same factor and core draws, and, if ``df`` has the value
+            column, the observations (group ``observed_data``). Continuous coordinates must
+            be training coordinates (:meth:`predict` covers the others).
+        draws : int
+            Draws per chain.
+        chains : int
+            Number of chains: the draws are independent, so chains are only a split of them
+            that lets arviz compute its between-chain diagnostics (r_hat near 1).
+        seed : int
+            Seeds the draws.
+
+        Returns
+        -------
+        arviz.InferenceData
+            ``posterior``: ``u_<mode>`` with dimensions ``(<mode>, <mode>_component)`` and the
+            mode's coordinates (times as times), ``W`` (Tucker only) on the component
+            dimensions, ``noise_sd``, and ``f`` when ``df`` is given.
+
+        Raises
+        ------
+        ValueError
+            For a bad ``draws`` or ``seed``, or ``df`` rows off the training coordinates.
+        ImportError
+            If arviz is not installed.
+        """
+        from bayestensor.inference_data import funbat_inference_data
+
+        return funbat_inference_data(self, df, draws=draws, chains=chains, seed=seed)
+
     def factors(self) -> pd.DataFrame:
         """Posterior mean and sd of every latent function ``u^k_r`` at its mode's coordinates.
 
