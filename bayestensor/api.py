@@ -131,9 +131,8 @@ def fit(
                 f"the array has {n_missing} NaN cells; model='poisson-tucker' reads an absent "
                 "cell as a zero count, so give missing regions with mask= instead of NaN"
             )
-    elif coords is None or value is None:
-        missing = [n for n, v in (("coords", coords), ("value", value)) if v is None]
-        raise ValueError(f"{' and '.join(missing)} must be given for a DataFrame")
+    elif coords is None:
+        raise ValueError("coords must be given for a DataFrame (the coordinate columns)")
     check_seed(seed)
     if not isinstance(value, str):
         raise ValueError(f"value must be the name of the value column (a str), got {value!r}")

@@ -168,8 +168,8 @@ def test_dataframe_needs_coords_and_value():
     df = pd.DataFrame({"t": [0.0, 1.0], "y": [1.0, 2.0]})
     with pytest.raises(ValueError, match="coords must be given"):
         bt.fit(df, value="y")
-    with pytest.raises(ValueError, match="coords and value must be given"):
-        bt.fit(df)
+    with pytest.raises(ValueError, match="value must be the name of the value column"):
+        bt.fit(df, coords=["t"])
 
 
 def test_poisson_tucker_refuses_nan_cells_and_fits_complete_counts():
