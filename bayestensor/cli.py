@@ -44,15 +44,27 @@ class CommandError(ValueError):
     """A bad argument detected by the CLI itself (printed as one line)."""
 
 
+def read_csv_exact(source, **kwargs):
+    """``pandas.read_csv`` that reads every float as the float64 its text denotes.
+
+    pandas 3 does so by default; pandas 2's default parser can be one unit in the last place
+    off, so there the round-trip parser is asked for.
+    """
+    import pandas as pd
+
+    if int(pd.__version__.split(".")[0]) < 3:
+        kwargs.setdefault("float_precision", "round_trip")
+    return pd.read_csv(source, **kwargs)
+
+
 def _read_csv(path: str, what: str):
     """Read a CSV file; a missing or unreadable file is a :class:`CommandError`."""
-    import pandas as pd
 
     p = Path(path)
     if not p.is_file():
         raise CommandError(f"{what} {path!r} does not exist (or is not a file)")
     try:
-        return pd.read_csv(p)
+        return read_csv_exact(p)
     except (ValueError, UnicodeDecodeError) as err:  # pandas parser errors are ValueErrors
         raise CommandError(f"cannot read {what} {path!r} as CSV: {err}") from None
 

@@ -14,7 +14,7 @@ import pytest
 from conftest import TOL, count_frame
 
 import bayestensor as bt
-from bayestensor.cli import main
+from bayestensor.cli import main, read_csv_exact
 
 
 def _one_error_line(capsys, command):
@@ -201,8 +201,8 @@ def test_predict_bad_data(csv_files, model_file, tmp_path, capsys):
 def test_predict_csv_holds_the_api_numbers_exactly(csv_files, model_file, capsys):
     folder, _ = csv_files
     assert main(["predict", str(model_file), str(folder / "new.csv")]) == 0
-    pred = pd.read_csv(io.StringIO(capsys.readouterr().out))
-    api = bt.load(model_file).predict(pd.read_csv(folder / "new.csv"))
+    pred = read_csv_exact(io.StringIO(capsys.readouterr().out))
+    api = bt.load(model_file).predict(read_csv_exact(folder / "new.csv"))
     for c in ("mean", "sd", "lower", "upper"):
         np.testing.assert_array_equal(pred[c].to_numpy(), api[c].to_numpy())
 
@@ -223,7 +223,7 @@ def test_fit_poisson_tucker(tmp_path, capsys, method):
     else:
         assert (res.info["num_warmup"], res.info["num_samples"]) == (3, 4)
     assert main(["predict", str(tmp_path / "m.bt"), str(tmp_path / "counts.csv")]) == 0
-    pred = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    pred = read_csv_exact(io.StringIO(capsys.readouterr().out))
     api = res.predict(counts)
     np.testing.assert_array_equal(pred["mean"].to_numpy(), api["mean"].to_numpy())
 
@@ -260,7 +260,7 @@ def test_fit_and_predict_with_a_time_column(tmp_path, capsys):
     new["when"] = (start + pd.to_timedelta([5.5, 80.0], unit="h")).tz_convert("UTC")
     new.to_csv(tmp_path / "new.csv", index=False)
     assert main(["predict", str(tmp_path / "w.bt"), str(tmp_path / "new.csv")]) == 0
-    pred = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    pred = read_csv_exact(io.StringIO(capsys.readouterr().out))
     # the times come back in the model's zone; the numbers are the API's
     assert list(pred["when"]) == [str(t) for t in new["when"].dt.tz_convert(start.tz)]
     np.testing.assert_array_equal(pred["mean"].to_numpy(), res.predict(new)["mean"].to_numpy())
@@ -274,12 +274,12 @@ def test_datasets_export(tmp_path, capsys):
     assert main(["datasets", "export", "ozone", str(out)]) == 0
     meta = bt.datasets.info("ozone")
     pd.testing.assert_frame_equal(
-        pd.read_csv(out, dtype=meta.dtypes), bt.datasets.load("ozone"), check_exact=True
+        read_csv_exact(out, dtype=meta.dtypes), bt.datasets.load("ozone"), check_exact=True
     )
     capsys.readouterr()
     assert main(["datasets", "export", "weather", "-"]) == 0
     weather = bt.datasets.info("weather").dtypes
-    back = pd.read_csv(io.StringIO(capsys.readouterr().out), dtype=weather)
+    back = read_csv_exact(io.StringIO(capsys.readouterr().out), dtype=weather)
     pd.testing.assert_frame_equal(back, bt.datasets.load("weather"), check_exact=True)
     assert main(["datasets", "export", "nope", str(out)]) == 1
     assert "unknown data set 'nope'" in _one_error_line(capsys, "datasets")
