@@ -16,8 +16,8 @@ ROOT = Path(__file__).parent
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The default (fast) test suite — the same command CI runs."""
-    session.install("-e", ".[test]")
+    """The default (fast) test suite — the same command CI runs (the tested set of versions)."""
+    session.install("-c", "constraints.txt", "-e", ".[test]")
     session.run("pytest", *session.posargs)
 
 
@@ -28,7 +28,7 @@ def tests_f32(session: nox.Session) -> None:
     Tolerances of algebra checks are raised to float32 level (``tests/conftest.py``); tests
     marked ``x64`` compare with float64 references and run with 64-bit scoped on.
     """
-    session.install("-e", ".[test]")
+    session.install("-c", "constraints.txt", "-e", ".[test]")
     session.run("pytest", *session.posargs, env={"BAYESTENSOR_TEST_X64": "0"})
 
 
@@ -76,3 +76,11 @@ def bench(session: nox.Session) -> None:
         session.run("python", str(script), *session.posargs)
     # exit code 5 = no test carries the slow marker yet
     session.run("pytest", "-m", "slow", success_codes=[0, 5])
+
+
+@nox.session
+def tests_min(session: nox.Session) -> None:
+    """The test suite on the lowest supported numpy, pandas, scipy and matplotlib
+    (``constraints-min.txt``, the lower bounds of ``pyproject.toml``)."""
+    session.install("-c", "constraints-min.txt", "-e", ".[test]")
+    session.run("pytest", *session.posargs)

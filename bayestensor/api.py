@@ -23,6 +23,7 @@ from bayestensor.checks import (
 )
 from bayestensor.data import encode, parse_coords
 from bayestensor.results import Result
+from bayestensor.xr import from_xarray, is_xarray
 
 __all__ = ["MODELS", "fit"]
 
@@ -36,10 +37,10 @@ POISSON_OPTIONS = (
 
 
 def fit(
-    df: pd.DataFrame,
+    df: pd.DataFrame | Any,
     *,
-    coords: Sequence[str] | Mapping[str, str],
-    value: str,
+    coords: Sequence[str] | Mapping[str, str] | None = None,
+    value: str | None = None,
     model: str = "tucker",
     rank: int | Sequence[int] = DEFAULT_RANK,
     seed: int = 0,
@@ -47,9 +48,10 @@ def fit(
     kernel: str | Mapping[str, str] | None = None,
     max_sweeps: int | None = None,
     tol: float | None = None,
+    time_unit: str | Mapping[str, str] | None = None,
     **options: Any,
 ) -> Result:
-    """Fit a Bayesian tensor model to a long-format DataFrame.
+    """Fit a Bayesian tensor model to a long-format DataFrame or an xarray grid.
 
     ``model="tucker"`` / ``"cp"`` (FunBaT):
     ``y(x₁,…,x_K) = Σ_{r₁…r_K} W[r₁,…,r_K] Π_k u^k_{r_k}(x_k) + ε`` with Matérn state-space GP
@@ -62,13 +64,20 @@ def fit(
 
     Parameters
     ----------
-    df : pandas.DataFrame
-        One row per observation. It is never modified.
+    df : pandas.DataFrame, xarray.DataArray or xarray.Dataset
+        One row per observation (never modified); or gridded data, whose dimensions are the
+        coordinates and whose NaN cells are the missing entries: they are dropped (their
+        number is ``result.n_missing``) and the rest fitted exactly as the equivalent
+        DataFrame would be (see :func:`bayestensor.xr.from_xarray`).
     coords : list of str or dict
         Coordinate columns (one tensor mode each), or ``{column: "continuous"|"categorical"}``.
-        Numeric columns default to continuous, others to categorical.
+        Numeric, datetime64 (naive or tz-aware) and timedelta64 columns default to
+        continuous, others to categorical. Required for a DataFrame; for xarray data the
+        dimensions (all of them, in mode order; default: the array's order).
     value : str
-        The numeric column to model (counts for ``"poisson-tucker"``).
+        The numeric column to model (counts for ``"poisson-tucker"``). Required for a
+        DataFrame; for a DataArray its name (default: ``da.name`` or ``"value"``); for a
+        Dataset the data variable (may be omitted if there is only one).
     model : {"tucker", "cp", "poisson-tucker"}
         Learned core, superdiagonal core, or the Poisson Tucker model.
     rank : int or tuple of int
@@ -88,6 +97,14 @@ def fit(
     tol : float, optional
         FunBaT only: stop when the fitted values move by less than ``tol`` noise standard
         deviations between sweeps (RMS over the training rows; default 0.02).
+    time_unit : str or dict, optional
+        FunBaT only: the unit in which continuous datetime / timedelta coordinates become
+        floats — ``"W"``, ``"D"`` (default), ``"h"``, ``"min"``, ``"s"``, ``"ms"``, ``"us"``
+        or ``"ns"``, for all of them or ``{column: unit}``. A datetime ``t`` becomes
+        ``(t − t_min) / unit`` (``t_min``: the earliest training time, in UTC for tz-aware
+        columns); lengthscales are then in this unit. The origin, unit and zone are saved with
+        the model; ``predict`` takes new times (also beyond the training range) and
+        ``factors()`` gives times back.
     **options
         FunBaT: passed to :class:`bayestensor.models.funbat.FunBaT` (``period``, ``damping``,
         ``learn_hyper``, ``lengthscale``, ``hyper_steps`` …). Poisson Tucker: passed to
@@ -104,9 +121,21 @@ def fit(
     ValueError
         For a bad DataFrame, column, rank, model, kernel or setting, or an option the model does
         not take — before any computation.
+    ImportError
+        For xarray data when xarray is not installed.
     """
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    n_missing = 0
+    if is_xarray(df):
+        df, coords, value, n_missing = from_xarray(df, coords, value)
+        if n_missing and model == "poisson-tucker":
+            raise ValueError(
+                f"the array has {n_missing} NaN cells; model='poisson-tucker' reads an absent "
+                "cell as a zero count, so give missing regions with mask= instead of NaN"
+            )
+    elif coords is None:
+        raise ValueError("coords must be given for a DataFrame (the coordinate columns)")
     check_seed(seed)
     if not isinstance(value, str):
         raise ValueError(f"value must be the name of the value column (a str), got {value!r}")
@@ -115,7 +144,7 @@ def fit(
     K = len(parse_coords(df, coords, value))
     ranks = check_ranks(rank, K, equal=model == "cp")
     if model == "poisson-tucker":
-        given = {"kernel": kernel, "max_sweeps": max_sweeps, "tol": tol}
+        given = {"kernel": kernel, "max_sweeps": max_sweeps, "tol": tol, "time_unit": time_unit}
         check_options(model, {k: v for k, v in given.items() if v is not None}, POISSON_OPTIONS)
         check_options(model, options, POISSON_OPTIONS)
         from bayestensor.models.poisson_tucker import fit_poisson_tucker
@@ -132,7 +161,7 @@ def fit(
     tol = check_positive("tol", 0.02 if tol is None else tol)
     shared = ("model", "rank", "kernel", "max_sweeps", "tol", "seed")
     check_options(model, options, [p for p in ESTIMATOR_PARAMS if p not in shared])
-    enc = encode(df, coords, value)
+    enc = encode(df, coords, value, time_unit=time_unit)
     for mode in enc.modes:  # say now, not after the whole fit, what save() could not write
         try:
             mode.to_dict()
@@ -144,4 +173,4 @@ def fit(
         model=model, rank=ranks, kernel=kernel, max_sweeps=max_sweeps, tol=tol, seed=seed, **options
     )
     est.fit(enc, progress=progress)
-    return FitResult(est, value)
+    return FitResult(est, value, n_missing=n_missing)

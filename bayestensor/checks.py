@@ -185,6 +185,12 @@ def is_numeric(series: pd.Series) -> bool:
     ) and not pd.api.types.is_bool_dtype(dtype)
 
 
+def is_time(series: pd.Series) -> bool:
+    """Whether a column holds datetimes (naive or tz-aware) or timedeltas."""
+    dtype = series.dtype
+    return pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_timedelta64_dtype(dtype)
+
+
 def list_columns(columns: pd.Index) -> str:
     """Format the available columns of a DataFrame for an error message."""
     names = [python_scalar(c) for c in columns]
@@ -218,7 +224,9 @@ def float_array(series: pd.Series) -> np.ndarray:
 
 
 def count_invalid(series: pd.Series, kind: str) -> int:
-    """Number of rows that are NaN, inf or otherwise missing in a column."""
+    """Number of rows that are NaN, inf or otherwise missing (NaT) in a column."""
+    if is_time(series):
+        return int(series.isna().sum())
     if kind == CONTINUOUS:
         return int(np.count_nonzero(~np.isfinite(float_array(series))))
     bad = series.isna().to_numpy()

@@ -5,24 +5,32 @@ Commands
 ``bayestensor demo [--out DIR] [--tiny]``
     Fit FunBaT-Tucker to the bundled ozone data, print held-out metrics, write plots.
 ``bayestensor fit data.csv --coords lat lon month --value ozone --rank 3 --out model.bt``
-    Fit a model to a long-format CSV file and save it.
+    Fit a model to a long-format CSV file and save it (``--model tucker | cp |
+    poisson-tucker``; ``--coords when:time`` reads a column of dates and times).
 ``bayestensor predict model.bt new.csv [--level 0.95] > pred.csv``
     Predictive mean, sd and intervals at the rows of a CSV file, as CSV on stdout.
-``bayestensor datasets``
+``bayestensor datasets [list]``
     List the bundled data sets.
+``bayestensor datasets export NAME FILE``
+    Write a bundled data set as CSV (``-``: stdout).
 
-Every error (a missing file, an unknown column, a bad rank, a file that is not a saved model)
-prints one line ``bayestensor <command>: error: <what>`` on stderr and exits with status 1
-(status 2 for a malformed command line).
+CSV output holds every float at full precision (the shortest text that reads back as the same
+float64). Every error (a missing file, an unknown column, a bad rank, a file that is not a
+saved model) prints one line ``bayestensor <command>: error: <what>`` on stderr and exits with
+status 1 (status 2 for a malformed command line). Output into a closed pipe (``… | head``)
+stops quietly with status 141, as ``SIGPIPE`` would.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-KINDS = ("continuous", "categorical")
+KINDS = ("continuous", "categorical", "time")
+#: Exit status after a closed output pipe (128 + SIGPIPE, what the shell reports for it).
+BROKEN_PIPE_STATUS = 141
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,17 +44,61 @@ class CommandError(ValueError):
     """A bad argument detected by the CLI itself (printed as one line)."""
 
 
+def read_csv_exact(source, **kwargs):
+    """``pandas.read_csv`` that reads every float as the float64 its text denotes.
+
+    pandas 3 does so by default; pandas 2's default parser can be one unit in the last place
+    off, so there the round-trip parser is asked for.
+    """
+    import pandas as pd
+
+    if int(pd.__version__.split(".")[0]) < 3:
+        kwargs.setdefault("float_precision", "round_trip")
+    return pd.read_csv(source, **kwargs)
+
+
 def _read_csv(path: str, what: str):
     """Read a CSV file; a missing or unreadable file is a :class:`CommandError`."""
-    import pandas as pd
 
     p = Path(path)
     if not p.is_file():
         raise CommandError(f"{what} {path!r} does not exist (or is not a file)")
     try:
-        return pd.read_csv(p)
+        return read_csv_exact(p)
     except (ValueError, UnicodeDecodeError) as err:  # pandas parser errors are ValueErrors
         raise CommandError(f"cannot read {what} {path!r} as CSV: {err}") from None
+
+
+def _write_csv(table, target: str | None) -> None:
+    """A table as CSV on stdout (``target`` None or ``"-"``) or in a file, no index column.
+
+    pandas writes each float as the shortest text that reads back as the same float64, so
+    nothing is rounded away (what a fixed ``float_format`` such as ``"%.7g"`` would do).
+    """
+    if target is None or target == "-":
+        table.to_csv(sys.stdout, index=False)
+        sys.stdout.flush()  # a closed pipe is reported here, inside main's handler
+    else:
+        table.to_csv(target, index=False)
+
+
+def _times(series, name: str, time):
+    """A CSV column of dates/times (or durations) as datetimes (timedeltas)."""
+    import pandas as pd
+
+    try:
+        if time is not None and time.kind == "timedelta":
+            return pd.to_timedelta(series)
+        if time is not None and time.tz is not None:  # any offsets, shown in the model's zone
+            return pd.to_datetime(series, utc=True).dt.tz_convert(time.tz)
+        try:
+            return pd.to_datetime(series)
+        except ValueError as err:  # several UTC offsets (e.g. across a DST change)
+            if "utc=True" not in str(err):
+                raise
+            return pd.to_datetime(series, utc=True)
+    except (ValueError, TypeError) as err:
+        raise CommandError(f"column {name!r} does not hold dates/times: {err}") from None
 
 
 def _parse_coords(items: list[str]) -> dict[str, str | None]:
@@ -60,6 +112,10 @@ def _parse_coords(items: list[str]) -> dict[str, str | None]:
             raise CommandError(f"--coords names {name!r} twice")
         coords[name] = kind or None
     return coords
+
+
+_FUNBAT_OPTIONS = ("--kernel", "--max-sweeps", "--time-unit")
+_POISSON_OPTIONS = ("--method", "--num-warmup", "--num-samples", "--max-iter")
 
 
 def _cmd_demo(args) -> int:
@@ -80,10 +136,47 @@ def _cmd_fit(args) -> int:
         raise CommandError(
             f"column(s) {missing} not in {args.data!r}; its columns are {list(df.columns)}"
         )
+    for name, kind in parsed.items():  # "when:time": a continuous mode of dates and times
+        if kind == "time":
+            df[name] = _times(df[name], name, None)
+            parsed[name] = "continuous"
     # default kinds from the column types, then the kinds given on the command line
     coords = parse_coords(df, list(parsed), args.value)
     coords |= {name: kind for name, kind in parsed.items() if kind is not None}
     rank = args.rank[0] if len(args.rank) == 1 else tuple(args.rank)
+    poisson = args.model == "poisson-tucker"
+    if poisson:  # every mode is categorical: numbers in a CSV are levels (e.g. months) there
+        given_kinds = {n: k for n, k in parsed.items() if k not in (None, "categorical")}
+        if given_kinds:
+            raise CommandError(f"--model poisson-tucker modes are categorical; got {given_kinds}")
+        coords = dict.fromkeys(coords, "categorical")
+    given = {  # options of the other kind of model are refused, not silently dropped
+        "--kernel": args.kernel,
+        "--max-sweeps": args.max_sweeps,
+        "--time-unit": args.time_unit,
+        "--method": args.method,
+        "--num-warmup": args.num_warmup,
+        "--num-samples": args.num_samples,
+        "--max-iter": args.max_iter,
+    }
+    theirs = _FUNBAT_OPTIONS if poisson else _POISSON_OPTIONS
+    wrong = [flag for flag in theirs if given[flag] is not None]
+    if wrong:
+        raise CommandError(f"{', '.join(wrong)} not accepted by --model {args.model}")
+    if poisson:
+        options = {
+            "method": args.method or "gibbs",
+            "num_warmup": args.num_warmup,
+            "num_samples": args.num_samples,
+            "max_iter": args.max_iter,
+        }
+    else:
+        options = {
+            "kernel": args.kernel or "matern32",
+            "max_sweeps": 100 if args.max_sweeps is None else args.max_sweeps,
+            "time_unit": args.time_unit,
+        }
+    options = {k: v for k, v in options.items() if v is not None}
     out = Path(args.out)
     if out.is_dir():
         raise CommandError(f"--out {args.out!r} is a folder; give a file name (e.g. model.bt)")
@@ -95,10 +188,9 @@ def _cmd_fit(args) -> int:
         value=args.value,
         model=args.model,
         rank=rank,
-        kernel=args.kernel,
-        max_sweeps=args.max_sweeps,
         seed=args.seed,
         progress=not args.quiet,
+        **options,
     )
     result.save(out)
     if not args.quiet:
@@ -119,18 +211,26 @@ def _cmd_predict(args) -> int:
             f"column(s) {missing} of the model not in {args.data!r}; "
             f"its columns are {list(df.columns)}"
         )
+    for mode in getattr(result, "modes", ()):  # times are text in a CSV file
+        if getattr(mode, "time", None) is not None:
+            df[mode.name] = _times(df[mode.name], mode.name, mode.time)
     # a PDE solution gives the GP mean only (no intervals yet)
     pred = result.predict(df) if result.kind == "pde" else result.predict(df, level=args.level)
     table = df[names].join(pred[[c for c in ("mean", "sd", "lower", "upper") if c in pred]])
-    if args.out is None:
-        table.to_csv(sys.stdout, index=False)
-    else:
-        table.to_csv(args.out, index=False)
+    _write_csv(table, args.out)
     return 0
 
 
 def _cmd_datasets(args) -> int:
     from bayestensor import datasets
+
+    if args.action == "export":
+        if args.file != "-" and not Path(args.file).parent.is_dir():
+            raise CommandError(f"FILE {args.file!r}: folder does not exist")
+        _write_csv(datasets.load(args.name), args.file)
+        if args.file != "-":
+            print(f"data set {args.name!r} written to {args.file}", file=sys.stderr)
+        return 0
 
     for name in datasets.list():
         meta = datasets.info(name)
@@ -164,15 +264,29 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         required=True,
         metavar="COLUMN[:KIND]",
-        help="coordinate columns, optionally with ':continuous' or ':categorical'",
+        help="coordinate columns, optionally with ':continuous', ':categorical' or ':time' "
+        "(a column of dates and times, or durations: continuous)",
     )
     fit.add_argument("--value", required=True, help="the numeric column to model")
     fit.add_argument(
         "--rank", type=int, nargs="+", default=[3], help="one rank, or one per coordinate"
     )
-    fit.add_argument("--model", default="tucker", choices=["tucker", "cp"])
-    fit.add_argument("--kernel", default="matern32", choices=["matern12", "matern32", "matern52"])
-    fit.add_argument("--max-sweeps", type=int, default=100, help="cap on the sweeps")
+    fit.add_argument("--model", default="tucker", choices=["tucker", "cp", "poisson-tucker"])
+    funbat = fit.add_argument_group("FunBaT (--model tucker or cp)")
+    funbat.add_argument(
+        "--kernel", default=None, choices=["matern12", "matern32", "matern52"], help="matern32"
+    )
+    funbat.add_argument("--max-sweeps", type=int, default=None, help="cap on the sweeps (100)")
+    funbat.add_argument(
+        "--time-unit",
+        default=None,
+        help="unit of time coordinates: W, D (default), h, min, s, ms, us or ns",
+    )
+    counts = fit.add_argument_group("Poisson Tucker (--model poisson-tucker)")
+    counts.add_argument("--method", default=None, choices=["gibbs", "vi"], help="gibbs")
+    counts.add_argument("--num-warmup", type=int, default=None, help="Gibbs warm-up sweeps")
+    counts.add_argument("--num-samples", type=int, default=None, help="Gibbs kept sweeps")
+    counts.add_argument("--max-iter", type=int, default=None, help="CAVI iterations (vi)")
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--out", required=True, help="file for the fitted model (e.g. model.bt)")
     fit.add_argument("--quiet", action="store_true", help="no progress bar or summary")
@@ -185,8 +299,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", default=None, help="write here instead of stdout")
     predict.set_defaults(handler=_cmd_predict)
 
-    listing = sub.add_parser("datasets", help="list the bundled data sets")
-    listing.set_defaults(handler=_cmd_datasets)
+    listing = sub.add_parser("datasets", help="list or export the bundled data sets")
+    listing.set_defaults(handler=_cmd_datasets, action="list")
+    actions = listing.add_subparsers(dest="action", parser_class=_Parser)
+    actions.add_parser("list", help="list the bundled data sets (the default)")
+    export = actions.add_parser("export", help="write a bundled data set as CSV")
+    export.add_argument("name", help="a data set listed by 'bayestensor datasets'")
+    export.add_argument("file", help="CSV file to write ('-': stdout)")
     return parser
 
 
@@ -207,6 +326,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
+    except BrokenPipeError:
+        # the reader went away (``… | head``): stop quietly; send what is still buffered to
+        # /dev/null so that the interpreter's final flush does not complain either
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout is not a real file (e.g. captured)
+            pass
+        return BROKEN_PIPE_STATUS
     except (ValueError, OSError) as err:
         message = " ".join(str(err).split()) or type(err).__name__
         print(f"bayestensor {args.command}: error: {message}", file=sys.stderr)

@@ -27,15 +27,18 @@ from bayestensor.checks import (
     check_value_column,
     float_array,
     is_numeric,
+    is_time,
     python_scalar,
 )
-from bayestensor.modes import Encoded, Mode, NewEncoded
+from bayestensor.modes import TIME_UNITS, Encoded, Mode, NewEncoded, TimeScale
 
 __all__ = [
     "CATEGORICAL",
     "CONTINUOUS",
+    "DEFAULT_TIME_UNIT",
     "Encoded",
     "Mode",
+    "TimeScale",
     "category_codes",
     "category_levels",
     "NewEncoded",
@@ -47,6 +50,9 @@ __all__ = [
 
 
 _MAX_LISTED = 5
+
+#: Unit of the float coordinate of a datetime / timedelta mode unless ``time_unit`` says.
+DEFAULT_TIME_UNIT = "D"
 
 
 def parse_coords(
@@ -62,9 +68,9 @@ def parse_coords(
         Long DataFrame with one row per observed entry.
     coords : sequence of str or mapping of str to str
         Coordinate column names, in mode order. A list or tuple gives default kinds:
-        numeric (integer or float, not bool) columns are continuous, all others
-        categorical. A dict ``{column: "continuous" | "categorical"}`` sets the kinds
-        explicitly.
+        numeric (integer or float, not bool), datetime (naive or tz-aware) and timedelta
+        columns are continuous, all others categorical. A dict
+        ``{column: "continuous" | "categorical"}`` sets the kinds explicitly.
     value : str, optional
         Name of the numeric value column.
 
@@ -78,8 +84,9 @@ def parse_coords(
     ValueError
         If ``df`` is not a non-empty DataFrame; ``coords`` is empty, a bare string, not a
         list/tuple/dict, contains a non-string or duplicated name, or an unknown kind; a
-        column is missing (or duplicated in ``df``); an explicitly continuous column is not
-        numeric; or the value column is missing, non-numeric or also a coordinate.
+        column is missing (or duplicated in ``df``); an explicitly continuous column is
+        neither numeric nor a time; or the value column is missing, non-numeric or also a
+        coordinate.
     """
     check_frame(df)
     if isinstance(coords, str):
@@ -119,12 +126,13 @@ def parse_coords(
         check_value_column(df, value, names)
     result: dict[str, str] = {}
     for name in names:
-        numeric = is_numeric(df[name])
+        numeric = is_numeric(df[name]) or is_time(df[name])
         kind = kinds.get(name, CONTINUOUS if numeric else CATEGORICAL)
         if kind == CONTINUOUS and not numeric:
             raise ValueError(
                 f"column {name!r} is declared continuous but has dtype {df[name].dtype}; "
-                "expected a numeric (integer or float) column, or declare it categorical"
+                "expected a numeric (integer or float), datetime64 or timedelta64 column, "
+                "or declare it categorical"
             )
         result[name] = kind
     return result
@@ -172,10 +180,107 @@ def _encode_categorical(series: pd.Series, name: str) -> tuple[Mode, np.ndarray]
     return Mode(name, CATEGORICAL, uniques[order]), rank[codes]
 
 
+def check_time_unit(
+    time_unit: str | Mapping[str, str] | None, time_columns: Sequence[str]
+) -> dict[str, str]:
+    """The unit of every time column: ``time_unit`` (one for all, or per column) or days.
+
+    Raises
+    ------
+    ValueError
+        If a unit is not a key of :data:`bayestensor.modes.TIME_UNITS`, a dict names a column
+        that is not a continuous time coordinate, or a unit is given but no coordinate is one.
+    """
+    if time_unit is None:
+        return {c: DEFAULT_TIME_UNIT for c in time_columns}
+    given = dict(time_unit) if isinstance(time_unit, Mapping) else None
+    units = given if given is not None else {c: time_unit for c in time_columns}
+    if not time_columns or (given is not None and set(given) - set(time_columns)):
+        extra = sorted(set(given or {}) - set(time_columns))
+        raise ValueError(
+            f"time_unit is given but {extra or 'no coordinate'} is not a continuous datetime "
+            f"or timedelta coordinate (those are {list(time_columns)})"
+        )
+    for c, unit in units.items():
+        if not isinstance(unit, str) or unit not in TIME_UNITS:
+            raise ValueError(
+                f"time_unit{'' if given is None else f'[{c!r}]'} must be one of "
+                f"{list(TIME_UNITS)}, got {unit!r}"
+            )
+    return {c: units.get(c, DEFAULT_TIME_UNIT) for c in time_columns}
+
+
+def _naive_times(series: pd.Series) -> tuple[np.ndarray, str, str | None]:
+    """A time column as naive ``datetime64`` (UTC for tz-aware) or ``timedelta64``.
+
+    Returns the array, ``"datetime"`` or ``"timedelta"``, and the zone name (or ``None``).
+    """
+    dtype = series.dtype
+    tz = None
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        tz = str(dtype.tz)
+        series = series.dt.tz_convert("UTC").dt.tz_localize(None)
+    arr = series.to_numpy()
+    if np.datetime_data(arr.dtype)[0] not in ("s", "ms", "us", "ns"):
+        arr = arr.astype(f"{arr.dtype.kind}8[s]")
+    return arr, "datetime" if arr.dtype.kind == "M" else "timedelta", tz
+
+
+def _time_scale(series: pd.Series, name: str, unit: str) -> tuple[TimeScale, np.ndarray]:
+    """The scale of a training time column (origin: its earliest time) and its floats."""
+    times, kind, tz = _naive_times(series)
+    resolution = np.datetime_data(times.dtype)[0]
+    ticks = times.view(np.int64)
+    origin = int(ticks.min()) if kind == "datetime" else 0
+    # the coarsest unit in which every time is whole: decoded times are rounded to it
+    precision = next(
+        u
+        for u in ("s", "ms", "us", resolution)
+        if TIME_UNITS[u] <= TIME_UNITS[resolution]
+        or not np.any(ticks % (TIME_UNITS[u] // TIME_UNITS[resolution]))
+    )
+    try:
+        scale = TimeScale(kind, unit, resolution, origin, tz, precision)
+    except ValueError as err:
+        raise ValueError(
+            f"column {name!r}: {err}; convert it with .dt.tz_convert('UTC') (or a named zone "
+            "such as 'Europe/Paris')"
+        ) from None
+    return scale, scale.to_float(times)
+
+
+def new_time_floats(series: pd.Series, mode: Mode) -> np.ndarray:
+    """New times of a time mode as its float coordinates, or a ValueError naming the column.
+
+    The column must be of the training column's kind (datetime or timedelta) and, for a
+    datetime, equally tz-aware or naive (any zone: times are compared in UTC).
+    """
+    scale = mode.time
+    if not is_time(series):
+        raise ValueError(
+            f"column {mode.name!r} is a {scale.describe()} time in the model but has dtype "
+            f"{series.dtype}; pass times (e.g. pd.to_datetime(...))"
+        )
+    times, kind, tz = _naive_times(series)
+    if kind != scale.kind or (tz is None) != (scale.tz is None):
+        aware = "tz-aware" if scale.tz is not None else "tz-naive"
+        raise ValueError(
+            f"column {mode.name!r} is a {aware} {scale.describe()} time in the model but has "
+            f"dtype {series.dtype}; "
+            + (
+                "localize it (.dt.tz_localize(...)) or convert it (.dt.tz_convert(...))"
+                if kind == scale.kind
+                else "pass the same kind of time"
+            )
+        )
+    return scale.to_float(times)
+
+
 def encode(
     df: pd.DataFrame,
     coords: Sequence[str] | Mapping[str, str],
     value: str | None = None,
+    time_unit: str | Mapping[str, str] | None = None,
 ) -> Encoded:
     """Encode a long DataFrame as per-mode unique coordinates and integer indices.
 
@@ -187,6 +292,12 @@ def encode(
         Coordinate columns, in mode order; see :func:`parse_coords`.
     value : str, optional
         Name of the numeric value column.
+    time_unit : str or dict of str to str, optional
+        Unit of the float coordinate of continuous datetime / timedelta columns, one of
+        :data:`bayestensor.modes.TIME_UNITS` (``"D"``, ``"h"``, ``"s"`` …), for all such
+        columns or per column; default days. A datetime ``t`` becomes ``(t − t_min) / unit``
+        (``t_min`` the earliest training time; UTC for tz-aware columns), a timedelta
+        ``t / unit``; the mode's :class:`TimeScale` records how.
 
     Returns
     -------
@@ -199,19 +310,26 @@ def encode(
     ------
     ValueError
         If ``df`` is not a DataFrame;
-        For any problem reported by :func:`parse_coords`, or if a coordinate or the value
-        column has NaN, inf or missing values.
+        For any problem reported by :func:`parse_coords`, if a coordinate or the value
+        column has NaN, inf or missing values, or for a bad ``time_unit``.
     """
     kinds = parse_coords(df, coords, value)
     for name, kind in kinds.items():
         check_finite(df[name], name, kind)
     if value is not None:
         check_finite(df[value], value, CONTINUOUS)
+    units = check_time_unit(
+        time_unit, [c for c, kind in kinds.items() if kind == CONTINUOUS and is_time(df[c])]
+    )
 
     modes: list[Mode] = []
     columns: list[np.ndarray] = []
     for name, kind in kinds.items():
-        if kind == CONTINUOUS:
+        if name in units:
+            scale, x = _time_scale(df[name], name, units[name])
+            uniques, codes = np.unique(x, return_inverse=True)
+            mode = Mode(name, CONTINUOUS, uniques, time=scale)
+        elif kind == CONTINUOUS:
             uniques, codes = np.unique(float_array(df[name]), return_inverse=True)
             mode = Mode(name, CONTINUOUS, uniques)
         else:
@@ -255,9 +373,9 @@ def encode_new(df: pd.DataFrame, modes: Sequence[Mode]) -> NewEncoded:
     ValueError
         If ``df`` is not a non-empty DataFrame; an element of ``modes`` is not a
         :class:`Mode`; ``modes`` is empty or has duplicated names; a column is missing
-        (or duplicated in ``df``); a continuous mode's column is not numeric; a column has
-        NaN, inf or missing values; or a categorical column has categories not seen in
-        training.
+        (or duplicated in ``df``); a continuous mode's column is not numeric (a time mode's
+        not a time of the same kind and tz-awareness); a column has NaN, inf or missing
+        values; or a categorical column has categories not seen in training.
     """
     check_frame(df)
     if isinstance(modes, Mode):
@@ -275,7 +393,7 @@ def encode_new(df: pd.DataFrame, modes: Sequence[Mode]) -> NewEncoded:
     for mode in modes:
         check_column(df, mode.name)
     for mode in modes:
-        if mode.kind == CONTINUOUS and not is_numeric(df[mode.name]):
+        if mode.kind == CONTINUOUS and mode.time is None and not is_numeric(df[mode.name]):
             raise ValueError(
                 f"column {mode.name!r} is continuous in the model but has dtype "
                 f"{df[mode.name].dtype}; expected a numeric (integer or float) column"
@@ -297,7 +415,10 @@ def encode_new(df: pd.DataFrame, modes: Sequence[Mode]) -> NewEncoded:
             index_columns.append(codes)
             left_columns.append(codes)
             continue
-        x = float_array(df[mode.name])
+        if mode.time is not None:
+            x = new_time_floats(df[mode.name], mode)
+        else:
+            x = float_array(df[mode.name])
         left = np.searchsorted(mode.values, x, side="right").astype(np.int64) - 1
         clipped = np.maximum(left, 0)
         exact = (left >= 0) & (mode.values[clipped] == x)
@@ -324,11 +445,12 @@ def decode(enc: Encoded) -> pd.DataFrame:
     -------
     pandas.DataFrame
         One row per encoded row, in the same order, with a default ``RangeIndex``; one
-        column per mode (continuous as ``float64``, categorical with the original category
+        column per mode (continuous as ``float64``, times as datetimes or timedeltas of the
+        training column's resolution and zone, categorical with the original category
         values) followed by the value column (``float64``) if there is one.
     """
-    data: dict[str, np.ndarray] = {
-        mode.name: enc.coordinates(k) for k, mode in enumerate(enc.modes)
+    data: dict[str, Any] = {
+        mode.name: mode.coordinates(enc.index[:, k]) for k, mode in enumerate(enc.modes)
     }
     if enc.value is not None and enc.y is not None:
         data[enc.value] = enc.y

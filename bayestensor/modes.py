@@ -1,7 +1,8 @@
 """The containers of an encoded tensor: :class:`Mode` (one axis: column, kind, known
-coordinates; JSON round trip), :class:`Encoded` (training rows as integer indices) and
-:class:`NewEncoded` (new rows located relative to known modes). :mod:`bayestensor.data` builds
-them from DataFrames.
+coordinates; JSON round trip), :class:`TimeScale` (how a datetime or timedelta column maps to
+the float coordinates of a continuous mode), :class:`Encoded` (training rows as integer indices)
+and :class:`NewEncoded` (new rows located relative to known modes). :mod:`bayestensor.data`
+builds them from DataFrames.
 """
 
 from __future__ import annotations
@@ -15,7 +16,152 @@ import pandas as pd
 
 from bayestensor.checks import CATEGORICAL, CONTINUOUS, MODE_KINDS, python_scalar
 
-__all__ = ["Encoded", "Mode", "NewEncoded"]
+__all__ = ["TIME_UNITS", "Encoded", "Mode", "NewEncoded", "TimeScale"]
+
+#: Units a time coordinate can be measured in, with their length in nanoseconds.
+TIME_UNITS = {
+    "W": 7 * 86_400 * 10**9,
+    "D": 86_400 * 10**9,
+    "h": 3_600 * 10**9,
+    "min": 60 * 10**9,
+    "s": 10**9,
+    "ms": 10**6,
+    "us": 10**3,
+    "ns": 1,
+}
+#: Storage resolutions of NumPy/pandas datetimes (a subset of :data:`TIME_UNITS`).
+_RESOLUTIONS = ("s", "ms", "us", "ns")
+_TIME_KINDS = ("datetime", "timedelta")
+
+
+@dataclass(frozen=True)
+class TimeScale:
+    """How a datetime or timedelta column maps to the float coordinates of a continuous mode.
+
+    A time ``t`` becomes ``x = (t − origin) / unit``; a datetime's ``origin`` is the earliest
+    training time, a timedelta's is zero. Times are held as integer ``ticks`` of ``resolution``
+    (the training column's storage unit), tz-aware datetimes in UTC with their zone in ``tz``.
+
+    Parameters
+    ----------
+    kind : {"datetime", "timedelta"}
+        What the column held.
+    unit : str
+        The unit of ``x``, a key of :data:`TIME_UNITS` (``"D"``: days, ``"h"``: hours …).
+    resolution : {"s", "ms", "us", "ns"}
+        Storage unit of the training column; decoded coordinates come back in it.
+    origin : int
+        ``t`` at ``x = 0``, in ticks of ``resolution`` since the Unix epoch (UTC); 0 for a
+        timedelta.
+    tz : str or None
+        Time zone of a tz-aware datetime column (``None``: naive, or a timedelta).
+    precision : {"s", "ms", "us", "ns"}, optional
+        The coarsest unit in which every training time is whole (default ``resolution``);
+        decoded times are rounded to it, so that whole-second times stored in nanoseconds come
+        back exactly although ``x`` (a float64) cannot hold years of nanoseconds exactly.
+
+    Raises
+    ------
+    ValueError
+        If a field is out of its range, or ``tz`` is not a zone pandas can rebuild.
+    """
+
+    kind: str
+    unit: str
+    resolution: str
+    origin: int
+    tz: str | None = None
+    precision: str | None = None
+
+    def __post_init__(self) -> None:
+        """Check the fields (see the class docstring)."""
+        if self.precision is None:
+            object.__setattr__(self, "precision", self.resolution)
+        if self.kind not in _TIME_KINDS:
+            raise ValueError(f"time kind must be one of {_TIME_KINDS}, got {self.kind!r}")
+        if self.unit not in TIME_UNITS:
+            raise ValueError(f"time_unit must be one of {list(TIME_UNITS)}, got {self.unit!r}")
+        if self.resolution not in _RESOLUTIONS:
+            raise ValueError(
+                f"time resolution must be one of {_RESOLUTIONS}, got {self.resolution!r}"
+            )
+        if self.precision not in _RESOLUTIONS or (
+            self.resolution in _RESOLUTIONS
+            and TIME_UNITS[self.precision] < TIME_UNITS[self.resolution]
+        ):
+            raise ValueError(
+                f"time precision must be one of {_RESOLUTIONS}, no finer than the resolution "
+                f"{self.resolution!r}, got {self.precision!r}"
+            )
+        if isinstance(self.origin, bool) or not isinstance(self.origin, int | np.integer):
+            raise ValueError(f"time origin must be an int (ticks), got {self.origin!r}")
+        if self.tz is not None:
+            if self.kind != "datetime" or not isinstance(self.tz, str):
+                raise ValueError(f"tz must be None or a zone name of a datetime, got {self.tz!r}")
+            try:
+                pd.DatetimeTZDtype("ns", self.tz)
+            except (TypeError, ValueError, KeyError) as err:
+                raise ValueError(f"unknown time zone {self.tz!r}: {err}") from None
+
+    @property
+    def dtype(self) -> np.dtype:
+        """NumPy dtype of the (UTC, naive) times: ``datetime64[res]`` or ``timedelta64[res]``."""
+        return np.dtype(f"{'M8' if self.kind == 'datetime' else 'm8'}[{self.resolution}]")
+
+    def describe(self) -> str:
+        """The column's type as a user would write it, e.g. ``datetime64[s, UTC]``."""
+        base = "datetime64" if self.kind == "datetime" else "timedelta64"
+        return f"{base}[{self.resolution}{'' if self.tz is None else ', ' + self.tz}]"
+
+    def to_float(self, times: np.ndarray) -> np.ndarray:
+        """``(times − origin) / unit`` as float64, for naive UTC ``datetime64`` / ``timedelta64``.
+
+        The difference is exact in integer ticks; one correctly rounded division follows.
+        """
+        origin = np.array(self.origin, dtype=np.int64).view(self.dtype)
+        return np.asarray((times - origin) / _unit_delta(self.unit), dtype=np.float64)
+
+    def to_time(self, x: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`to_float`, rounded to ``precision``: naive UTC times."""
+        x = np.asarray(x, dtype=np.float64)
+        unit, step = TIME_UNITS[self.unit], TIME_UNITS[self.precision]
+        steps = np.rint(x * (unit // step)) if unit >= step else np.rint(x / (step // unit))
+        ticks = steps.astype(np.int64) * (step // TIME_UNITS[self.resolution])
+        return (ticks + self.origin).view(self.dtype)
+
+    def to_pandas(self, x: np.ndarray) -> pd.Series | pd.Index:
+        """The times at ``x`` as a pandas Index in the column's own type (zone included)."""
+        times = self.to_time(x)
+        if self.kind == "timedelta":
+            return pd.TimedeltaIndex(times)
+        index = pd.DatetimeIndex(times)
+        return index if self.tz is None else index.tz_localize("UTC").tz_convert(self.tz)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable fields (:meth:`from_dict` inverts it)."""
+        return {
+            "kind": self.kind,
+            "unit": self.unit,
+            "resolution": self.resolution,
+            "origin": int(self.origin),
+            "tz": self.tz,
+            "precision": self.precision,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TimeScale:
+        """Rebuild from :meth:`to_dict`; a ValueError names a missing or unknown field."""
+        fields = ("kind", "unit", "resolution", "origin", "tz", "precision")
+        if not isinstance(d, Mapping) or set(d) != set(fields):
+            raise ValueError(f"time scale must have exactly the fields {fields}, got {d!r}")
+        return cls(**{f: d[f] for f in fields})
+
+
+def _unit_delta(unit: str) -> np.timedelta64:
+    """One ``unit`` as a NumPy timedelta (whole seconds where it is one, so that dividing
+    a coarse-resolution time by it does not first convert the time to nanoseconds)."""
+    ns = TIME_UNITS[unit]
+    return np.timedelta64(ns // 10**9, "s") if ns >= 10**9 else np.timedelta64(ns, "ns")
 
 
 @dataclass(frozen=True)
@@ -32,18 +178,22 @@ class Mode:
         One-dimensional, non-empty array of the known coordinates. For a continuous mode,
         strictly increasing finite ``float64`` values; for a categorical mode, the unique
         categories in sorted order (object or the column's original dtype).
+    time : TimeScale, optional
+        For a continuous mode of a datetime or timedelta column: how its times map to
+        ``values`` (which then hold ``(t − origin) / unit``). ``None`` for a numeric column.
 
     Raises
     ------
     ValueError
         If ``kind`` is unknown, ``values`` is not a non-empty 1-D array, a continuous mode's
-        values are not strictly increasing finite ``float64``, or a categorical mode's
-        values are not unique.
+        values are not strictly increasing finite ``float64``, a categorical mode's
+        values are not unique, or a categorical mode has a ``time``.
     """
 
     name: str
     kind: str
     values: np.ndarray
+    time: TimeScale | None = None
 
     def __post_init__(self) -> None:
         """Check the invariants described in the class docstring."""
@@ -72,6 +222,19 @@ class Mode:
                 )
         elif len(pd.unique(self.values)) != self.values.size:
             raise ValueError(f"mode {self.name!r}: categorical values must be unique")
+        if self.time is not None and (
+            self.kind != CONTINUOUS or not isinstance(self.time, TimeScale)
+        ):
+            raise ValueError(f"mode {self.name!r}: only a continuous mode has a TimeScale")
+
+    def coordinates(self, positions: np.ndarray | None = None) -> np.ndarray | pd.Index:
+        """The known coordinates (at ``positions``) in the column's own type.
+
+        Floats or categories as stored; a time mode's as datetimes (zone included) or
+        timedeltas, via :meth:`TimeScale.to_pandas`.
+        """
+        values = self.values if positions is None else self.values[positions]
+        return values if self.time is None else self.time.to_pandas(values)
 
     @property
     def size(self) -> int:
@@ -88,6 +251,7 @@ class Mode:
             and self.values.dtype == other.values.dtype
             and self.values.shape == other.values.shape
             and bool(np.all(self.values == other.values))
+            and self.time == other.time
         )
 
     def __hash__(self) -> int:
@@ -102,8 +266,8 @@ class Mode:
         dict
             ``{"name": str, "kind": str, "dtype": str, "values": list}``; continuous values
             are Python floats, categories Python scalars (``str``, ``int``, ``float`` or
-            ``bool``; datetime and timedelta categories as their integer ticks).
-            :meth:`from_dict` inverts it.
+            ``bool``; datetime and timedelta categories as their integer ticks). A time mode
+            adds ``"time"``: :meth:`TimeScale.to_dict`. :meth:`from_dict` inverts it.
 
         Raises
         ------
@@ -127,12 +291,15 @@ class Mode:
                     f"(e.g. {bad[0]!r}); only str, int, float and bool categories can be "
                     "saved as JSON"
                 )
-        return {
+        out = {
             "name": self.name,
             "kind": self.kind,
             "dtype": self.values.dtype.str if self.values.dtype != object else "object",
             "values": values,
         }
+        if self.time is not None:
+            out["time"] = self.time.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Mode:
@@ -143,7 +310,7 @@ class Mode:
         d : Mapping
             Mapping with keys ``"name"``, ``"kind"`` and ``"values"`` and, optionally,
             ``"dtype"`` (the NumPy dtype of the values; ``"object"`` if absent for a
-            categorical mode).
+            categorical mode) and ``"time"`` (a :class:`TimeScale` as a dict).
 
         Returns
         -------
@@ -160,6 +327,7 @@ class Mode:
             raise ValueError(f"Mode.from_dict: missing keys {missing}")
         kind = d["kind"]
         raw = list(d["values"])
+        time = None if d.get("time") is None else TimeScale.from_dict(d["time"])
         if kind == CONTINUOUS:
             values = np.asarray(raw, dtype=np.float64)
         else:
@@ -171,7 +339,7 @@ class Mode:
                 values = np.asarray(raw, dtype=np.int64).view(np.dtype(dtype))
             else:
                 values = np.asarray(raw, dtype=np.dtype(dtype))
-        return cls(name=d["name"], kind=kind, values=values)
+        return cls(name=d["name"], kind=kind, values=values, time=time)
 
 
 @dataclass(frozen=True, eq=False)

@@ -223,6 +223,10 @@ TOL = {
     "heldout_ll_vs_truth": 1.5,
     # Poisson shrinkage: core mass on the top 8 components (lower bound)
     "shrinkage_top8_mass": 0.95,
+    # a fit on datetime columns vs the same fit on float hours, in units of the data's sd
+    "time_vs_float_fit": 1e-6,
+    # a fit on an xarray DataArray with NaN cells vs the equivalent DataFrame (units of sd)
+    "xarray_vs_frame": 1e-10,
     # --- data sets ---
     # weather: time in days × 24 vs whole hours (absolute)
     "dataset_time_hourly": 1e-4,

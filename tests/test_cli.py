@@ -2,15 +2,19 @@
 printing one clear line on stderr with a non-zero exit status."""
 
 import io
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TOL
+from conftest import TOL, count_frame
 
 import bayestensor as bt
-from bayestensor.cli import main
+from bayestensor.cli import main, read_csv_exact
 
 
 def _one_error_line(capsys, command):
@@ -189,3 +193,135 @@ def test_predict_bad_data(csv_files, model_file, tmp_path, capsys):
     assert "zzz" in _one_error_line(capsys, "predict")
     assert main(["predict", str(model_file), str(folder / "new.csv"), "--level", "2"]) == 1
     assert "level" in _one_error_line(capsys, "predict")
+
+
+# ------------------------------------------------ full precision, Poisson Tucker, times, pipes
+
+
+def test_predict_csv_holds_the_api_numbers_exactly(csv_files, model_file, capsys):
+    folder, _ = csv_files
+    assert main(["predict", str(model_file), str(folder / "new.csv")]) == 0
+    pred = read_csv_exact(io.StringIO(capsys.readouterr().out))
+    api = bt.load(model_file).predict(read_csv_exact(folder / "new.csv"))
+    for c in ("mean", "sd", "lower", "upper"):
+        np.testing.assert_array_equal(pred[c].to_numpy(), api[c].to_numpy())
+
+
+@pytest.mark.parametrize("method", ["vi", "gibbs"])
+def test_fit_poisson_tucker(tmp_path, capsys, method):
+    rng = np.random.default_rng(3)
+    counts = count_frame(rng.poisson(3.0, size=(4, 3, 2)), ["a", "b", "c"], "n")
+    counts.to_csv(tmp_path / "counts.csv", index=False)
+    opts = ["--max-iter", "8"] if method == "vi" else ["--num-warmup", "3", "--num-samples", "4"]
+    args = ["fit", str(tmp_path / "counts.csv"), "--coords", "a", "b", "c", "--value", "n"]
+    args += ["--model", "poisson-tucker", "--method", method, "--rank", "2", *opts, "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "m.bt")]) == 0
+    res = bt.load(tmp_path / "m.bt")
+    assert res.kind == "poisson-tucker" and res.method == method and res.ranks == (2, 2, 2)
+    if method == "vi":
+        assert res.info["n_iter"] <= 8
+    else:
+        assert (res.info["num_warmup"], res.info["num_samples"]) == (3, 4)
+    assert main(["predict", str(tmp_path / "m.bt"), str(tmp_path / "counts.csv")]) == 0
+    pred = read_csv_exact(io.StringIO(capsys.readouterr().out))
+    api = res.predict(counts)
+    np.testing.assert_array_equal(pred["mean"].to_numpy(), api["mean"].to_numpy())
+
+
+@pytest.mark.parametrize(
+    ("model", "option", "flag"),
+    [
+        ("poisson-tucker", ["--kernel", "matern12"], "--kernel"),
+        ("poisson-tucker", ["--max-sweeps", "3"], "--max-sweeps"),
+        ("tucker", ["--method", "vi"], "--method"),
+        ("cp", ["--num-samples", "4"], "--num-samples"),
+    ],
+)
+def test_fit_refuses_options_of_the_other_model(csv_files, tmp_path, capsys, model, option, flag):
+    folder, _ = csv_files
+    args = _fit_args(folder / "train.csv", "--model", model, *option)
+    assert main([*args, "--out", str(tmp_path / "m.bt")]) == 1
+    assert f"{flag} not accepted by --model {model}" in _one_error_line(capsys, "fit")
+
+
+def test_fit_and_predict_with_a_time_column(tmp_path, capsys):
+    df = bt.datasets.load("weather")
+    df = df[df["time"] < 3].reset_index(drop=True)[["origin", "time", "temp"]]
+    hours = np.rint(df["time"].to_numpy() * 24).astype(np.int64)
+    start = pd.Timestamp("2013-01-01", tz="America/New_York")
+    df["when"] = start + pd.to_timedelta(hours, unit="h")
+    df.drop(columns="time").to_csv(tmp_path / "w.csv", index=False)
+    args = ["fit", str(tmp_path / "w.csv"), "--coords", "origin", "when:time", "--value", "temp"]
+    args += ["--rank", "2", "--max-sweeps", "5", "--time-unit", "h", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "w.bt")]) == 0
+    res = bt.load(tmp_path / "w.bt")
+    assert res.modes[1].time.unit == "h" and res.modes[1].time.kind == "datetime"
+    new = pd.DataFrame({"origin": ["JFK", "LGA"]})
+    new["when"] = (start + pd.to_timedelta([5.5, 80.0], unit="h")).tz_convert("UTC")
+    new.to_csv(tmp_path / "new.csv", index=False)
+    assert main(["predict", str(tmp_path / "w.bt"), str(tmp_path / "new.csv")]) == 0
+    pred = read_csv_exact(io.StringIO(capsys.readouterr().out))
+    # the times come back in the model's zone; the numbers are the API's
+    assert list(pred["when"]) == [str(t) for t in new["when"].dt.tz_convert(start.tz)]
+    np.testing.assert_array_equal(pred["mean"].to_numpy(), res.predict(new)["mean"].to_numpy())
+    pd.DataFrame({"origin": ["JFK"], "when": ["soon"]}).to_csv(tmp_path / "bad.csv", index=False)
+    assert main(["predict", str(tmp_path / "w.bt"), str(tmp_path / "bad.csv")]) == 1
+    assert "column 'when' does not hold dates/times" in _one_error_line(capsys, "predict")
+
+
+def test_datasets_export(tmp_path, capsys):
+    out = tmp_path / "ozone.csv"
+    assert main(["datasets", "export", "ozone", str(out)]) == 0
+    meta = bt.datasets.info("ozone")
+    pd.testing.assert_frame_equal(
+        read_csv_exact(out, dtype=meta.dtypes), bt.datasets.load("ozone"), check_exact=True
+    )
+    capsys.readouterr()
+    assert main(["datasets", "export", "weather", "-"]) == 0
+    weather = bt.datasets.info("weather").dtypes
+    back = read_csv_exact(io.StringIO(capsys.readouterr().out), dtype=weather)
+    pd.testing.assert_frame_equal(back, bt.datasets.load("weather"), check_exact=True)
+    assert main(["datasets", "export", "nope", str(out)]) == 1
+    assert "unknown data set 'nope'" in _one_error_line(capsys, "datasets")
+    assert main(["datasets", "export", "ozone", str(tmp_path / "no" / "x.csv")]) == 1
+    assert "folder does not exist" in _one_error_line(capsys, "datasets")
+    assert main(["datasets", "list"]) == 0 and "24 x 24 x 72" in capsys.readouterr().out
+
+
+def _cli(*command: str, stdout) -> subprocess.Popen:
+    root = Path(__file__).parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.Popen(
+        [sys.executable, "-m", "bayestensor.cli", *command],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+
+
+def test_closed_pipe_stops_quietly_after_a_line():
+    """``bayestensor datasets export weather - | head -1``: no traceback, no Errno message
+    (1.5 MB of CSV: far more than a pipe buffers, so the reader's exit is seen)."""
+    proc = _cli("datasets", "export", "weather", "-", stdout=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # what head does after its line
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=120) == 141
+    assert first.startswith(b"origin,time,temp") and err == ""
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["datasets"], ["datasets", "export", "ozone", "-"]],
+    ids=["list", "export"],
+)
+def test_output_into_a_closed_pipe_stops_quietly(command):
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first write
+    proc = _cli(*command, stdout=write)
+    os.close(write)
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=120) == 141
+    assert err == ""

@@ -17,7 +17,7 @@ import pytest
 from conftest import count_frame
 
 import bayestensor as bt
-from bayestensor.cli import main
+from bayestensor.cli import main, read_csv_exact
 
 
 def _funbat():
@@ -105,7 +105,7 @@ def test_cli_predict_reads_every_kind(fitted, tmp_path, capsys):
     res.save(tmp_path / "m.bt")
     new.to_csv(tmp_path / "new.csv", index=False)
     assert main(["predict", str(tmp_path / "m.bt"), str(tmp_path / "new.csv")]) == 0
-    out = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    out = read_csv_exact(io.StringIO(capsys.readouterr().out))
     assert list(out.columns[: len(variables)]) == list(variables)
     np.testing.assert_array_equal(out["mean"], _predict(res, new)["mean"].to_numpy())
 

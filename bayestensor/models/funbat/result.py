@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import typing
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -10,14 +12,22 @@ import pandas as pd
 from scipy import stats
 
 from bayestensor import io, plotting
-from bayestensor.checks import CONTINUOUS, check_finite_result, check_level, check_ranks
+from bayestensor.checks import (
+    CONTINUOUS,
+    check_finite_result,
+    check_int,
+    check_level,
+    check_ranks,
+)
 from bayestensor.data import Mode, encode_new
+from bayestensor.driver import precision
 from bayestensor.kernels import check_kernel
 from bayestensor.models.funbat.estimator import ESTIMATOR_PARAMS, FunBaT
 from bayestensor.models.funbat.inference import init_state
 from bayestensor.models.funbat.state import MODELS, FunBaTConfig
-from bayestensor.results import Result, prediction_frame
+from bayestensor.results import PREDICTION_COLUMNS, Result, prediction_frame
 from bayestensor.ssm import gaps
+from bayestensor.xr import GRID_CHUNK, grid_dataset, require_xarray
 
 
 class FitResult(Result):
@@ -43,13 +53,16 @@ class FitResult(Result):
         The kernel name when every continuous mode has the same one, else ``kernels``.
     estimator : FunBaT
         The fitted estimator (its ``state_`` holds the posterior in z-scored units).
+    n_missing : int
+        Cells of gridded (xarray) input that were NaN and so left out of the fit.
     """
 
     kind = "funbat"
 
-    def __init__(self, estimator: FunBaT, value: str):
+    def __init__(self, estimator: FunBaT, value: str, n_missing: int = 0):
         self.estimator = estimator
         self.value = value
+        self.n_missing = int(n_missing)
         self.modes = tuple(estimator.modes_)
         self.model = estimator.cfg_.model
         self.ranks = tuple(estimator.cfg_.ranks)
@@ -146,13 +159,123 @@ class FitResult(Result):
             upper_f=mean + z * sd_f,
         )
 
+    def predict_grid(
+        self,
+        coords: Mapping[str, Any] | None = None,
+        level: float = 0.95,
+        chunk: int = GRID_CHUNK,
+    ):
+        """Predictions on every cell of a grid, as an :class:`xarray.Dataset`.
+
+        Parameters
+        ----------
+        coords : dict of str to 1-D array-like, optional
+            Coordinates per mode (continuous ones anywhere, times as times; categories seen
+            in training). Modes left out take their fitted coordinates (unique training
+            values; times as times), which is also the default for all.
+        level : float
+            Probability of the central intervals.
+        chunk : int
+            Grid cells predicted at a time: the working memory is bounded by the chunk, not
+            by the grid (the output holds one float64 per cell and variable).
+
+        Returns
+        -------
+        xarray.Dataset
+            Dimensions: the modes, in order; float64 variables ``mean``, ``sd``, ``lower``,
+            ``upper`` (a new observation) and ``sd_f``, ``lower_f``, ``upper_f`` (the latent
+            f), each equal to :meth:`predict` at that cell.
+
+        Raises
+        ------
+        ValueError
+            For an unknown mode, coordinates that are not a non-empty 1-D array, or a
+            category not seen in training.
+        ImportError
+            If xarray is not installed.
+        """
+        level = check_level(level)
+        chunk = check_int("chunk", chunk)
+        require_xarray()
+        coords = {} if coords is None else coords
+        if not isinstance(coords, Mapping):
+            raise ValueError(f"coords must be a dict of mode -> 1-D coordinates, got {coords!r}")
+        names = [m.name for m in self.modes]
+        unknown = [c for c in coords if c not in names]
+        if unknown:
+            raise ValueError(f"coords names {unknown}, which are not modes; modes are {names}")
+        axes = {}
+        for mode in self.modes:
+            values = coords.get(mode.name, mode.coordinates())
+            if isinstance(values, pd.Index | pd.Series):
+                values = pd.Index(values)
+            else:
+                values = np.asarray(values)
+            if values.ndim != 1 or len(values) == 0:
+                raise ValueError(f"coords[{mode.name!r}] must be a non-empty 1-D array")
+            axes[mode.name] = values
+        attrs = {"value": self.value, "level": level, "model": f"FunBaT-{self.model}"}
+        return grid_dataset(
+            axes,
+            lambda cells: self.predict(cells, level=level),
+            PREDICTION_COLUMNS,
+            chunk=chunk,
+            attrs=attrs,
+        )
+
+    def to_inference_data(
+        self, df: pd.DataFrame | None = None, draws: int = 1000, chains: int = 4, seed: int = 0
+    ):
+        """Draws from the fitted posterior as :class:`arviz.InferenceData`.
+
+        FunBaT's posterior is the mean-field ``q``: every factor row ``u^k(x)`` Gaussian
+        (one per coordinate; draws are independent across coordinates and modes), the Tucker
+        core ``vec W`` Gaussian, the noise precision ``τ`` Gamma. Factors and core are in the
+        model's z-scored units (and, like them, identifiable only up to transforms absorbed by
+        the core); ``noise_sd`` and ``f`` are in the value's units.
+
+        Parameters
+        ----------
+        df : pandas.DataFrame, optional
+            Rows (e.g. the training frame) at which to add draws of
+            ``f = Σ W Π u`` (group ``posterior``, dimension ``obs`` labelled by ``df``'s
+            index) computed from the same factor and core draws, and, if ``df`` has the value
+            column, the observations (group ``observed_data``). Continuous coordinates must
+            be training coordinates (:meth:`predict` covers the others).
+        draws : int
+            Draws per chain.
+        chains : int
+            Number of chains: the draws are independent, so chains are only a split of them
+            that lets arviz compute its between-chain diagnostics (r_hat near 1).
+        seed : int
+            Seeds the draws.
+
+        Returns
+        -------
+        arviz.InferenceData
+            ``posterior``: ``u_<mode>`` with dimensions ``(<mode>, <mode>_component)`` and the
+            mode's coordinates (times as times), ``W`` (Tucker only) on the component
+            dimensions, ``noise_sd``, and ``f`` when ``df`` is given.
+
+        Raises
+        ------
+        ValueError
+            For a bad ``draws`` or ``seed``, or ``df`` rows off the training coordinates.
+        ImportError
+            If arviz is not installed.
+        """
+        from bayestensor.inference_data import funbat_inference_data
+
+        return funbat_inference_data(self, df, draws=draws, chains=chains, seed=seed)
+
     def factors(self) -> pd.DataFrame:
         """Posterior mean and sd of every latent function ``u^k_r`` at its mode's coordinates.
 
         Returns
         -------
         pandas.DataFrame
-            Long format: ``mode``, ``coordinate``, ``component``, ``mean``, ``sd``.
+            Long format: ``mode``, ``coordinate``, ``component``, ``mean``, ``sd``. The
+            coordinates of a datetime or timedelta mode are times again (zone included).
         """
         frames = []
         for k, mode in enumerate(self.modes):
@@ -162,7 +285,9 @@ class FitResult(Result):
                 pd.DataFrame(
                     {
                         "mode": mode.name,
-                        "coordinate": np.repeat(mode.values, R),
+                        "coordinate": np.repeat(mode.values, R)
+                        if mode.time is None
+                        else mode.coordinates().repeat(R),
                         "component": np.tile(np.arange(R), N),
                         "mean": mean.ravel(),
                         "sd": sd.ravel(),
@@ -182,8 +307,9 @@ class FitResult(Result):
             if isinstance(self.kernel, str)
             else ", ".join(f"{c}: {k}" for c, k in self.kernels.items())
         )
+        missing = f" ({self.n_missing} missing cells left out)" if self.n_missing else ""
         return (
-            f"FunBaT-{self.model} fit of {self.value!r} ({kernel}): "
+            f"FunBaT-{self.model} fit of {self.value!r}{missing} ({kernel}): "
             f"{len(est.history_)} sweeps, {state}; training RMSE "
             f"{est.history_[-1]['rmse']:.4g}, noise sd {self.noise_sd:.4g}"
         )
@@ -209,11 +335,33 @@ class FitResult(Result):
         Returns
         -------
         matplotlib.figure.Figure
-            See :func:`bayestensor.plotting.plot_factors`.
+            See :func:`bayestensor.plotting.plot_factors`; a time mode's axis shows dates
+            (a timedelta mode's: its float coordinate, in its unit).
         """
-        return plotting.plot_factors(
-            self.factors(), level=level, kinds=self.coords, max_components=max_components
+        import matplotlib.dates as mdates
+
+        factors = self.factors()
+        for mode in self.modes:
+            if mode.time is not None:
+                rows = factors["mode"] == mode.name
+                x = np.repeat(mode.values, self.ranks[self.modes.index(mode)])
+                if mode.time.kind == "datetime":
+                    x = mdates.date2num(mode.time.to_time(x))
+                factors["coordinate"] = factors["coordinate"].astype(object)
+                factors.loc[rows, "coordinate"] = pd.Series(x, index=factors.index[rows])
+        fig = plotting.plot_factors(
+            factors, level=level, kinds=self.coords, max_components=max_components
         )
+        for ax, mode in zip(fig.axes, self.modes, strict=False):
+            if mode.time is None:
+                continue
+            if mode.time.kind == "datetime":
+                locator = mdates.AutoDateLocator(tz=mode.time.tz)
+                ax.xaxis.set_major_locator(locator)
+                ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=mode.time.tz))
+            else:
+                ax.set_xlabel(f"{mode.name} ({mode.time.unit})")
+        return fig
 
     def plot_fit(self, df: pd.DataFrame, level: float = 0.95):
         """Observed values against predictive means at the rows of ``df``, with intervals.
@@ -246,12 +394,17 @@ class FitResult(Result):
             "history": est.history_,
             "converged": bool(est.converged_),
         }
+        if self.n_missing:
+            header["n_missing"] = self.n_missing
         return header, io.tree_to_arrays(est.state_, "state")
 
     @classmethod
     def _from_record(cls, header: dict, arrays: dict[str, np.ndarray]) -> FitResult:
-        io.check_fields(header, (*io.BASE_FIELDS, *_HEADER))
+        io.check_fields(header, (*io.BASE_FIELDS, *_HEADER, "n_missing"))
         h = {k: io.field(header, k, tp) for k, tp in _HEADER.items()}
+        n_missing = io.field(header, "n_missing", int) if "n_missing" in header else 0
+        if n_missing < 0:
+            raise ValueError(f"saved field header.n_missing must be ≥ 0, got {n_missing}")
         modes = _modes(h["modes"])
         cfg = io.record(FunBaTConfig, h["config"], "config")
         _check_config(cfg, modes)
@@ -270,7 +423,10 @@ class FitResult(Result):
         checked = io.check_arrays(arrays, io.tree_layout(template, "state"))
         if not (checked["state/noise/shape"] > 0 and checked["state/noise/rate"] > 0):
             raise ValueError("saved arrays state/noise/shape and rate must be positive")
-        est.state_ = io.tree_from_arrays(template, checked, "state")
+        # in the fit's precision, as the fit made it: outside JAX's x64 mode a float64 state
+        # would otherwise come back as float32 and predictions would change after loading
+        with precision(est.dtype):
+            est.state_ = io.tree_from_arrays(template, checked, "state")
         est.cfg_ = cfg
         est.modes_ = modes
         est.y_mean_ = float(h["y_mean"])
@@ -278,7 +434,7 @@ class FitResult(Result):
         est.history_ = list(h["history"])
         est.n_sweeps_ = len(est.history_)
         est.converged_ = h["converged"]
-        return cls(est, h["value"])
+        return cls(est, h["value"], n_missing=n_missing)
 
 
 #: Fields of a saved FunBaT header (besides format, version, kind) and their JSON types.
@@ -294,6 +450,17 @@ _HEADER = {
 }
 
 
+#: Fields of a saved time mode's scale (:class:`bayestensor.modes.TimeScale`).
+_TIME_FIELDS = {
+    "kind": str,
+    "unit": str,
+    "resolution": str,
+    "origin": int,
+    "tz": str | None,
+    "precision": str,
+}
+
+
 def _number(v) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
@@ -303,9 +470,14 @@ def _modes(raw: list[dict]) -> tuple[Mode, ...]:
     modes = []
     for k, d in enumerate(raw):
         where = f"modes[{k}]"
-        io.check_fields(d, ("name", "kind", "dtype", "values"), where)
+        io.check_fields(d, ("name", "kind", "dtype", "values", "time"), where)
         for key, tp in (("name", str), ("kind", str), ("values", list[str | int | float | bool])):
             io.field(d, key, tp, where)
+        if "time" in d:
+            time = io.field(d, "time", dict, where)
+            io.check_fields(time, _TIME_FIELDS, f"{where}.time")
+            for key, tp in _TIME_FIELDS.items():
+                io.field(time, key, tp, f"{where}.time")
         if "dtype" in d:
             dtype = io.field(d, "dtype", str, where)
             try:

@@ -205,6 +205,43 @@ class PoissonTuckerResult(Result):
         total = float(np.sum(y * np.log(R) - special.gammaln(y + 1))) - float(np.mean(tot))
         return {"total": total, "per_cell": total / n_cells, "n_cells": n_cells}
 
+    def to_inference_data(self, draws: int | None = None, seed: int = 0):
+        """The kept posterior draws as :class:`arviz.InferenceData`.
+
+        Gibbs: the kept (thinned) sweeps of the chain; CAVI: the draws from ``q`` made at the
+        fit (of the factors and the core; the other parameters are point values there and
+        are left out).
+
+        Parameters
+        ----------
+        draws : int, optional
+            Keep this many of the stored draws, evenly spaced (default: all of them).
+        seed : int
+            Accepted for the signature shared with FunBaT; the draws are the stored ones.
+
+        Returns
+        -------
+        arviz.InferenceData
+            ``posterior`` (one chain): ``theta_<mode>`` (``theta_<a>_<b>`` for a pair of
+            modes sharing factors) on ``(<mode>, <mode>_component)`` with the levels as
+            coordinates, ``core`` on the component dimensions, and with Gibbs the
+            shrinkage weights ``w_<mode>``, rates ``b_<mode>``, ``delta`` …;
+            ``observed_data``: the nonzero counts ``y`` on ``cell``, each cell's levels as
+            coordinates named after the columns.
+
+        Raises
+        ------
+        ValueError
+            If ``draws`` is not a positive int or exceeds the stored draws.
+        ImportError
+            If arviz is not installed.
+        """
+        from bayestensor.checks import check_seed
+        from bayestensor.inference_data import poisson_inference_data
+
+        check_seed(seed)
+        return poisson_inference_data(self, draws=draws)
+
     # -- reporting --------------------------------------------------------------------------
 
     def title(self) -> str:

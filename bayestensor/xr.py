@@ -1,0 +1,182 @@
+"""xarray in and out: gridded data to the long-format path of :func:`bayestensor.fit`, and
+predictions on a grid back as an :class:`xarray.Dataset`.
+
+xarray is optional (``pip install "bayestensor[xarray]"``); it is imported on first use, and a
+missing xarray is an :class:`ImportError` that says how to install it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["FromXarray", "from_xarray", "grid_dataset", "is_xarray", "require_xarray"]
+
+#: Grid cells predicted per chunk by :func:`grid_dataset` (a power of two: the predictions
+#: of every full chunk share one compiled function).
+GRID_CHUNK = 1 << 15
+
+
+def require_xarray():
+    """The xarray module, or an ImportError saying how to install it."""
+    try:
+        import xarray
+    except ImportError:
+        raise ImportError(
+            "this needs xarray, an optional dependency of bayestensor: "
+            "pip install 'bayestensor[xarray]' (or pip install xarray)"
+        ) from None
+    return xarray
+
+
+def is_xarray(obj: Any) -> bool:
+    """Whether ``obj`` is an xarray DataArray or Dataset (without importing xarray)."""
+    return type(obj).__module__.startswith("xarray.") and type(obj).__name__ in (
+        "DataArray",
+        "Dataset",
+    )
+
+
+class FromXarray(NamedTuple):
+    """What :func:`from_xarray` makes of a DataArray or Dataset."""
+
+    df: pd.DataFrame
+    """One row per non-missing cell: a column per dimension and the value column."""
+    coords: list[str] | dict[str, str]
+    """The coordinate columns (the ``coords`` given, or every dimension)."""
+    value: str
+    """The value column."""
+    n_missing: int
+    """Cells that were NaN (dropped)."""
+
+
+def from_xarray(
+    obj: Any,
+    coords: Sequence[str] | Mapping[str, str] | None,
+    value: str | None,
+) -> FromXarray:
+    """A DataArray or Dataset as the long DataFrame :func:`bayestensor.fit` reads.
+
+    Parameters
+    ----------
+    obj : xarray.DataArray or xarray.Dataset
+        Gridded data; NaN cells are the missing entries.
+    coords : list of str or dict, optional
+        The dimensions in mode order (all of them), optionally with their kinds as in
+        :func:`bayestensor.fit`; default: every dimension in the array's order.
+    value : str, optional
+        DataArray: the value column's name (default: the array's name, else ``"value"``).
+        Dataset: the data variable to model (may be omitted when there is only one).
+
+    Returns
+    -------
+    FromXarray
+        The rows of the non-missing cells in C order of ``coords``, and how many were NaN.
+
+    Raises
+    ------
+    ValueError
+        If ``value`` names no data variable of a Dataset (or is missing with several),
+        ``coords`` is not exactly the dimensions, a dimension is named like the value, every
+        cell is NaN, or the values are not numeric.
+    """
+    xr = require_xarray()
+    if isinstance(obj, xr.Dataset):
+        names = [str(v) for v in obj.data_vars]
+        if value is None:
+            if len(names) != 1:
+                raise ValueError(
+                    f"value must name the data variable to model; the Dataset has {names}"
+                )
+            value = names[0]
+        if not isinstance(value, str) or value not in obj.data_vars:
+            raise ValueError(f"value {value!r} is not a data variable of the Dataset: {names}")
+        da = obj[value]
+    else:
+        da = obj
+        if value is None:
+            value = "value" if da.name is None else str(da.name)
+        if not isinstance(value, str):
+            raise ValueError(f"value must be a name (str), got {value!r}")
+    dims = [str(d) for d in da.dims]
+    if coords is None:
+        coords = list(dims)
+    if isinstance(coords, str):
+        raise ValueError(f"coords must be a list of dimension names, got the string {coords!r}")
+    order = list(coords.keys()) if isinstance(coords, Mapping) else list(coords)
+    if sorted(map(str, order)) != sorted(dims) or len(set(order)) != len(order):
+        raise ValueError(
+            f"coords must list every dimension of the array once (in any order), got {order}; "
+            f"its dimensions are {dims}"
+        )
+    if value in dims:
+        raise ValueError(f"value {value!r} is also a dimension; pass another value name")
+    if not (np.issubdtype(da.dtype, np.number) and not np.issubdtype(da.dtype, np.bool_)):
+        raise ValueError(f"the values of {value!r} have dtype {da.dtype}; expected numbers")
+    da = da.transpose(*order)
+    values = np.asarray(da.values, dtype=np.float64)
+    observed = ~np.isnan(values)
+    n_missing = int(values.size - np.count_nonzero(observed))
+    if not observed.any():
+        raise ValueError(f"every cell of {value!r} is NaN; nothing to fit")
+    where = np.nonzero(observed)
+    columns: dict[str, Any] = {}
+    for axis, dim in enumerate(order):
+        index = da.indexes[dim] if dim in da.indexes else pd.RangeIndex(da.sizes[dim])
+        columns[dim] = index[where[axis]]
+    columns[value] = values[observed]
+    return FromXarray(pd.DataFrame(columns), coords, value, n_missing)
+
+
+def grid_dataset(
+    axes: Mapping[str, Any],
+    predict: Callable[[pd.DataFrame], pd.DataFrame],
+    columns: Sequence[str],
+    chunk: int = GRID_CHUNK,
+    attrs: Mapping[str, Any] | None = None,
+):
+    """``predict`` on every cell of the grid spanned by ``axes``, as an xarray Dataset.
+
+    Parameters
+    ----------
+    axes : dict of str to 1-D array-like
+        The coordinates of each dimension, in order (a pandas Index keeps times and zones).
+    predict : callable
+        Maps a DataFrame of grid cells (one column per dimension) to a prediction frame.
+    columns : sequence of str
+        Columns of the prediction to return (each becomes a float64 data variable).
+    chunk : int
+        Cells per call of ``predict``: memory is bounded by the chunk, not the grid, apart
+        from the output arrays themselves.
+    attrs : dict, optional
+        Attributes of the Dataset.
+
+    Returns
+    -------
+    xarray.Dataset
+        One float64 variable per column, on dimensions ``tuple(axes)``.
+    """
+    xr = require_xarray()
+    index = {dim: pd.Index(values) for dim, values in axes.items()}
+    shape = tuple(len(ix) for ix in index.values())
+    size = math.prod(shape)
+    out = {c: np.empty(size, dtype=np.float64) for c in columns}
+    for start in range(0, size, chunk):
+        flat = np.arange(start, min(start + chunk, size))
+        positions = np.unravel_index(flat, shape)
+        cells = pd.DataFrame(
+            {dim: ix[pos] for (dim, ix), pos in zip(index.items(), positions, strict=True)}
+        )
+        pred = predict(cells)
+        for c in columns:
+            out[c][flat] = pred[c].to_numpy(dtype=np.float64)
+    dims = tuple(index)
+    return xr.Dataset(
+        {c: (dims, out[c].reshape(shape)) for c in columns},
+        coords={dim: ix for dim, ix in index.items()},
+        attrs=dict(attrs or {}),
+    )
