@@ -20,6 +20,10 @@ FIXTURE = Path(__file__).parent / "fixtures" / "behaviour.npz"
 PRED_COLUMNS = ["mean", "sd", "lower", "upper"]
 
 
+#: the fixture holds float64 outputs (conftest: the x64 marker)
+pytestmark = pytest.mark.x64
+
+
 def _grid_frame(rng, shape, names, noise=0.1):
     """A smooth rank-2 function on a random 70 % of a grid, long format."""
     axes = [np.linspace(0.0, 1.0, n) for n in shape]
@@ -98,10 +102,16 @@ def case_poisson_vi() -> np.ndarray:
 
 
 def case_pde() -> np.ndarray:
+    import warnings
+
     import bayestensor as bt
 
     problem = bt.pde.problems.poisson_1d(grid=60)
-    sol = bt.pde.solve(problem, n_components=6, steps=20, patience=100)
+    # a small fixed configuration, not a good solve (relative error ≈ 1): the reliability check
+    # rightly warns, which is not what this case records
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "the solution may be inaccurate", RuntimeWarning)
+        sol = bt.pde.solve(problem, n_components=6, steps=20, patience=100)
     return np.asarray(sol.values)
 
 

@@ -134,8 +134,10 @@ def test_benchmark_allen_cahn_2d(tol):
 
 def test_kron_warns_for_a_nonlinear_operator():
     prob = problem_2d((6, 6), operator=allen_cahn)
-    with pytest.warns(RuntimeWarning, match="drops the GP prior"):
+    with pytest.warns(RuntimeWarning) as caught:
         bt.pde.solve(prob, steps=0, method="kron", n_components=4, max_freq=1.0)
+    # (on this 6 × 6 grid the reliability check may warn as well)
+    assert any("drops the GP prior" in str(w.message) for w in caught)
 
 
 @pytest.mark.parametrize(
@@ -202,6 +204,8 @@ def test_fit_refuses_float_counts_in_a_config():
         bt.pde.fit(prob, {"n_steps": 2})
 
 
+# one step on 16 points: the reliability check may call the solution inaccurate, beside the point
+@pytest.mark.filterwarnings("ignore:the solution may be inaccurate")
 def test_solve_accepts_numpy_ints():
     prob = Problem.manufactured(laplacian, lambda x: jnp.sin(2 * jnp.pi * x), [(0, 1)], 16)
     sol = bt.pde.solve(

@@ -116,6 +116,9 @@ def fitted(events):
     return res
 
 
+# x64: the float32 chain of seed 0 settles in a poorer mode (rate correlation 0.72; seeds 1–3
+# in float32 and seeds 0–3 in float64: 0.97–0.98), so this fixed-seed check is a float64 one
+@pytest.mark.x64
 def test_gibbs_fit_recovers_rates_and_reports(events, fitted):
     df, mu, names = events
     cells = pd.DataFrame(
