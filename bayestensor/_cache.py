@@ -25,7 +25,7 @@ Nothing is changed when
 If JAX is not imported yet, the settings go into the environment (``JAX_COMPILATION_CACHE_DIR``,
 ...), where JAX reads them when it is imported — so ``import bayestensor`` need not import JAX,
 and child processes inherit the same cache. If JAX is imported already, they go through
-``jax.config.update``; they then apply from JAX's first compilation on, so import
+``jax.config.update``, which JAX honours only if it has compiled nothing yet, so import
 ``bayestensor`` before running JAX code (as :mod:`bayestensor._xla` needs anyway).
 """
 
