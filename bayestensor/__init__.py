@@ -11,44 +11,55 @@ Numerics: :mod:`~bayestensor.kernels` (Matérn state-space forms), :mod:`~bayest
 (FunBaT, Poisson Tucker) and :mod:`~bayestensor.pde` (GP-HM). See ``docs/architecture.md``.
 """
 
-from bayestensor import _xla
+from bayestensor import _cache, _xla
 
 _xla.apply()  # must run before any JAX computation: see bayestensor/_xla.py
-
-from bayestensor import (  # noqa: E402
-    checks,
-    data,
-    datasets,
-    kernels,
-    kron,
-    metrics,
-    models,
-    results,
-    ssm,
-    tensor,
-)
-from bayestensor.api import fit  # noqa: E402
-from bayestensor.models.funbat import FitResult  # noqa: E402
-from bayestensor.results import load  # noqa: E402
+_cache.apply()  # JAX's persistent compilation cache, unless opted out: see bayestensor/_cache.py
 
 __version__ = "0.1.0"
 
-#: Submodules imported on first use (matplotlib and the PDE solver are not needed to fit).
-_LAZY = ("demo", "gp", "pde", "plotting")
+#: Submodules imported on first use, so that ``import bayestensor`` imports neither JAX nor
+#: pandas, gpjax, NumPyro, SciPy or matplotlib (see "Performance" in docs/guide/datasets.md).
+_LAZY = (
+    "checks",
+    "data",
+    "datasets",
+    "demo",
+    "gp",
+    "kernels",
+    "kron",
+    "metrics",
+    "models",
+    "pde",
+    "plotting",
+    "results",
+    "ssm",
+    "tensor",
+)
+
+#: Names imported on first use: name -> the module that defines it.
+_LAZY_ATTRS = {
+    "fit": "bayestensor.api",
+    "FitResult": "bayestensor.models.funbat",
+    "load": "bayestensor.results",
+}
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
+    import importlib
 
-        module = importlib.import_module(f"bayestensor.{name}")
-        globals()[name] = module
-        return module
-    raise AttributeError(f"module 'bayestensor' has no attribute {name!r}")
+    if name in _LAZY:
+        value = importlib.import_module(f"bayestensor.{name}")
+    elif name in _LAZY_ATTRS:
+        value = getattr(importlib.import_module(_LAZY_ATTRS[name]), name)
+    else:
+        raise AttributeError(f"module 'bayestensor' has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(_LAZY_ATTRS))
 
 
 __all__ = [

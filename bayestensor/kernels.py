@@ -37,10 +37,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import gpjax
 import jax.numpy as jnp
 import jax.scipy.special
-from gpjax.state_space import to_sde
 from jax import lax
 from jaxtyping import Array, Float
 
@@ -65,11 +63,8 @@ PERIODIC_HARMONICS = 7
 #: Matérn envelope of the ``"quasiperiodic"`` kernel.
 QUASIPERIODIC_ENVELOPE = "matern32"
 
-_GPJAX_KERNELS = {
-    "matern12": gpjax.kernels.Matern12,
-    "matern32": gpjax.kernels.Matern32,
-    "matern52": gpjax.kernels.Matern52,
-}
+#: gpjax kernel class names (gpjax is imported on first use: it takes ~1 s to import).
+_GPJAX_KERNELS = {"matern12": "Matern12", "matern32": "Matern32", "matern52": "Matern52"}
 
 
 def check_kernel_name(kernel: str) -> str:
@@ -213,7 +208,11 @@ def matern_sde(kernel: str, lengthscale, variance) -> StateSpaceKernel:
     lengthscale = jnp.asarray(lengthscale)
     lengthscale = lengthscale.astype(jnp.result_type(lengthscale, float))
     variance = jnp.asarray(variance, dtype=lengthscale.dtype)
-    sde = to_sde(_GPJAX_KERNELS[kernel](lengthscale=lengthscale, variance=variance))
+    import gpjax.kernels
+    from gpjax.state_space import to_sde
+
+    gp_kernel = getattr(gpjax.kernels, _GPJAX_KERNELS[kernel])
+    sde = to_sde(gp_kernel(lengthscale=lengthscale, variance=variance))
     Linf = sde.stationary_state_cov_sqrt
     decay = jnp.sqrt(2.0 * MATERN_NU[kernel]) / lengthscale
     # gpjax builds L and H from literals (default dtype): cast everything to the model's dtype

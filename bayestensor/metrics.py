@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
 
 
 def heldout_metrics(y, mean, sd, level: float = 0.95) -> dict[str, float]:
@@ -28,6 +27,8 @@ def heldout_metrics(y, mean, sd, level: float = 0.95) -> dict[str, float]:
         raise ValueError(
             f"y, mean and sd must have one shape, got {y.shape}, {mean.shape}, {sd.shape}"
         )
+    from scipy import stats  # imported here: it takes ~0.4 s
+
     z = stats.norm.ppf(0.5 + level / 2)
     err = y - mean
     return {

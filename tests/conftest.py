@@ -6,7 +6,11 @@ run the library, with JAX's default float32 (``nox -s tests_f32``).
 
 import os
 
-import jax
+# No persistent compilation cache in the tests (it would write into the user's home; the cache
+# itself is tested in tests/test_cache.py, in subprocesses with a temporary folder).
+os.environ.setdefault("BAYESTENSOR_COMPILE_CACHE", "0")
+
+import jax  # noqa: E402
 
 #: Whether this run has JAX's 64-bit mode on (the default; ``BAYESTENSOR_TEST_X64=0`` turns it off).
 X64 = os.environ.get("BAYESTENSOR_TEST_X64", "1") != "0"

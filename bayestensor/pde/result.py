@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from jaxtyping import Array, Float
 
-from bayestensor import io, plotting
+from bayestensor import io
 from bayestensor.checks import check_column, check_finite, check_frame
 from bayestensor.driver import DTYPES, precision
 from bayestensor.pde.config import (
@@ -262,6 +262,8 @@ class PDESolution(Result):
         matplotlib.figure.Figure
             See :func:`bayestensor.plotting.plot_pde_fit`.
         """
+        from bayestensor import plotting
+
         fig = plotting.plot_pde_fit(self)
         if path is not None:
             fig.savefig(path, dpi=110)

@@ -9,9 +9,8 @@ from typing import Any
 import jax
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from bayestensor import io, plotting
+from bayestensor import io
 from bayestensor.checks import (
     CONTINUOUS,
     check_finite_result,
@@ -147,6 +146,8 @@ class FitResult(Result):
         new = encode_new(df, self.modes)
         mean, sd_f, sd_y = self.estimator.predict(new)
         check_finite_result("the prediction", mean, sd_y)
+        from scipy import stats  # imported here: it takes ~0.4 s
+
         z = stats.norm.ppf(0.5 + level / 2)
         return prediction_frame(
             df.index,
@@ -349,6 +350,8 @@ class FitResult(Result):
                     x = mdates.date2num(mode.time.to_time(x))
                 factors["coordinate"] = factors["coordinate"].astype(object)
                 factors.loc[rows, "coordinate"] = pd.Series(x, index=factors.index[rows])
+        from bayestensor import plotting
+
         fig = plotting.plot_factors(
             factors, level=level, kinds=self.coords, max_components=max_components
         )
@@ -372,6 +375,8 @@ class FitResult(Result):
             See :func:`bayestensor.plotting.plot_observed_vs_predicted`.
         """
         pred = self.predict(df, level=level)
+        from bayestensor import plotting
+
         return plotting.plot_observed_vs_predicted(
             df[self.value].to_numpy(dtype=float),
             pred["mean"],

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from bayestensor import io, plotting
+from bayestensor import io
 from bayestensor.checks import CATEGORICAL, check_counts, check_level
 from bayestensor.data import category_codes
 from bayestensor.models.poisson_tucker.rates import (
@@ -298,6 +298,8 @@ class PoissonTuckerResult(Result):
             mats[c] = m
             labels[c] = [str(v) for v in f.index] if len(f.index) <= 40 else None
         row_labels = {c: lv for c, lv in labels.items() if lv is not None}
+        from bayestensor import plotting
+
         return plotting.plot_heatmaps(mats, row_labels=row_labels or None)
 
     def plot_core(self):
@@ -320,6 +322,8 @@ class PoissonTuckerResult(Result):
         for a, b in pairs:
             m = w.sum(axis=tuple(j for j in range(spec.K) if j not in (a, b)))
             mats[f"core mass: {names[a]} × {names[b]}"] = m.reshape(spec.ranks[a], -1) / w.sum()
+        from bayestensor import plotting
+
         return plotting.plot_heatmaps(mats, cmap="magma")
 
     # -- persistence -----------------------------------------------------------------------

@@ -1,0 +1,135 @@
+"""The persistent compilation cache switched on at import (bayestensor/_cache.py), and lazy imports.
+
+Each case runs ``import bayestensor`` in a fresh Python with a temporary folder, since both the
+cache settings and the import cost are decided once per process.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: Printed by the child: the folder bayestensor chose, JAX's settings, what got imported.
+REPORT = """
+import json, sys
+import bayestensor
+from bayestensor import _cache
+imported = sorted(m for m in ("jax", "pandas", "gpjax", "numpyro", "scipy", "matplotlib")
+                  if m in sys.modules)
+import jax
+print(json.dumps({
+    "dir": jax.config.jax_compilation_cache_dir,
+    "min_time": jax.config.jax_persistent_cache_min_compile_time_secs,
+    "min_size": jax.config.jax_persistent_cache_min_entry_size_bytes,
+    "imported": imported,
+}))
+"""
+
+
+def run_child(tmp_path, code=REPORT, **env):
+    """Run ``code`` in a fresh Python with a clean cache environment plus ``env``."""
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("BAYESTENSOR_", "JAX_COMPILATION", "JAX_PERSISTENT", "XDG_CACHE"))
+    }
+    base["XDG_CACHE_HOME"] = str(tmp_path / "xdg")
+    base["PYTHONPATH"] = os.pathsep.join([str(ROOT), base.get("PYTHONPATH", "")])
+    base.update(env)
+    out = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code],
+        env=base,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return out
+
+
+def report(tmp_path, **env):
+    out = run_child(tmp_path, **env)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="XDG folder layout")
+def test_default_folder_and_thresholds(tmp_path):
+    r = report(tmp_path)
+    assert r["dir"] == str((tmp_path / "xdg" / "bayestensor" / "jax").resolve())
+    assert Path(r["dir"]).is_dir()
+    assert r["min_time"] == 0.0
+    assert r["min_size"] == -1
+
+
+def test_import_pulls_in_no_heavy_dependency(tmp_path):
+    assert report(tmp_path)["imported"] == []
+
+
+def test_folder_from_environment(tmp_path):
+    r = report(tmp_path, BAYESTENSOR_CACHE_DIR=str(tmp_path / "mine"))
+    assert r["dir"] == str((tmp_path / "mine").resolve())
+
+
+@pytest.mark.parametrize("value", ["0", "false", "OFF", "no"])
+def test_opt_out(tmp_path, value):
+    r = report(tmp_path, BAYESTENSOR_COMPILE_CACHE=value)
+    assert r["dir"] is None
+    assert r["min_time"] == 1.0
+    assert not (tmp_path / "xdg" / "bayestensor").exists()
+
+
+def test_user_jax_settings_are_kept(tmp_path):
+    r = report(
+        tmp_path,
+        JAX_COMPILATION_CACHE_DIR=str(tmp_path / "theirs"),
+        BAYESTENSOR_CACHE_DIR=str(tmp_path / "mine"),
+    )
+    assert r["dir"] == str(tmp_path / "theirs")
+    assert r["min_time"] == 1.0
+    assert not (tmp_path / "mine").exists()
+    r = report(tmp_path, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
+    assert r["min_time"] == 0.5
+    assert r["dir"] is not None
+
+
+def test_jax_imported_first(tmp_path):
+    """With JAX imported before bayestensor the settings go through jax.config.update."""
+    code = "import jax\n" + REPORT
+    out = run_child(tmp_path, code, BAYESTENSOR_CACHE_DIR=str(tmp_path / "mine"))
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["dir"] == str((tmp_path / "mine").resolve())
+    assert r["min_time"] == 0.0
+    code = "import jax\njax.config.update('jax_compilation_cache_dir', 'x')\n" + REPORT
+    out = run_child(tmp_path, code, BAYESTENSOR_CACHE_DIR=str(tmp_path / "mine"))
+    assert json.loads(out.stdout.strip().splitlines()[-1])["dir"] == "x"
+
+
+def test_unwritable_folder_never_fails_the_import(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    # named by the user: one warning (an error under -W error, so check it without -W error)
+    code = "import warnings\nwarnings.simplefilter('default')\n" + REPORT
+    out = run_child(tmp_path, code, BAYESTENSOR_CACHE_DIR=str(blocker / "sub"))
+    assert out.returncode == 0, out.stderr
+    assert "BAYESTENSOR_CACHE_DIR" in out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1])["dir"] is None
+    # the default folder: silently no cache
+    r = report(tmp_path, XDG_CACHE_HOME=str(blocker))
+    assert r["dir"] is None
+
+
+def test_compiled_programs_land_in_the_folder(tmp_path):
+    code = (
+        "import bayestensor, jax, jax.numpy as jnp\n"
+        "print(jax.jit(lambda x: jnp.sin(x) * 2)(jnp.ones(3)).sum())\n"
+    )
+    out = run_child(tmp_path, code, BAYESTENSOR_CACHE_DIR=str(tmp_path / "mine"))
+    assert out.returncode == 0, out.stderr
+    assert any((tmp_path / "mine").iterdir())
