@@ -9,10 +9,11 @@ Run it with ``PYTHONPATH`` pointing at another checkout to time that checkout's 
 Usage: ``python benchmarks/bench_predict.py [--n 1000000] [--shape 300 400 2000]
 [--sweeps 4] [--model tucker]``
 
-Measured (2 shared cores, load average ~8.5 from other jobs; 10⁶ rows, 300 × 400 × 2000, Tucker
-rank 3, one sweep 1.0–1.1 s): ``predict`` on the training rows 36.6 s before the blocked
-prediction (row-by-row bridge, 37 µs a row, 32 sweeps), 0.83 s after (0.8 µs a row, 0.8 of a
-sweep), with the same predictive means; first calls (compiling) 43.8 s and 7.3 s.
+Measured on 2 shared cores (10⁶ rows, 300 × 400 × 2000, rank 3, 4 sweeps; load average ~3 from
+other jobs): Tucker, one sweep 0.71–0.74 s; ``predict`` on the training rows 23.9 s before the
+blocked prediction (row-by-row bridge, 24 µs a row, 32 sweeps), 0.49 s after (0.69 of a sweep),
+same predictive means; first calls (compiling) 26.1 s and 4.6 s. CP: one sweep 0.34 s,
+``predict`` 0.40 s after (1.2 sweeps: a CP sweep is cheap).
 """
 
 from __future__ import annotations
