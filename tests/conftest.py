@@ -25,6 +25,8 @@ TOL = {
     # --- exact algebra: structured / closed-form results vs explicit references (float64) ---
     # fixed-seed outputs through the public API vs tests/fixtures/behaviour.npz (relative)
     "behaviour_rel": 1e-6,
+    # FunBaT's blocked prediction (unique coordinates, padded row blocks) vs row by row
+    "predict_blocked_vs_rows": 1e-10,
     # a fit of y·scale + shift vs the fit of y, in units of y (z-scoring makes them one fit)
     "rescaled_fit_vs_unit": 1e-6,
     # float32 fit of y + 1e8 (noise sd 0.1): training RMSE and predictive sd bound

@@ -27,7 +27,8 @@ from bayestensor.driver import DTYPES, Step, bound_compiled, iterate, precision
 from bayestensor.kernels import check_kernel
 from bayestensor.models.funbat.inference import (
     initial_state,
-    predict_moments,
+    mode_marginals,
+    row_moments,
     spectral_init,
     sweep,
 )
@@ -376,7 +377,7 @@ class FunBaT:
         init_means = None
         if self.init == "spectral":
             init_means = spectral_init(enc.index, np.asarray(y), enc.shape, ranks, self.seed)
-        bound_compiled(_initial_state_jit, _sweep_jit, _predict_jit)
+        bound_compiled(_initial_state_jit, _sweep_jit, _marginals_jit, _rows_jit)
         state = _initial_state_jit(
             cfg,
             dts,
@@ -493,22 +494,46 @@ class FunBaT:
         if tuple(m.name for m in new.modes) != tuple(m.name for m in self.modes_):
             raise ValueError("new rows were encoded with different modes than the fit")
         M = new.index.shape[0]
-        # pad the rows (repeating the first) to a power of two, so that predictions for
-        # differently sized batches share one compiled function
-        size = max(_MIN_PREDICT_BUCKET, 1 << max(M - 1, 0).bit_length())
-        take = np.concatenate([np.arange(M), np.zeros(size - M, dtype=np.int64)])
-        locs = []
+        # each mode's marginals once per unique new coordinate (categorical: every category),
+        # then the rows in blocks of one padded size, each reading its modes' tables by index
+        index = np.empty((M, len(self.modes_)), dtype=np.int32)
+        means, seconds = [], []
         for k, mode in enumerate(self.modes_):
             if self.cfg_.continuous[k]:
-                loc = locate(mode.values, np.asarray(new.x[k], dtype=np.float64)[take])
-                locs.append(Location(*(jnp.asarray(a) for a in loc)))
+                uniq, index[:, k] = _unique_coordinates(new, k, mode.size)
+                # in blocks of a padded size (repeating the first): few sizes to compile
+                size = min(_PREDICT_CHUNK, _bucket(uniq.size))
+                pad = np.full(-uniq.size % size, uniq[0])
+                loc = locate(mode.values, np.concatenate([uniq, pad]))
+                parts = [
+                    _marginals_jit(
+                        self.state_,
+                        self.cfg_,
+                        k,
+                        Location(*(jnp.asarray(a[b : b + size]) for a in loc)),
+                    )
+                    for b in range(0, loc.index.shape[0], size)
+                ]
+                m = jnp.concatenate([p[0] for p in parts])
+                S = jnp.concatenate([p[1] for p in parts])
             else:
-                locs.append(jnp.asarray(new.index[take, k]))
-        Ef, var = _predict_jit(self.state_, self.cfg_, locs)
+                index[:, k] = new.index[:, k]
+                m, S = _marginals_jit(self.state_, self.cfg_, k, jnp.arange(len(mode.values)))
+            means.append(m)
+            seconds.append(S)
+        rows = min(_PREDICT_CHUNK, _bucket(M))
+        blocks = -(-M // rows)
+        # pad the last block with row 0 (any valid index; dropped below)
+        index = np.concatenate([index, np.zeros((blocks * rows - M, index.shape[1]), np.int32)])
+        core = self.state_.core
+        out = [
+            _rows_jit(core, self.cfg_, means, seconds, index[b * rows : (b + 1) * rows])
+            for b in range(blocks)
+        ]
         # back to the data's units in float64 on the host (in float32, y_mean + Ef · y_scale
         # would round away everything below y_mean's last digit)
-        Ef = np.asarray(Ef, dtype=np.float64)[:M]
-        var = np.asarray(var, dtype=np.float64)[:M]
+        Ef = np.concatenate([np.asarray(e, dtype=np.float64) for e, _ in out])[:M]
+        var = np.concatenate([np.asarray(v, dtype=np.float64) for _, v in out])[:M]
         noise_var = 1.0 / float(self.state_.noise.mean)
         mean = Ef * self.y_scale_ + self.y_mean_
         sd_f = np.sqrt(var) * self.y_scale_
@@ -519,6 +544,35 @@ class FunBaT:
 # jitted here, at the driver, with the config static: one compiled function per model layout
 _initial_state_jit = jax.jit(initial_state, static_argnames=("cfg",))
 _sweep_jit = jax.jit(sweep, static_argnames=("cfg",))
-_predict_jit = jax.jit(predict_moments, static_argnames=("cfg",))
-#: Smallest padded batch of prediction rows (see :meth:`FunBaT.predict`).
+_marginals_jit = jax.jit(mode_marginals, static_argnames=("cfg", "k"))
+_rows_jit = jax.jit(row_moments, static_argnames=("cfg",))
+#: Smallest padded size of a prediction block and of a mode's table (see
+#: :meth:`FunBaT.predict`).
 _MIN_PREDICT_BUCKET = 64
+#: Rows per prediction block: memory stays bounded and every block runs one compiled function.
+_PREDICT_CHUNK = 2**16
+
+
+def _unique_coordinates(new: NewEncoded, k: int, n_known: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct coordinates of continuous mode ``k`` among the new rows, and each row's
+    position among them.
+
+    Rows at training coordinates (``new.index >= 0``, most rows usually) are found by a mask
+    over the known coordinates, without a sort; only the others go through ``np.unique``.
+    """
+    x = np.asarray(new.x[k], dtype=np.float64)
+    known = new.index[:, k]
+    seen = known >= 0
+    used = np.zeros(n_known, dtype=bool)
+    used[known[seen]] = True
+    at = np.cumsum(used) - 1  # position of each used known coordinate among the used ones
+    other, inverse = np.unique(x[~seen], return_inverse=True)
+    pos = np.empty(x.shape[0], dtype=np.int64)
+    pos[seen] = at[known[seen]]
+    pos[~seen] = int(used.sum()) + inverse.reshape(-1)
+    return np.concatenate([new.modes[k].values[used], other]), pos
+
+
+def _bucket(n: int) -> int:
+    """``n`` rounded up to a power of two, at least :data:`_MIN_PREDICT_BUCKET`."""
+    return max(_MIN_PREDICT_BUCKET, 1 << max(n - 1, 0).bit_length())

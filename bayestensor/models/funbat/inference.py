@@ -14,6 +14,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from bayestensor.models.funbat.moments import (
+    Grouping,
     categorical_posterior,
     core_update,
     expected_contraction,
@@ -451,16 +452,64 @@ def _prior_posterior(
 # --------------------------------------------------------------------------------------------
 
 
+def mode_marginals(
+    state: FunBaTState, cfg: FunBaTConfig, k: int, loc
+) -> tuple[Float[Array, "M R"], Float[Array, "M R R"]]:
+    """Posterior means and second moments ``E[u uᵀ]`` of mode ``k``'s functions at ``loc``.
+
+    Continuous: the SDE bridge (:func:`bayestensor.ssm.interpolate`) at a
+    :class:`~bayestensor.ssm.Location`; categorical: the rows at an integer index array.
+    """
+    f = state.factors[k]
+    if cfg.continuous[k]:
+        m, P = interpolate(mode_sde(cfg, k, state.log_hyper[k]), f, loc)
+    else:
+        m, P = f.mean[loc], f.cov[loc]
+    return m, second_moment(m, P)
+
+
+def row_moments(
+    core: CorePosterior | None,
+    cfg: FunBaTConfig,
+    means: list,
+    seconds: list,
+    index: Int[Array, "M K"] | None = None,
+) -> tuple[Float[Array, " M"], Float[Array, " M"]]:
+    """``E[f*]`` and ``Var[f*]`` of rows from per-mode means and second moments.
+
+    With ``index`` the per-mode arrays are tables (e.g. on the unique new coordinates) and row
+    ``n`` reads entry ``index[n, k]`` of mode ``k``'s table; Tucker then forms ``E[f*²]``
+    through mode 0's table (:class:`~bayestensor.models.funbat.moments.Grouping`). Without it
+    they are already per row.
+    """
+    group = None
+    if index is not None:
+        # the grouped form costs one pass over mode 0's table per call: worth it only when
+        # that table is no longer than the rows
+        if core is not None and len(means) > 1 and seconds[0].shape[0] <= index.shape[0]:
+            group = Grouping(index, [seconds[0]] + [None] * (len(seconds) - 1))
+        means = [m[index[:, k]] for k, m in enumerate(means)]
+        seconds = [s[index[:, k]] for k, s in enumerate(seconds)]
+    # the training-size block may be too large for many new rows
+    chunk = auto_chunk(means[0].shape[0], cfg.ranks, cfg.model)
+    if cfg.chunk is not None:
+        chunk = cfg.chunk if chunk is None else min(cfg.chunk, chunk)
+    Ef, Ef2 = expected_f(means, seconds, core, chunk, group)
+    return Ef, jnp.maximum(Ef2 - Ef**2, 0.0)
+
+
 def predict_moments(
     state: FunBaTState,
     cfg: FunBaTConfig,
     locs: list,
 ) -> tuple[Float[Array, " M"], Float[Array, " M"]]:
-    """Posterior mean and variance of ``f`` at new rows.
+    """Posterior mean and variance of ``f`` at new rows, row by row.
 
     For a continuous mode the marginal ``q(u^k(x*))`` comes from the SDE bridge
     (:func:`bayestensor.ssm.interpolate`); a categorical mode reads its rows by index. Then
-    ``E[f*]``, ``E[f*²]`` by :func:`expected_f` and ``Var[f*] = E[f*²] − E[f*]²``.
+    ``E[f*]``, ``E[f*²]`` by :func:`expected_f` and ``Var[f*] = E[f*²] − E[f*]²``. The
+    estimator computes the same through :func:`mode_marginals` on each mode's unique new
+    coordinates and :func:`row_moments` with an index, in blocks of rows.
 
     Parameters
     ----------
@@ -475,18 +524,5 @@ def predict_moments(
     -------
     mean, var : Float[Array, "M"]
     """
-    means, seconds = [], []
-    for k in range(len(cfg.ranks)):
-        f = state.factors[k]
-        if cfg.continuous[k]:
-            m, P = interpolate(mode_sde(cfg, k, state.log_hyper[k]), f, locs[k])
-        else:
-            m, P = f.mean[locs[k]], f.cov[locs[k]]
-        means.append(m)
-        seconds.append(second_moment(m, P))
-    # the training-size block may be too large for many new rows
-    chunk = auto_chunk(means[0].shape[0], cfg.ranks, cfg.model)
-    if cfg.chunk is not None:
-        chunk = cfg.chunk if chunk is None else min(cfg.chunk, chunk)
-    Ef, Ef2 = expected_f(means, seconds, state.core, chunk)
-    return Ef, jnp.maximum(Ef2 - Ef**2, 0.0)
+    marginals = [mode_marginals(state, cfg, k, locs[k]) for k in range(len(cfg.ranks))]
+    return row_moments(state.core, cfg, [m for m, _ in marginals], [s for _, s in marginals])

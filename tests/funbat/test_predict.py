@@ -1,0 +1,98 @@
+"""FunBaT's blocked prediction (unique coordinates per mode, rows in padded blocks) against the
+row-by-row computation :func:`predict_moments`."""
+
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import TOL
+
+from bayestensor.data import encode, encode_new
+from bayestensor.driver import precision
+from bayestensor.models.funbat import FunBaT, predict_moments
+from bayestensor.models.funbat import estimator as est_module
+from bayestensor.ssm import Location, locate
+
+BLOCKED = TOL["predict_blocked_vs_rows"]
+
+
+def _reference(fit, new):
+    """The prediction row by row: every row's own bridge, one contraction over all rows."""
+    with precision(fit.dtype):
+        locs = []
+        for k, mode in enumerate(fit.modes_):
+            if fit.cfg_.continuous[k]:
+                loc = locate(mode.values, np.asarray(new.x[k], dtype=np.float64))
+                locs.append(Location(*(jnp.asarray(a) for a in loc)))
+            else:
+                locs.append(jnp.asarray(new.index[:, k]))
+        Ef, var = predict_moments(fit.state_, fit.cfg_, locs)
+    Ef, var = np.asarray(Ef, dtype=np.float64), np.asarray(var, dtype=np.float64)
+    noise_var = 1.0 / float(fit.state_.noise.mean)
+    mean = Ef * fit.y_scale_ + fit.y_mean_
+    return mean, np.sqrt(var) * fit.y_scale_, np.sqrt(var + noise_var) * fit.y_scale_
+
+
+def _data(rng, n=600):
+    t = np.linspace(0.0, 1.0, 25)
+    s = np.linspace(-2.0, 3.0, 15)
+    cats = np.array(["a", "b", "c", "d"])
+    ti, si, ci = rng.integers(0, 25, n), rng.integers(0, 15, n), rng.integers(0, 4, n)
+    y = np.sin(4 * t[ti]) * np.cos(s[si]) + 0.3 * ci + 0.1 * rng.normal(size=n)
+    return pd.DataFrame({"t": t[ti], "s": s[si], "g": cats[ci], "y": y}), t, s, cats
+
+
+def _new_rows(rng, t, s, cats, n):
+    """Rows at training coordinates, between them, beyond both ends, with repeats."""
+    t_new = np.concatenate([t, (t[:-1] + t[1:]) / 2, [-0.3, -0.01, 1.02, 1.7]])
+    s_new = np.concatenate([s, [-2.5, 0.123, 3.4, 9.0]])
+    rows = pd.DataFrame(
+        {
+            "t": rng.choice(t_new, n),
+            "s": rng.choice(s_new, n),
+            "g": rng.choice(cats, n),
+        }
+    )
+    return pd.concat([rows, rows.iloc[:7]], ignore_index=True)  # repeated rows
+
+
+@pytest.mark.parametrize("model", ["tucker", "cp"])
+@pytest.mark.parametrize("categorical", [False, True])
+def test_blocked_predict_equals_row_by_row(model, categorical, monkeypatch):
+    rng = np.random.default_rng(5)
+    df, t, s, cats = _data(rng)
+    coords = ["t", "s", "g"] if categorical else ["t", "s"]
+    enc = encode(df, coords, "y")
+    fit = FunBaT(model=model, rank=2, max_sweeps=4).fit(enc)
+    new_df = _new_rows(rng, t, s, cats, 330)
+    new = encode_new(new_df, enc.modes)
+    ref = _reference(fit, new)
+    # one block, and blocks of 128 rows (337 rows: the last block is padded); tables of
+    # unique coordinates in blocks too (more unique times than 128 would need a larger set)
+    for chunk in (est_module._PREDICT_CHUNK, 128, 64):
+        monkeypatch.setattr(est_module, "_PREDICT_CHUNK", chunk)
+        got = fit.predict(new)
+        for a, b in zip(got, ref, strict=True):
+            np.testing.assert_allclose(a, b, rtol=BLOCKED, atol=BLOCKED)
+    # a single row, and the repeated rows give the same numbers as their originals
+    one = fit.predict(encode_new(new_df.iloc[[3]], enc.modes))
+    for a, b in zip(one, ref, strict=True):
+        np.testing.assert_allclose(a, b[[3]], rtol=BLOCKED, atol=BLOCKED)
+    mean = got[0]
+    np.testing.assert_allclose(mean[-7:], mean[:7], rtol=BLOCKED, atol=BLOCKED)
+
+
+def test_blocked_predict_with_many_unique_coordinates(monkeypatch):
+    """More unique new coordinates than rows per block: the tables come in several blocks and
+    the Tucker contraction gathers every mode (no grouping through a table longer than the
+    rows)."""
+    rng = np.random.default_rng(6)
+    df, _, _, _ = _data(rng)
+    enc = encode(df, ["t", "s"], "y")
+    fit = FunBaT(model="tucker", rank=2, max_sweeps=3).fit(enc)
+    new_df = pd.DataFrame({"t": rng.uniform(-0.2, 1.2, 300), "s": rng.uniform(-3, 4, 300)})
+    new = encode_new(new_df, enc.modes)
+    ref = _reference(fit, new)
+    monkeypatch.setattr(est_module, "_PREDICT_CHUNK", 64)
+    for a, b in zip(fit.predict(new), ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=BLOCKED, atol=BLOCKED)
