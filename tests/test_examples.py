@@ -31,7 +31,16 @@ def test_example_follows_the_protocol(path):
     assert callable(module.main) and callable(module.check_results)
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+#: Examples whose tiny run alone takes over 30 s on the 2-core CI machine: slow marker (they run
+#: at full size in ``nox -s examples`` and with ``pytest -m slow``).
+SLOW_EXAMPLES = {"flights_poisson"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [pytest.param(p, marks=pytest.mark.slow) if p.stem in SLOW_EXAMPLES else p for p in EXAMPLES],
+    ids=lambda p: p.stem,
+)
 def test_example_runs_tiny(path, tmp_path):
     module = _load(path)
     results = module.main(["--tiny", "--out", str(tmp_path)])

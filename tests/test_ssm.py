@@ -144,8 +144,18 @@ def _stack(kernel, ell, var, R):
     return stacked_sde(kernel, hyper, R)
 
 
-@pytest.mark.parametrize("kernel", ALL_KERNELS)
-@pytest.mark.parametrize("R", [1, 3])
+@pytest.mark.parametrize(
+    ("kernel", "R"),
+    [
+        # three stacked periodic / quasi-periodic functions: 15–30 s each, slow marker (R = 1
+        # checks the same algebra)
+        pytest.param(k, R, marks=pytest.mark.slow)
+        if R == 3 and k in ("periodic", "quasiperiodic")
+        else (k, R)
+        for k in ALL_KERNELS
+        for R in (1, 3)
+    ],
+)
 @pytest.mark.parametrize("jit", [False, True])
 def test_smoother_and_interpolation_equal_dense_gp(kernel, R, jit, rng, tol):
     x, prec, shift, has_msg = _problem(rng, R)

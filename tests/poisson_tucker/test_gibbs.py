@@ -163,6 +163,8 @@ def test_factor_weight_and_core_conditionals(tol):
     assert np.all(np.abs(np.asarray(cd).mean(0) - shape_c / rate_c) <= tol["mc_sigmas"] * se)
 
 
+# ~25 s on the 2-core CI machine; to_inference_data is covered in tests/test_inference_data.py
+@pytest.mark.slow
 def test_kernel_runs_under_numpyro_mcmc_and_arviz(tol):
     import arviz as az
 
