@@ -62,23 +62,4 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY) | set(_LAZY_ATTRS))
 
 
-__all__ = [
-    "FitResult",
-    "__version__",
-    "checks",
-    "data",
-    "datasets",
-    "demo",
-    "fit",
-    "gp",
-    "kernels",
-    "kron",
-    "load",
-    "metrics",
-    "models",
-    "pde",
-    "plotting",
-    "results",
-    "ssm",
-    "tensor",
-]
+__all__ = sorted(["__version__", *_LAZY, *_LAZY_ATTRS])

@@ -389,6 +389,8 @@ def solve(
         jax.block_until_ready(params)
         solution = PDESolution(problem, config, params, trace, time.perf_counter() - start)
         rel = assess(solution)
+        # assess compiled a closure over this problem too: release it like the fit's functions
+        release_compiled()
     solution = dataclasses.replace(solution, reliability=rel)
     if not rel.error_estimate <= WARN_ERROR:
         warnings.warn(
