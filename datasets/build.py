@@ -25,6 +25,9 @@ SOURCES = {
     "ozone": ("plyr", "ozone"),
     "flights": ("nycflights13", "flights"),
     "weather": ("nycflights13", "weather"),
+    "txhousing": ("ggplot2", "txhousing"),
+    "gapminder": ("dslabs", "gapminder"),
+    "seals": ("ggplot2", "seals"),
 }
 
 
@@ -83,7 +86,57 @@ def weather_hourly(weather: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["origin", "time"], ignore_index=True)
 
 
-BUILDERS = {"ozone": ozone_long, "flights": flights_counts, "weather": weather_hourly}
+def txhousing_monthly(raw: pd.DataFrame) -> pd.DataFrame:
+    """Texas housing sales per ``city``, ``year`` and ``month`` (2000 – mid 2015).
+
+    ``median`` is the median sale price in thousands of dollars, ``sales`` the number of sales,
+    ``listings`` the active listings. Months without a median price are dropped.
+    """
+    out = pd.DataFrame(
+        {
+            "city": raw["city"].astype(str),
+            "year": raw["year"].astype(np.int64),
+            "month": raw["month"].astype(np.int64),
+            "median": raw["median"] / 1000.0,
+            "sales": raw["sales"],
+            "listings": raw["listings"],
+        }
+    )
+    out = out.dropna(subset=["median"]).round({"median": 3})
+    return out.sort_values(["city", "year", "month"], ignore_index=True)
+
+
+def gapminder_yearly(raw: pd.DataFrame) -> pd.DataFrame:
+    """Life expectancy (years) per ``country`` and ``year`` (1960 – 2016), with fertility and
+    infant mortality where known."""
+    out = pd.DataFrame(
+        {
+            "country": raw["country"].astype(str),
+            "year": raw["year"].astype(np.int64),
+            "life_expectancy": raw["life_expectancy"],
+            "fertility": raw["fertility"],
+            "infant_mortality": raw["infant_mortality"],
+        }
+    )
+    out = out.dropna(subset=["life_expectancy"])
+    return out.sort_values(["country", "year"], ignore_index=True)
+
+
+def seals_field(raw: pd.DataFrame) -> pd.DataFrame:
+    """The seal-movement vector field on its 1° grid: ``lat``, ``long``, ``delta_long``,
+    ``delta_lat`` (degrees moved per step)."""
+    out = raw[["lat", "long", "delta_long", "delta_lat"]].astype(np.float64)
+    return out.sort_values(["lat", "long"], ignore_index=True)
+
+
+BUILDERS = {
+    "ozone": ozone_long,
+    "flights": flights_counts,
+    "weather": weather_hourly,
+    "txhousing": txhousing_monthly,
+    "gapminder": gapminder_yearly,
+    "seals": seals_field,
+}
 
 
 def build(names: list[str], out: Path = HERE) -> dict[str, Path]:

@@ -213,6 +213,8 @@ TOL = {
     "cli_max_abs_error": 0.1,
     # demo --tiny: FunBaT's held-out RMSE vs the location + month baseline's (factor)
     "demo_rmse_vs_baseline": 0.8,
+    # a figure printed with 3 decimals vs the same figure computed independently
+    "printed_3_decimals": 6e-4,
     # demo --tiny: coverage of FunBaT's 95 % intervals on the held-out ozone cells
     "demo_coverage95": (0.88, 0.99),
     # README quick start: held-out ozone RMSE bound (Dobson units)

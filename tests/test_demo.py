@@ -4,8 +4,10 @@ import re
 
 import numpy as np
 import pandas as pd
+import pytest
 from conftest import TOL
 
+import bayestensor as bt
 from bayestensor.cli import main
 from bayestensor.demo import additive_baseline, split
 
@@ -56,3 +58,16 @@ def test_demo_tiny_beats_the_baseline_and_writes_plots(tmp_path, capsys):
     assert fb["nll"] < base["nll"]
     low, high = TOL["demo_coverage95"]
     assert low <= fb["coverage"] <= high
+    # the fair baseline is printed too: a random forest fitted on the same split, independently
+    sklearn = pytest.importorskip("sklearn.ensemble")
+    line = re.search(r"^random forest\s+(\S+)\s+(\S+)\s+–\s+–$", text, flags=re.M)
+    df = bt.datasets.load("ozone")
+    lats, lons = np.unique(df["lat"])[::3], np.unique(df["lon"])[::3]
+    df = df[df["lat"].isin(lats) & df["lon"].isin(lons) & (df["month"] <= 24)]
+    df = df.reset_index(drop=True)
+    held = split(df, 0.2, 0)
+    cols = ["lat", "lon", "month"]
+    forest = sklearn.RandomForestRegressor(200, min_samples_leaf=2, random_state=0)
+    forest.fit(df.loc[~held, cols], df.loc[~held, "ozone"])
+    rmse = np.sqrt(np.mean((df.loc[held, "ozone"] - forest.predict(df.loc[held, cols])) ** 2))
+    assert float(line.group(1)) == pytest.approx(rmse, abs=TOL["printed_3_decimals"])

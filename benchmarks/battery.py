@@ -1,0 +1,239 @@
+"""FunBaT's benchmark battery: defaults against the tools users pick today, on data nobody tuned on.
+
+Run through ``python benchmarks/bench_funbat.py --battery [options]`` (or this file directly).
+
+Every data set is split 80/20 at random (the shared FunBaT sets use their own ``split`` column,
+fold by fold). On each split this script fits, in the same process:
+
+- FunBaT with **defaults**: ``bt.fit(train, coords=..., value=...)`` — no rank, no kernel;
+- FunBaT at the fixed ranks of ``--ranks`` (Tucker, each rank on every mode), to see whether
+  the default is within 2 % of the best fixed rank;
+- ``RandomForestRegressor(200, min_samples_leaf=2)`` and ``HistGradientBoostingRegressor()``
+  (categorical coordinates as ordinal codes; declared categorical to the boosting model),
+
+and prints held-out RMSE, NLL and 95 % coverage (FunBaT only: the trees give no predictive
+distribution), fit time, and the ranks and kernels FunBaT chose, as a markdown table.
+
+Data sets: the shared reference sets under ``../shared/data/funbat`` (skipped when absent) and
+the bundled ``ozone``, ``weather``, ``txhousing``, ``gapminder`` and ``seals``
+(:mod:`bayestensor.datasets`; sources and licences in ``datasets/README.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "funbat"
+
+#: shared reference sets: name -> (coordinate columns, value column)
+SHARED_SETS = {
+    "beijing_pm25": (["temperature", "pressure", "day"], "pm25"),
+    "beijing_pm10": (["temperature", "pressure", "day"], "pm10"),
+    "beijing_so2": (["temperature", "pressure", "day"], "so2"),
+    "us_temp": (["latitude_bin", "longitude_bin", "year_bin"], "temperature_f"),
+    "synthetic_r1": (["x", "y"], "value"),
+}
+#: bundled sets used (coords and value from bt.datasets.info)
+BUNDLED_SETS = ["ozone", "weather", "txhousing", "gapminder", "seals"]
+#: fraction of cells held out of each bundled set
+HOLDOUT = 0.2
+
+
+def splits(name: str, folds: int, seed: int):
+    """Yield ``(fold, train, test, coords, value)`` for one data set."""
+    import bayestensor as bt
+
+    if name in SHARED_SETS:
+        coords, value = SHARED_SETS[name]
+        for fold in range(folds):
+            path = SHARED / name / f"fold{fold}.csv"
+            if not path.is_file():
+                return
+            df = pd.read_csv(path)
+            yield fold, df[df["split"] == "train"], df[df["split"] == "test"], coords, value
+        return
+    meta = bt.datasets.info(name)
+    df = bt.datasets.load(name)
+    coords = list(meta.coords)
+    value = meta.value
+    df = df[[*coords, value]].dropna()
+    for fold in range(folds):
+        rng = np.random.default_rng(seed + fold)
+        test = rng.random(len(df)) < HOLDOUT
+        yield fold, df[~test], df[test], coords, value
+
+
+def _tree_features(train, test, coords):
+    """Ordinal codes for non-numeric coordinates (shared between train and test)."""
+    xtr, xte, categorical = [], [], []
+    for c in coords:
+        if pd.api.types.is_numeric_dtype(train[c]):
+            xtr.append(train[c].to_numpy(float))
+            xte.append(test[c].to_numpy(float))
+            categorical.append(False)
+        else:
+            levels = pd.Index(pd.unique(pd.concat([train[c], test[c]])))
+            xtr.append(levels.get_indexer(train[c]).astype(float))
+            xte.append(levels.get_indexer(test[c]).astype(float))
+            categorical.append(True)
+    return np.column_stack(xtr), np.column_stack(xte), np.array(categorical)
+
+
+def _point_metrics(y, mean):
+    err = np.asarray(y, float) - np.asarray(mean, float)
+    return {
+        "rmse": float(np.sqrt(np.mean(err**2))),
+        "nll": np.nan,
+        "coverage": np.nan,
+    }
+
+
+def run_trees(train, test, coords, value):
+    """Random forest and histogram gradient boosting: ``[(method, metrics, seconds)]``."""
+    from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
+
+    xtr, xte, categorical = _tree_features(train, test, coords)
+    ytr = train[value].to_numpy(float)
+    out = []
+    t = time.perf_counter()
+    rf = RandomForestRegressor(200, min_samples_leaf=2, n_jobs=2, random_state=0).fit(xtr, ytr)
+    out.append(
+        ("random forest", _point_metrics(test[value], rf.predict(xte)), time.perf_counter() - t)
+    )
+    t = time.perf_counter()
+    hgb = HistGradientBoostingRegressor(
+        categorical_features=categorical if categorical.any() else None, random_state=0
+    ).fit(xtr, ytr)
+    out.append(
+        (
+            "gradient boosting",
+            _point_metrics(test[value], hgb.predict(xte)),
+            time.perf_counter() - t,
+        )
+    )
+    return out
+
+
+def run_funbat(train, test, coords, value, **options):
+    """One FunBaT fit: ``(metrics, seconds, description of ranks and kernels)``."""
+    import bayestensor as bt
+    from bayestensor.metrics import heldout_metrics
+
+    t = time.perf_counter()
+    res = bt.fit(train, coords=coords, value=value, progress=False, **options)
+    seconds = time.perf_counter() - t
+    pred = res.predict(test)
+    metrics = heldout_metrics(test[value], pred["mean"], pred["sd"])
+    kernels = res.kernel if isinstance(res.kernel, str) else ",".join(res.kernels.values())
+    return metrics, seconds, f"R={'x'.join(str(r) for r in res.ranks)} {kernels}"
+
+
+def main(args: list[str] | None = None) -> pd.DataFrame:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--datasets", nargs="+", default=[*SHARED_SETS, *BUNDLED_SETS])
+    p.add_argument("--folds", type=int, default=1, help="folds (shared) / random splits (bundled)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bundled sets' splits")
+    p.add_argument(
+        "--ranks", nargs="*", type=int, default=[2, 3, 5, 8], help="fixed Tucker ranks to run"
+    )
+    p.add_argument("--no-trees", action="store_true", help="skip the scikit-learn models")
+    opts = p.parse_args(args)
+    unknown = sorted(set(opts.datasets) - set(SHARED_SETS) - set(BUNDLED_SETS))
+    if unknown:
+        p.error(f"unknown data sets {unknown}; choose from {[*SHARED_SETS, *BUNDLED_SETS]}")
+
+    rows = []
+    for name in opts.datasets:
+        if name in SHARED_SETS and not SHARED.is_dir():
+            print(f"{name}: shared data not found at {SHARED}; skipped", file=sys.stderr)
+            continue
+        for fold, train, test, coords, value in splits(name, opts.folds, opts.seed):
+            runs = [("FunBaT defaults", {})]
+            runs += [(f"FunBaT Tucker R={r}", {"rank": r}) for r in opts.ranks]
+            for label, options in runs:
+                m, seconds, chosen = run_funbat(train, test, coords, value, **options)
+                rows.append(
+                    {
+                        "data set": name,
+                        "fold": fold,
+                        "method": label,
+                        **m,
+                        "time": seconds,
+                        "chosen": chosen,
+                    }
+                )
+                print(
+                    f"{name} fold {fold} {label}: RMSE {m['rmse']:.4f} ({seconds:.1f} s, {chosen})",
+                    file=sys.stderr,
+                )
+            if not opts.no_trees:
+                for label, m, seconds in run_trees(train, test, coords, value):
+                    rows.append(
+                        {
+                            "data set": name,
+                            "fold": fold,
+                            "method": label,
+                            **m,
+                            "time": seconds,
+                            "chosen": "",
+                        }
+                    )
+    table = pd.DataFrame(rows)
+    if table.empty:
+        print("nothing was run")
+        return table
+    report(table, opts.folds)
+    return table
+
+
+def report(table: pd.DataFrame, folds: int) -> None:
+    """Print the battery's markdown table: means over folds, and the default's verdicts."""
+    summary = (
+        table.groupby(["data set", "method"], sort=False)
+        .agg(
+            rmse=("rmse", "mean"),
+            nll=("nll", "mean"),
+            coverage=("coverage", "mean"),
+            time=("time", "mean"),
+            time_max=("time", "max"),
+            chosen=("chosen", "first"),
+        )
+        .reset_index()
+    )
+    print(f"\nHeld-out means over {folds} fold(s)\n")
+    print("| data set | method | RMSE | NLL | 95 % cover | fit time (max) | ranks, kernels |")
+    print("|---|---|---:|---:|---:|---:|---|")
+    for _, r in summary.iterrows():
+        nll = "–" if np.isnan(r["nll"]) else f"{r['nll']:.3f}"
+        cover = "–" if np.isnan(r["coverage"]) else f"{r['coverage']:.3f}"
+        print(
+            f"| {r['data set']} | {r['method']} | {r['rmse']:.4f} | {nll} | {cover} | "
+            f"{r['time']:.1f} s ({r['time_max']:.1f}) | {r['chosen']} |"
+        )
+    print(
+        "\n| data set | defaults RMSE | best fixed rank | defaults / best fixed | "
+        "random forest | defaults beat RF |"
+    )
+    print("|---|---:|---|---:|---:|---|")
+    for name, group in summary.groupby("data set", sort=False):
+        by = group.set_index("method")["rmse"]
+        fixed = by[[m for m in by.index if m.startswith("FunBaT Tucker")]]
+        default = by.get("FunBaT defaults", np.nan)
+        rf = by.get("random forest", np.nan)
+        best = fixed.idxmin() if len(fixed) else "–"
+        ratio = default / fixed.min() if len(fixed) else np.nan
+        beat = "–" if np.isnan(rf) else ("yes" if default < rf else "**no**")
+        print(
+            f"| {name} | {default:.4f} | {best.removeprefix('FunBaT Tucker ')} "
+            f"({fixed.min():.4f}) | {ratio:.3f} | {rf:.4f} | {beat} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
