@@ -1,12 +1,15 @@
 """Plot helpers draw exactly the data they are given (checked on the artists' data)."""
 
+import matplotlib.dates as mdates
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TOL
 from matplotlib.collections import PolyCollection, QuadMesh
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 
+import bayestensor as bt
 from bayestensor import plotting
 from bayestensor.data import Mode
 
@@ -111,7 +114,8 @@ class _Linear:
     def predict(self, df):
         self.calls.append(df.copy())
         mean = 2 * df["lon"] - df["lat"] + 10 * df["month"]
-        return pd.DataFrame({"mean": mean, "sd": 0.01 * df["lat"].abs() + 1}, index=df.index)
+        sd_f = 0.01 * df["lat"].abs() + 0.001 * df["lon"].abs()
+        return pd.DataFrame({"mean": mean, "sd": sd_f + 1, "sd_f": sd_f}, index=df.index)
 
 
 def test_prediction_map_evaluates_the_model_on_the_grid():
@@ -124,8 +128,29 @@ def test_prediction_map_evaluates_the_model_on_the_grid():
     assert len(meshes) == 2
     mean, sd = (np.asarray(m.get_array()).reshape(5, 5) for m in meshes)
     np.testing.assert_allclose(mean, 2 * xs[None, :] - ys[:, None] + 70)  # rows = lat
-    np.testing.assert_allclose(sd, np.broadcast_to(0.01 * np.abs(ys)[:, None] + 1, (5, 5)))
+    sd_f = 0.01 * np.abs(ys)[:, None] + 0.001 * np.abs(xs)[None, :]
+    np.testing.assert_allclose(sd, sd_f)  # the default sd panel: the latent f's
     assert "month = 7" in fig.axes[0].get_title()
+    sd_y = plotting.plot_prediction_map(fake, x="lon", y="lat", fixed={"month": 7}, n=5, sd="y")
+    np.testing.assert_allclose(np.asarray(sd_y.axes[1].collections[0].get_array()), sd_f + 1)
+    with pytest.raises(ValueError, match="sd must be one of"):
+        plotting.plot_prediction_map(fake, x="lon", y="lat", fixed={"month": 7}, sd="z")
+
+
+def test_prediction_map_colour_bars_and_axes_are_labelled():
+    fake = _Linear()
+    fake.value = "ozone"
+    fig = plotting.plot_prediction_map(
+        fake, x="lon", y="lat", fixed={"month": 7}, n=3, units={"ozone": "DU", "lat": "°N"}
+    )
+    mean_ax, sd_ax = fig.axes[:2]
+    labels = [
+        ax.collections[0].colorbar.ax.get_ylabel() for ax in (mean_ax, sd_ax)
+    ]  # the colour bars' own axes
+    assert labels == ["ozone: mean (DU)", "ozone: sd of f (DU)"]
+    assert mean_ax.get_ylabel() == "lat (°N)" and mean_ax.get_xlabel() == "lon"
+    heat = plotting.plot_heatmap(np.eye(2), cbar_label="share")
+    assert heat.axes[0].get_images()[0].colorbar.ax.get_ylabel() == "share"
 
 
 def test_prediction_map_explicit_grid_and_errors():
@@ -197,3 +222,160 @@ def test_figures_save_without_pyplot(tmp_path, rng):
     path = tmp_path / "f.png"
     plotting.plot_heatmap(rng.uniform(size=(2, 2))).savefig(path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _dense_shares(U, W):
+    """Reference: the mean square over the full grid of each part f^(k,r), normalised."""
+    K = len(U)
+    letters = "abcdefgh"[:K]
+    spec = ",".join(f"{'ijklmnop'[k]}{letters[k]}" for k in range(K))
+    out = []
+    for k in range(K):
+        energy = []
+        for r in range(W.shape[k]):
+            Wr = np.zeros_like(W)
+            index = [slice(None)] * K
+            index[k] = r
+            Wr[tuple(index)] = W[tuple(index)]
+            f = np.einsum(f"{letters},{spec}->{'ijklmnop'[:K]}", Wr, *U)
+            energy.append(np.mean(f**2))
+        out.append(np.array(energy) / np.sum(energy))
+    return out
+
+
+def _planted(rng):
+    """Three modes; in mode 0, component 2 carries almost all of f (a large core slice)."""
+    U = [rng.normal(size=(n, R)) for n, R in ((7, 4), (5, 3), (6, 2))]
+    W = rng.normal(size=(4, 3, 2))
+    W[2] = 4.0 * rng.normal(size=(3, 2))
+    W[0] *= 0.05  # component 0 nearly off: a minor one
+    return U, W
+
+
+def test_tucker_shares_equal_the_dense_energies(rng):
+    U, W = _planted(rng)
+    shares = plotting.tucker_shares(U, W)
+    for got, want in zip(shares, _dense_shares(U, W), strict=True):
+        np.testing.assert_allclose(got, want, rtol=TOL["shares_vs_dense"])
+        assert got.sum() == pytest.approx(1.0)
+    assert np.argmax(shares[0]) == 2 and shares[0][2] > 0.7 and shares[0][0] < 0.01
+    # invariant to moving a scale between a factor column and its core slice
+    U2 = [u.copy() for u in U]
+    W2 = W.copy()
+    U2[1][:, 0] *= 5.0
+    W2[:, 0] /= 5.0
+    np.testing.assert_allclose(plotting.tucker_shares(U2, W2)[1], shares[1], rtol=1e-12)
+    with pytest.raises(ValueError, match="core shape"):
+        plotting.tucker_shares(U, W[:3])
+
+
+def _long(U, names):
+    """Long factor frame (mode, coordinate, component, mean, sd) of factor matrices."""
+    rows = []
+    for name, u in zip(names, U, strict=True):
+        for i, row in enumerate(u):
+            for r, v in enumerate(row):
+                rows.append((name, float(i), r, v, 0.1))
+    return pd.DataFrame(rows, columns=["mode", "coordinate", "component", "mean", "sd"])
+
+
+def test_components_drawn_in_order_of_share_minor_ones_faded(rng):
+    U, W = _planted(rng)
+    names = ["a", "b", "c"]
+    reference = _dense_shares(U, W)
+    shares = dict(zip(names, plotting.tucker_shares(U, W), strict=True))
+    fig = plotting.plot_factors(_long(U, names), shares=shares, minor=0.01)
+    ax = fig.axes[0]  # mode a: one panel of major components, then the minor panel
+    major = [r for r in np.argsort(-reference[0]) if reference[0][r] >= 0.01]
+    drawn = [int(line.get_label().split(":")[0][4:]) for line in ax.get_lines()]
+    assert drawn == major and drawn[0] == 2
+    assert len([c for c in ax.collections if isinstance(c, PolyCollection)]) == len(major)
+    minor_ax = next(a for a in fig.axes if a.get_visible() and "minor" in a.get_title())
+    small = [f"r = {r}" for r in np.argsort(-reference[0]) if reference[0][r] < 0.01]
+    assert [ln.get_label().split(":")[0] for ln in minor_ax.get_lines()] == small
+    assert small[-1] == "r = 0"  # the planted near-zero component, smallest share
+    assert not [c for c in minor_ax.collections if isinstance(c, PolyCollection)]  # no bands
+    part = _long(U, names).query("mode == 'a' and component == 0")
+    np.testing.assert_array_equal(minor_ax.get_lines()[-1].get_ydata(), part["mean"])
+
+
+def test_many_components_become_small_multiples(rng):
+    U = [rng.normal(size=(6, 10))]
+    fac = _long(U, ["t"])
+    fig = plotting.plot_factors(fac, shares={"t": np.full(10, 0.1)}, per_panel=4)
+    panels = [ax for ax in fig.axes if ax.get_visible() and ax.get_lines()]
+    assert [len(ax.get_lines()) for ax in panels] == [4, 4, 2]
+    assert panels[1].get_title() == "mode 't': components ranked 5–8"
+    with pytest.raises(ValueError, match="one entry per component"):
+        plotting.plot_factors(fac, shares={"t": [0.5, 0.5]})
+
+
+@pytest.mark.parametrize("tz", [None, "America/New_York"])
+def test_datetime_factors_on_a_date_axis(rng, tz):
+    times = pd.date_range("2013-01-01", periods=5, freq="D", tz=tz)
+    rows = [("when", t, r, rng.normal(), 0.1) for t in times[::-1] for r in range(2)]
+    fac = pd.DataFrame(rows, columns=["mode", "coordinate", "component", "mean", "sd"])
+    fig = plotting.plot_factors(fac, kinds={"when": "continuous"})
+    ax = fig.axes[0]
+    assert isinstance(ax.xaxis.get_major_formatter(), mdates.ConciseDateFormatter)
+    utc = times if tz is None else times.tz_convert("UTC").tz_localize(None)
+    np.testing.assert_allclose(ax.get_lines()[0].get_xdata(), mdates.date2num(utc.to_pydatetime()))
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    fig.canvas.draw()
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert any("Jan" in t or "2013" in t for t in ticks), ticks
+
+
+@pytest.fixture(scope="module")
+def ozone_by_date():
+    """A small FunBaT fit of ozone with the month as a date (a datetime mode)."""
+    df = bt.datasets.load("ozone")
+    lats, lons = np.unique(df["lat"])[::6], np.unique(df["lon"])[::6]
+    df = df[df["lat"].isin(lats) & df["lon"].isin(lons) & (df["month"] <= 8)].copy()
+    df["date"] = pd.Timestamp("1995-01-01") + pd.to_timedelta(30.5 * (df["month"] - 1), "D")
+    return bt.fit(
+        df, coords=["lat", "lon", "date"], value="ozone", rank=2, max_sweeps=4, progress=False
+    )
+
+
+def test_map_default_panel_is_sd_f_of_predict_grid(ozone_by_date):
+    res = ozone_by_date
+    lat, lon, date = (res.modes[k].coordinates() for k in range(3))
+    grid = res.predict_grid({"date": date[3:4]})
+    fig = plotting.plot_prediction_map(
+        res, x="lon", y="lat", fixed={"date": date[3]}, x_values=lon, y_values=lat
+    )
+    mean_ax, sd_ax = fig.axes[:2]
+    want = grid["sd_f"].isel(date=0).transpose("lat", "lon").to_numpy()
+    got = np.asarray(sd_ax.collections[0].get_array()).reshape(want.shape)
+    np.testing.assert_allclose(got, want, rtol=TOL["map_vs_predict_grid"])
+    want_mean = grid["mean"].isel(date=0).transpose("lat", "lon").to_numpy()
+    got_mean = np.asarray(mean_ax.collections[0].get_array()).reshape(want.shape)
+    np.testing.assert_allclose(got_mean, want_mean, rtol=TOL["map_vs_predict_grid"])
+    assert sd_ax.collections[0].colorbar.ax.get_ylabel() == "ozone: sd of f"
+
+
+def test_map_and_factors_of_a_datetime_mode_show_dates(ozone_by_date):
+    res = ozone_by_date
+    lat, lon = res.modes[0].values, res.modes[1].values
+    fig = plotting.plot_prediction_map(res, x="date", y="lat", fixed={"lon": lon[0]}, n=4)
+    ax = fig.axes[0]
+    assert isinstance(ax.xaxis.get_major_formatter(), mdates.ConciseDateFormatter)
+    times = res.modes[2].time.to_time(np.linspace(*res.modes[2].values[[0, -1]], 4))
+    corners = ax.collections[0].get_coordinates()[0, :, 0]  # cell edges around the 4 dates
+    centres = mdates.date2num(times)
+    assert np.all((corners[:-1] < centres) & (centres < corners[1:]))
+    fac = res.plot_factors()
+    date_ax = next(a for a in fac.axes if a.get_title().startswith("mode 'date'"))
+    assert isinstance(date_ax.xaxis.get_major_formatter(), mdates.ConciseDateFormatter)
+    shares = plotting.component_shares(res)
+    for name, ax in zip(["lat", "lon", "date"], fac.axes, strict=False):
+        drawn = [int(line.get_label().split(":")[0][4:]) for line in ax.get_lines()]
+        assert drawn == list(np.argsort(-shares[name], kind="stable"))[: len(drawn)]
+    mean, _ = res.estimator.factor_moments(0)
+    assert len(mean) == len(lat)
+    np.testing.assert_allclose(
+        shares["lat"],
+        plotting.tucker_shares([res.estimator.factor_moments(k)[0] for k in range(3)], res.core)[0],
+        rtol=1e-12,
+    )
