@@ -12,6 +12,7 @@ from matplotlib.image import AxesImage
 import bayestensor as bt
 from bayestensor import plotting
 from bayestensor.data import Mode
+from bayestensor.modes import TimeScale
 
 Z95 = 1.959963984540054
 
@@ -284,12 +285,20 @@ def test_components_drawn_in_order_of_share_minor_ones_faded(rng):
     names = ["a", "b", "c"]
     reference = _dense_shares(U, W)
     shares = dict(zip(names, plotting.tucker_shares(U, W), strict=True))
-    fig = plotting.plot_factors(_long(U, names), shares=shares, minor=0.01)
-    ax = fig.axes[0]  # mode a: one panel of major components, then the minor panel
+    one = plotting.plot_factors(_long(U, names), shares=shares, minor=0.01).axes[0]
+    faded = [line.get_alpha() is not None and line.get_alpha() < 1 for line in one.get_lines()]
+    order = list(np.argsort(-reference[0]))
+    assert [int(ln.get_label().split(":")[0][4:]) for ln in one.get_lines()] == order
+    assert faded == [reference[0][r] < 0.01 for r in order]
+    assert len([c for c in one.collections if isinstance(c, PolyCollection)]) == sum(
+        not f for f in faded
+    )  # bands for the major components only
+    fig = plotting.plot_factors(_long(U, names), shares=shares, minor=0.01, per_panel=2)
+    ax = fig.axes[0]  # mode a: panels of two major components, then the minor panel
     major = [r for r in np.argsort(-reference[0]) if reference[0][r] >= 0.01]
     drawn = [int(line.get_label().split(":")[0][4:]) for line in ax.get_lines()]
-    assert drawn == major and drawn[0] == 2
-    assert len([c for c in ax.collections if isinstance(c, PolyCollection)]) == len(major)
+    assert drawn == major[:2] and drawn[0] == 2
+    assert len([c for c in ax.collections if isinstance(c, PolyCollection)]) == len(drawn)
     minor_ax = next(a for a in fig.axes if a.get_visible() and "minor" in a.get_title())
     small = [f"r = {r}" for r in np.argsort(-reference[0]) if reference[0][r] < 0.01]
     assert [ln.get_label().split(":")[0] for ln in minor_ax.get_lines()] == small
@@ -320,62 +329,84 @@ def test_datetime_factors_on_a_date_axis(rng, tz):
     assert isinstance(ax.xaxis.get_major_formatter(), mdates.ConciseDateFormatter)
     utc = times if tz is None else times.tz_convert("UTC").tz_localize(None)
     np.testing.assert_allclose(ax.get_lines()[0].get_xdata(), mdates.date2num(utc.to_pydatetime()))
-    ticks = [t.get_text() for t in ax.get_xticklabels()]
     fig.canvas.draw()
     ticks = [t.get_text() for t in ax.get_xticklabels()]
     assert any("Jan" in t or "2013" in t for t in ticks), ticks
 
 
-@pytest.fixture(scope="module")
-def ozone_by_date():
-    """A small FunBaT fit of ozone with the month as a date (a datetime mode)."""
-    df = bt.datasets.load("ozone")
-    lats, lons = np.unique(df["lat"])[::6], np.unique(df["lon"])[::6]
-    df = df[df["lat"].isin(lats) & df["lon"].isin(lons) & (df["month"] <= 8)].copy()
-    df["date"] = pd.Timestamp("1995-01-01") + pd.to_timedelta(30.5 * (df["month"] - 1), "D")
-    return bt.fit(
-        df, coords=["lat", "lon", "date"], value="ozone", rank=2, max_sweeps=4, progress=False
+class _Dated:
+    """A stand-in fit with a datetime mode: mean = days since 2013-01-01 + lat."""
+
+    value = "temp"
+    origin = np.datetime64("2013-01-01T00:00:00", "s")
+    modes = (
+        Mode("lat", "continuous", np.array([0.0, 10.0])),
+        Mode(
+            "when",
+            "continuous",
+            np.array([0.0, 2.0, 5.0]),
+            TimeScale("datetime", "D", "s", int(origin.astype(np.int64)), tz="America/New_York"),
+        ),
     )
 
-
-def test_map_default_panel_is_sd_f_of_predict_grid(ozone_by_date):
-    res = ozone_by_date
-    lat, lon, date = (res.modes[k].coordinates() for k in range(3))
-    grid = res.predict_grid({"date": date[3:4]})
-    fig = plotting.plot_prediction_map(
-        res, x="lon", y="lat", fixed={"date": date[3]}, x_values=lon, y_values=lat
-    )
-    mean_ax, sd_ax = fig.axes[:2]
-    want = grid["sd_f"].isel(date=0).transpose("lat", "lon").to_numpy()
-    got = np.asarray(sd_ax.collections[0].get_array()).reshape(want.shape)
-    np.testing.assert_allclose(got, want, rtol=TOL["map_vs_predict_grid"])
-    want_mean = grid["mean"].isel(date=0).transpose("lat", "lon").to_numpy()
-    got_mean = np.asarray(mean_ax.collections[0].get_array()).reshape(want.shape)
-    np.testing.assert_allclose(got_mean, want_mean, rtol=TOL["map_vs_predict_grid"])
-    assert sd_ax.collections[0].colorbar.ax.get_ylabel() == "ozone: sd of f"
+    def predict(self, df):
+        when = pd.DatetimeIndex(df["when"])
+        assert when.tz is not None  # the model's times, not floats
+        days = (when.tz_convert("UTC").tz_localize(None) - pd.Timestamp(self.origin)).days
+        mean = np.asarray(days, float) + df["lat"].to_numpy()
+        return pd.DataFrame({"mean": mean, "sd": 1.0, "sd_f": 0.1}, index=df.index)
 
 
-def test_map_and_factors_of_a_datetime_mode_show_dates(ozone_by_date):
-    res = ozone_by_date
-    lat, lon = res.modes[0].values, res.modes[1].values
-    fig = plotting.plot_prediction_map(res, x="date", y="lat", fixed={"lon": lon[0]}, n=4)
+def test_map_of_a_datetime_mode_has_date_ticks():
+    fake = _Dated()
+    fig = plotting.plot_prediction_map(fake, x="when", y="lat", fixed={}, n=6)
     ax = fig.axes[0]
     assert isinstance(ax.xaxis.get_major_formatter(), mdates.ConciseDateFormatter)
-    times = res.modes[2].time.to_time(np.linspace(*res.modes[2].values[[0, -1]], 4))
-    corners = ax.collections[0].get_coordinates()[0, :, 0]  # cell edges around the 4 dates
-    centres = mdates.date2num(times)
+    days = np.linspace(0.0, 5.0, 6)
+    mean = np.asarray(ax.collections[0].get_array()).reshape(6, 6)
+    np.testing.assert_allclose(mean, days[None, :] + np.linspace(0, 10, 6)[:, None])
+    corners = ax.collections[0].get_coordinates()[0, :, 0]  # cell edges around the 6 days
+    centres = mdates.date2num(fake.origin) + days
     assert np.all((corners[:-1] < centres) & (centres < corners[1:]))
+    assert ax.get_xlabel() == "when (America/New_York)"
+    fig.canvas.draw()
+    assert any("Jan" in t.get_text() for t in ax.get_xticklabels())
+
+
+@pytest.fixture(scope="module")
+def ozone_by_date():
+    """A small FunBaT fit of ozone at one longitude, the month as a date (a datetime mode)."""
+    df = bt.datasets.load("ozone")
+    df = df[(df["lon"] == np.unique(df["lon"])[10]) & (df["month"] <= 12)].copy()
+    df["date"] = pd.Timestamp("1995-01-01") + pd.to_timedelta(30.5 * (df["month"] - 1), "D")
+    return bt.fit(df, coords=["lat", "date"], value="ozone", rank=2, max_sweeps=3, progress=False)
+
+
+@pytest.mark.slow  # a fit and predict_grid compile: ~30 s on the loaded 2-core machine
+def test_fitted_map_and_factors(ozone_by_date):
+    """The map's default sd panel is predict_grid's sd_f; a date mode gets date ticks; the
+    factor panels follow component_shares."""
+    res = ozone_by_date
+    lat, date = (res.modes[k].coordinates() for k in range(2))
+    grid = res.predict_grid()
+    fig = plotting.plot_prediction_map(
+        res, x="date", y="lat", fixed={}, x_values=date, y_values=lat
+    )
+    mean_ax, sd_ax = fig.axes[:2]
+    for ax, name in ((mean_ax, "mean"), (sd_ax, "sd_f")):
+        want = grid[name].transpose("lat", "date").to_numpy()
+        got = np.asarray(ax.collections[0].get_array()).reshape(want.shape)
+        np.testing.assert_allclose(got, want, rtol=TOL["map_vs_predict_grid"])
+    assert sd_ax.collections[0].colorbar.ax.get_ylabel() == "ozone: sd of f"
+    assert isinstance(mean_ax.xaxis.get_major_formatter(), mdates.ConciseDateFormatter)
     fac = res.plot_factors()
     date_ax = next(a for a in fac.axes if a.get_title().startswith("mode 'date'"))
     assert isinstance(date_ax.xaxis.get_major_formatter(), mdates.ConciseDateFormatter)
     shares = plotting.component_shares(res)
-    for name, ax in zip(["lat", "lon", "date"], fac.axes, strict=False):
+    means = [res.estimator.factor_moments(k)[0] for k in range(2)]
+    np.testing.assert_allclose(
+        shares["lat"], plotting.tucker_shares(means, res.core)[0], rtol=1e-12
+    )
+    for name, ax in zip(["lat", "date"], fac.axes, strict=False):
         drawn = [int(line.get_label().split(":")[0][4:]) for line in ax.get_lines()]
         assert drawn == list(np.argsort(-shares[name], kind="stable"))[: len(drawn)]
-    mean, _ = res.estimator.factor_moments(0)
-    assert len(mean) == len(lat)
-    np.testing.assert_allclose(
-        shares["lat"],
-        plotting.tucker_shares([res.estimator.factor_moments(k)[0] for k in range(3)], res.core)[0],
-        rtol=1e-12,
-    )

@@ -134,7 +134,10 @@ def _coordinates(part: pd.DataFrame, continuous: bool, time_unit: str) -> tuple:
 
 
 def _panels(order: list, minor: set, per_panel: int) -> list[list]:
-    """Components per panel: the major ones in groups of ``per_panel``, then the minor ones."""
+    """Components per panel: all in one when they fit, else the major ones in groups of
+    ``per_panel``, then the minor ones."""
+    if len(order) <= per_panel:
+        return [list(order)]
     major = [r for r in order if r not in minor]
     groups = [major[i : i + per_panel] for i in range(0, len(major), per_panel)]
     return groups + ([[r for r in order if r in minor]] if minor else [])
@@ -158,9 +161,10 @@ def plot_factors(
     ``mean ± z · sd``; a categorical mode as points with error bars; a datetime mode on a date
     axis, a timedelta mode in its time unit. Given ``shares`` (e.g.
     :func:`component_shares`), each mode's components are drawn largest share first with the
-    share in the legend, and the **minor** ones (share below ``minor``) faded, without bands,
-    in a panel of their own. A mode with more than ``per_panel`` major components gets several
-    panels (small multiples, ``per_panel`` components each); the modes are then rows.
+    share in the legend, and the **minor** ones (share below ``minor``) faded, without bands.
+    A mode with more than ``per_panel`` components gets several panels (small multiples): its
+    major components ``per_panel`` at a time, then the minor ones together; the modes are then
+    rows.
 
     Parameters
     ----------
@@ -242,8 +246,9 @@ def plot_factors(
         labels = list(dict.fromkeys(part["coordinate"]))
         row = [grid[0, i]] if single else list(grid[i])
         for p, (ax, group) in enumerate(zip(row, panels, strict=False)):
-            faded = bool(group) and group[0] in small
+            minor_panel = bool(group) and all(r in small for r in group) and len(panels) > 1
             for j, r in enumerate(group):
+                faded = r in small
                 comp = part[part["component"] == r]
                 m, s = comp["mean"].to_numpy(float), comp["sd"].to_numpy(float)
                 label = f"r = {r}" + ("" if share is None else f": {share[r]:.0%}")
@@ -274,7 +279,7 @@ def plot_factors(
                 ax.set_xticks(np.arange(len(labels)), [str(v) for v in labels], rotation=90)
                 xlabel = axis_label(mode, (units or {}).get(mode))
             title = f"mode {mode!r}"
-            if faded:
+            if minor_panel:
                 title += f": minor components (< {minor:.0%} each)"
             elif len(panels) > 1:
                 title += f": components ranked {p * per_panel + 1}–{p * per_panel + len(group)}"
