@@ -341,9 +341,9 @@ class FitResult(Result):
         """Every latent function with its posterior band, ordered by its share of the fit.
 
         The shares are :func:`bayestensor.plotting.component_shares` (each component's share
-        of the energy of the fitted f); components below ``minor`` are faded into a panel of
-        their own, and a mode with more than ``per_panel`` major components gets several
-        panels.
+        of the energy of the fitted f); components below ``minor`` are faded, without bands,
+        and a mode with more than ``per_panel`` components gets several panels (its minor
+        components together in the last). ``units``: ``{column: unit}`` for axis labels.
 
         Returns
         -------
