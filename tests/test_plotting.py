@@ -134,6 +134,12 @@ def test_prediction_map_evaluates_the_model_on_the_grid():
     assert "month = 7" in fig.axes[0].get_title()
     sd_y = plotting.plot_prediction_map(fake, x="lon", y="lat", fixed={"month": 7}, n=5, sd="y")
     np.testing.assert_allclose(np.asarray(sd_y.axes[1].collections[0].get_array()), sd_f + 1)
+    fitted = plotting.plot_prediction_map(fake, x="lon", y="lat", fixed={"month": 7})
+    lon, lat = fake.modes[1].values, fake.modes[0].values  # default: the training coordinates
+    np.testing.assert_allclose(
+        np.asarray(fitted.axes[0].collections[0].get_array()).reshape(3, 2),
+        2 * lon[None, :] - lat[:, None] + 70,
+    )
     with pytest.raises(ValueError, match="sd must be one of"):
         plotting.plot_prediction_map(fake, x="lon", y="lat", fixed={"month": 7}, sd="z")
 
@@ -314,9 +320,14 @@ def test_many_components_become_small_multiples(rng):
     fig = plotting.plot_factors(fac, shares={"t": np.full(10, 0.1)}, per_panel=4)
     panels = [ax for ax in fig.axes if ax.get_visible() and ax.get_lines()]
     assert [len(ax.get_lines()) for ax in panels] == [4, 4, 2]
-    assert panels[1].get_title() == "mode 't': components ranked 5–8"
+    assert panels[1].get_title() == "mode 't': largest shares 5–8"
     with pytest.raises(ValueError, match="one entry per component"):
         plotting.plot_factors(fac, shares={"t": [0.5, 0.5]})
+    share = np.array([0.5, 0.3, 0.14] + [0.0075] * 8)[:10]
+    fig = plotting.plot_factors(fac, shares={"t": share / share.sum()}, per_panel=4)
+    minor_ax = next(a for a in fig.axes if "minor" in a.get_title())
+    assert len(minor_ax.get_lines()) == 7  # too many to name: grey, one legend entry
+    assert len(minor_ax.get_legend().get_texts()) == 1
 
 
 @pytest.mark.parametrize("tz", [None, "America/New_York"])

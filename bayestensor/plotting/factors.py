@@ -20,6 +20,8 @@ from bayestensor.plotting._common import (
 )
 
 FACTOR_COLUMNS = ("mode", "coordinate", "component", "mean", "sd")
+#: Most minor components drawn in their own colours (more are grey, with one legend entry).
+MAX_NAMED_MINOR = 5
 
 
 def tucker_shares(factors: Sequence, core) -> list[np.ndarray]:
@@ -247,14 +249,19 @@ def plot_factors(
         row = [grid[0, i]] if single else list(grid[i])
         for p, (ax, group) in enumerate(zip(row, panels, strict=False)):
             minor_panel = bool(group) and all(r in small for r in group) and len(panels) > 1
+            grey = minor_panel and len(group) > MAX_NAMED_MINOR  # too many to tell apart
             for j, r in enumerate(group):
                 faded = r in small
-                comp = part[part["component"] == r]
-                m, s = comp["mean"].to_numpy(float), comp["sd"].to_numpy(float)
                 label = f"r = {r}" + ("" if share is None else f": {share[r]:.0%}")
                 style = {"alpha": 0.55, "lw": 0.8} if faded else {"lw": 1.2}
+                if grey:
+                    names = ", ".join(str(c) for c in group)
+                    label = f"r = {names}" if j == 0 else "_nolegend_"
+                    style |= {"color": "0.45", "alpha": 0.35}
+                comp = part[part["component"] == r]
+                m, s = comp["mean"].to_numpy(float), comp["sd"].to_numpy(float)
                 if continuous:
-                    x, (tkind, tz) = _coordinates(comp, True, unit)
+                    x, _ = _coordinates(comp, True, unit)
                     order = np.argsort(x, kind="stable")
                     x, m, s = x[order], m[order], s[order]
                     (line,) = ax.plot(x, m, label=label, **style)
@@ -264,7 +271,7 @@ def plot_factors(
                     pos = np.array([labels.index(c) for c in comp["coordinate"]]) + 0.12 * j
                     ax.errorbar(
                         pos, m, yerr=None if faded else z * s, fmt="o", ms=3, label=label,
-                        alpha=style.get("alpha", 1.0),
+                        alpha=style.get("alpha", 1.0), color=style.get("color"),
                     )  # fmt: skip
             if continuous:
                 _, (tkind, tz) = _coordinates(part.iloc[:1], True, unit)
@@ -280,9 +287,14 @@ def plot_factors(
                 xlabel = axis_label(mode, (units or {}).get(mode))
             title = f"mode {mode!r}"
             if minor_panel:
-                title += f": minor components (< {minor:.0%} each)"
+                title += f": minor (< {minor:.0%} each)"
             elif len(panels) > 1:
-                title += f": components ranked {p * per_panel + 1}–{p * per_panel + len(group)}"
+                first = p * per_panel + 1
+                title += (
+                    f": largest share {first}"
+                    if len(group) == 1
+                    else f": largest shares {first}–{first + len(group) - 1}"
+                )
             ax.set(title=title, xlabel=xlabel, ylabel=f"u({mode})")
             ax.legend(fontsize="small", ncol=2 if len(group) > 6 else 1)
         for ax in row[len(panels) :]:

@@ -83,7 +83,8 @@ def _map_axis(result, name: str, values, n: int):
     """A continuous mode's grid: the values to predict at, to draw at, and its time axis.
 
     Returns ``(predict_at, drawn, (time kind or None, zone), unit)``: without ``values``,
-    ``n`` points over the training range (times for a time mode); a datetime mode is drawn
+    the training coordinates (``n`` None) or ``n`` points over their range (times for a time
+    mode); a datetime mode is drawn
     at matplotlib date numbers, a timedelta mode in its time unit.
     """
     modes = {m.name: m for m in result.modes}
@@ -95,7 +96,7 @@ def _map_axis(result, name: str, values, n: int):
     time = getattr(mode, "time", None)
     if values is None:
         v = np.asarray(mode.values, dtype=np.float64)
-        grid = np.linspace(v.min(), v.max(), n)
+        grid = v if n is None else np.linspace(v.min(), v.max(), n)
         at = grid if time is None else time.to_pandas(grid)
     else:
         at = np.asarray(values, dtype=np.float64) if time is None else pd.Index(values)
@@ -131,7 +132,7 @@ def plot_prediction_map(
     x: str,
     y: str,
     fixed: Mapping[str, object],
-    n: int = 60,
+    n: int | None = None,
     x_values=None,
     y_values=None,
     observed: pd.DataFrame | None = None,
@@ -157,9 +158,11 @@ def plot_prediction_map(
         is drawn on a date axis, a timedelta mode in its time unit.
     fixed : dict
         ``{column: value}`` for every other coordinate column (times as times).
-    n : int
-        Grid points per axis when ``x_values`` / ``y_values`` are not given (they then span the
-        training range of the mode).
+    n : int, optional
+        Grid points per axis, evenly spread over the training range, when ``x_values`` /
+        ``y_values`` are not given. By default the map is drawn at the training coordinates:
+        between them the posterior sd of f rises and falls with the distance to the nearest
+        one, and a grid not aligned with them shows that as a plaid pattern.
     x_values, y_values : array-like, optional
         Explicit grid coordinates (times for a time mode).
     observed : pandas.DataFrame, optional
@@ -186,8 +189,8 @@ def plot_prediction_map(
     """
     if x == y:
         raise ValueError(f"x and y must be different modes, both are {x!r}")
-    if not isinstance(n, int | np.integer) or n < 2:
-        raise ValueError(f"n must be an int >= 2, got {n!r}")
+    if n is not None and (not isinstance(n, int | np.integer) or n < 2):
+        raise ValueError(f"n must be None or an int >= 2, got {n!r}")
     if sd not in MAP_SD:
         raise ValueError(f"sd must be one of {list(MAP_SD)}, got {sd!r}")
     units = dict(units or {})
