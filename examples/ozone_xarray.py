@@ -132,7 +132,7 @@ def weather_series(tiny: bool, out_dir: Path, seed: int = 0) -> dict:
     held = np.random.default_rng(seed).random(len(df)) < 0.2
     train, test = df[~held], df[held]
     res = bt.fit(
-        train, coords=["origin", "when"], value="temp", rank=(2, 3 if tiny else 8),
+        train, coords=["origin", "when"], value="temp", rank=(3, 3 if tiny else 8),
         max_sweeps=15 if tiny else 60, progress=False,
     )  # fmt: skip
     pred = res.predict(test)
