@@ -181,6 +181,10 @@ def test_heatmap_shows_the_matrix(rng):
     image = next(a for a in fig.axes[0].get_images() if isinstance(a, AxesImage))
     np.testing.assert_array_equal(image.get_array(), A)
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == list("wxyz")
+    bare = plotting.plot_heatmap(A)  # unlabelled rows and columns: whole-number ticks
+    bare.canvas.draw()
+    for ticks in (bare.axes[0].get_xticks(), bare.axes[0].get_yticks()):
+        np.testing.assert_array_equal(ticks, np.round(ticks))
     with pytest.raises(ValueError, match="2-D"):
         plotting.plot_heatmap(np.zeros((2, 2, 2)))
     with pytest.raises(ValueError, match="row_labels must have 4 entries"):

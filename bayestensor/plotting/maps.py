@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from bayestensor.plotting._common import (
     TIME_UNIT_NAMES,
@@ -300,8 +301,12 @@ def plot_heatmap(
     fig.colorbar(image, ax=ax, label=cbar_label)
     if row_labels is not None:
         ax.set_yticks(np.arange(A.shape[0]), [str(v) for v in row_labels])
+    else:  # row indices: whole numbers only
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     if col_labels is not None:
         ax.set_xticks(np.arange(A.shape[1]), [str(v) for v in col_labels], rotation=90)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     return fig
 
