@@ -116,13 +116,18 @@ def plot_pde_fit(solution) -> Figure:
         panels = [("GP mean", mean)]
         if has_exact:
             panels += [("exact", exact), ("|error|", np.abs(mean - exact))]
+        grid = fig.add_gridspec(2, ncol)  # images above, the history across below
         for i, (title, img) in enumerate(panels):
-            ax = fig.add_subplot(2, ncol, i + 1)
+            ax = fig.add_subplot(grid[0, i])
             im = ax.imshow(img, extent=ext, origin="lower", aspect="auto")
             ax.set(title=title, xlabel=problem.variables[1], ylabel=problem.variables[0])
             fig.colorbar(im, ax=ax, label="|error|" if title == "|error|" else "u")
-        hist_ax = fig.add_subplot(2, 1, 2)
-    hist_ax.semilogy(solution.residual_history, label="midpoint residual (relative)")
+        hist_ax = fig.add_subplot(grid[1, :])
+    history = np.asarray(solution.residual_history)
+    hist_ax.semilogy(  # markers: a history of one step is a point, not an empty line
+        history, marker="o" if history.size < 50 else None, ms=3,
+        label="midpoint residual (relative)",
+    )  # fmt: skip
     hist_ax.axvline(solution.trace.best_step, color="k", lw=0.5, label="returned step")
     hist_ax.set_xlabel("optimiser step")
     hist_ax.legend(fontsize=8)
