@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def plot_pde_solution(x, u, exact, *, y=None, title: str | None = None) -> Figure:
@@ -129,6 +130,7 @@ def plot_pde_fit(solution) -> Figure:
         label="midpoint residual (relative)",
     )  # fmt: skip
     hist_ax.axvline(solution.trace.best_step, color="k", lw=0.5, label="returned step")
+    hist_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     hist_ax.set_xlabel("optimiser step")
     hist_ax.legend(fontsize=8)
     return fig
