@@ -131,6 +131,8 @@ def plot_pde_fit(solution) -> Figure:
     )  # fmt: skip
     hist_ax.axvline(solution.trace.best_step, color="k", lw=0.5, label="returned step")
     hist_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if history.size <= 1:  # one step: an axis around it, not ±0.05
+        hist_ax.set_xlim(-1.0, 1.0)
     hist_ax.set_xlabel("optimiser step")
     hist_ax.legend(fontsize=8)
     return fig
