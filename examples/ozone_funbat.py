@@ -34,6 +34,7 @@ from bayestensor.demo import additive_baseline, split
 from bayestensor.metrics import heldout_metrics
 
 COORDS = ["lat", "lon", "month"]
+UNITS = {"lat": "°N", "lon": "°E", "month": "1 = Jan 1995", "ozone": "DU"}
 
 
 # %% [markdown]
@@ -151,15 +152,16 @@ def main(args: list[str] | None = None) -> dict[str, dict[str, float]]:
 
     # %% figures: learned trajectories, held-out fit, one month's map
     figs = {
-        "ozone_funbat_factors.png": bt.plotting.plot_factors(res.factors(), kinds=res.coords),
+        "ozone_funbat_factors.png": res.plot_factors(units=UNITS),
         "ozone_funbat_heldout.png": bt.plotting.plot_observed_vs_predicted(
             y, pred["mean"], pred["lower"], pred["upper"], label="ozone (DU)"
         ),
     }
     month = int(np.median(df["month"]))
     figs["ozone_funbat_map.png"] = bt.plotting.plot_prediction_map(
-        res, x="lon", y="lat", fixed={"month": month}, observed=train[train["month"] == month]
-    )
+        res, x="lon", y="lat", fixed={"month": month}, observed=train[train["month"] == month],
+        units=UNITS,
+    )  # fmt: skip
     for name, fig in figs.items():
         fig.savefig(out / name, dpi=110)
     print(f"figures: {', '.join(str(out / n) for n in figs)}")

@@ -126,7 +126,7 @@ def main(args: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]
     ax.legend(fontsize="small", ncol=3)
     figs = {
         "weather_gap.png": fig,
-        "weather_factors.png": bt.plotting.plot_factors(res.factors(), kinds=res.coords),
+        "weather_factors.png": res.plot_factors(units={"time": "days since 2013-01-01"}),
     }
     for name, f in figs.items():
         f.savefig(out / name, dpi=110)

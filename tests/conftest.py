@@ -240,6 +240,10 @@ TOL = {
     "dataset_time_hourly": 1e-4,
     # weather: time in days vs an exact expected time (assertion and row selection, absolute)
     "dataset_time_match": 1e-6,
+    # component shares from Gram matrices vs the energies of the dense parts f^(k,r) (relative)
+    "shares_vs_dense": 1e-10,
+    # plot_prediction_map's panels (predict on a mesh) vs predict_grid's variables (relative)
+    "map_vs_predict_grid": 1e-9,
 }
 
 

@@ -32,8 +32,9 @@ def test_example_follows_the_protocol(path):
 
 
 #: Examples whose tiny run alone takes over 30 s on the 2-core CI machine: slow marker (they run
-#: at full size in ``nox -s examples`` and with ``pytest -m slow``).
-SLOW_EXAMPLES = {"flights_poisson"}
+#: at full size in ``nox -s examples`` and with ``pytest -m slow``). ozone_xarray: two fits,
+#: two predict compiles and a save/load, 30 s of CPU (68 s wall on the loaded machine).
+SLOW_EXAMPLES = {"flights_poisson", "ozone_xarray"}
 
 
 @pytest.mark.parametrize(

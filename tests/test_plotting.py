@@ -1,14 +1,18 @@
 """Plot helpers draw exactly the data they are given (checked on the artists' data)."""
 
+import matplotlib.dates as mdates
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TOL
 from matplotlib.collections import PolyCollection, QuadMesh
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 
+import bayestensor as bt
 from bayestensor import plotting
 from bayestensor.data import Mode
+from bayestensor.modes import TimeScale
 
 Z95 = 1.959963984540054
 
@@ -111,7 +115,8 @@ class _Linear:
     def predict(self, df):
         self.calls.append(df.copy())
         mean = 2 * df["lon"] - df["lat"] + 10 * df["month"]
-        return pd.DataFrame({"mean": mean, "sd": 0.01 * df["lat"].abs() + 1}, index=df.index)
+        sd_f = 0.01 * df["lat"].abs() + 0.001 * df["lon"].abs()
+        return pd.DataFrame({"mean": mean, "sd": sd_f + 1, "sd_f": sd_f}, index=df.index)
 
 
 def test_prediction_map_evaluates_the_model_on_the_grid():
@@ -124,8 +129,35 @@ def test_prediction_map_evaluates_the_model_on_the_grid():
     assert len(meshes) == 2
     mean, sd = (np.asarray(m.get_array()).reshape(5, 5) for m in meshes)
     np.testing.assert_allclose(mean, 2 * xs[None, :] - ys[:, None] + 70)  # rows = lat
-    np.testing.assert_allclose(sd, np.broadcast_to(0.01 * np.abs(ys)[:, None] + 1, (5, 5)))
+    sd_f = 0.01 * np.abs(ys)[:, None] + 0.001 * np.abs(xs)[None, :]
+    np.testing.assert_allclose(sd, sd_f)  # the default sd panel: the latent f's
     assert "month = 7" in fig.axes[0].get_title()
+    sd_y = plotting.plot_prediction_map(fake, x="lon", y="lat", fixed={"month": 7}, n=5, sd="y")
+    np.testing.assert_allclose(np.asarray(sd_y.axes[1].collections[0].get_array()), sd_f + 1)
+    fitted = plotting.plot_prediction_map(fake, x="lon", y="lat", fixed={"month": 7})
+    lon, lat = fake.modes[1].values, fake.modes[0].values  # default: the training coordinates
+    np.testing.assert_allclose(
+        np.asarray(fitted.axes[0].collections[0].get_array()).reshape(3, 2),
+        2 * lon[None, :] - lat[:, None] + 70,
+    )
+    with pytest.raises(ValueError, match="sd must be one of"):
+        plotting.plot_prediction_map(fake, x="lon", y="lat", fixed={"month": 7}, sd="z")
+
+
+def test_prediction_map_colour_bars_and_axes_are_labelled():
+    fake = _Linear()
+    fake.value = "ozone"
+    fig = plotting.plot_prediction_map(
+        fake, x="lon", y="lat", fixed={"month": 7}, n=3, units={"ozone": "DU", "lat": "°N"}
+    )
+    mean_ax, sd_ax = fig.axes[:2]
+    labels = [
+        ax.collections[0].colorbar.ax.get_ylabel() for ax in (mean_ax, sd_ax)
+    ]  # the colour bars' own axes
+    assert labels == ["ozone: mean (DU)", "ozone: sd of f (DU)"]
+    assert mean_ax.get_ylabel() == "lat (°N)" and mean_ax.get_xlabel() == "lon"
+    heat = plotting.plot_heatmap(np.eye(2), cbar_label="share")
+    assert heat.axes[0].get_images()[0].colorbar.ax.get_ylabel() == "share"
 
 
 def test_prediction_map_explicit_grid_and_errors():
@@ -149,6 +181,10 @@ def test_heatmap_shows_the_matrix(rng):
     image = next(a for a in fig.axes[0].get_images() if isinstance(a, AxesImage))
     np.testing.assert_array_equal(image.get_array(), A)
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == list("wxyz")
+    bare = plotting.plot_heatmap(A)  # unlabelled rows and columns: whole-number ticks
+    bare.canvas.draw()
+    for ticks in (bare.axes[0].get_xticks(), bare.axes[0].get_yticks()):
+        np.testing.assert_array_equal(ticks, np.round(ticks))
     with pytest.raises(ValueError, match="2-D"):
         plotting.plot_heatmap(np.zeros((2, 2, 2)))
     with pytest.raises(ValueError, match="row_labels must have 4 entries"):
@@ -197,3 +233,195 @@ def test_figures_save_without_pyplot(tmp_path, rng):
     path = tmp_path / "f.png"
     plotting.plot_heatmap(rng.uniform(size=(2, 2))).savefig(path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _dense_shares(U, W):
+    """Reference: the mean square over the full grid of each part f^(k,r), normalised."""
+    K = len(U)
+    letters = "abcdefgh"[:K]
+    spec = ",".join(f"{'ijklmnop'[k]}{letters[k]}" for k in range(K))
+    out = []
+    for k in range(K):
+        energy = []
+        for r in range(W.shape[k]):
+            Wr = np.zeros_like(W)
+            index = [slice(None)] * K
+            index[k] = r
+            Wr[tuple(index)] = W[tuple(index)]
+            f = np.einsum(f"{letters},{spec}->{'ijklmnop'[:K]}", Wr, *U)
+            energy.append(np.mean(f**2))
+        out.append(np.array(energy) / np.sum(energy))
+    return out
+
+
+def _planted(rng):
+    """Three modes; in mode 0, component 2 carries almost all of f (a large core slice)."""
+    U = [rng.normal(size=(n, R)) for n, R in ((7, 4), (5, 3), (6, 2))]
+    W = rng.normal(size=(4, 3, 2))
+    W[2] = 4.0 * rng.normal(size=(3, 2))
+    W[0] *= 0.05  # component 0 nearly off: a minor one
+    return U, W
+
+
+def test_tucker_shares_equal_the_dense_energies(rng):
+    U, W = _planted(rng)
+    shares = plotting.tucker_shares(U, W)
+    for got, want in zip(shares, _dense_shares(U, W), strict=True):
+        np.testing.assert_allclose(got, want, rtol=TOL["shares_vs_dense"])
+        assert got.sum() == pytest.approx(1.0)
+    assert np.argmax(shares[0]) == 2 and shares[0][2] > 0.7 and shares[0][0] < 0.01
+    # invariant to moving a scale between a factor column and its core slice
+    U2 = [u.copy() for u in U]
+    W2 = W.copy()
+    U2[1][:, 0] *= 5.0
+    W2[:, 0] /= 5.0
+    np.testing.assert_allclose(plotting.tucker_shares(U2, W2)[1], shares[1], rtol=1e-12)
+    with pytest.raises(ValueError, match="core shape"):
+        plotting.tucker_shares(U, W[:3])
+
+
+def _long(U, names):
+    """Long factor frame (mode, coordinate, component, mean, sd) of factor matrices."""
+    rows = []
+    for name, u in zip(names, U, strict=True):
+        for i, row in enumerate(u):
+            for r, v in enumerate(row):
+                rows.append((name, float(i), r, v, 0.1))
+    return pd.DataFrame(rows, columns=["mode", "coordinate", "component", "mean", "sd"])
+
+
+def test_components_drawn_in_order_of_share_minor_ones_faded(rng):
+    U, W = _planted(rng)
+    names = ["a", "b", "c"]
+    reference = _dense_shares(U, W)
+    shares = dict(zip(names, plotting.tucker_shares(U, W), strict=True))
+    one = plotting.plot_factors(_long(U, names), shares=shares, minor=0.01).axes[0]
+    faded = [line.get_alpha() is not None and line.get_alpha() < 1 for line in one.get_lines()]
+    order = list(np.argsort(-reference[0]))
+    assert [int(ln.get_label().split(":")[0][4:]) for ln in one.get_lines()] == order
+    assert faded == [reference[0][r] < 0.01 for r in order]
+    assert len([c for c in one.collections if isinstance(c, PolyCollection)]) == sum(
+        not f for f in faded
+    )  # bands for the major components only
+    fig = plotting.plot_factors(_long(U, names), shares=shares, minor=0.01, per_panel=2)
+    ax = fig.axes[0]  # mode a: panels of two major components, then the minor panel
+    major = [r for r in np.argsort(-reference[0]) if reference[0][r] >= 0.01]
+    drawn = [int(line.get_label().split(":")[0][4:]) for line in ax.get_lines()]
+    assert drawn == major[:2] and drawn[0] == 2
+    assert len([c for c in ax.collections if isinstance(c, PolyCollection)]) == len(drawn)
+    minor_ax = next(a for a in fig.axes if a.get_visible() and "minor" in a.get_title())
+    small = [f"r = {r}" for r in np.argsort(-reference[0]) if reference[0][r] < 0.01]
+    assert [ln.get_label().split(":")[0] for ln in minor_ax.get_lines()] == small
+    assert small[-1] == "r = 0"  # the planted near-zero component, smallest share
+    assert not [c for c in minor_ax.collections if isinstance(c, PolyCollection)]  # no bands
+    part = _long(U, names).query("mode == 'a' and component == 0")
+    np.testing.assert_array_equal(minor_ax.get_lines()[-1].get_ydata(), part["mean"])
+
+
+def test_many_components_become_small_multiples(rng):
+    U = [rng.normal(size=(6, 10))]
+    fac = _long(U, ["t"])
+    fig = plotting.plot_factors(fac, shares={"t": np.full(10, 0.1)}, per_panel=4)
+    panels = [ax for ax in fig.axes if ax.get_visible() and ax.get_lines()]
+    assert [len(ax.get_lines()) for ax in panels] == [4, 4, 2]
+    assert panels[1].get_title() == "mode 't': largest shares 5–8"
+    with pytest.raises(ValueError, match="one entry per component"):
+        plotting.plot_factors(fac, shares={"t": [0.5, 0.5]})
+    share = np.array([0.5, 0.3, 0.14] + [0.0075] * 8)[:10]
+    fig = plotting.plot_factors(fac, shares={"t": share / share.sum()}, per_panel=4)
+    minor_ax = next(a for a in fig.axes if "minor" in a.get_title())
+    assert len(minor_ax.get_lines()) == 7  # too many to name: grey, one legend entry
+    assert len(minor_ax.get_legend().get_texts()) == 1
+
+
+@pytest.mark.parametrize("tz", [None, "America/New_York"])
+def test_datetime_factors_on_a_date_axis(rng, tz):
+    times = pd.date_range("2013-01-01", periods=5, freq="D", tz=tz)
+    rows = [("when", t, r, rng.normal(), 0.1) for t in times[::-1] for r in range(2)]
+    fac = pd.DataFrame(rows, columns=["mode", "coordinate", "component", "mean", "sd"])
+    fig = plotting.plot_factors(fac, kinds={"when": "continuous"})
+    ax = fig.axes[0]
+    assert isinstance(ax.xaxis.get_major_formatter(), mdates.ConciseDateFormatter)
+    utc = times if tz is None else times.tz_convert("UTC").tz_localize(None)
+    np.testing.assert_allclose(ax.get_lines()[0].get_xdata(), mdates.date2num(utc.to_pydatetime()))
+    fig.canvas.draw()
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert any("Jan" in t or "2013" in t for t in ticks), ticks
+
+
+class _Dated:
+    """A stand-in fit with a datetime mode: mean = days since 2013-01-01 + lat."""
+
+    value = "temp"
+    origin = np.datetime64("2013-01-01T00:00:00", "s")
+    modes = (
+        Mode("lat", "continuous", np.array([0.0, 10.0])),
+        Mode(
+            "when",
+            "continuous",
+            np.array([0.0, 2.0, 5.0]),
+            TimeScale("datetime", "D", "s", int(origin.astype(np.int64)), tz="America/New_York"),
+        ),
+    )
+
+    def predict(self, df):
+        when = pd.DatetimeIndex(df["when"])
+        assert when.tz is not None  # the model's times, not floats
+        days = (when.tz_convert("UTC").tz_localize(None) - pd.Timestamp(self.origin)).days
+        mean = np.asarray(days, float) + df["lat"].to_numpy()
+        return pd.DataFrame({"mean": mean, "sd": 1.0, "sd_f": 0.1}, index=df.index)
+
+
+def test_map_of_a_datetime_mode_has_date_ticks():
+    fake = _Dated()
+    fig = plotting.plot_prediction_map(fake, x="when", y="lat", fixed={}, n=6)
+    ax = fig.axes[0]
+    assert isinstance(ax.xaxis.get_major_formatter(), mdates.ConciseDateFormatter)
+    days = np.linspace(0.0, 5.0, 6)
+    mean = np.asarray(ax.collections[0].get_array()).reshape(6, 6)
+    np.testing.assert_allclose(mean, days[None, :] + np.linspace(0, 10, 6)[:, None])
+    corners = ax.collections[0].get_coordinates()[0, :, 0]  # cell edges around the 6 days
+    centres = mdates.date2num(fake.origin) + days
+    assert np.all((corners[:-1] < centres) & (centres < corners[1:]))
+    assert ax.get_xlabel() == "when (America/New_York)"
+    fig.canvas.draw()
+    assert any("Jan" in t.get_text() for t in ax.get_xticklabels())
+
+
+@pytest.fixture(scope="module")
+def ozone_by_date():
+    """A small FunBaT fit of ozone at one longitude, the month as a date (a datetime mode)."""
+    df = bt.datasets.load("ozone")
+    df = df[(df["lon"] == np.unique(df["lon"])[10]) & (df["month"] <= 12)].copy()
+    df["date"] = pd.Timestamp("1995-01-01") + pd.to_timedelta(30.5 * (df["month"] - 1), "D")
+    return bt.fit(df, coords=["lat", "date"], value="ozone", rank=2, max_sweeps=3, progress=False)
+
+
+@pytest.mark.slow  # a fit and predict_grid compile: ~30 s on the loaded 2-core machine
+def test_fitted_map_and_factors(ozone_by_date):
+    """The map's default sd panel is predict_grid's sd_f; a date mode gets date ticks; the
+    factor panels follow component_shares."""
+    res = ozone_by_date
+    lat, date = (res.modes[k].coordinates() for k in range(2))
+    grid = res.predict_grid()
+    fig = plotting.plot_prediction_map(
+        res, x="date", y="lat", fixed={}, x_values=date, y_values=lat
+    )
+    mean_ax, sd_ax = fig.axes[:2]
+    for ax, name in ((mean_ax, "mean"), (sd_ax, "sd_f")):
+        want = grid[name].transpose("lat", "date").to_numpy()
+        got = np.asarray(ax.collections[0].get_array()).reshape(want.shape)
+        np.testing.assert_allclose(got, want, rtol=TOL["map_vs_predict_grid"])
+    assert sd_ax.collections[0].colorbar.ax.get_ylabel() == "ozone: sd of f"
+    assert isinstance(mean_ax.xaxis.get_major_formatter(), mdates.ConciseDateFormatter)
+    fac = res.plot_factors()
+    date_ax = next(a for a in fac.axes if a.get_title().startswith("mode 'date'"))
+    assert isinstance(date_ax.xaxis.get_major_formatter(), mdates.ConciseDateFormatter)
+    shares = plotting.component_shares(res)
+    means = [res.estimator.factor_moments(k)[0] for k in range(2)]
+    np.testing.assert_allclose(
+        shares["lat"], plotting.tucker_shares(means, res.core)[0], rtol=1e-12
+    )
+    for name, ax in zip(["lat", "date"], fac.axes, strict=False):
+        drawn = [int(line.get_label().split(":")[0][4:]) for line in ax.get_lines()]
+        assert drawn == list(np.argsort(-shares[name], kind="stable"))[: len(drawn)]

@@ -330,41 +330,40 @@ class FitResult(Result):
             rows.append(row)
         return pd.DataFrame(rows).set_index("mode")
 
-    def plot_factors(self, level: float = 0.95, max_components: int | None = None):
-        """Every latent function with its posterior band, one panel per mode.
+    def plot_factors(
+        self,
+        level: float = 0.95,
+        max_components: int | None = None,
+        minor: float = 0.05,
+        per_panel: int = 4,
+        units: Mapping[str, str] | None = None,
+    ):
+        """Every latent function with its posterior band, ordered by its share of the fit.
+
+        The shares are :func:`bayestensor.plotting.component_shares` (each component's share
+        of the energy of the fitted f); components below ``minor`` are faded, without bands,
+        and a mode with more than ``per_panel`` components gets several panels (its minor
+        components together in the last). ``units``: ``{column: unit}`` for axis labels.
 
         Returns
         -------
         matplotlib.figure.Figure
-            See :func:`bayestensor.plotting.plot_factors`; a time mode's axis shows dates
-            (a timedelta mode's: its float coordinate, in its unit).
+            See :func:`bayestensor.plotting.plot_factors`; a datetime mode's axis shows dates,
+            a timedelta mode's its time unit.
         """
-        import matplotlib.dates as mdates
-
-        factors = self.factors()
-        for mode in self.modes:
-            if mode.time is not None:
-                rows = factors["mode"] == mode.name
-                x = np.repeat(mode.values, self.ranks[self.modes.index(mode)])
-                if mode.time.kind == "datetime":
-                    x = mdates.date2num(mode.time.to_time(x))
-                factors["coordinate"] = factors["coordinate"].astype(object)
-                factors.loc[rows, "coordinate"] = pd.Series(x, index=factors.index[rows])
         from bayestensor import plotting
 
-        fig = plotting.plot_factors(
-            factors, level=level, kinds=self.coords, max_components=max_components
+        return plotting.plot_factors(
+            self.factors(),
+            level=level,
+            kinds=self.coords,
+            max_components=max_components,
+            shares=plotting.component_shares(self),
+            minor=minor,
+            per_panel=per_panel,
+            units=units,
+            time_units={m.name: m.time.unit for m in self.modes if m.time is not None},
         )
-        for ax, mode in zip(fig.axes, self.modes, strict=False):
-            if mode.time is None:
-                continue
-            if mode.time.kind == "datetime":
-                locator = mdates.AutoDateLocator(tz=mode.time.tz)
-                ax.xaxis.set_major_locator(locator)
-                ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=mode.time.tz))
-            else:
-                ax.set_xlabel(f"{mode.name} ({mode.time.unit})")
-        return fig
 
     def plot_fit(self, df: pd.DataFrame, level: float = 0.95):
         """Observed values against predictive means at the rows of ``df``, with intervals.

@@ -281,6 +281,10 @@ class PoissonTuckerResult(Result):
     def plot_factors(self, normalize: bool = True):
         """Heatmap of each mode's posterior mean factor matrix (levels × components).
 
+        Columns are ordered by the component's share of the expected total count (at the
+        posterior mean, as :meth:`component_mass`), largest first, and labelled
+        ``component: share``.
+
         Parameters
         ----------
         normalize : bool
@@ -290,17 +294,28 @@ class PoissonTuckerResult(Result):
         -------
         matplotlib.figure.Figure
         """
-        mats, labels = {}, {}
-        for c, f in self.factors().items():
+        z = {k: jnp.asarray(v) for k, v in self.mean.items()}
+        mass = component_mass(self.spec, z, self.data.mask)
+        mats, labels, columns = {}, {}, {}
+        for (c, f), share in zip(self.factors().items(), mass, strict=True):
             m = f.to_numpy()
             if normalize:
                 m = m / np.maximum(m.sum(1, keepdims=True), 1e-300)
-            mats[c] = m
+            order = np.argsort(-share, kind="stable")
+            mats[c] = m[:, order]
+            columns[c] = [f"{r}: {share[r]:.0%}" for r in order]
             labels[c] = [str(v) for v in f.index] if len(f.index) <= 40 else None
         row_labels = {c: lv for c, lv in labels.items() if lv is not None}
         from bayestensor import plotting
 
-        return plotting.plot_heatmaps(mats, row_labels=row_labels or None)
+        return plotting.plot_heatmaps(
+            mats,
+            row_labels=row_labels or None,
+            col_labels=columns,
+            xlabel="component: share of the expected count",
+            ylabel={c: c for c in mats},
+            cbar_label="membership (row sums to 1)" if normalize else "factor value",
+        )
 
     def plot_core(self):
         """Heatmaps of the core's expected-count mass between consecutive pairs of modes.
@@ -318,13 +333,20 @@ class PoissonTuckerResult(Result):
         w = np.asarray(z["core"] * Z)
         names = list(self.coords)
         pairs = [(k, k + 1) for k in range(spec.K - 1)] or [(0, 0)]
-        mats = {}
+        mats, axis_labels = {}, []
         for a, b in pairs:
             m = w.sum(axis=tuple(j for j in range(spec.K) if j not in (a, b)))
             mats[f"core mass: {names[a]} × {names[b]}"] = m.reshape(spec.ranks[a], -1) / w.sum()
+            axis_labels.append((f"{names[b]} component", f"{names[a]} component"))
         from bayestensor import plotting
 
-        return plotting.plot_heatmaps(mats, cmap="magma")
+        return plotting.plot_heatmaps(
+            mats,
+            cmap="magma",
+            xlabel={t: xl for t, (xl, _) in zip(mats, axis_labels, strict=True)},
+            ylabel={t: yl for t, (_, yl) in zip(mats, axis_labels, strict=True)},
+            cbar_label="share of the expected count",
+        )
 
     # -- persistence -----------------------------------------------------------------------
 
