@@ -238,6 +238,13 @@ TOL = {
     "dataset_time_hourly": 1e-4,
     # weather: time in days vs an exact expected time (assertion and row selection, absolute)
     "dataset_time_match": 1e-6,
+    # rank="auto" (ARD) on planted low-rank tensors with 5 % noise: the weakest kept direction
+    # or component holds more than this share of the fit, every dropped one less (measured:
+    # kept ≥ 0.047, dropped ≤ 3e-8 Tucker, ≤ 1e-60 CP), and the pruned fit's RMSE against the
+    # noiseless truth stays below this fraction of its sd (the noise is 0.05)
+    "ard_kept_share": 1e-2,
+    "ard_dropped_share": 1e-5,
+    "ard_planted_rmse": 0.05,
 }
 
 
