@@ -30,7 +30,8 @@ Kalman pass. Under the mean field ``q(λ)`` is Gamma with
 
 updated after the core in every sweep; the core update then uses the prior precision
 ``E[vec W]``'s diagonal ``Π_k E[λ^k_{r_k}]`` (CP: ``E[λ_r]``). A component the data do not need
-has ``E[W²]`` shrinking with each update, so its precision grows without bound.
+has ``E[W²]`` shrinking with each update, so its precision grows without bound (where it
+enters the prior, ``E[λ]`` is capped at :data:`MAX_PRECISION`, far past switching it off).
 
 After the sweeps a component is *pruned* when its share of the fitted values is below
 :data:`PRUNE_SHARE`: with ``f^{(k,r)}_n`` the part of ``E[f_n]`` that flows through component
@@ -73,6 +74,9 @@ AUTO_MAX_RANK = {"tucker": 6, "cp": 10}
 #: Gamma prior ``(c₀, d₀)`` of the ARD precisions: broad, as in Bayesian CP / Tucker with ARD.
 ARD_A0 = 1e-6
 ARD_B0 = 1e-6
+#: Cap on ``E[λ]`` where it enters the core's prior precision (a component held to 1e-8 of its
+#: prior variance is off; products of uncapped precisions could overflow float32).
+MAX_PRECISION = 1e8
 #: A component whose share of the fitted values' energy is below this is pruned (see the module
 #: docstring; the components the ARD switches off fall to 1e-8 and below).
 PRUNE_SHARE = 1e-4
@@ -126,16 +130,21 @@ def init_ard(cfg: FunBaTConfig, dtype) -> tuple[ARDPosterior, ...]:
     return tuple(ARDPosterior(jnp.ones(R, dtype), jnp.ones(R, dtype)) for R in ranks)
 
 
+def _capped(a: ARDPosterior) -> Array:
+    """``E[λ]`` capped at :data:`MAX_PRECISION`."""
+    return jnp.minimum(a.mean, MAX_PRECISION)
+
+
 def prior_precision(cfg: FunBaTConfig, ard: tuple[ARDPosterior, ...]) -> Array:
     """Diagonal prior precision of the core: ``Π_k E[λ^k_{r_k}]`` with shape ``ranks``
-    (Tucker), or ``E[λ]`` (CP weights)."""
+    (Tucker), or ``E[λ]`` (CP weights), each ``E[λ]`` capped at :data:`MAX_PRECISION`."""
     if cfg.model == "cp":
-        return ard[0].mean
+        return _capped(ard[0])
     out = jnp.ones((), ard[0].shape.dtype)
     for k, a in enumerate(ard):
         shape = [1] * len(ard)
         shape[k] = -1
-        out = out * a.mean.reshape(shape)
+        out = out * _capped(a).reshape(shape)
     return out
 
 
@@ -158,7 +167,7 @@ def ard_update(
             if j != k:
                 shape = [1] * len(ranks)
                 shape[j] = -1
-                weight = weight * a.mean.reshape(shape)
+                weight = weight * _capped(a).reshape(shape)
         axes = tuple(j for j in range(len(ranks)) if j != k)
         rate = ARD_B0 + 0.5 * jnp.sum(second * weight, axis=axes)
         count = P // ranks[k]
@@ -408,6 +417,31 @@ def ard_record(header: dict, cfg: FunBaTConfig) -> tuple:
         tuple(np.asarray(a, dtype=np.int64) for a in active),
         tuple(np.asarray(s, dtype=np.float64) for s in shares),
     )
+
+
+def diagonal_core_view(result):
+    """A shallow copy of a CP result whose learned weights ``w`` (``rank="auto"``) are the
+    superdiagonal Tucker core ``W = diag(w)`` (mean and covariance), for code that reads a
+    Tucker core (:func:`bayestensor.inference_data.funbat_inference_data`); the result itself
+    when it has no weights."""
+    import copy
+
+    core = result.estimator.state_.core
+    if not isinstance(core, WeightPosterior):
+        return result
+    R, K = result.ranks[0], len(result.ranks)
+    if R**K > 4096:
+        raise ValueError(
+            f"CP rank {R} with {K} modes: the diagonal core of {R**K} cells is too large to draw"
+        )
+    diag = np.ravel_multi_index((np.arange(R),) * K, (R,) * K)
+    mean = jnp.zeros(R**K, core.mean.dtype).at[diag].set(core.mean)
+    cov = jnp.zeros((R**K, R**K), core.mean.dtype).at[np.ix_(diag, diag)].set(core.cov)
+    est = copy.copy(result.estimator)
+    est.state_ = est.state_._replace(core=CorePosterior(mean.reshape((R,) * K), cov))
+    view = copy.copy(result)
+    view.estimator = est
+    return view
 
 
 def ard_precisions(state: FunBaTState, cfg: FunBaTConfig) -> list[Float[Array, " R"]] | None:

@@ -21,7 +21,7 @@ from bayestensor.checks import (
 from bayestensor.data import Mode, encode_new
 from bayestensor.driver import precision
 from bayestensor.kernels import check_kernel
-from bayestensor.models.funbat.ard import ard_record
+from bayestensor.models.funbat.ard import ard_record, diagonal_core_view
 from bayestensor.models.funbat.estimator import ESTIMATOR_PARAMS, FunBaT
 from bayestensor.models.funbat.inference import init_state
 from bayestensor.models.funbat.state import MODELS, FunBaTConfig
@@ -45,17 +45,14 @@ class FitResult(Result):
         Per mode: column name, kind and the training coordinates / categories.
     model : str
         ``"tucker"`` or ``"cp"``.
-    ranks : tuple of int
-        ``R_k`` per mode: the components the model uses (with ``rank="auto"``, those the ARD
-        kept; see :attr:`active`).
-    max_ranks : tuple of int
-        The ranks the sweeps ran with: ``ranks`` for a fixed rank, the upper bounds with
-        ``rank="auto"``.
+    ranks, max_ranks : tuple of int
+        ``R_k`` per mode (with ``rank="auto"``, the kept components), and the ranks the sweeps
+        ran with (the upper bounds with ``rank="auto"``).
     active : tuple of numpy.ndarray
-        Per mode, the indices (among the ``max_ranks[k]`` components of the fit) of the kept
-        components, ordered by decreasing share of the fit; component ``j`` of
-        :meth:`factors`, :attr:`core` and the plots is component ``active[k][j]`` of the fit.
-        ``np.arange(R_k)`` for a fixed rank.
+        Per mode, which of the fit's components are component ``0 … R_k − 1`` of
+        :meth:`factors`, :attr:`core` and the plots (by decreasing share; CP: indices among the
+        ``max_ranks``; Tucker: the leading singular directions, see
+        :func:`~bayestensor.models.funbat.ard.prune_fit`); ``arange(R_k)`` for a fixed rank.
     auto_rank : bool
         Whether the ranks were learned (``rank="auto"``).
     kernels : dict
@@ -285,7 +282,8 @@ class FitResult(Result):
         """
         from bayestensor.inference_data import funbat_inference_data
 
-        return funbat_inference_data(self, df, draws=draws, chains=chains, seed=seed)
+        view = self if self.model == "tucker" else diagonal_core_view(self)  # CP weights
+        return funbat_inference_data(view, df, draws=draws, chains=chains, seed=seed)
 
     def factors(self) -> pd.DataFrame:
         """Posterior mean and sd of every latent function ``u^k_r`` at its mode's coordinates.
