@@ -12,7 +12,6 @@ import numpy as np
 
 from bayestensor.checks import (
     CONTINUOUS,
-    DEFAULT_RANK,
     cap_ranks,
     check_int,
     check_nonnegative,
@@ -111,7 +110,7 @@ class FunBaT:
         Learned Gaussian core (Tucker) or fixed superdiagonal core (CP).
     rank : int, tuple of int or "auto"
         ``R`` for every mode, or ``(R_1, …, R_K)`` (Tucker only; CP needs equal ranks), or
-        ``"auto"``: learned by ARD, unused components pruned (:mod:`~.funbat.ard`).
+        ``"auto"`` (default): learned by ARD, unused components pruned (:mod:`~.funbat.ard`).
     max_rank : int or tuple of int, optional
         Upper bound(s) for ``rank="auto"`` (default :func:`~.funbat.ard.auto_ranks`).
     kernel : str or dict
@@ -202,7 +201,7 @@ class FunBaT:
     def __init__(
         self,
         model: str = "tucker",
-        rank: int | tuple[int, ...] | str = DEFAULT_RANK,
+        rank: int | tuple[int, ...] | str = "auto",
         kernel: str | dict[str, str] = "matern32",
         max_sweeps: int = 100,
         tol: float = 0.02,
