@@ -112,6 +112,7 @@ def test_save_load_round_trip_keeps_ranks_and_predictions(tmp_path, model):
     assert "learned of at most" in back.title()
 
 
+@pytest.mark.x64
 def test_tucker_ard_update_matches_direct_sums():
     """q(λ^k_r) = Gamma(c₀ + ½ Π_{j≠k} R_j, d₀ + ½ Σ_{r_k = r} E[W²] Π_{j≠k} E[λ^j]) with the
     modes updated in turn, against loops over the core's entries."""
@@ -142,6 +143,7 @@ def test_tucker_ard_update_matches_direct_sums():
         np.testing.assert_allclose(prec[idx], expect, rtol=TOL["closed_form_rel"])
 
 
+@pytest.mark.x64
 def test_cp_weight_update_is_the_tucker_update_on_a_diagonal_core():
     """CP weights w (W = diag(w), w ~ N(0, diag(λ)⁻¹)): the Gaussian update equals the Tucker
     core update restricted to the superdiagonal (a dense solve), and E[f], E[f²] equal the
@@ -179,6 +181,7 @@ def test_cp_weight_update_is_the_tucker_update_on_a_diagonal_core():
     assert isinstance(w, WeightPosterior)
 
 
+@pytest.mark.x64
 def test_core_update_prior_precision_against_dense_solve():
     """Λ_W = diag(prior) + τ Σ_n ⊗_k M^k_n: the diagonal ARD prior enters the core update."""
     rng = np.random.default_rng(3)
@@ -198,6 +201,7 @@ def test_core_update_prior_precision_against_dense_solve():
     )
 
 
+@pytest.mark.x64
 def test_tucker_rotation_keeps_the_fitted_tensor():
     """Rotating a Tucker posterior onto all its singular directions (no pruning) leaves E[f]
     and E[f²] unchanged, and the shares are the squared singular values of the fitted tensor's
