@@ -2,6 +2,8 @@
 recovered, unused components switched off, the closed-form updates against direct
 computations, the pruned/rotated posterior against the unpruned one, save → load, bad input."""
 
+import importlib.util
+
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -94,6 +96,13 @@ def test_rank_one_truth_switches_off_the_other_components(model):
     assert set(res.factors()["component"]) == {0}
     for s in res.estimator.shares_:
         assert np.sort(s)[-2] < TOL["ard_dropped_share"]
+    if model == "cp" and importlib.util.find_spec("arviz") is not None:
+        # the learned CP weight is drawn as the superdiagonal core W = diag(w)
+        post = res.to_inference_data(df.head(20), draws=8, chains=2).posterior
+        assert post["W"].shape == (2, 8, 1, 1, 1)  # chains, draws per chain, core
+        np.testing.assert_allclose(
+            post["W"].values.mean(), res.core[0, 0, 0], rtol=TOL["ard_weight_draws_mean"]
+        )
 
 
 @pytest.mark.parametrize("model", ["tucker", pytest.param("cp", marks=pytest.mark.slow)])
