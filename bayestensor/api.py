@@ -42,7 +42,7 @@ def fit(
     coords: Sequence[str] | Mapping[str, str] | None = None,
     value: str | None = None,
     model: str = "tucker",
-    rank: int | Sequence[int] = DEFAULT_RANK,
+    rank: int | Sequence[int] | str | None = None,
     seed: int = 0,
     progress: bool = True,
     kernel: str | Mapping[str, str] | None = None,
@@ -80,9 +80,12 @@ def fit(
         Dataset the data variable (may be omitted if there is only one).
     model : {"tucker", "cp", "poisson-tucker"}
         Learned core, superdiagonal core, or the Poisson Tucker model.
-    rank : int or tuple of int
+    rank : int, tuple of int or "auto", optional
         Number of components per mode (one int for all, or one per mode); for
-        ``"poisson-tucker"`` an upper bound (shrinkage prunes).
+        ``"poisson-tucker"`` an upper bound (shrinkage prunes; default 3). ``"auto"`` (FunBaT's
+        default): the ranks are learned by automatic relevance determination up to
+        ``max_rank=`` (an option; by default at most 6 per Tucker mode, 10 for CP) and
+        reported as ``result.ranks``.
     seed : int
         Random initialisation (and the sampler's key).
     progress : bool
@@ -142,7 +145,15 @@ def fit(
     if not isinstance(progress, bool):
         raise ValueError(f"progress must be True or False, got {progress!r}")
     K = len(parse_coords(df, coords, value))
-    ranks = check_ranks(rank, K, equal=model == "cp")
+    if rank is None:
+        rank = DEFAULT_RANK if model == "poisson-tucker" else "auto"
+    if isinstance(rank, str) and model != "poisson-tucker":
+        from bayestensor.models.funbat.ard import check_rank_option
+
+        check_rank_option(rank, options.get("max_rank"), model)
+        ranks = rank
+    else:
+        ranks = check_ranks(rank, K, equal=model == "cp")
     if model == "poisson-tucker":
         given = {"kernel": kernel, "max_sweeps": max_sweeps, "tol": tol, "time_unit": time_unit}
         check_options(model, {k: v for k, v in given.items() if v is not None}, POISSON_OPTIONS)

@@ -244,6 +244,16 @@ TOL = {
     "shares_vs_dense": 1e-10,
     # plot_prediction_map's panels (predict on a mesh) vs predict_grid's variables (relative)
     "map_vs_predict_grid": 1e-9,
+    # rank="auto" (ARD) on planted low-rank tensors with 5 % noise: the weakest kept direction
+    # or component holds more than this share of the fit, every dropped one less (measured:
+    # kept ≥ 0.047, dropped ≤ 3e-8 Tucker, ≤ 1e-60 CP), and the pruned fit's RMSE against the
+    # noiseless truth stays below this fraction of its sd (the noise is 0.05)
+    "ard_kept_share": 1e-2,
+    "ard_dropped_share": 1e-5,
+    "ard_planted_rmse": 0.05,
+    # mean of 16 draws of the learned CP weight (to_inference_data) vs its posterior mean
+    # (relative; the weight's posterior sd is far below its mean on these data)
+    "ard_weight_draws_mean": 0.5,
 }
 
 

@@ -1,8 +1,9 @@
 """Functional Bayesian Tucker / CP decomposition (FunBaT): model and fast inference.
 
 Modules: :mod:`.state` (pytrees), :mod:`.moments` (contractions, core and noise updates),
-:mod:`.inference` (init, sweep, predict), :mod:`.estimator` (:class:`FunBaT`, the loop),
-:mod:`.model` (the NumPyro model), :mod:`.result` (:class:`FitResult`).
+:mod:`.inference` (init, sweep, predict), :mod:`.ard` (``rank="auto"``: ARD precisions,
+pruning), :mod:`.estimator` (:class:`FunBaT`, the loop), :mod:`.model` (the NumPyro model),
+:mod:`.result` (:class:`FitResult`).
 
 The model for an observation ``y_n`` at coordinates
 ``(x_n1, …, x_nK)`` is
@@ -67,15 +68,18 @@ from bayestensor.models.funbat.moments import (
 )
 from bayestensor.models.funbat.result import FitResult
 from bayestensor.models.funbat.state import (
+    ARDPosterior,
     CategoricalPosterior,
     CorePosterior,
     FunBaTConfig,
     FunBaTState,
     Messages,
     NoisePosterior,
+    WeightPosterior,
 )
 
 __all__ = [
+    "ARDPosterior",
     "CategoricalPosterior",
     "CorePosterior",
     "FitResult",
@@ -84,6 +88,7 @@ __all__ = [
     "FunBaTState",
     "Messages",
     "NoisePosterior",
+    "WeightPosterior",
     "core_update",
     "expected_contraction",
     "expected_f",

@@ -12,7 +12,6 @@ import numpy as np
 
 from bayestensor.checks import (
     CONTINUOUS,
-    DEFAULT_RANK,
     cap_ranks,
     check_int,
     check_nonnegative,
@@ -25,6 +24,7 @@ from bayestensor.checks import (
 from bayestensor.data import Encoded, NewEncoded
 from bayestensor.driver import DTYPES, Step, bound_compiled, iterate, precision
 from bayestensor.kernels import check_kernel
+from bayestensor.models.funbat.ard import auto_ranks, check_rank_option, prune_fit
 from bayestensor.models.funbat.inference import (
     initial_state,
     mode_marginals,
@@ -43,7 +43,7 @@ from bayestensor.ssm import (
 ESTIMATOR_PARAMS = (
     "model rank kernel max_sweeps tol damping seed learn_hyper init init_scale init_cov_scale "
     "init_noise_sd lengthscale variance lengthscale_fraction hyper_steps hyper_step a0 b0 chunk "
-    "dtype period"
+    "dtype period max_rank"
 ).split()
 
 #: Kernel of a continuous mode that ``kernel={column: name}`` does not name.
@@ -108,8 +108,11 @@ class FunBaT:
     ----------
     model : {"tucker", "cp"}
         Learned Gaussian core (Tucker) or fixed superdiagonal core (CP).
-    rank : int or tuple of int
-        ``R`` for every mode, or ``(R_1, …, R_K)`` (Tucker only; CP needs equal ranks).
+    rank : int, tuple of int or "auto"
+        ``R`` for every mode, or ``(R_1, …, R_K)`` (Tucker only; CP needs equal ranks), or
+        ``"auto"`` (default): learned by ARD, unused components pruned (:mod:`~.funbat.ard`).
+    max_rank : int or tuple of int, optional
+        Upper bound(s) for ``rank="auto"`` (default :func:`~.funbat.ard.auto_ranks`).
     kernel : str or dict
         Prior of the latent functions of the continuous modes: ``"matern12"``, ``"matern32"``,
         ``"matern52"`` (Matérn ν = 1/2, 3/2, 5/2), ``"periodic"`` (``σ² exp(−2 sin²(π τ/p)/ℓ²)``,
@@ -189,12 +192,16 @@ class FunBaT:
         Number of sweeps run.
     converged_ : bool
         Whether the tolerance was reached before ``max_sweeps``.
+    max_ranks_, active_, shares_
+        The ranks the sweeps ran with; per mode the kept components among them (by decreasing
+        share; ``state_`` and ``cfg_`` hold only these); with ``rank="auto"`` their shares
+        (:func:`~.funbat.ard.prune_fit`).
     """
 
     def __init__(
         self,
         model: str = "tucker",
-        rank: int | tuple[int, ...] = DEFAULT_RANK,
+        rank: int | tuple[int, ...] | str = "auto",
         kernel: str | dict[str, str] = "matern32",
         max_sweeps: int = 100,
         tol: float = 0.02,
@@ -215,11 +222,14 @@ class FunBaT:
         chunk: int | str | None = "auto",
         dtype: str = "float64",
         period: float | dict[str, float] | None = None,
+        max_rank: int | tuple[int, ...] | None = None,
     ):
         if model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, got {model!r}")
         self.model = model
+        check_rank_option(rank, max_rank, model)
         self.rank = rank
+        self.max_rank = max_rank
         self.kernel = check_kernel_option(kernel)
         self.period = check_period_option(period)
         self.max_sweeps = check_int("max_sweeps", max_sweeps)
@@ -257,7 +267,10 @@ class FunBaT:
 
     def _ranks(self, enc: Encoded) -> tuple[int, ...]:
         """Per-mode ranks, validated against the number of modes and the model, and capped at
-        what the data can identify (:func:`bayestensor.checks.cap_ranks`)."""
+        what the data can identify (:func:`bayestensor.checks.cap_ranks`); upper bounds with
+        ``rank="auto"``."""
+        if isinstance(self.rank, str):
+            return auto_ranks(self.model, enc.shape, self.max_rank)
         ranks = check_ranks(self.rank, enc.K, equal=self.model == "cp")
         return cap_ranks(ranks, enc.shape, self.model)
 
@@ -373,6 +386,7 @@ class FunBaT:
             self.b0,
             auto_chunk(len(enc.y), ranks, self.model) if self.chunk == "auto" else self.chunk,
             tuple(p is None for p in period_given),
+            ard=isinstance(self.rank, str),
         )
         init_means = None
         if self.init == "spectral":
@@ -448,6 +462,13 @@ class FunBaT:
                 "coordinates spanning too many orders of magnitude for float32 (rescale or "
                 "log-transform them), values far from O(1) after centring, or extreme settings "
                 "(lengthscale, init_scale, init_noise_sd)"
+            )
+        self.max_ranks_ = ranks
+        self.active_ = tuple(np.arange(R) for R in ranks)
+        self.shares_ = None
+        if cfg.ard:  # drop the components the ARD switched off
+            state, cfg, self.active_, self.shares_ = prune_fit(
+                state, cfg, enc.index, self.chunk == "auto"
             )
         self.cfg_ = cfg
         self.state_ = state

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
+from bayestensor.models.funbat.ard import ard_update, init_ard, prior_precision
 from bayestensor.models.funbat.moments import (
     Grouping,
     categorical_posterior,
@@ -24,6 +25,7 @@ from bayestensor.models.funbat.moments import (
     message_sums,
     noise_update,
     second_moment,
+    weight_update,
 )
 from bayestensor.models.funbat.state import (
     CategoricalPosterior,
@@ -32,6 +34,7 @@ from bayestensor.models.funbat.state import (
     FunBaTState,
     Messages,
     NoisePosterior,
+    WeightPosterior,
     auto_chunk,
 )
 from bayestensor.ssm import (
@@ -192,7 +195,9 @@ def sweep(
     (:func:`expected_contraction`, :func:`message_sums`), damp them,
     ``msg = ρ·new + (1 − ρ)·old``, take ``hyper_steps`` pattern-search steps on the hyperparameters
     (continuous modes, if learned) and recompute ``q(U^k)`` by Kalman smoothing (continuous) or
-    the per-category closed form. Then update ``q(W)`` (Tucker; :func:`core_update`) and ``q(τ)``
+    the per-category closed form. Then update ``q(W)`` (Tucker; :func:`core_update`) or the CP
+    weights ``q(w)`` (with ARD; :func:`weight_update`), the ARD precisions ``q(λ)``
+    (:func:`~bayestensor.models.funbat.ard.ard_update`, with ``cfg.ard``) and ``q(τ)``
     (:func:`noise_update`). Pure and traceable: jit it with ``cfg`` static.
 
     Parameters
@@ -241,13 +246,18 @@ def sweep(
             factors[k] = categorical_posterior(msg)
     means, seconds = gather(tuple(factors), index)
     group = grouping(tuple(factors), index) if cfg.model == "tucker" else None
-    core = state.core
+    core, ard = state.core, state.ard
+    prior = None if ard is None else prior_precision(cfg, ard)
     if cfg.model == "tucker":
-        core = core_update(y, tau, means, seconds, cfg.chunk, group)
+        core = core_update(y, tau, means, seconds, cfg.chunk, group, prior)
+    elif core is not None:  # CP weights (ARD)
+        core = weight_update(y, tau, means, seconds, prior)
+    if ard is not None:
+        ard = ard_update(cfg, core, ard)
     Ef, Ef2 = expected_f(means, seconds, core, cfg.chunk, group)
     noise = noise_update(y, Ef, Ef2, cfg.a0, cfg.b0)
     new_state = FunBaTState(
-        tuple(factors), tuple(messages), core, noise, tuple(log_hyper), tuple(opt_state)
+        tuple(factors), tuple(messages), core, noise, tuple(log_hyper), tuple(opt_state), ard
     )
     return new_state, Ef
 
@@ -322,7 +332,8 @@ def init_state(
     init_periods=None,
     init_envelopes=None,
 ) -> FunBaTState:
-    """Initial posterior: random factor and core means, shrunken prior covariances.
+    """Initial posterior: random factor and core means, shrunken prior covariances (with ARD,
+    CP weights of one and ``E[λ] = 1``).
 
     Parameters
     ----------
@@ -394,10 +405,14 @@ def init_state(
         P = int(np.prod(cfg.ranks))
         core_mean = jax.random.normal(keys[K], cfg.ranks, dtype)
         core = CorePosterior(core_mean, cov_scale * jnp.eye(P, dtype=dtype))
+    elif cfg.ard:  # CP weights start at the superdiagonal of ones
+        R = cfg.ranks[0]
+        core = WeightPosterior(jnp.ones(R, dtype), cov_scale * jnp.eye(R, dtype=dtype))
+    ard = init_ard(cfg, dtype) if cfg.ard else None
     # E[τ] = 1 / noise_sd² on z-scored values until the first update
     noise = NoisePosterior(jnp.full((), 1.0, dtype), jnp.full((), noise_sd**2, dtype))
     return FunBaTState(
-        tuple(factors), tuple(messages), core, noise, tuple(log_hyper), tuple(opt_state)
+        tuple(factors), tuple(messages), core, noise, tuple(log_hyper), tuple(opt_state), ard
     )
 
 
@@ -486,7 +501,8 @@ def row_moments(
     if index is not None:
         # the grouped form costs one pass over mode 0's table per call: worth it only when
         # that table is no longer than the rows
-        if core is not None and len(means) > 1 and seconds[0].shape[0] <= index.shape[0]:
+        tucker = isinstance(core, CorePosterior)
+        if tucker and len(means) > 1 and seconds[0].shape[0] <= index.shape[0]:
             group = Grouping(index, [seconds[0]] + [None] * (len(seconds) - 1))
         means = [m[index[:, k]] for k, m in enumerate(means)]
         seconds = [s[index[:, k]] for k, s in enumerate(seconds)]

@@ -23,6 +23,7 @@ from bayestensor.models.funbat.state import (
     CorePosterior,
     Messages,
     NoisePosterior,
+    WeightPosterior,
 )
 
 
@@ -159,8 +160,9 @@ def expected_contraction(
 
     with the full second moment of ``W`` (mean and covariance) and of every factor row. For CP
     (``core=None``, ``W`` the superdiagonal) these reduce to ``Π_{j≠k} μ^j_n`` and the Hadamard
-    product ``⊙_{j≠k} M^j_n``. Everything is one ``einsum`` over the observations; no
-    per-observation Kronecker product is formed.
+    product ``⊙_{j≠k} M^j_n``; with CP weights (``W = diag(w)``, a :class:`WeightPosterior`) to
+    ``m_w ⊙ Π_{j≠k} μ^j_n`` and ``E[w wᵀ] ⊙ (⊙_{j≠k} M^j_n)``. Everything is one ``einsum``
+    over the observations; no per-observation Kronecker product is formed.
 
     Parameters
     ----------
@@ -170,8 +172,8 @@ def expected_contraction(
         Per mode, the factor-row means gathered at each observation (entry ``k`` is unused).
     seconds : list of Float[Array, "n R_j R_j"]
         Per mode, the factor-row second moments ``E[u uᵀ]`` at each observation.
-    core : CorePosterior or None
-        ``q(W)`` for Tucker, ``None`` for CP.
+    core : CorePosterior, WeightPosterior or None
+        ``q(W)`` for Tucker, ``q(w)`` for CP with weights, ``None`` for CP.
     chunk : int or None
         Tucker contractions run over blocks of this many observations (``None``: all at once).
     group : Grouping, optional
@@ -187,13 +189,16 @@ def expected_contraction(
     """
     K = len(means)
     others = [j for j in range(K) if j != k]
-    if core is None:
+    if core is None or isinstance(core, WeightPosterior):
         n, R = means[k].shape
         Ea = jnp.ones((n, R), means[k].dtype)
         Eaa = jnp.ones((n, R, R), means[k].dtype)
         for j in others:
             Ea = Ea * means[j]
             Eaa = Eaa * seconds[j]
+        if core is not None:  # CP weights: W = diag(w)
+            Ea = Ea * core.mean
+            Eaa = Eaa * weight_second(core)
         return Ea, Eaa
     if not others:  # a single mode: a_n is the core itself
         n = means[k].shape[0]
@@ -236,14 +241,15 @@ def expected_f(
         E[f_n] = Σ_r m_W[r] \\prod_k μ^k_{n r_k}, \\qquad
         E[f_n^2] = Σ_{r,s} E[W_r W_s] \\prod_k M^k_{n r_k s_k}
 
-    (CP: ``Σ_r Π_k μ^k_{nr}`` and ``Σ_{r,s} Π_k M^k_{n rs}``).
+    (CP: ``Σ_r Π_k μ^k_{nr}`` and ``Σ_{r,s} Π_k M^k_{n rs}``; with CP weights the terms are
+    multiplied by ``m_{w,r}`` and ``E[w_r w_s]``).
 
     Parameters
     ----------
     means, seconds : list of arrays
         Per mode, factor-row means ``(n, R_k)`` and second moments ``(n, R_k, R_k)``.
-    core : CorePosterior or None
-        ``q(W)`` for Tucker, ``None`` for CP.
+    core : CorePosterior, WeightPosterior or None
+        ``q(W)`` for Tucker, ``q(w)`` for CP with weights, ``None`` for CP.
     chunk : int or None
         Tucker contractions run over blocks of this many observations (``None``: all at once).
     group : Grouping, optional
@@ -254,12 +260,15 @@ def expected_f(
     Ef, Ef2 : Float[Array, "n"]
     """
     K = len(means)
-    if core is None:
+    if core is None or isinstance(core, WeightPosterior):
         prod_m = means[0]
         prod_M = seconds[0]
         for j in range(1, K):
             prod_m = prod_m * means[j]
             prod_M = prod_M * seconds[j]
+        if core is not None:
+            prod_m = prod_m * core.mean
+            prod_M = prod_M * weight_second(core)
         return prod_m.sum(-1), prod_M.sum((-1, -2))
     r, s = einsum_letters(K)
     mean_spec = ",".join([r] + [f"n{c}" for c in r]) + "->n"
@@ -283,15 +292,17 @@ def core_update(
     seconds: list[Float[Array, "n _ _"]],
     chunk: int | None = OBS_CHUNK,
     group: Grouping | None = None,
+    prior_prec: Float[Array, " P"] | None = None,
 ) -> CorePosterior:
     """Closed-form Gaussian ``q(vec W)`` given the factor posteriors and ``E[τ]``.
 
     .. math::
 
-        Λ_W = I + E[τ] \\sum_n \\bigotimes_k M^k_n, \\qquad
+        Λ_W = D + E[τ] \\sum_n \\bigotimes_k M^k_n, \\qquad
         h_W = E[τ] \\sum_n y_n \\bigotimes_k μ^k_n, \\qquad
         q(\\mathrm{vec}\\,W) = \\mathcal N(Λ_W^{-1} h_W, Λ_W^{-1}).
 
+    with ``D = I`` (the ``N(0, I)`` prior) or the diagonal ARD prior precision ``prior_prec``.
     The sums are single ``einsum`` contractions over ``n``, never a per-observation
     Kronecker product.
 
@@ -308,6 +319,8 @@ def core_update(
         Accumulate the sums over blocks of this many observations (``None``: all at once).
     group : Grouping, optional
         Sum the Gram tensor per unique coordinate of mode 0 first (see :class:`Grouping`).
+    prior_prec : Float[Array, "P"], optional
+        Prior precision of each entry of ``vec W`` (default: ones).
 
     Returns
     -------
@@ -328,12 +341,64 @@ def core_update(
     else:
         G = grouped_gram(group, seconds, chunk)
         h = _sum_obs(lambda yy, *mu: jnp.einsum(h_spec, yy, *mu), [y] + list(means), chunk)
-    prec = jnp.eye(P, dtype=y.dtype) + tau * G.reshape(P, P)
+    prior = jnp.ones(P, y.dtype) if prior_prec is None else prior_prec.reshape(P)
+    prec = jnp.diag(prior) + tau * G.reshape(P, P)
     prec = 0.5 * (prec + prec.T)
     chol = jnp.linalg.cholesky(prec)
     cov = jax.scipy.linalg.cho_solve((chol, True), jnp.eye(P, dtype=y.dtype))
     mean = jax.scipy.linalg.cho_solve((chol, True), tau * h.reshape(P))
     return CorePosterior(mean.reshape(ranks), 0.5 * (cov + cov.T))
+
+
+def weight_second(weights: WeightPosterior) -> Float[Array, "R R"]:
+    """``E[w wᵀ] = Σ_w + m_w m_wᵀ``."""
+    return weights.cov + jnp.outer(weights.mean, weights.mean)
+
+
+def weight_update(
+    y: Float[Array, " n"],
+    tau: Float[Array, ""],
+    means: list[Float[Array, "n R"]],
+    seconds: list[Float[Array, "n R R"]],
+    prior_prec: Float[Array, " R"],
+) -> WeightPosterior:
+    """Closed-form Gaussian ``q(w)`` of the CP weights given the factors and ``E[τ]``.
+
+    With ``f_n = Σ_r w_r Π_k u^k_{nr}`` and ``w ~ N(0, diag(λ)⁻¹)``:
+
+    .. math::
+
+        Λ_w = \\mathrm{diag}(E[λ]) + E[τ] \\sum_n \\bigodot_k M^k_n, \\qquad
+        h_w = E[τ] \\sum_n y_n \\bigodot_k μ^k_n, \\qquad
+        q(w) = \\mathcal N(Λ_w^{-1} h_w, Λ_w^{-1}).
+
+    Parameters
+    ----------
+    y : Float[Array, "n"]
+        Observations.
+    tau : Float[Array, ""]
+        ``E[τ]``.
+    means, seconds : list of arrays
+        Per mode, factor-row means ``(n, R)`` and second moments ``(n, R, R)`` at each
+        observation.
+    prior_prec : Float[Array, "R"]
+        ``E[λ]``.
+
+    Returns
+    -------
+    WeightPosterior
+    """
+    prod_m, prod_M = means[0], seconds[0]
+    for j in range(1, len(means)):
+        prod_m = prod_m * means[j]
+        prod_M = prod_M * seconds[j]
+    prec = jnp.diag(prior_prec) + tau * prod_M.sum(0)
+    prec = 0.5 * (prec + prec.T)
+    chol = jnp.linalg.cholesky(prec)
+    R = prior_prec.shape[0]
+    cov = jax.scipy.linalg.cho_solve((chol, True), jnp.eye(R, dtype=y.dtype))
+    mean = jax.scipy.linalg.cho_solve((chol, True), tau * (y @ prod_m))
+    return WeightPosterior(mean, 0.5 * (cov + cov.T))
 
 
 def noise_update(

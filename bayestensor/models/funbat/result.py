@@ -21,6 +21,7 @@ from bayestensor.checks import (
 from bayestensor.data import Mode, encode_new
 from bayestensor.driver import precision
 from bayestensor.kernels import check_kernel
+from bayestensor.models.funbat.ard import ard_record, diagonal_core_view
 from bayestensor.models.funbat.estimator import ESTIMATOR_PARAMS, FunBaT
 from bayestensor.models.funbat.inference import init_state
 from bayestensor.models.funbat.state import MODELS, FunBaTConfig
@@ -44,8 +45,16 @@ class FitResult(Result):
         Per mode: column name, kind and the training coordinates / categories.
     model : str
         ``"tucker"`` or ``"cp"``.
-    ranks : tuple of int
-        ``R_k`` per mode.
+    ranks, max_ranks : tuple of int
+        ``R_k`` per mode (with ``rank="auto"``, the kept components), and the ranks the sweeps
+        ran with (the upper bounds with ``rank="auto"``).
+    active : tuple of numpy.ndarray
+        Per mode, which of the fit's components are component ``0 … R_k − 1`` of
+        :meth:`factors`, :attr:`core` and the plots (by decreasing share; CP: indices among the
+        ``max_ranks``; Tucker: the leading singular directions, see
+        :func:`~bayestensor.models.funbat.ard.prune_fit`); ``arange(R_k)`` for a fixed rank.
+    auto_rank : bool
+        Whether the ranks were learned (``rank="auto"``).
     kernels : dict
         ``{column: kernel name}`` of the continuous modes.
     kernel : str or dict
@@ -65,6 +74,11 @@ class FitResult(Result):
         self.modes = tuple(estimator.modes_)
         self.model = estimator.cfg_.model
         self.ranks = tuple(estimator.cfg_.ranks)
+        self.max_ranks = tuple(getattr(estimator, "max_ranks_", self.ranks))
+        self.active = tuple(
+            np.asarray(a) for a in getattr(estimator, "active_", [np.arange(R) for R in self.ranks])
+        )
+        self.auto_rank = bool(estimator.cfg_.ard)
         cfg = estimator.cfg_
         self.kernels = {
             m.name: cfg.mode_kernel(k) for k, m in enumerate(self.modes) if cfg.continuous[k]
@@ -86,12 +100,13 @@ class FitResult(Result):
 
     @property
     def core(self) -> np.ndarray:
-        """Posterior mean of the core ``W`` (shape ``ranks``; superdiagonal ones for CP)."""
+        """Posterior mean of the core ``W`` (shape ``ranks``; CP: superdiagonal ones, or with
+        ``rank="auto"`` the learned component weights on the superdiagonal)."""
         core = self.estimator.state_.core
-        if core is None:
+        if core is None or self.model == "cp":
             W = np.zeros(self.ranks)
             idx = np.arange(min(self.ranks))
-            W[(idx,) * len(self.ranks)] = 1.0
+            W[(idx,) * len(self.ranks)] = 1.0 if core is None else np.asarray(core.mean)
             return W
         return np.asarray(core.mean)
 
@@ -267,7 +282,8 @@ class FitResult(Result):
         """
         from bayestensor.inference_data import funbat_inference_data
 
-        return funbat_inference_data(self, df, draws=draws, chains=chains, seed=seed)
+        view = self if self.model == "tucker" else diagonal_core_view(self)  # CP weights
+        return funbat_inference_data(view, df, draws=draws, chains=chains, seed=seed)
 
     def factors(self) -> pd.DataFrame:
         """Posterior mean and sd of every latent function ``u^k_r`` at its mode's coordinates.
@@ -309,20 +325,28 @@ class FitResult(Result):
             else ", ".join(f"{c}: {k}" for c, k in self.kernels.items())
         )
         missing = f" ({self.n_missing} missing cells left out)" if self.n_missing else ""
+        ranks = self.ranks[0] if self.model == "cp" else self.ranks
+        learned = (
+            f", learned of at most {self.max_ranks[0] if self.model == 'cp' else self.max_ranks}"
+        )
+        ranks = f"rank {ranks}{learned if self.auto_rank else ''}"
         return (
-            f"FunBaT-{self.model} fit of {self.value!r}{missing} ({kernel}): "
+            f"FunBaT-{self.model} fit of {self.value!r}{missing} ({kernel}; {ranks}): "
             f"{len(est.history_)} sweeps, {state}; training RMSE "
             f"{est.history_[-1]['rmse']:.4g}, noise sd {self.noise_sd:.4g}"
         )
 
     def summary(self) -> pd.DataFrame:
-        """One row per mode: kind, unique values, rank, kernel and learned hyperparameters
-        (those of :attr:`hyperparameters`; NaN where a mode has none)."""
+        """One row per mode: kind, unique values, rank (with ``rank="auto"`` also the upper
+        bound ``max_rank``), kernel and learned hyperparameters (those of
+        :attr:`hyperparameters`; NaN where a mode has none)."""
         hyper = self.hyperparameters.set_index("mode")
         rows = []
-        for mode, R in zip(self.modes, self.ranks, strict=True):
+        for mode, R, Rmax in zip(self.modes, self.ranks, self.max_ranks, strict=True):
             learned = mode.name in hyper.index
             row = {"mode": mode.name, "kind": mode.kind, "size": mode.size, "rank": R}
+            if self.auto_rank:
+                row["max_rank"] = Rmax
             if not isinstance(self.kernel, str):
                 row["kernel"] = self.kernels.get(mode.name)
             for name in hyper.columns:
@@ -400,11 +424,17 @@ class FitResult(Result):
         }
         if self.n_missing:
             header["n_missing"] = self.n_missing
+        if self.auto_rank:
+            header["ard"] = {
+                "max_ranks": list(self.max_ranks),
+                "active": [[int(i) for i in a] for a in self.active],
+                "shares": [[float(v) for v in s] for s in est.shares_],
+            }
         return header, io.tree_to_arrays(est.state_, "state")
 
     @classmethod
     def _from_record(cls, header: dict, arrays: dict[str, np.ndarray]) -> FitResult:
-        io.check_fields(header, (*io.BASE_FIELDS, *_HEADER, "n_missing"))
+        io.check_fields(header, (*io.BASE_FIELDS, *_HEADER, "n_missing", "ard"))
         h = {k: io.field(header, k, tp) for k, tp in _HEADER.items()}
         n_missing = io.field(header, "n_missing", int) if "n_missing" in header else 0
         if n_missing < 0:
@@ -438,6 +468,7 @@ class FitResult(Result):
         est.history_ = list(h["history"])
         est.n_sweeps_ = len(est.history_)
         est.converged_ = h["converged"]
+        est.max_ranks_, est.active_, est.shares_ = ard_record(header, cfg)
         return cls(est, h["value"], n_missing=n_missing)
 
 
@@ -557,10 +588,12 @@ def _estimator(raw: dict, cfg: FunBaTConfig, modes: tuple[Mode, ...]) -> FunBaT:
     else:
         named = {m.name: cfg.mode_kernel(k) for k, m in enumerate(modes)}
         same = all(named.get(c) == k for c, k in est.kernel.items())
-    if est.model != cfg.model or not same:
-        raise ValueError("saved fields estimator.model/kernel do not match config.model/kernel")
+    if est.model != cfg.model or not same or isinstance(est.rank, str) != cfg.ard:
+        raise ValueError(
+            "saved fields estimator.model/kernel/rank do not match config.model/kernel/ard"
+        )
     return est
 
 
 #: Estimator settings added after the format's first version: absent from older files.
-_ADDED_PARAMS = ("period",)
+_ADDED_PARAMS = ("period", "max_rank")

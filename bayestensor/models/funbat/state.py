@@ -100,6 +100,41 @@ class NoisePosterior(NamedTuple):
         return self.shape / self.rate
 
 
+class WeightPosterior(NamedTuple):
+    """Gaussian posterior of the CP component weights ``w`` (CP with ``rank="auto"``).
+
+    With ARD the CP core is the diagonal ``diag(w)`` with ``w_r ~ N(0, 1/λ_r)`` instead of the
+    fixed superdiagonal of ones.
+
+    Attributes
+    ----------
+    mean : Float[Array, "R"]
+    cov : Float[Array, "R R"]
+    """
+
+    mean: Float[Array, " R"]
+    cov: Float[Array, "R R"]
+
+
+class ARDPosterior(NamedTuple):
+    """Gamma posteriors ``q(λ_r) = Gamma(shape_r, rate_r)`` of the ARD precisions of one mode's
+    components (Tucker: of the core slices ``W[…, r, …]``; CP: of the weights ``w_r``).
+
+    Attributes
+    ----------
+    shape, rate : Float[Array, "R"]
+        ``E[λ_r] = shape_r / rate_r``.
+    """
+
+    shape: Float[Array, " R"]
+    rate: Float[Array, " R"]
+
+    @property
+    def mean(self) -> Float[Array, " R"]:
+        """``E[λ]``."""
+        return self.shape / self.rate
+
+
 class FunBaTConfig(NamedTuple):
     """Static (hashable) settings of a fit; passed to the compiled sweep as a static argument.
 
@@ -134,6 +169,10 @@ class FunBaTConfig(NamedTuple):
     harmonics : int
         J of the (quasi-)periodic kernels (state dimension ``2J + 1`` per function, times the
         envelope's for the quasi-periodic one).
+    ard : bool
+        Automatic rank determination (``rank="auto"``): Gamma-distributed precisions on the core
+        slices (Tucker) or on CP component weights, updated every sweep (see
+        :mod:`bayestensor.models.funbat.ard`).
     """
 
     model: str
@@ -150,6 +189,7 @@ class FunBaTConfig(NamedTuple):
     chunk: int | None = OBS_CHUNK
     learn_period: tuple[bool, ...] = ()
     harmonics: int = PERIODIC_HARMONICS
+    ard: bool = False
 
     def mode_kernel(self, k: int) -> str | None:
         """Kernel name of mode ``k`` (``None`` for a categorical mode)."""
@@ -180,8 +220,8 @@ class FunBaTState(NamedTuple):
         :class:`CategoricalPosterior`; both have ``.mean (N, R)`` and ``.cov (N, R, R)``.
     messages : tuple of Messages
         Per mode, the damped summed messages of the last update.
-    core : CorePosterior or None
-        ``q(W)`` (Tucker); ``None`` for CP.
+    core : CorePosterior, WeightPosterior or None
+        ``q(W)`` (Tucker); ``q(w)`` (CP with ARD); ``None`` for CP with fixed rank.
     noise : NoisePosterior
         ``q(τ)``.
     log_hyper : tuple
@@ -191,6 +231,8 @@ class FunBaTState(NamedTuple):
         (categorical).
     opt_state : tuple
         Per mode, the current search steps of ``log_hyper[k]`` (same length) or ``None``.
+    ard : tuple of ARDPosterior or None
+        With ARD, ``q(λ)``: one per mode (Tucker) or a single one (CP); ``None`` without.
     """
 
     factors: tuple
@@ -199,3 +241,4 @@ class FunBaTState(NamedTuple):
     noise: NoisePosterior
     log_hyper: tuple
     opt_state: tuple
+    ard: tuple | None = None

@@ -1,0 +1,453 @@
+"""Automatic rank determination (ARD) for FunBaT: Gamma-distributed precisions on the core
+slices (Tucker) or the component weights (CP), their closed-form updates inside the sweep, and
+the pruning of the components they switch off.
+
+Tucker
+    The core prior ``vec W ~ N(0, I)`` becomes
+
+    .. math::
+
+        W_{r_1 … r_K} \\sim \\mathcal N\\Big(0, \\prod_k (λ^k_{r_k})^{-1}\\Big), \\qquad
+        λ^k_r \\sim \\mathrm{Gamma}(c_0, d_0),
+
+    one precision per slice ``W[…, r, …]`` of mode ``k`` (Mørup & Hansen 2009). A large
+    ``λ^k_r`` shrinks the whole slice, and with it component ``r`` of mode ``k``, to zero.
+CP
+    The fixed superdiagonal core becomes ``diag(w)`` with ``w_r ~ N(0, 1/λ_r)``,
+    ``λ_r ~ Gamma(c_0, d_0)`` (one precision per component, shared by every mode, as in
+    Bayesian CP with ARD, Zhao, Zhang & Cichocki 2015); ``q(w)`` is Gaussian
+    (:func:`~bayestensor.models.funbat.moments.weight_update`).
+
+The factor priors (state-space GPs, ``N(0, I)`` rows) are unchanged, so every mode keeps its
+Kalman pass. Under the mean field ``q(λ)`` is Gamma with
+
+.. math::
+
+    \\text{Tucker: } q(λ^k_r) = \\mathrm{Gamma}\\Big(c_0 + \\tfrac12 \\prod_{j≠k} R_j,\\;
+        d_0 + \\tfrac12 \\sum_{\\mathbf r: r_k = r} E[W_{\\mathbf r}^2]
+        \\prod_{j≠k} E[λ^j_{r_j}]\\Big), \\qquad
+    \\text{CP: } q(λ_r) = \\mathrm{Gamma}\\big(c_0 + \\tfrac12,\\; d_0 + \\tfrac12 E[w_r^2]\\big),
+
+updated after the core in every sweep; the core update then uses the prior precision
+``E[vec W]``'s diagonal ``Π_k E[λ^k_{r_k}]`` (CP: ``E[λ_r]``). A component the data do not need
+has ``E[W²]`` shrinking with each update, so its precision grows without bound (where it
+enters the prior, ``E[λ]`` is capped at :data:`MAX_PRECISION`, far past switching it off).
+
+After the sweeps a component is *pruned* when its share of the fitted values is below
+:data:`PRUNE_SHARE`: with ``f^{(k,r)}_n`` the part of ``E[f_n]`` that flows through component
+``r`` of mode ``k``, the share is ``Σ_n (f^{(k,r)}_n)² / Σ_n E[f_n]²``. The pruned components are
+removed from the posterior (:func:`prune`), which then is an ordinary fit of the smaller ranks;
+the kept ones are ordered by decreasing share.
+
+References
+----------
+.. [1] M. Mørup and L. K. Hansen, "Automatic relevance determination for multi-way models",
+   J. Chemometrics 23, 2009.
+.. [2] Q. Zhao, L. Zhang and A. Cichocki, "Bayesian CP factorization of incomplete tensors with
+   automatic rank determination", IEEE TPAMI 37, 2015.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from bayestensor import io
+from bayestensor.checks import cap_ranks, check_ranks
+from bayestensor.models.funbat.moments import einsum_letters
+from bayestensor.models.funbat.state import (
+    ARDPosterior,
+    CategoricalPosterior,
+    CorePosterior,
+    FunBaTConfig,
+    FunBaTState,
+    Messages,
+    WeightPosterior,
+    auto_chunk,
+)
+
+#: ``rank="auto"``: default upper bound of each Tucker rank (also at most the mode's number of
+#: unique coordinates) and of the CP rank (also at most what the data can identify, see
+#: :func:`bayestensor.checks.cap_ranks`).
+AUTO_MAX_RANK = {"tucker": 6, "cp": 10}
+#: Gamma prior ``(c₀, d₀)`` of the ARD precisions: broad, as in Bayesian CP / Tucker with ARD.
+ARD_A0 = 1e-6
+ARD_B0 = 1e-6
+#: Cap on ``E[λ]`` where it enters the core's prior precision (a component held to 1e-8 of its
+#: prior variance is off; products of uncapped precisions could overflow float32).
+MAX_PRECISION = 1e8
+#: A component whose share of the fitted values' energy is below this is pruned (see the module
+#: docstring; the components the ARD switches off fall to 1e-8 and below).
+PRUNE_SHARE = 1e-4
+
+
+def check_rank_option(rank, max_rank, model: str) -> None:
+    """Refuse a ``rank`` string other than ``"auto"``, a ``max_rank`` with a fixed rank, or a
+    ``max_rank`` that is not a positive int or one per mode (CP: one int).
+
+    Raises
+    ------
+    ValueError
+        Naming ``rank`` or ``max_rank``.
+    """
+    if isinstance(rank, str) and rank != "auto":
+        raise ValueError(f"rank must be a positive int, one per mode, or 'auto', got {rank!r}")
+    if max_rank is None:
+        return
+    if not isinstance(rank, str):
+        raise ValueError(f"max_rank is for rank='auto' only, got rank={rank!r}")
+    if isinstance(max_rank, str) or (np.ndim(max_rank) == 0 and not np.isscalar(max_rank)):
+        raise ValueError(f"max_rank must be a positive int or one per mode, got {max_rank!r}")
+    try:
+        check_ranks(max_rank, max(1, np.size(max_rank)), equal=model == "cp")
+    except ValueError as err:
+        raise ValueError(f"max_rank: {err}") from None
+
+
+def auto_ranks(model: str, shape: tuple[int, ...], max_rank=None) -> tuple[int, ...]:
+    """Upper bounds of the ranks with ``rank="auto"``: ``max_rank`` (checked against the number
+    of modes, capped with a warning like a fixed rank) or :data:`AUTO_MAX_RANK` capped silently
+    at what the data can identify (``N_k`` per Tucker mode; ``Π N_k / max N_k`` for CP)."""
+    K = len(shape)
+    if max_rank is not None:
+        try:
+            ranks = check_ranks(max_rank, K, equal=model == "cp")
+        except ValueError as err:
+            raise ValueError(f"max_rank: {err}") from None
+        return cap_ranks(ranks, shape, model)
+    cap = AUTO_MAX_RANK[model]
+    if model == "cp":
+        bound = max(1, int(np.prod(shape)) // max(shape))
+        return (min(cap, bound),) * K
+    return tuple(min(cap, N) for N in shape)
+
+
+def init_ard(cfg: FunBaTConfig, dtype) -> tuple[ARDPosterior, ...]:
+    """``q(λ)`` with ``E[λ] = 1`` (the ``N(0, I)`` prior of a fit without ARD): one per mode
+    (Tucker) or a single one (CP)."""
+    ranks = cfg.ranks if cfg.model == "tucker" else cfg.ranks[:1]
+    return tuple(ARDPosterior(jnp.ones(R, dtype), jnp.ones(R, dtype)) for R in ranks)
+
+
+def _capped(a: ARDPosterior) -> Array:
+    """``E[λ]`` capped at :data:`MAX_PRECISION`."""
+    return jnp.minimum(a.mean, MAX_PRECISION)
+
+
+def prior_precision(cfg: FunBaTConfig, ard: tuple[ARDPosterior, ...]) -> Array:
+    """Diagonal prior precision of the core: ``Π_k E[λ^k_{r_k}]`` with shape ``ranks``
+    (Tucker), or ``E[λ]`` (CP weights), each ``E[λ]`` capped at :data:`MAX_PRECISION`."""
+    if cfg.model == "cp":
+        return _capped(ard[0])
+    out = jnp.ones((), ard[0].shape.dtype)
+    for k, a in enumerate(ard):
+        shape = [1] * len(ard)
+        shape[k] = -1
+        out = out * _capped(a).reshape(shape)
+    return out
+
+
+def ard_update(
+    cfg: FunBaTConfig, core: CorePosterior | WeightPosterior, ard: tuple[ARDPosterior, ...]
+) -> tuple[ARDPosterior, ...]:
+    """Closed-form Gamma update of every ARD precision from the core's second moments (see the
+    module docstring); Tucker modes in turn, each with the others' latest ``E[λ]``."""
+    if cfg.model == "cp":
+        second = core.mean**2 + jnp.diagonal(core.cov)
+        shape = jnp.full_like(second, ARD_A0 + 0.5)
+        return (ARDPosterior(shape, ARD_B0 + 0.5 * second),)
+    ranks = cfg.ranks
+    P = int(np.prod(ranks))
+    second = (core.mean**2 + jnp.diagonal(core.cov).reshape(ranks)).reshape(ranks)
+    ard = list(ard)
+    for k in range(len(ranks)):
+        weight = jnp.ones((), second.dtype)
+        for j, a in enumerate(ard):
+            if j != k:
+                shape = [1] * len(ranks)
+                shape[j] = -1
+                weight = weight * _capped(a).reshape(shape)
+        axes = tuple(j for j in range(len(ranks)) if j != k)
+        rate = ARD_B0 + 0.5 * jnp.sum(second * weight, axis=axes)
+        count = P // ranks[k]
+        ard[k] = ARDPosterior(jnp.full_like(rate, ARD_A0 + 0.5 * count), rate)
+    return tuple(ard)
+
+
+def component_shares(cfg: FunBaTConfig, state: FunBaTState, index: np.ndarray) -> list[np.ndarray]:
+    """Per mode, each component's share of the energy of the fitted values.
+
+    ``share_{k,r} = Σ_n (f^{(k,r)}_n)² / Σ_n E[f_n]²`` with ``f^{(k,r)}_n`` the part of
+    ``E[f_n] = Σ_r m_W[r] Π_k μ^k_{n r_k}`` whose mode-``k`` index is ``r`` (CP:
+    ``m_{w,r} Π_k μ^k_{nr}``, the same for every mode).
+    """
+    K = len(cfg.ranks)
+    means = [np.asarray(f.mean)[index[:, k]] for k, f in enumerate(state.factors)]
+    core = state.core
+    if cfg.model == "cp":
+        prod = np.prod(np.stack(means), axis=0)
+        if core is not None:
+            prod = prod * np.asarray(core.mean)
+        parts = [prod] * K
+    else:
+        r, _ = einsum_letters(K)
+        W = np.asarray(core.mean)
+        parts = [
+            np.einsum(",".join([r] + [f"n{c}" for c in r]) + f"->n{r[k]}", W, *means)
+            for k in range(K)
+        ]
+    total = float(np.sum(parts[0].sum(-1) ** 2))
+    total = total if total > 0 else 1.0
+    return [np.sum(p**2, axis=0) / total for p in parts]
+
+
+def active_components(cfg: FunBaTConfig, shares: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+    """Per mode, the indices of the kept components (share ≥ :data:`PRUNE_SHARE`; at least the
+    largest one), by decreasing share. CP keeps one set for every mode (by mode 0's shares,
+    which are the same for all)."""
+    keep = []
+    for s in shares[:1] if cfg.model == "cp" else shares:
+        order = np.argsort(-s, kind="stable")
+        kept = order[s[order] >= PRUNE_SHARE]
+        keep.append(order[:1] if kept.size == 0 else kept)
+    if cfg.model == "cp":
+        keep = keep * len(cfg.ranks)
+    return tuple(np.asarray(k, dtype=np.int64) for k in keep)
+
+
+def _slice_rows(a, keep: np.ndarray, axes: tuple[int, ...]):
+    """``a`` restricted to ``keep`` along each of ``axes``."""
+    for ax in axes:
+        a = jnp.take(a, jnp.asarray(keep), axis=ax)
+    return a
+
+
+def prune(
+    state: FunBaTState, cfg: FunBaTConfig, keep: tuple[np.ndarray, ...]
+) -> tuple[FunBaTState, FunBaTConfig]:
+    """The posterior restricted to the components ``keep`` (per mode, in that order), and the
+    config with the matching ranks.
+
+    Factor means, covariances and messages keep the rows/columns of the kept components; a
+    continuous mode's stacked state keeps their blocks (component ``r`` owns state entries
+    ``r d … r d + d − 1``); the core keeps the sub-tensor ``W[keep_1, …, keep_K]`` and its
+    covariance block (CP: the kept weights); the ARD posteriors their entries.
+    """
+    factors, messages = [], []
+    for k, (f, msg) in enumerate(zip(state.factors, state.messages, strict=True)):
+        kk = keep[k]
+        mean = _slice_rows(f.mean, kk, (1,))
+        cov = _slice_rows(f.cov, kk, (1, 2))
+        if isinstance(f, CategoricalPosterior):
+            factors.append(CategoricalPosterior(mean, cov))
+        else:
+            d = f.state_mean.shape[1] // cfg.ranks[k]
+            idx = (kk[:, None] * d + np.arange(d)[None, :]).reshape(-1)
+            factors.append(
+                f._replace(
+                    state_mean=_slice_rows(f.state_mean, idx, (1,)),
+                    state_cov=_slice_rows(f.state_cov, idx, (1, 2)),
+                    cross_cov=_slice_rows(f.cross_cov, idx, (1, 2)),
+                    mean=mean,
+                    cov=cov,
+                )
+            )
+        prec = _slice_rows(msg.prec, kk, (1, 2))
+        messages.append(Messages(prec, _slice_rows(msg.shift, kk, (1,))))
+    core = state.core
+    if isinstance(core, CorePosterior):
+        flat = np.ravel_multi_index(np.ix_(*keep), cfg.ranks).reshape(-1)
+        mean = core.mean[np.ix_(*keep)]
+        core = CorePosterior(mean, _slice_rows(core.cov, flat, (0, 1)))
+    elif isinstance(core, WeightPosterior):
+        core = WeightPosterior(core.mean[keep[0]], _slice_rows(core.cov, keep[0], (0, 1)))
+    ard = state.ard
+    if ard is not None:
+        sets = keep if cfg.model == "tucker" else keep[:1]
+        ard = tuple(ARDPosterior(a.shape[kk], a.rate[kk]) for a, kk in zip(ard, sets, strict=True))
+    new_cfg = cfg._replace(ranks=tuple(int(k.size) for k in keep))
+    new_state = state._replace(factors=tuple(factors), messages=tuple(messages), core=core, ard=ard)
+    return new_state, new_cfg
+
+
+def _psd_sqrt(G: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``G^{1/2}`` and ``G^{-1/2}`` of a symmetric PSD matrix (eigenvalues floored)."""
+    w, V = np.linalg.eigh(0.5 * (G + G.T))
+    w = np.maximum(w, 1e-12 * max(float(w.max()), 1e-300))
+    return (V * np.sqrt(w)) @ V.T, (V / np.sqrt(w)) @ V.T
+
+
+def tucker_rotations(cfg: FunBaTConfig, state: FunBaTState):
+    """Per mode, the singular directions of the fitted mean tensor and their energy shares.
+
+    With ``G_k = Σ_t μ^k_t μ^{k⊤}_t`` (the factor means' Gram matrix over the mode's unique
+    coordinates), the mode-``k`` unfolding of the fitted tensor ``m_W ×_j U^j`` on the grid of
+    unique coordinates has the singular values of the whitened core
+    ``C = m_W ×_j G_j^{1/2}``'s unfolding ``C_(k) = V Σ Zᵀ``; ``share_{k,i} = σ_i² / Σ σ²``
+    (rotation-invariant, unlike a component's own energy: Tucker components are free up to
+    invertible transforms absorbed by the core, so one direction may be spread over several).
+    The ``r`` leading directions are the components ``U^k M`` with ``M`` an orthonormal
+    basis (QR) of ``G_k^{-1/2} V_r``, ``G_k^{-1/2} V_r = M T``; then
+    ``U^k ≈ (U^k M) N`` with ``N = T V_rᵀ G_k^{1/2}`` (exact on the kept directions).
+
+    Returns
+    -------
+    list of (shares, M_full, N_full)
+        Per mode, the shares (length ``R_k``) and ``M``, ``N`` for all ``R_k`` directions
+        (slice the first ``r`` columns of ``M`` and rows of ``N``).
+    """
+    K = len(cfg.ranks)
+    Gs = [np.asarray(f.mean).T @ np.asarray(f.mean) for f in state.factors]
+    roots = [_psd_sqrt(G) for G in Gs]
+    C = np.asarray(state.core.mean, dtype=np.float64)
+    for k in range(K):
+        C = np.moveaxis(np.tensordot(roots[k][0], C, axes=(1, k)), 0, k)
+    out = []
+    for k in range(K):
+        unfold = np.moveaxis(C, k, 0).reshape(cfg.ranks[k], -1)
+        V, sv, _ = np.linalg.svd(unfold, full_matrices=True)
+        energy = np.zeros(cfg.ranks[k])
+        energy[: sv.size] = sv**2
+        shares = energy / max(float(energy.sum()), 1e-300)
+        M, T = np.linalg.qr(roots[k][1] @ V)
+        N = T @ V.T @ roots[k][0]
+        out.append((shares, M, N))
+    return out
+
+
+def rotate_tucker(
+    state: FunBaTState, cfg: FunBaTConfig, keep: tuple[int, ...], rotations
+) -> tuple[FunBaTState, FunBaTConfig]:
+    """The Tucker posterior on ``keep[k]`` leading directions per mode (see
+    :func:`tucker_rotations`): factor rows ``u' = Mᵀ u`` (means, covariances, the stacked
+    state ``s' = (M ⊗ I_d)ᵀ s``, messages), core ``vec W' = (⊗_k N_k) vec W`` (mean and
+    covariance), and the ARD posteriors recomputed from the new core. ``M`` has orthonormal
+    columns, so the components stay iid under the GP prior."""
+    factors, messages = [], []
+    Ms, Ns = [], []
+    for k, (f, msg) in enumerate(zip(state.factors, state.messages, strict=True)):
+        M = jnp.asarray(rotations[k][1][:, : keep[k]], f.mean.dtype)
+        Ms.append(M)
+        Ns.append(jnp.asarray(rotations[k][2][: keep[k]], f.mean.dtype))
+        mean = f.mean @ M
+        cov = jnp.einsum("ri,nrs,sj->nij", M, f.cov, M)
+        if isinstance(f, CategoricalPosterior):
+            factors.append(CategoricalPosterior(mean, cov))
+        else:
+            d = f.state_mean.shape[1] // cfg.ranks[k]
+            T = jnp.kron(M, jnp.eye(d, dtype=M.dtype))
+            factors.append(
+                f._replace(
+                    state_mean=f.state_mean @ T,
+                    state_cov=jnp.einsum("ai,nab,bj->nij", T, f.state_cov, T),
+                    cross_cov=jnp.einsum("ai,nab,bj->nij", T, f.cross_cov, T),
+                    mean=mean,
+                    cov=cov,
+                )
+            )
+        messages.append(Messages(jnp.einsum("ri,nrs,sj->nij", M, msg.prec, M), msg.shift @ M))
+    N = Ns[0]
+    for Nk in Ns[1:]:
+        N = jnp.kron(N, Nk)
+    new_cfg = cfg._replace(ranks=tuple(int(r) for r in keep))
+    mean = (N @ state.core.mean.reshape(-1)).reshape(new_cfg.ranks)
+    cov = N @ state.core.cov @ N.T
+    core = CorePosterior(mean, 0.5 * (cov + cov.T))
+    ard = ard_update(new_cfg, core, init_ard(new_cfg, mean.dtype))
+    new_state = state._replace(factors=tuple(factors), messages=tuple(messages), core=core, ard=ard)
+    return new_state, new_cfg
+
+
+def prune_fit(state: FunBaTState, cfg: FunBaTConfig, index: np.ndarray, rechunk: bool):
+    """After the sweeps: the shares, the kept components and the pruned posterior and config
+    (with ``rechunk``, the config's block size recomputed for the smaller ranks).
+
+    CP keeps the components whose share (:func:`component_shares`) is at least
+    :data:`PRUNE_SHARE`; Tucker keeps, per mode, the leading singular directions of the
+    fitted tensor whose energy share is at least :data:`PRUNE_SHARE`, as components
+    (:func:`tucker_rotations`, :func:`rotate_tucker`).
+
+    Returns
+    -------
+    state, cfg, active, shares
+        ``active``: per mode the kept components' indices among the fit's (CP), or
+        ``0 … r_k − 1`` (Tucker: the kept directions, by decreasing singular value).
+    """
+    if cfg.model == "tucker":
+        rotations = tucker_rotations(cfg, state)
+        shares = tuple(r[0] for r in rotations)
+        keep = tuple(max(1, int(np.sum(s >= PRUNE_SHARE))) for s in shares)
+        state, cfg = rotate_tucker(state, cfg, keep, rotations)
+        active = tuple(np.arange(r) for r in keep)
+    else:
+        shares = tuple(component_shares(cfg, state, index))
+        active = active_components(cfg, list(shares))
+        state, cfg = prune(state, cfg, active)
+    if rechunk:
+        cfg = cfg._replace(chunk=auto_chunk(index.shape[0], cfg.ranks, cfg.model))
+    return state, cfg, active, shares
+
+
+def ard_record(header: dict, cfg: FunBaTConfig) -> tuple:
+    """``(max_ranks, active, shares)`` of a saved fit: from ``header["ard"]`` (``rank="auto"``),
+    else the fixed ranks, every component kept, no shares (also files saved before ARD)."""
+    K = len(cfg.ranks)
+    if "ard" not in header:
+        if cfg.ard:
+            raise ValueError("saved config.ard is true but the header has no field 'ard'")
+        return tuple(cfg.ranks), tuple(np.arange(R) for R in cfg.ranks), None
+    raw = io.field(header, "ard", dict)
+    io.check_fields(raw, ("max_ranks", "active", "shares"), "header.ard")
+    max_ranks = io.field(raw, "max_ranks", tuple[int, ...], "header.ard")
+    active = io.field(raw, "active", list[list[int]], "header.ard")
+    shares = io.field(raw, "shares", list[list[float]], "header.ard")
+    ok = cfg.ard and len(max_ranks) == len(active) == len(shares) == K
+    for k in range(K if ok else 0):
+        a = np.asarray(active[k], dtype=np.int64)
+        ok = ok and a.size == cfg.ranks[k] and len(shares[k]) == max_ranks[k]
+        ok = ok and a.size == np.unique(a).size and bool(np.all((a >= 0) & (a < max_ranks[k])))
+    if not ok:
+        raise ValueError(
+            "saved field header.ard must give, per mode, max_ranks, the kept components "
+            "(distinct indices below max_ranks, as many as config.ranks) and max_ranks shares"
+        )
+    return (
+        tuple(int(r) for r in max_ranks),
+        tuple(np.asarray(a, dtype=np.int64) for a in active),
+        tuple(np.asarray(s, dtype=np.float64) for s in shares),
+    )
+
+
+def diagonal_core_view(result):
+    """A shallow copy of a CP result whose learned weights ``w`` (``rank="auto"``) are the
+    superdiagonal Tucker core ``W = diag(w)`` (mean and covariance), for code that reads a
+    Tucker core (:func:`bayestensor.inference_data.funbat_inference_data`); the result itself
+    when it has no weights."""
+    import copy
+
+    core = result.estimator.state_.core
+    if not isinstance(core, WeightPosterior):
+        return result
+    R, K = result.ranks[0], len(result.ranks)
+    if R**K > 4096:
+        raise ValueError(
+            f"CP rank {R} with {K} modes: the diagonal core of {R**K} cells is too large to draw"
+        )
+    diag = np.ravel_multi_index((np.arange(R),) * K, (R,) * K)
+    mean = jnp.zeros(R**K, core.mean.dtype).at[diag].set(core.mean)
+    cov = jnp.zeros((R**K, R**K), core.mean.dtype).at[np.ix_(diag, diag)].set(core.cov)
+    est = copy.copy(result.estimator)
+    est.state_ = est.state_._replace(core=CorePosterior(mean.reshape((R,) * K), cov))
+    view = copy.copy(result)
+    view.estimator = est
+    return view
+
+
+def ard_precisions(state: FunBaTState, cfg: FunBaTConfig) -> list[Float[Array, " R"]] | None:
+    """Per mode ``E[λ]`` (CP: the shared one repeated), or ``None`` without ARD."""
+    if state.ard is None:
+        return None
+    if cfg.model == "cp":
+        return [state.ard[0].mean] * len(cfg.ranks)
+    return [a.mean for a in state.ard]

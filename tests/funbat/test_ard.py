@@ -1,0 +1,273 @@
+"""Automatic rank determination (models/funbat/ard.py, ``rank="auto"``): planted ranks
+recovered, unused components switched off, the closed-form updates against direct
+computations, the pruned/rotated posterior against the unpruned one, save → load, bad input."""
+
+import importlib.util
+
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import TOL
+
+import bayestensor as bt
+from bayestensor.models.funbat.ard import (
+    ARD_A0,
+    ARD_B0,
+    ard_update,
+    init_ard,
+    prior_precision,
+    rotate_tucker,
+    tucker_rotations,
+)
+from bayestensor.models.funbat.moments import core_update, expected_f, weight_update
+from bayestensor.models.funbat.state import CorePosterior, FunBaTConfig, WeightPosterior
+
+
+def _planted(ranks, model="tucker", shape=(8, 10, 12), noise=0.05, seed=0):
+    """Every cell of a grid holding a planted Tucker (random core) or CP (weights 1 … 0.6)
+    tensor of smooth, well-separated, zero-mean components (a zero-mean tensor: z-scoring then
+    adds no constant direction), plus noise of ``noise`` times its sd."""
+    rng = np.random.default_rng(seed)
+    grids = [np.linspace(0.0, 1.0, N) for N in shape]
+    U = []
+    for k, (g, R) in enumerate(zip(grids, ranks, strict=True)):
+        shift = 0.4 * k if model == "cp" else 0.0  # CP: different shapes in every mode
+        F = np.stack([np.cos(np.pi * (r + 0.7 + shift) * g + r) for r in range(R)], 1)
+        Q, _ = np.linalg.qr(F - F.mean(0))
+        U.append(Q * np.sqrt(len(g)))
+    if model == "tucker":
+        f = np.einsum("abc,ia,jb,kc->ijk", rng.normal(size=ranks), *U)
+    else:
+        f = np.einsum("r,ir,jr,kr->ijk", np.linspace(1.0, 0.6, ranks[0]), *U)
+    idx = np.argwhere(np.ones(shape, bool))
+    fv = f[tuple(idx.T)]
+    y = fv + noise * fv.std() * rng.normal(size=fv.size)
+    return pd.DataFrame(
+        {
+            "a": grids[0][idx[:, 0]],
+            "b": grids[1][idx[:, 1]],
+            "c": grids[2][idx[:, 2]],
+            "value": y,
+            "f": fv,
+        }
+    )
+
+
+def _fit(df, **kw):
+    return bt.fit(df, coords=["a", "b", "c"], value="value", rank="auto", progress=False, **kw)
+
+
+@pytest.mark.slow
+def test_planted_tucker_ranks_recovered():
+    """Tucker 2 × 3 × 4 truth, fitted with upper bounds 5: ranks (2, 3, 4), the dropped
+    directions hold a negligible share, and the pruned fit predicts the truth to the noise."""
+    df = _planted((2, 3, 4))
+    res = _fit(df, max_rank=5)
+    assert res.ranks == (2, 3, 4) and res.max_ranks == (5, 5, 5) and res.auto_rank
+    for s, R in zip(res.estimator.shares_, res.ranks, strict=True):
+        assert s[R - 1] > TOL["ard_kept_share"] and np.all(s[R:] < TOL["ard_dropped_share"])
+    err = res.predict(df)["mean"] - df["f"]
+    assert np.sqrt(np.mean(err**2)) < TOL["ard_planted_rmse"] * df["f"].std()
+
+
+@pytest.mark.slow
+def test_planted_cp_rank_recovered():
+    """CP with 3 true components fitted with upper bound 5: 3 kept, the others switched off."""
+    df = _planted((3, 3, 3), model="cp", shape=(8, 9, 10))
+    res = _fit(df, model="cp", max_rank=5)
+    assert res.ranks == (3, 3, 3) and res.max_ranks == (5, 5, 5)
+    shares = res.estimator.shares_[0]
+    kept = np.sort(res.active[0])
+    assert np.all(shares[kept] > TOL["ard_kept_share"])
+    assert np.all(np.delete(shares, kept) < TOL["ard_dropped_share"])
+    err = res.predict(df)["mean"] - df["f"]
+    assert np.sqrt(np.mean(err**2)) < TOL["ard_planted_rmse"] * df["f"].std()
+
+
+@pytest.mark.parametrize("model", ["cp", pytest.param("tucker", marks=pytest.mark.slow)])
+def test_rank_one_truth_switches_off_the_other_components(model):
+    """A rank-1 truth fitted with at most 4 components: one is kept, the others hold a
+    negligible share."""
+    df = _planted((1, 1, 1), model="cp", shape=(6, 7, 8))
+    res = _fit(df, model=model, max_rank=4)
+    assert res.ranks == (1, 1, 1) and res.max_ranks == (4, 4, 4)
+    assert res.core.shape == (1, 1, 1)
+    assert set(res.factors()["component"]) == {0}
+    for s in res.estimator.shares_:
+        assert np.sort(s)[-2] < TOL["ard_dropped_share"]
+    if model == "cp" and importlib.util.find_spec("arviz") is not None:
+        # the learned CP weight is drawn as the superdiagonal core W = diag(w)
+        post = res.to_inference_data(df.head(20), draws=8, chains=2).posterior
+        assert post["W"].shape == (2, 8, 1, 1, 1)  # chains, draws per chain, core
+        np.testing.assert_allclose(
+            post["W"].values.mean(), res.core[0, 0, 0], rtol=TOL["ard_weight_draws_mean"]
+        )
+
+
+@pytest.mark.parametrize("model", ["tucker", pytest.param("cp", marks=pytest.mark.slow)])
+def test_save_load_round_trip_keeps_ranks_and_predictions(tmp_path, model):
+    df = _planted((1, 2, 2), shape=(6, 7, 8))
+    kw = {"max_rank": (2, 3, 3)} if model == "tucker" else {"max_rank": 3}
+    res = _fit(df, model=model, max_sweeps=15, **kw)
+    path = tmp_path / f"{model}.bt"
+    res.save(path)
+    back = bt.load(path)
+    assert back.ranks == res.ranks and back.max_ranks == res.max_ranks and back.auto_rank
+    for a, b in zip(back.active, res.active, strict=True):
+        np.testing.assert_array_equal(a, b)
+    pd.testing.assert_frame_equal(back.predict(df.head(50)), res.predict(df.head(50)))
+    assert back.summary()["max_rank"].tolist() == list(res.max_ranks)
+    assert "learned of at most" in back.title()
+
+
+@pytest.mark.x64
+def test_tucker_ard_update_matches_direct_sums():
+    """q(λ^k_r) = Gamma(c₀ + ½ Π_{j≠k} R_j, d₀ + ½ Σ_{r_k = r} E[W²] Π_{j≠k} E[λ^j]) with the
+    modes updated in turn, against loops over the core's entries."""
+    rng = np.random.default_rng(1)
+    ranks = (2, 3, 4)
+    P = int(np.prod(ranks))
+    cfg = FunBaTConfig("tucker", ranks, (5, 6, 7), (True,) * 3, ard=True)
+    A = rng.normal(size=(P, P))
+    core = CorePosterior(jnp.asarray(rng.normal(size=ranks)), jnp.asarray(A @ A.T / P))
+    ard = init_ard(cfg, jnp.float64)
+    ard = tuple(a._replace(rate=jnp.asarray(rng.uniform(0.5, 2.0, a.rate.shape))) for a in ard)
+    new = ard_update(cfg, core, ard)
+    second = np.asarray(core.mean) ** 2 + np.diag(np.asarray(core.cov)).reshape(ranks)
+    lam = [np.asarray(a.mean) for a in ard]  # well below the cap MAX_PRECISION
+    for k in range(3):
+        rate = np.full(ranks[k], ARD_B0)
+        for idx in np.ndindex(*ranks):
+            w = np.prod([lam[j][idx[j]] for j in range(3) if j != k])
+            rate[idx[k]] += 0.5 * second[idx] * w
+        shape = ARD_A0 + 0.5 * P / ranks[k]
+        np.testing.assert_allclose(np.asarray(new[k].rate), rate, rtol=TOL["closed_form_rel"])
+        np.testing.assert_allclose(np.asarray(new[k].shape), shape, rtol=TOL["closed_form_rel"])
+        lam[k] = shape / rate
+    # the prior precision of entry r is Π_k E[λ^k_{r_k}]
+    prec = np.asarray(prior_precision(cfg, new))
+    for idx in np.ndindex(*ranks):
+        expect = np.prod([lam[j][idx[j]] for j in range(3)])
+        np.testing.assert_allclose(prec[idx], expect, rtol=TOL["closed_form_rel"])
+
+
+@pytest.mark.x64
+def test_cp_weight_update_is_the_tucker_update_on_a_diagonal_core():
+    """CP weights w (W = diag(w), w ~ N(0, diag(λ)⁻¹)): the Gaussian update equals the Tucker
+    core update restricted to the superdiagonal (a dense solve), and E[f], E[f²] equal the
+    Tucker ones with that diagonal core."""
+    rng = np.random.default_rng(2)
+    n, R, K = 40, 3, 3
+    means = [jnp.asarray(rng.normal(size=(n, R))) for _ in range(K)]
+    covs = []
+    for _ in range(K):
+        B = rng.normal(size=(n, R, R)) * 0.3
+        covs.append(jnp.asarray(np.einsum("nij,nkj->nik", B, B)))
+    seconds = [c + m[:, :, None] * m[:, None, :] for m, c in zip(means, covs, strict=True)]
+    y, tau = jnp.asarray(rng.normal(size=n)), 2.5
+    lam = jnp.asarray(rng.uniform(0.5, 3.0, R))
+    w = weight_update(y, tau, means, seconds, lam)
+    # dense reference: Λ = diag(λ) + τ Σ_n Π_k M^k_n (elementwise), h = τ Σ_n y_n Π_k μ^k_n
+    G = np.prod(np.stack([np.asarray(s) for s in seconds]), axis=0).sum(0)
+    h = tau * np.asarray(y) @ np.prod(np.stack([np.asarray(m) for m in means]), axis=0)
+    prec = np.diag(np.asarray(lam)) + tau * G
+    np.testing.assert_allclose(np.asarray(w.cov), np.linalg.inv(prec), rtol=TOL["kron_vs_dense"])
+    np.testing.assert_allclose(
+        np.asarray(w.mean), np.linalg.solve(prec, h), rtol=TOL["kron_vs_dense"]
+    )
+    # E[f], E[f²] with W = diag(w) as a Tucker core (covariance on the diagonal entries)
+    diag = np.ravel_multi_index((np.arange(R),) * K, (R,) * K)
+    core_cov = np.zeros((R**K, R**K))
+    core_cov[np.ix_(diag, diag)] = np.asarray(w.cov)
+    core_mean = np.zeros(R**K)
+    core_mean[diag] = np.asarray(w.mean)
+    tucker = CorePosterior(jnp.asarray(core_mean.reshape((R,) * K)), jnp.asarray(core_cov))
+    for got, ref in zip(
+        expected_f(means, seconds, w), expected_f(means, seconds, tucker, None), strict=True
+    ):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=TOL["kron_vs_dense"])
+    assert isinstance(w, WeightPosterior)
+
+
+@pytest.mark.x64
+def test_core_update_prior_precision_against_dense_solve():
+    """Λ_W = diag(prior) + τ Σ_n ⊗_k M^k_n: the diagonal ARD prior enters the core update."""
+    rng = np.random.default_rng(3)
+    n, ranks = 30, (2, 3)
+    means = [jnp.asarray(rng.normal(size=(n, R))) for R in ranks]
+    seconds = [m[:, :, None] * m[:, None, :] + 0.1 * jnp.eye(m.shape[1]) for m in means]
+    y, tau = jnp.asarray(rng.normal(size=n)), 1.7
+    prior = jnp.asarray(rng.uniform(0.5, 5.0, ranks))
+    core = core_update(y, tau, means, seconds, None, None, prior)
+    G = sum(np.kron(np.asarray(seconds[0][i]), np.asarray(seconds[1][i])) for i in range(n))
+    h = sum(
+        float(y[i]) * np.kron(np.asarray(means[0][i]), np.asarray(means[1][i])) for i in range(n)
+    )
+    prec = np.diag(np.asarray(prior).ravel()) + tau * G
+    np.testing.assert_allclose(
+        np.asarray(core.mean).ravel(), np.linalg.solve(prec, tau * h), rtol=TOL["kron_vs_dense"]
+    )
+
+
+@pytest.mark.x64
+def test_tucker_rotation_keeps_the_fitted_tensor():
+    """Rotating a Tucker posterior onto all its singular directions (no pruning) leaves E[f]
+    and E[f²] unchanged, and the shares are the squared singular values of the fitted tensor's
+    unfoldings on the grid of unique coordinates (a dense SVD)."""
+    rng = np.random.default_rng(4)
+    sizes, ranks = (5, 6, 7), (2, 3, 2)
+    cfg = FunBaTConfig("tucker", ranks, sizes, (False,) * 3, ard=True)
+    from bayestensor.models.funbat.inference import init_state
+
+    state = init_state(cfg, (None,) * 3, [None] * 3, [None] * 3, __import__("jax").random.key(0))
+    factors = tuple(
+        f._replace(cov=f.cov * 5.0, mean=jnp.asarray(rng.normal(size=f.mean.shape)))
+        for f in state.factors
+    )
+    P = int(np.prod(ranks))
+    A = rng.normal(size=(P, P)) * 0.1
+    core = CorePosterior(jnp.asarray(rng.normal(size=ranks)), jnp.asarray(A @ A.T))
+    state = state._replace(factors=factors, core=core)
+    rot = tucker_rotations(cfg, state)
+    new, new_cfg = rotate_tucker(state, cfg, ranks, rot)
+    index = np.argwhere(np.ones(sizes, bool))
+    mom = [[f.mean[index[:, k]] for k, f in enumerate(s.factors)] for s in (state, new)]
+    sec = [
+        [
+            f.cov[index[:, k]] + m[:, :, None] * m[:, None, :]
+            for k, (f, m) in enumerate(zip(s.factors, ms, strict=True))
+        ]
+        for s, ms in zip((state, new), mom, strict=True)
+    ]
+    before = expected_f(mom[0], sec[0], state.core, None)
+    after = expected_f(mom[1], sec[1], new.core, None)
+    for b, a in zip(before, after, strict=True):
+        np.testing.assert_allclose(
+            np.asarray(a), np.asarray(b), rtol=TOL["kron_vs_dense"], atol=TOL["kron_vs_dense"]
+        )
+    T = np.asarray(before[0]).reshape(sizes)
+    for k in range(3):
+        sv = np.linalg.svd(np.moveaxis(T, k, 0).reshape(sizes[k], -1), compute_uv=False)
+        energy = sv[: ranks[k]] ** 2
+        np.testing.assert_allclose(
+            rot[k][0], energy / energy.sum(), rtol=TOL["kron_vs_dense"], atol=1e-14
+        )
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"rank": "automatic"}, "rank"),
+        ({"rank": 3, "max_rank": 4}, "max_rank"),
+        ({"rank": "auto", "max_rank": 0}, "max_rank"),
+        ({"rank": "auto", "max_rank": 2.5}, "max_rank"),
+        ({"rank": "auto", "max_rank": "4"}, "max_rank"),
+        ({"rank": "auto", "max_rank": (2, 3), "model": "cp"}, "max_rank"),
+        ({"rank": "auto", "max_rank": (2, 3)}, "max_rank"),
+    ],
+)
+def test_bad_rank_options_are_refused(kw, match):
+    df = _planted((1, 1, 1), shape=(4, 4, 4))
+    with pytest.raises(ValueError, match=match):
+        bt.fit(df, coords=["a", "b", "c"], value="value", progress=False, **kw)
