@@ -32,7 +32,7 @@ MODELS = ("tucker", "cp", "poisson-tucker")
 #: Options of ``model="poisson-tucker"`` besides the shared ones.
 POISSON_OPTIONS = (
     "method mask pair share exclude_diagonal within_between shrinkage num_warmup num_samples "
-    "max_iter vi_tol factor_shape gamma0 core_shape e0 f0"
+    "max_iter vi_tol factor_shape gamma0 core_shape e0 f0 devices"
 ).split()
 
 
@@ -109,7 +109,9 @@ def fit(
         FunBaT: passed to :class:`bayestensor.models.funbat.FunBaT` (``period``, ``damping``,
         ``learn_hyper``, ``lengthscale``, ``hyper_steps`` …). Poisson Tucker: passed to
         :func:`bayestensor.models.poisson_tucker.fit_poisson_tucker` (``method``, ``mask``,
-        ``pair``, ``share``, ``num_samples`` …).
+        ``pair``, ``share``, ``num_samples`` …). Both take ``devices`` (the devices a fit's
+        observations are split over; by default every visible device, see
+        :mod:`bayestensor.sharding`).
 
     Returns
     -------
@@ -160,7 +162,7 @@ def fit(
     max_sweeps = check_int("max_sweeps", 100 if max_sweeps is None else max_sweeps)
     tol = check_positive("tol", 0.02 if tol is None else tol)
     shared = ("model", "rank", "kernel", "max_sweeps", "tol", "seed")
-    check_options(model, options, [p for p in ESTIMATOR_PARAMS if p not in shared])
+    check_options(model, options, [p for p in ESTIMATOR_PARAMS if p not in shared] + ["devices"])
     enc = encode(df, coords, value, time_unit=time_unit)
     for mode in enc.modes:  # say now, not after the whole fit, what save() could not write
         try:

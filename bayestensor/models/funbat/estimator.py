@@ -33,6 +33,7 @@ from bayestensor.models.funbat.inference import (
     sweep,
 )
 from bayestensor.models.funbat.state import MODELS, FunBaTConfig, auto_chunk
+from bayestensor.sharding import resolve_devices, shard_rows
 from bayestensor.ssm import (
     Location,
     gaps,
@@ -174,6 +175,12 @@ class FunBaT:
         says (the setting is restored afterwards). float64 (default) gives the same answer in
         JAX's default mode as with x64 on, at little cost on CPUs; float32 is for speed on
         accelerators whose float64 is slow.
+    devices : None, "auto", int or list of jax.Device
+        Devices the fit's observations are split over (data parallel, one host; see
+        :mod:`bayestensor.sharding`): ``None``/``"auto"`` (default) every visible device, an
+        int the first ``n``, or a list of devices. With one device the fit is the plain
+        single-device one; with several it gives the same posterior up to rounding. Not saved
+        with the model.
 
     Attributes
     ----------
@@ -215,6 +222,7 @@ class FunBaT:
         chunk: int | str | None = "auto",
         dtype: str = "float64",
         period: float | dict[str, float] | None = None,
+        devices=None,
     ):
         if model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, got {model!r}")
@@ -254,6 +262,8 @@ class FunBaT:
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
         self.dtype = dtype
+        resolve_devices(devices)  # validated now, resolved again at fit time
+        self.devices = devices
 
     def _ranks(self, enc: Encoded) -> tuple[int, ...]:
         """Per-mode ranks, validated against the number of modes and the model, and capped at
@@ -334,7 +344,12 @@ class FunBaT:
         self.modes_ = enc.modes
         self.y_mean_, self.y_scale_ = standardisation(enc.y)
         y = jnp.asarray((enc.y - self.y_mean_) / self.y_scale_)
+        y_np = np.asarray(y)
         index = jnp.asarray(enc.index)
+        mask = None
+        devices = resolve_devices(self.devices)
+        if len(devices) > 1:  # observation rows split over the devices, padded (mask 0)
+            (index, y), mask = shard_rows([enc.index, y], devices)
         ell_given = self._per_mode(self.lengthscale, K, "lengthscale")
         var_given = self._per_mode(self.variance, K, "variance")
         kernels = self._mode_kernels(enc.modes)
@@ -376,7 +391,7 @@ class FunBaT:
         )
         init_means = None
         if self.init == "spectral":
-            init_means = spectral_init(enc.index, np.asarray(y), enc.shape, ranks, self.seed)
+            init_means = spectral_init(enc.index, y_np, enc.shape, ranks, self.seed)
         bound_compiled(_initial_state_jit, _sweep_jit, _marginals_jit, _rows_jit)
         state = _initial_state_jit(
             cfg,
@@ -392,8 +407,8 @@ class FunBaT:
             y,
             [None if v is None else float(v) for v in period0],
             [None if v is None else float(v) for v in envelope0],
+            mask,
         )
-        y_np = np.asarray(y)
         extra_hyper = [
             name
             for name in ("period", "envelope")
@@ -404,8 +419,8 @@ class FunBaT:
             # one compiled sweep; the change is the RMS move of the fitted values in units of
             # the current noise sd (both z-scored)
             state, Ef_old, history = carry
-            state, Ef = _sweep_jit(state, index, y, dts, cfg)
-            Ef = np.asarray(Ef)
+            state, Ef = _sweep_jit(state, index, y, dts, cfg, mask)
+            Ef = np.asarray(Ef)[: y_np.shape[0]]
             tau = float(state.noise.mean)
             change = np.inf if Ef_old is None else float(np.sqrt(np.mean((Ef - Ef_old) ** 2) * tau))
             record = {
