@@ -23,10 +23,12 @@ from bayestensor.sharding import padded_size, resolve_devices
 
 #: Per run of the subprocess: device counts compared with the single-device fit, FunBaT's
 #: coordinates, models and hyperparameter learning, and whether Poisson CAVI is compared too.
-#: The default run stays small (each fit pays its compilation); the full one is slow.
+#: The default run stays small (each fit pays its compilation) and uses 2 of the 4 devices: on
+#: a 2-core machine, 4 host devices deadlocked in their collectives once the arrays were large
+#: (n ≥ 5·10⁴ here; see docs/guide/scaling.md), so a CI run uses no more devices than cores.
 RUNS = {
     "quick": {
-        "sharded": (4,),
+        "sharded": (2,),
         "coords": {"t": "continuous", "g": "categorical"},
         "models": ("tucker",),
         "learn_hyper": False,
@@ -113,7 +115,8 @@ def _worker(out: str, run: str) -> None:
 
 
 def _run_worker(tmp_path, run: str):
-    """Run :func:`_worker` in a subprocess with four host devices; its arrays and row counts."""
+    """Run :func:`_worker` in a subprocess with four host devices; its arrays and row counts
+    (a stuck collective fails the test by timeout, not hang it)."""
     out = tmp_path / f"{run}.npz"
     env = dict(
         os.environ,
@@ -124,7 +127,11 @@ def _run_worker(tmp_path, run: str):
     )
     code = f"import test_sharding; test_sharding._worker({str(out)!r}, {run!r})"
     proc = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300 if run == "quick" else 900,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     rows = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -140,12 +147,12 @@ def _max_rel(a, b) -> float:
 
 @pytest.mark.parametrize("run", ["quick", pytest.param("full", marks=pytest.mark.slow)])
 def test_sharded_fits_equal_single_device(tmp_path, run):
-    """FunBaT (and in the full run CP and Poisson CAVI) on 4 (and 2) host devices equals the
+    """FunBaT (and in the full run CP and Poisson CAVI) on 2 (and 4) host devices equals the
     one-device fit: predictions, factor means, noise, training RMSE per sweep, CAVI's
     parameters and bound."""
     arrays, rows = _run_worker(tmp_path, run)
     opts = RUNS[run]
-    assert rows["n_funbat"] % 4 and rows["n_counts"] % 4  # padding rows are exercised
+    assert rows["n_funbat"] % 2 and rows["n_counts"] % 2  # padding rows are exercised
     names = {k.rsplit("_", 1)[0] for k in arrays}
     assert len(names) == len(opts["models"]) * (4 + len(opts["coords"])) + 13 * opts["cavi"]
     for d in opts["sharded"]:
