@@ -32,7 +32,7 @@ MODELS = ("tucker", "cp", "poisson-tucker")
 #: Options of ``model="poisson-tucker"`` besides the shared ones.
 POISSON_OPTIONS = (
     "method mask pair share exclude_diagonal within_between shrinkage num_warmup num_samples "
-    "max_iter vi_tol factor_shape gamma0 core_shape e0 f0"
+    "max_iter vi_tol factor_shape gamma0 core_shape e0 f0 devices"
 ).split()
 
 
@@ -112,7 +112,9 @@ def fit(
         FunBaT: passed to :class:`bayestensor.models.funbat.FunBaT` (``period``, ``damping``,
         ``learn_hyper``, ``lengthscale``, ``hyper_steps`` …). Poisson Tucker: passed to
         :func:`bayestensor.models.poisson_tucker.fit_poisson_tucker` (``method``, ``mask``,
-        ``pair``, ``share``, ``num_samples`` …).
+        ``pair``, ``share``, ``num_samples`` …). Both take ``devices`` (the devices a fit's
+        observations are split over; by default every visible device, see
+        :mod:`bayestensor.sharding`).
 
     Returns
     -------
@@ -165,13 +167,14 @@ def fit(
         )
 
     from bayestensor.models.funbat import FitResult, FunBaT
-    from bayestensor.models.funbat.estimator import ESTIMATOR_PARAMS, check_kernel_option
+    from bayestensor.models.funbat.estimator import ESTIMATOR_PARAMS
+    from bayestensor.models.funbat.options import check_kernel_option
 
     kernel = check_kernel_option("matern32" if kernel is None else kernel)
     max_sweeps = check_int("max_sweeps", 100 if max_sweeps is None else max_sweeps)
     tol = check_positive("tol", 0.02 if tol is None else tol)
     shared = ("model", "rank", "kernel", "max_sweeps", "tol", "seed")
-    check_options(model, options, [p for p in ESTIMATOR_PARAMS if p not in shared])
+    check_options(model, options, [p for p in ESTIMATOR_PARAMS if p not in shared] + ["devices"])
     enc = encode(df, coords, value, time_unit=time_unit)
     for mode in enc.modes:  # say now, not after the whole fit, what save() could not write
         try:

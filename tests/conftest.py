@@ -25,6 +25,9 @@ TOL = {
     # --- exact algebra: structured / closed-form results vs explicit references (float64) ---
     # fixed-seed outputs through the public API vs tests/fixtures/behaviour.npz (relative)
     "behaviour_rel": 1e-6,
+    # a fit on 2 or 4 host devices (rows sharded) vs the one-device fit: the same sums in another
+    # order, relative to the largest entry (predictions, factor means, noise, CAVI parameters)
+    "sharded_vs_single": 1e-8,
     # FunBaT's blocked prediction (unique coordinates, padded row blocks) vs row by row
     "predict_blocked_vs_rows": 1e-10,
     # a fit of y·scale + shift vs the fit of y, in units of y (z-scoring makes them one fit)

@@ -18,9 +18,8 @@ from bayestensor.kernels import (
     kernel_sde,
     matern_cov,
     matern_sde,
-    periodic_coefficients,
-    periodic_sde,
 )
+from bayestensor.periodic import periodic_coefficients, periodic_sde
 
 #: float64 algebra against float64 references (conftest: the x64 marker)
 pytestmark = pytest.mark.x64

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from conftest import TOL
 
-from bayestensor.kernels import MATERN_NU, PERIODIC_HARMONICS, matern_cov, periodic_coefficients
+from bayestensor.kernels import MATERN_NU, PERIODIC_HARMONICS, matern_cov
+from bayestensor.periodic import periodic_coefficients
 from bayestensor.ssm import (
     gaps,
     interpolate,

@@ -4,8 +4,6 @@ prediction in the data's units.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,7 +21,6 @@ from bayestensor.checks import (
 )
 from bayestensor.data import Encoded, NewEncoded
 from bayestensor.driver import DTYPES, Step, bound_compiled, iterate, precision
-from bayestensor.kernels import check_kernel
 from bayestensor.models.funbat.ard import auto_ranks, check_rank_option, prune_fit
 from bayestensor.models.funbat.inference import (
     initial_state,
@@ -32,7 +29,14 @@ from bayestensor.models.funbat.inference import (
     spectral_init,
     sweep,
 )
+from bayestensor.models.funbat.options import (
+    DEFAULT_KERNEL,
+    PERIODIC_KERNELS,
+    check_kernel_option,
+    check_period_option,
+)
 from bayestensor.models.funbat.state import MODELS, FunBaTConfig, auto_chunk
+from bayestensor.sharding import resolve_devices, shard_rows
 from bayestensor.ssm import (
     Location,
     gaps,
@@ -45,60 +49,6 @@ ESTIMATOR_PARAMS = (
     "init_noise_sd lengthscale variance lengthscale_fraction hyper_steps hyper_step a0 b0 chunk "
     "dtype period max_rank"
 ).split()
-
-#: Kernel of a continuous mode that ``kernel={column: name}`` does not name.
-DEFAULT_KERNEL = "matern32"
-#: Kernels with a period.
-PERIODIC_KERNELS = ("periodic", "quasiperiodic")
-
-
-def check_kernel_option(kernel):
-    """``kernel`` as :class:`FunBaT` takes it: one kernel name, or ``{column: name}``.
-
-    Parameters
-    ----------
-    kernel : str or mapping of str to str
-        A key of :data:`bayestensor.kernels.KERNELS` for every continuous mode, or one per
-        named column.
-
-    Returns
-    -------
-    str or dict
-        The name, or a plain ``dict`` copy of the mapping.
-
-    Raises
-    ------
-    ValueError
-        Naming ``kernel`` if it is neither, or a name is unknown.
-    """
-    if isinstance(kernel, Mapping):
-        for column, name in kernel.items():
-            if not isinstance(column, str):
-                raise ValueError(f"kernel keys must be column names (str), got {column!r}")
-            check_kernel(name)
-        return dict(kernel)
-    return check_kernel(kernel)
-
-
-def check_period_option(period):
-    """``period`` as :class:`FunBaT` takes it: ``None``, one positive number, or
-    ``{column: positive number}``.
-
-    Raises
-    ------
-    ValueError
-        Naming ``period`` for anything else.
-    """
-    if period is None:
-        return None
-    if isinstance(period, Mapping):
-        out = {}
-        for column, value in period.items():
-            if not isinstance(column, str):
-                raise ValueError(f"period keys must be column names (str), got {column!r}")
-            out[column] = check_positive(f"period[{column!r}]", value)
-        return out
-    return check_positive("period", period)
 
 
 class FunBaT:
@@ -177,6 +127,12 @@ class FunBaT:
         says (the setting is restored afterwards). float64 (default) gives the same answer in
         JAX's default mode as with x64 on, at little cost on CPUs; float32 is for speed on
         accelerators whose float64 is slow.
+    devices : None, "auto", int or list of jax.Device
+        Devices the fit's observations are split over (data parallel, one host; see
+        :mod:`bayestensor.sharding`): ``None``/``"auto"`` (default) every visible device, an
+        int the first ``n``, or a list of devices. With one device the fit is the plain
+        single-device one; with several it gives the same posterior up to rounding. Not saved
+        with the model.
 
     Attributes
     ----------
@@ -223,6 +179,7 @@ class FunBaT:
         dtype: str = "float64",
         period: float | dict[str, float] | None = None,
         max_rank: int | tuple[int, ...] | None = None,
+        devices=None,
     ):
         if model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, got {model!r}")
@@ -264,6 +221,8 @@ class FunBaT:
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
         self.dtype = dtype
+        resolve_devices(devices)  # validated now, resolved again at fit time
+        self.devices = devices
 
     def _ranks(self, enc: Encoded) -> tuple[int, ...]:
         """Per-mode ranks, validated against the number of modes and the model, and capped at
@@ -347,7 +306,12 @@ class FunBaT:
         self.modes_ = enc.modes
         self.y_mean_, self.y_scale_ = standardisation(enc.y)
         y = jnp.asarray((enc.y - self.y_mean_) / self.y_scale_)
+        y_np = np.asarray(y)
         index = jnp.asarray(enc.index)
+        mask = None
+        devices = resolve_devices(self.devices)
+        if len(devices) > 1:  # observation rows split over the devices, padded (mask 0)
+            (index, y), mask = shard_rows([enc.index, y], devices)
         ell_given = self._per_mode(self.lengthscale, K, "lengthscale")
         var_given = self._per_mode(self.variance, K, "variance")
         kernels = self._mode_kernels(enc.modes)
@@ -390,7 +354,7 @@ class FunBaT:
         )
         init_means = None
         if self.init == "spectral":
-            init_means = spectral_init(enc.index, np.asarray(y), enc.shape, ranks, self.seed)
+            init_means = spectral_init(enc.index, y_np, enc.shape, ranks, self.seed)
         bound_compiled(_initial_state_jit, _sweep_jit, _marginals_jit, _rows_jit)
         state = _initial_state_jit(
             cfg,
@@ -406,8 +370,8 @@ class FunBaT:
             y,
             [None if v is None else float(v) for v in period0],
             [None if v is None else float(v) for v in envelope0],
+            mask,
         )
-        y_np = np.asarray(y)
         extra_hyper = [
             name
             for name in ("period", "envelope")
@@ -418,8 +382,8 @@ class FunBaT:
             # one compiled sweep; the change is the RMS move of the fitted values in units of
             # the current noise sd (both z-scored)
             state, Ef_old, history = carry
-            state, Ef = _sweep_jit(state, index, y, dts, cfg)
-            Ef = np.asarray(Ef)
+            state, Ef = _sweep_jit(state, index, y, dts, cfg, mask)
+            Ef = np.asarray(Ef)[: y_np.shape[0]]
             tau = float(state.noise.mean)
             change = np.inf if Ef_old is None else float(np.sqrt(np.mean((Ef - Ef_old) ** 2) * tau))
             record = {

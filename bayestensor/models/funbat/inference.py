@@ -56,7 +56,7 @@ PERIOD_STEP = 0.02
 PERIOD_STEP_MAX = 0.1
 #: Admissible dimensionless lengthscale ℓ of the (quasi-)periodic kernels: with 7 harmonics the
 #: truncated series is within 5e-4 σ² of the kernel at the lower end (see
-#: :func:`bayestensor.kernels.periodic_sde`); beyond the upper end it is a constant plus a pure
+#: :func:`bayestensor.periodic.periodic_sde`); beyond the upper end it is a constant plus a pure
 #: cosine whose amplitude vanishes.
 PERIODIC_LENGTHSCALE_BOX = (0.5, 10.0)
 
@@ -188,6 +188,7 @@ def sweep(
     y: Float[Array, " n"],
     dts: tuple,
     cfg: FunBaTConfig,
+    mask: Float[Array, " n"] | None = None,
 ) -> tuple[FunBaTState, Float[Array, " n"]]:
     """One full update: every mode (messages → hyperparameters → posterior), core, noise.
 
@@ -212,6 +213,10 @@ def sweep(
         Per mode, the gaps of its sorted unique coordinates (continuous) or ``None``.
     cfg : FunBaTConfig
         Static settings.
+    mask : Float[Array, "n"], optional
+        1 on real rows, 0 on padding rows (sharded fits, :mod:`bayestensor.sharding`), which
+        then send no message and add nothing to the core and noise statistics; ``None``: every
+        row is real.
 
     Returns
     -------
@@ -231,6 +236,8 @@ def sweep(
         means, seconds = gather(tuple(factors), index)
         group = grouping(tuple(factors), index) if cfg.model == "tucker" else None
         Ea, Eaa = expected_contraction(k, means, seconds, state.core, cfg.chunk, group)
+        if mask is not None:
+            Ea, Eaa = Ea * mask[:, None], Eaa * mask[:, None, None]
         new = message_sums(y, tau, Ea, Eaa, index[:, k], cfg.sizes[k])
         msg = jax.tree.map(lambda a, b: rho * a + (1.0 - rho) * b, new, messages[k])
         messages[k] = msg
@@ -249,17 +256,34 @@ def sweep(
     core, ard = state.core, state.ard
     prior = None if ard is None else prior_precision(cfg, ard)
     if cfg.model == "tucker":
-        core = core_update(y, tau, means, seconds, cfg.chunk, group, prior)
+        core = core_update(y, tau, means, _masked(seconds, mask), cfg.chunk, group, prior)
     elif core is not None:  # CP weights (ARD)
-        core = weight_update(y, tau, means, seconds, prior)
+        core = weight_update(y, tau, means, _masked(seconds, mask), prior)
     if ard is not None:
         ard = ard_update(cfg, core, ard)
     Ef, Ef2 = expected_f(means, seconds, core, cfg.chunk, group)
-    noise = noise_update(y, Ef, Ef2, cfg.a0, cfg.b0)
+    noise = _masked_noise(y, Ef, Ef2, cfg, mask)
     new_state = FunBaTState(
         tuple(factors), tuple(messages), core, noise, tuple(log_hyper), tuple(opt_state), ard
     )
     return new_state, Ef
+
+
+def _masked(seconds: list, mask) -> list:
+    """The gathered second moments with the last mode's zeroed on padding rows: every product
+    over the modes (the core's Gram sums, also the grouped form, which reads the last mode's
+    rows per observation) then drops those rows; the core's ``h`` drops them through ``y = 0``."""
+    if mask is None:
+        return seconds
+    return list(seconds[:-1]) + [seconds[-1] * mask[:, None, None]]
+
+
+def _masked_noise(y, Ef, Ef2, cfg: FunBaTConfig, mask) -> NoisePosterior:
+    """:func:`noise_update` over the real rows only (padding rows have ``y = 0``)."""
+    if mask is None:
+        return noise_update(y, Ef, Ef2, cfg.a0, cfg.b0)
+    noise = noise_update(y, Ef * mask, Ef2 * mask, cfg.a0, cfg.b0)
+    return noise._replace(shape=(cfg.a0 + 0.5 * jnp.sum(mask)).astype(y.dtype))
 
 
 def spectral_init(
@@ -430,16 +454,18 @@ def initial_state(
     y,
     period0=None,
     envelope0=None,
+    mask=None,
 ):
     """:func:`init_state`, then (Tucker with given initial means) the core that best explains
-    the data given the initial factors; one compiled call instead of many small ones."""
+    the data given the initial factors; one compiled call instead of many small ones.
+    ``mask``: as in :func:`sweep`."""
     state = init_state(
         cfg, dts, ell0, var0, key, mean_scale, cov_scale, init_means, noise_sd, period0, envelope0
     )
     if init_means is not None and cfg.model == "tucker":
         means, seconds = gather(state.factors, index)
         group = grouping(state.factors, index)
-        core = core_update(y, state.noise.mean, means, seconds, cfg.chunk, group)
+        core = core_update(y, state.noise.mean, means, _masked(seconds, mask), cfg.chunk, group)
         state = state._replace(core=core)
     return state
 

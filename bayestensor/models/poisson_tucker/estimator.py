@@ -41,6 +41,7 @@ from bayestensor.models.poisson_tucker.spec import (
     region_mask,
 )
 from bayestensor.models.poisson_tucker.vi import VIState, cavi_step, vi_init, vi_point
+from bayestensor.sharding import resolve_devices, shard_rows
 
 __all__ = ["HYPER", "METHODS", "cavi_fit", "fit_poisson_tucker", "run_gibbs", "run_vi"]
 
@@ -81,6 +82,7 @@ def fit_poisson_tucker(
     vi_tol: float = 1e-7,
     seed: int = 0,
     progress: bool = True,
+    devices=None,
     **hyper: float,
 ) -> PoissonTuckerResult:
     """Fit a Bayesian Poisson Tucker decomposition to counts in a long DataFrame.
@@ -113,6 +115,11 @@ def fit_poisson_tucker(
         Random seed.
     progress : bool
         Show a progress bar.
+    devices : None, "auto", int or list of jax.Device
+        CAVI: devices the nonzero cells are split over (data parallel, one host; see
+        :mod:`bayestensor.sharding`): ``None``/``"auto"`` (default) every visible device, an
+        int the first ``n``, or a list of devices; the fit equals the single-device one up to
+        rounding. The Gibbs sampler runs on one device whatever this says.
     **hyper
         ``factor_shape``, ``gamma0``, ``core_shape``, ``e0``, ``f0``.
 
@@ -137,6 +144,7 @@ def fit_poisson_tucker(
     check_int("max_iter", max_iter)
     check_positive("vi_tol", vi_tol)
     check_options("poisson-tucker", hyper, HYPER)
+    devices = resolve_devices(devices)
     pair_idx = None
     if pair is not None:
         if len(pair) != 2 or any(c not in coords for c in pair) or pair[0] == pair[1]:
@@ -194,9 +202,25 @@ def fit_poisson_tucker(
         draws, mean = run_gibbs(spec, data, key, num_warmup, num_samples, progress)
         info.update(num_warmup=num_warmup, num_samples=num_samples)
     else:
-        draws, mean, elbos = run_vi(spec, data, key, max_iter, vi_tol, progress)
+        draws, mean, elbos = run_vi(
+            spec, shard_cells(data, devices), key, max_iter, vi_tol, progress
+        )
         info.update(elbo=elbos, n_iter=len(elbos))
     return PoissonTuckerResult(spec, coords, value, levels, data, draws, mean, info)
+
+
+def shard_cells(data: PoissonData, devices) -> PoissonData:
+    """CAVI's data with the nonzero cells split over ``devices`` (unchanged for one device).
+
+    The cells are padded to a multiple of the device count with zero counts at cell 0, which
+    add nothing to the bound or the expected counts (``y log μ = 0``, ``log y! = 0``).
+    """
+    if len(devices) == 1:
+        return data
+    if data.has_allocation:
+        raise ValueError("shard_cells takes CAVI's data (built without allocation arrays)")
+    (index, y), _ = shard_rows([data.index, data.y], devices)
+    return data._replace(index=index, y=y)
 
 
 def run_gibbs(

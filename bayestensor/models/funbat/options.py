@@ -1,0 +1,63 @@
+"""Checks of FunBaT's per-mode options: ``kernel=`` (one name or ``{column: name}``) and
+``period=`` (one positive number or ``{column: number}``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from bayestensor.checks import check_positive
+from bayestensor.kernels import check_kernel
+
+#: Kernel of a continuous mode that ``kernel={column: name}`` does not name.
+DEFAULT_KERNEL = "matern32"
+#: Kernels with a period.
+PERIODIC_KERNELS = ("periodic", "quasiperiodic")
+
+
+def check_kernel_option(kernel):
+    """``kernel`` as :class:`FunBaT` takes it: one kernel name, or ``{column: name}``.
+
+    Parameters
+    ----------
+    kernel : str or mapping of str to str
+        A key of :data:`bayestensor.kernels.KERNELS` for every continuous mode, or one per
+        named column.
+
+    Returns
+    -------
+    str or dict
+        The name, or a plain ``dict`` copy of the mapping.
+
+    Raises
+    ------
+    ValueError
+        Naming ``kernel`` if it is neither, or a name is unknown.
+    """
+    if isinstance(kernel, Mapping):
+        for column, name in kernel.items():
+            if not isinstance(column, str):
+                raise ValueError(f"kernel keys must be column names (str), got {column!r}")
+            check_kernel(name)
+        return dict(kernel)
+    return check_kernel(kernel)
+
+
+def check_period_option(period):
+    """``period`` as :class:`FunBaT` takes it: ``None``, one positive number, or
+    ``{column: positive number}``.
+
+    Raises
+    ------
+    ValueError
+        Naming ``period`` for anything else.
+    """
+    if period is None:
+        return None
+    if isinstance(period, Mapping):
+        out = {}
+        for column, value in period.items():
+            if not isinstance(column, str):
+                raise ValueError(f"period keys must be column names (str), got {column!r}")
+            out[column] = check_positive(f"period[{column!r}]", value)
+        return out
+    return check_positive("period", period)

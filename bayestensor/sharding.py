@@ -1,0 +1,130 @@
+"""Data-parallel fits over the devices of one host: the observation rows are split over a 1-D
+device mesh, everything else is replicated.
+
+The estimators place their per-observation arrays (indices, values, a 0/1 row mask) with
+:func:`shard_rows` and leave the rest to ``jax.jit``'s automatic partitioning (GSPMD): the
+per-coordinate ``segment_sum`` of the messages and the sums over observations (core and noise
+statistics, Poisson expected counts) become cross-device reductions, and the per-mode updates
+on the unique coordinates run on the reduced (small) arrays. The row count is padded to a
+multiple of the device count with rows that contribute nothing (zero mask, zero value), so a
+sharded fit computes the same sums as a single-device fit, in a different order (equal up to
+rounding).
+
+With one device nothing is placed and the estimators run their single-device code unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from bayestensor.checks import is_int
+
+#: Name of the mesh axis over the observation rows.
+ROW_AXIS = "obs"
+
+_DEVICES_EXPECTED = (
+    "None or 'auto' (all visible devices), a positive int n (the first n visible devices) or a "
+    "non-empty list of distinct jax devices"
+)
+
+
+def resolve_devices(devices=None) -> list:
+    """The devices a fit runs on.
+
+    Parameters
+    ----------
+    devices : None, "auto", int or sequence of jax.Device
+        ``None`` or ``"auto"``: every visible device (``jax.devices()``; a sharded fit when
+        there is more than one); an int ``n``: the first ``n`` visible devices; a list: those
+        devices.
+
+    Returns
+    -------
+    list of jax.Device
+        At least one device; one device means the plain single-device fit.
+
+    Raises
+    ------
+    ValueError
+        Naming ``devices`` for anything else: an int below 1 or above the number of visible
+        devices, an empty list, a list with duplicates or with entries that are not devices.
+    """
+    visible = jax.devices()
+    if devices is None or (isinstance(devices, str) and devices == "auto"):
+        return list(visible)
+    if is_int(devices):
+        if not 1 <= int(devices) <= len(visible):
+            raise ValueError(
+                f"devices must be between 1 and the {len(visible)} visible device(s), "
+                f"got {devices!r}"
+            )
+        return list(visible[: int(devices)])
+    if isinstance(devices, Sequence) and not isinstance(devices, str):
+        devices = list(devices)
+        if (
+            devices
+            and all(isinstance(d, jax.Device) for d in devices)
+            and len(set(devices)) == len(devices)
+        ):
+            return devices
+    raise ValueError(f"devices must be {_DEVICES_EXPECTED}, got {devices!r}")
+
+
+def row_mesh(devices: Sequence) -> Mesh:
+    """A 1-D mesh over ``devices`` with the axis :data:`ROW_AXIS`."""
+    return Mesh(np.asarray(list(devices), dtype=object), (ROW_AXIS,))
+
+
+def row_sharding(devices: Sequence) -> NamedSharding:
+    """Leading (observation) axis split over ``devices``, the other axes whole."""
+    return NamedSharding(row_mesh(devices), PartitionSpec(ROW_AXIS))
+
+
+def padded_size(n: int, n_devices: int) -> int:
+    """``n`` rounded up to a multiple of ``n_devices`` (every device gets as many rows)."""
+    return -(-n // n_devices) * n_devices
+
+
+def shard_rows(arrays: Sequence, devices: Sequence) -> tuple[list, jax.Array]:
+    """Pad the rows of ``arrays`` with zeros to a multiple of the device count and split them
+    over ``devices``.
+
+    Parameters
+    ----------
+    arrays : sequence of array-like
+        Per-observation arrays with the same leading length ``n`` (indices, values, …). Padded
+        rows are zeros: index 0 (a valid coordinate) and value 0; the caller must make them
+        contribute nothing (the returned mask, or a zero count that has no likelihood term).
+    devices : sequence of jax.Device
+        The devices (see :func:`resolve_devices`).
+
+    Returns
+    -------
+    arrays : list of jax.Array
+        The padded arrays, sharded along their first axis.
+    mask : jax.Array
+        ``(n_padded,)`` of JAX's default float type: 1 on the ``n`` real rows, 0 on the padding;
+        sharded like the rows.
+
+    Raises
+    ------
+    ValueError
+        If the arrays' leading lengths differ.
+    """
+    arrays = [np.asarray(a) for a in arrays]
+    n = arrays[0].shape[0]
+    if any(a.shape[0] != n for a in arrays):
+        raise ValueError(
+            f"arrays must share their leading (row) length, got {[a.shape[0] for a in arrays]}"
+        )
+    pad = padded_size(n, len(devices)) - n
+    sharding = row_sharding(devices)
+    out = [
+        jax.device_put(np.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1)), sharding) for a in arrays
+    ]
+    mask = np.concatenate([np.ones(n), np.zeros(pad)]).astype(jax.numpy.result_type(float))
+    return out, jax.device_put(mask, sharding)

@@ -1,0 +1,204 @@
+"""Data-parallel fits over several devices of one host (:mod:`bayestensor.sharding`).
+
+JAX fixes its device count when it starts, so the comparisons run in one subprocess with four
+host devices (``XLA_FLAGS=--xla_force_host_platform_device_count=4``, float64): there, each
+model is fitted on one device (the plain code path) and on several, from the same data and
+seed, and the parent compares the saved results. The row counts are not multiples of the
+device counts, so the padding rows are exercised.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import TOL
+
+from bayestensor.sharding import padded_size, resolve_devices
+
+#: Per run of the subprocess: device counts compared with the single-device fit, FunBaT's
+#: coordinates, models and hyperparameter learning, and whether Poisson CAVI is compared too.
+#: The default run stays small (each fit pays its compilation) and uses 2 of the 4 devices: on
+#: a 2-core machine, 4 host devices deadlocked in their collectives once the arrays were large
+#: (n ≥ 5·10⁴ here; see docs/guide/scaling.md), so a CI run uses no more devices than cores.
+RUNS = {
+    "quick": {
+        "sharded": (2,),
+        "coords": {"t": "continuous", "g": "categorical"},
+        "models": ("tucker",),
+        "learn_hyper": False,
+        "cavi": False,
+    },
+    "full": {
+        "sharded": (2, 4),
+        "coords": {"t": "continuous", "s": "continuous", "g": "categorical"},
+        "models": ("tucker", "cp"),
+        "learn_hyper": True,
+        "cavi": True,
+    },
+}
+
+
+def _funbat_frame(n: int = 203) -> pd.DataFrame:
+    """Noisy low-rank values on two continuous modes and one categorical one."""
+    rng = np.random.default_rng(0)
+    t = rng.uniform(0.0, 10.0, n).round(1)
+    s = rng.uniform(0.0, 5.0, n).round(1)
+    g = rng.integers(0, 3, n)
+    y = np.sin(t) * (1.0 + 0.3 * g) + 0.5 * np.cos(s) * t / 10.0 + 0.05 * rng.normal(size=n)
+    return pd.DataFrame({"t": t, "s": s, "g": [f"g{v}" for v in g], "y": y})
+
+
+def _count_frame() -> pd.DataFrame:
+    """Poisson counts on a 6 × 5 × 4 grid (nonzero cells only)."""
+    rng = np.random.default_rng(1)
+    lam = np.einsum(
+        "ir,jr,kr->ijk",
+        rng.gamma(1.0, 1.0, (6, 2)),
+        rng.gamma(1.0, 1.0, (5, 2)),
+        rng.gamma(1.0, 1.0, (4, 2)),
+    )
+    y = rng.poisson(3.0 * lam)
+    idx = np.argwhere(y > 0)
+    return pd.DataFrame({"a": idx[:, 0], "b": idx[:, 1], "c": idx[:, 2], "n": y[y > 0]})
+
+
+def _worker(out: str, run: str) -> None:
+    """Fit every case of ``RUNS[run]`` on 1 and on several devices; save the predictions,
+    posterior means and (CAVI) bounds, and print the row counts."""
+    import bayestensor as bt
+    from bayestensor.data import encode, encode_new
+    from bayestensor.models.funbat import FunBaT
+
+    assert len(jax.devices()) == 4 and jax.config.jax_enable_x64
+    opts = RUNS[run]
+    df = _funbat_frame()
+    enc = encode(df, opts["coords"], "y")
+    new = encode_new(df.iloc[::7], enc.modes)
+    counts = _count_frame()
+    arrays = {}
+    for d in (1,) + opts["sharded"]:
+        for model in opts["models"]:
+            est = FunBaT(
+                model, rank=2, max_sweeps=6, tol=1e-12, learn_hyper=opts["learn_hyper"], devices=d
+            ).fit(enc)
+            mean, sd_f, _ = est.predict(new)
+            arrays[f"{model}_mean_{d}"] = mean
+            arrays[f"{model}_sd_{d}"] = sd_f
+            arrays[f"{model}_rmse_{d}"] = np.asarray([h["rmse"] for h in est.history_])
+            for k in range(enc.K):
+                arrays[f"{model}_U{k}_{d}"] = est.factor_moments(k)[0]
+            arrays[f"{model}_noise_{d}"] = np.asarray(est.noise_sd_)
+        if opts["cavi"]:
+            res = bt.fit(
+                counts,
+                coords=["a", "b", "c"],
+                value="n",
+                model="poisson-tucker",
+                rank=2,
+                method="vi",
+                max_iter=20,
+                vi_tol=1e-14,
+                progress=False,
+                devices=d,
+            )
+            arrays[f"cavi_elbo_{d}"] = np.asarray(res.info["elbo"])
+            for name, v in res.mean.items():
+                arrays[f"cavi_{name}_{d}"] = np.asarray(v)
+    np.savez(out, **arrays)
+    print(json.dumps({"n_funbat": len(df), "n_counts": len(counts)}))
+
+
+def _run_worker(tmp_path, run: str):
+    """Run :func:`_worker` in a subprocess with four host devices; its arrays and row counts
+    (a stuck collective fails the test by timeout, not hang it)."""
+    out = tmp_path / f"{run}.npz"
+    env = dict(
+        os.environ,
+        XLA_FLAGS="--xla_force_host_platform_device_count=4",
+        JAX_ENABLE_X64="1",
+        JAX_PLATFORMS="cpu",
+        PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), *sys.path]),
+    )
+    code = f"import test_sharding; test_sharding._worker({str(out)!r}, {run!r})"
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300 if run == "quick" else 900,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    with np.load(out) as f:
+        return dict(f), rows
+
+
+def _max_rel(a, b) -> float:
+    """Largest difference relative to the reference's largest entry."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+
+
+@pytest.mark.parametrize("run", ["quick", pytest.param("full", marks=pytest.mark.slow)])
+def test_sharded_fits_equal_single_device(tmp_path, run):
+    """FunBaT (and in the full run CP and Poisson CAVI) on 2 (and 4) host devices equals the
+    one-device fit: predictions, factor means, noise, training RMSE per sweep, CAVI's
+    parameters and bound."""
+    arrays, rows = _run_worker(tmp_path, run)
+    opts = RUNS[run]
+    assert rows["n_funbat"] % 2 and rows["n_counts"] % 2  # padding rows are exercised
+    names = {k.rsplit("_", 1)[0] for k in arrays}
+    assert len(names) == len(opts["models"]) * (4 + len(opts["coords"])) + 13 * opts["cavi"]
+    for d in opts["sharded"]:
+        for name in sorted(names):
+            ref, got = arrays[f"{name}_1"], arrays[f"{name}_{d}"]
+            assert got.shape == ref.shape, name
+            assert _max_rel(got, ref) < TOL["sharded_vs_single"], (name, d)
+    sd = _funbat_frame()["y"].std()
+    for model in opts["models"]:  # the fits explain the data (not two untouched starts)
+        assert arrays[f"{model}_rmse_1"][-1] < 0.5 * sd
+    if opts["cavi"]:
+        elbo = arrays["cavi_elbo_1"]
+        assert len(elbo) == 20 and elbo[-1] > elbo[0]
+
+
+def test_resolve_devices():
+    """``devices=`` takes None, "auto", an int in range or a list of distinct devices."""
+    visible = jax.devices()
+    assert resolve_devices(None) == list(visible)
+    assert resolve_devices("auto") == list(visible)
+    assert resolve_devices(1) == [visible[0]]
+    assert resolve_devices(np.int64(1)) == [visible[0]]
+    assert resolve_devices([visible[0]]) == [visible[0]]
+    assert padded_size(203, 4) == 204 and padded_size(8, 4) == 8
+    bad = [0, -1, len(visible) + 1, True, 1.0, "all", [], [visible[0], visible[0]], ["cpu"], {}]
+    for value in bad:
+        with pytest.raises(ValueError, match="devices"):
+            resolve_devices(value)
+
+
+def test_devices_option_validated():
+    """Bad ``devices`` values fail at construction (FunBaT) and before any work (bt.fit)."""
+    import bayestensor as bt
+    from bayestensor.models.funbat import FunBaT
+
+    with pytest.raises(ValueError, match="devices"):
+        FunBaT(devices=0)
+    df = _funbat_frame(20)
+    with pytest.raises(ValueError, match="devices"):
+        bt.fit(df, coords=["t", "s", "g"], value="y", devices="gpu0")
+    with pytest.raises(ValueError, match="devices"):
+        bt.fit(
+            _count_frame(),
+            coords=["a", "b", "c"],
+            value="n",
+            model="poisson-tucker",
+            method="vi",
+            devices=[],
+        )
