@@ -143,7 +143,12 @@ def _cmd_fit(args) -> int:
     # default kinds from the column types, then the kinds given on the command line
     coords = parse_coords(df, list(parsed), args.value)
     coords |= {name: kind for name, kind in parsed.items() if kind is not None}
-    rank = args.rank[0] if len(args.rank) == 1 else tuple(args.rank)
+    if args.rank is None:
+        rank = None  # bt.fit's default: "auto" for FunBaT, 3 for Poisson Tucker
+    elif "auto" in args.rank and len(args.rank) > 1:
+        raise CommandError("--rank: 'auto' stands alone (not one per coordinate)")
+    else:
+        rank = args.rank[0] if len(args.rank) == 1 else tuple(args.rank)
     poisson = args.model == "poisson-tucker"
     if poisson:  # every mode is categorical: numbers in a CSV are levels (e.g. months) there
         given_kinds = {n: k for n, k in parsed.items() if k not in (None, "categorical")}
@@ -269,7 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument("--value", required=True, help="the numeric column to model")
     fit.add_argument(
-        "--rank", type=int, nargs="+", default=[3], help="one rank, or one per coordinate"
+        "--rank",
+        type=_rank,
+        nargs="+",
+        default=None,
+        help="one rank, one per coordinate, or 'auto' (learned; the default for tucker/cp; "
+        "poisson-tucker defaults to 3)",
     )
     fit.add_argument("--model", default="tucker", choices=["tucker", "cp", "poisson-tucker"])
     funbat = fit.add_argument_group("FunBaT (--model tucker or cp)")
@@ -307,6 +317,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("name", help="a data set listed by 'bayestensor datasets'")
     export.add_argument("file", help="CSV file to write ('-': stdout)")
     return parser
+
+
+def _rank(text: str) -> int | str:
+    """A ``--rank`` entry: a whole number, or ``auto``."""
+    if text == "auto":
+        return text
+    return int(text)
+
+
+_rank.__name__ = "rank"  # argparse's message: "invalid rank value: 'x'"
 
 
 def main(argv: list[str] | None = None) -> int:

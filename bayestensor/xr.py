@@ -14,7 +14,14 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-__all__ = ["FromXarray", "from_xarray", "grid_dataset", "is_xarray", "require_xarray"]
+__all__ = [
+    "FromXarray",
+    "factors_dataset",
+    "from_xarray",
+    "grid_dataset",
+    "is_xarray",
+    "require_xarray",
+]
 
 #: Grid cells predicted per chunk by :func:`grid_dataset` (a power of two: the predictions
 #: of every full chunk share one compiled function).
@@ -180,3 +187,32 @@ def grid_dataset(
         coords={dim: ix for dim, ix in index.items()},
         attrs=dict(attrs or {}),
     )
+
+
+def factors_dataset(frame: pd.DataFrame):
+    """FunBaT's long factor table (:meth:`FitResult.factors`) as an :class:`xarray.Dataset`.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Columns ``mode``, ``coordinate``, ``component``, ``mean``, ``sd``.
+
+    Returns
+    -------
+    xarray.Dataset
+        Per mode ``m``, variables ``m_mean`` and ``m_sd`` on dims ``(m, "m_component")``, the
+        mode's coordinates (times for a datetime mode) along ``m``. Modes may have different
+        ranks, hence one component dimension each.
+    """
+    xr = require_xarray()
+    variables = {}
+    for mode, part in frame.groupby("mode", sort=False):
+        coords = pd.unique(part["coordinate"])
+        R = int(part["component"].max()) + 1
+        dims = (str(mode), f"{mode}_component")
+        shape = (len(coords), R)
+        coordinates = {dims[0]: coords, dims[1]: np.arange(R)}
+        for stat in ("mean", "sd"):
+            values = part[stat].to_numpy().reshape(shape)
+            variables[f"{mode}_{stat}"] = xr.DataArray(values, dims=dims, coords=coordinates)
+    return xr.Dataset(variables)

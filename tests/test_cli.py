@@ -136,6 +136,7 @@ def _fit_args(data, *extra, coords=("group", "x"), value="y"):
         (("group", "x", "x"), "y", (), "names 'x' twice"),
         (("group", "x"), "y", ("--rank", "0"), "positive"),
         (("group", "x"), "y", ("--rank", "2", "2", "2"), "rank has 3 entries"),
+        (("group", "x"), "y", ("--rank", "auto", "2"), "'auto' stands alone"),
         (("group", "x"), "group", (), "group"),
     ],
 )
@@ -169,7 +170,7 @@ def test_non_integer_rank_is_a_one_line_usage_error(csv_files, tmp_path, capsys,
     with pytest.raises(SystemExit) as exc:
         main([*_fit_args(folder / "train.csv", "--rank", rank), "--out", str(tmp_path / "m")])
     assert exc.value.code == 2
-    assert "--rank: invalid int value" in _one_error_line(capsys, "fit")
+    assert "--rank: invalid rank value" in _one_error_line(capsys, "fit")
 
 
 def test_predict_missing_and_bad_model_files(csv_files, tmp_path, capsys):

@@ -94,6 +94,23 @@ def test_predict_grid_is_predict_on_the_flattened_grid(cube_fits):
         np.testing.assert_array_equal(flat[c].to_numpy(), ref[c].to_numpy())
 
 
+def test_factors_as_xarray_hold_the_factor_table(cube_fits):
+    _, res, _ = cube_fits
+    table, ds = res.factors(), res.factors(as_xarray=True)
+    for mode in ("t", "site", "day"):
+        part = table[table["mode"] == mode]
+        for stat in ("mean", "sd"):
+            da = ds[f"{mode}_{stat}"]
+            assert da.dims == (mode, f"{mode}_component")
+            back = da.to_dataframe(name=stat).reset_index()
+            merged = part.merge(
+                back, left_on=["coordinate", "component"], right_on=[mode, f"{mode}_component"]
+            )
+            assert len(merged) == len(part) == da.size
+            np.testing.assert_array_equal(merged[f"{stat}_x"], merged[f"{stat}_y"])
+    np.testing.assert_array_equal(ds["day"].values, DAYS.to_numpy())
+
+
 def test_predict_grid_on_given_coordinates(cube_fits):
     _, res, _ = cube_fits
     t = np.array([-0.5, 0.33, 1.0, 4.0])

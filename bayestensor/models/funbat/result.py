@@ -27,7 +27,7 @@ from bayestensor.models.funbat.inference import init_state
 from bayestensor.models.funbat.state import MODELS, FunBaTConfig
 from bayestensor.results import PREDICTION_COLUMNS, Result, prediction_frame
 from bayestensor.ssm import gaps
-from bayestensor.xr import GRID_CHUNK, grid_dataset, require_xarray
+from bayestensor.xr import GRID_CHUNK, factors_dataset, grid_dataset, require_xarray
 
 
 class FitResult(Result):
@@ -285,14 +285,14 @@ class FitResult(Result):
         view = self if self.model == "tucker" else diagonal_core_view(self)  # CP weights
         return funbat_inference_data(view, df, draws=draws, chains=chains, seed=seed)
 
-    def factors(self) -> pd.DataFrame:
+    def factors(self, as_xarray: bool = False):
         """Posterior mean and sd of every latent function ``u^k_r`` at its mode's coordinates.
 
         Returns
         -------
-        pandas.DataFrame
-            Long format: ``mode``, ``coordinate``, ``component``, ``mean``, ``sd``. The
-            coordinates of a datetime or timedelta mode are times again (zone included).
+        pandas.DataFrame or xarray.Dataset
+            Long format: ``mode``, ``coordinate``, ``component``, ``mean``, ``sd`` (times again
+            for a datetime mode); ``as_xarray=True``: :func:`bayestensor.xr.factors_dataset`.
         """
         frames = []
         for k, mode in enumerate(self.modes):
@@ -311,7 +311,8 @@ class FitResult(Result):
                     }
                 )
             )
-        return pd.concat(frames, ignore_index=True)
+        out = pd.concat(frames, ignore_index=True)
+        return factors_dataset(out) if as_xarray else out
 
     # -- reporting -------------------------------------------------------------------------
 
