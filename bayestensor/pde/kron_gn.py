@@ -53,6 +53,9 @@ from bayestensor.pde.factors import (
 from bayestensor.pde.problems import Problem, boundary_mask
 from bayestensor.tensor import multi_mode_dot
 
+#: Relative diagonal jitter of the preconditioner's (diagonally scaled) Cholesky factorisation.
+PRECOND_JITTER = 1e-13
+
 
 def _active_maps(factors: Sequence[DimensionFactors], variables) -> dict[str, list]:
     """Per-dimension matrices mapping whitened ``Z`` to every derivative grid the operator reads.
@@ -100,10 +103,14 @@ def preconditioner(factors, coef, maps, lam_r: float, lam_b: float):
     interior = [np.r_[0.0, np.ones(n - 2), 0.0] for n in shape]
     mean = {k: jnp.mean(c) for k, c in coef.items()}
     H = normal_matrix(factors, mean, maps, interior, lam_r, lam_b)
-    C = jnp.linalg.cholesky(H)
+    # symmetric diagonal scaling, and a jitter of PRECOND_JITTER, keep the Cholesky
+    # factorisation finite when H̄'s condition number passes 1/eps (a preconditioner only)
+    s = 1.0 / jnp.sqrt(jnp.diag(H))
+    scaled = s[:, None] * H * s[None, :]
+    C = jnp.linalg.cholesky(scaled + PRECOND_JITTER * jnp.eye(H.shape[0], dtype=H.dtype))
 
     def apply(Z):
-        return jsl.cho_solve((C, True), Z.ravel()).reshape(shape)
+        return (s * jsl.cho_solve((C, True), s * Z.ravel())).reshape(shape)
 
     return apply
 
@@ -176,7 +183,8 @@ def pcg(A, b, x0, M, tol: float, maxiter: int):
 
     state = (x0, r0, z0, z0, dot(r0, z0), jnp.asarray(0))
     x, *_, k = jax.lax.while_loop(cond, body, state)
-    return x, k
+    # a breakdown (non-finite preconditioner or step) keeps the starting point
+    return jnp.where(jnp.all(jnp.isfinite(x)), x, x0), k
 
 
 def solve_kron_gn(U0, factors, problem: Problem, config: GPHMConfig, n_iter: int, coefficients):
