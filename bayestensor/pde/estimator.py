@@ -154,8 +154,9 @@ def _fit(problem, config, params, progress):
         warnings.warn(
             "method='kron' solves the λ → ∞ collocation limit, which drops the GP prior: for a "
             "nonlinear operator its Newton systems can be ill-conditioned and the GP mean between "
-            "grid points unreliable (check the midpoint residual); method='dense' on a grid of "
-            f"at most {DENSE_MAX_POINTS} points keeps the prior",
+            "grid points unreliable (check the midpoint residual); method='kron_gn' (the default "
+            f"for nonlinear operators above {DENSE_MAX_POINTS} points) and method='dense' keep "
+            "the prior",
             RuntimeWarning,
             stacklevel=2,
         )
