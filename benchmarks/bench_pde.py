@@ -310,6 +310,13 @@ def family_summary(rows, kinds):
     )
 
 
+def regrid(prob, grid):
+    """The manufactured problem on ``grid`` points per dimension (unchanged for ``None``)."""
+    if grid is None:
+        return prob
+    return bt.pde.Problem.manufactured(prob.operator, prob.exact, prob.box, grid, prob.variables)
+
+
 def seeds(spec):
     a, b = (int(v) for v in spec.split(":"))
     return range(a, b)
@@ -324,6 +331,13 @@ def main(argv=None):
     p.add_argument("--family", action="store_true", help="random problems (fresh seeds)")
     p.add_argument("--kinds", nargs="*", default=["poisson_1d", "allen_cahn_1d", "poisson_2d"])
     p.add_argument("--seeds", default="1000:1020", help="seed range a:b of the family")
+    p.add_argument(
+        "--grid",
+        type=int,
+        default=None,
+        help="re-discretise every problem with this many points per dimension "
+        "(e.g. 100 for 2-D Allen–Cahn at scale; default: each problem's own grid)",
+    )
     opts = p.parse_args(argv)
     print(f"load average at start: {os.getloadavg()[0]:.1f} (2 cores)")
     print(f"jax_enable_x64 (global, as users run): {jax.config.jax_enable_x64}")
@@ -334,7 +348,7 @@ def main(argv=None):
     if opts.family:
         for kind in opts.kinds:
             for seed in seeds(opts.seeds):
-                prob = bt.pde.problems.random_problem(seed, kind)
+                prob = regrid(bt.pde.problems.random_problem(seed, kind), opts.grid)
                 row = run_one(f"{kind} seed {seed}", prob, solve_opts)
                 rows.append({**row, "kind": kind})
         print_table(rows)
@@ -345,7 +359,7 @@ def main(argv=None):
         print_table(rows)
     else:
         for name in opts.only or list(bt.pde.BENCHMARKS):
-            rows.append(run_one(name, bt.pde.benchmark(name), solve_opts))
+            rows.append(run_one(name, bt.pde.benchmark(name, grid=opts.grid), solve_opts))
         print_table(rows)
     print(f"\nload average at end: {os.getloadavg()[0]:.1f} (2 cores)")
     print(f"jax_enable_x64 after the solves: {jax.config.jax_enable_x64}")

@@ -132,6 +132,8 @@ TOL = {
     "pde_u_step_vs_dense": 1e-7,
     # Kronecker U-step vs the dense collocation solve (relative; absolute · max |U|)
     "pde_kron_u_step_vs_dense": 1e-6,
+    # Kronecker Gauss–Newton (CG on the normal equations, cg_tol 1e-13) vs the dense QR step
+    "pde_kron_gn_vs_dense": 1e-7,
     # Gauss–Newton: max |∂𝒥/∂U| at the result vs at the start (factor)
     "gauss_newton_grad_reduction": 1e-6,
     # solution callable vs its tensor-grid evaluation on_grid (relative and absolute)

@@ -6,6 +6,7 @@ the benchmark problems), :mod:`~bayestensor.pde.kernels` (1-D spectral-mixture k
 closed-form derivative kernels), :mod:`~bayestensor.pde.config` (settings, parameters, the
 fit record), :mod:`~bayestensor.pde.factors` (per-dimension kernel algebra),
 :mod:`~bayestensor.pde.inference` (the GP-HM objective, the ``U``-step solvers, prediction),
+:mod:`~bayestensor.pde.kron_gn` (Gauss–Newton with the prior kept on large grids, by CG),
 :mod:`~bayestensor.pde.estimator` (the Adam / L-BFGS loop, :func:`solve`),
 :mod:`~bayestensor.pde.result` (:class:`PDESolution`) and :mod:`~bayestensor.pde.reliability`
 (how far a solution can be trusted, without the exact solution).

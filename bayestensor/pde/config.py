@@ -24,6 +24,9 @@ from bayestensor.pde.problems import Problem
 #: Grids with at most this many points use the dense solver by default.
 DENSE_MAX_POINTS = 2500
 
+#: ``U``-step solvers (:class:`GPHMConfig` ``method``).
+METHODS = ("auto", "dense", "kron", "kron_gn")
+
 #: The dense U-step uses the normal equations (Cholesky) when the squared ratio of the extreme
 #: diagonal entries of their Cholesky factor, a lower bound of their condition number, is below
 #: this; otherwise a QR factorisation of the stacked least-squares matrix.
@@ -71,9 +74,12 @@ class GPHMConfig(NamedTuple):
         Gauss–Newton iterations of the first ``U``-solve for a nonlinear operator, and of the
         final polish of the returned iterate; the solves inside the Adam / L-BFGS steps are
         warm-started and take one step each.
-    method : {"auto", "dense", "kron"}
-        ``U``-step solver (module docstring); ``"auto"`` picks ``"dense"`` for grids of at most
-        2500 points.
+    method : {"auto", "dense", "kron", "kron_gn"}
+        ``U``-step solver (:mod:`bayestensor.pde.inference`); ``"auto"`` picks ``"dense"`` for
+        grids of at most :data:`DENSE_MAX_POINTS` points and, above that (D ≥ 2), ``"kron"`` for
+        a linear operator and ``"kron_gn"`` (:mod:`bayestensor.pde.kron_gn`: Gauss–Newton with
+        the GP prior kept, by preconditioned CG with Kronecker products; kernels learned on a
+        coarser grid) for a nonlinear one.
     chunk : int
         Steps per compiled ``lax.scan`` between early-stopping checks.
     dtype : {"float64", "float32"}
@@ -81,6 +87,11 @@ class GPHMConfig(NamedTuple):
         (:func:`bayestensor.driver.precision`): spectral-mixture Gram matrices with high
         frequencies and the whitened least squares need float64; ``"float32"`` is there to
         measure that, not to be used.
+    cg_tol : float
+        ``method="kron_gn"``: each Gauss–Newton step's conjugate gradients stop at this
+        relative residual of the normal equations.
+    cg_maxiter : int
+        ``method="kron_gn"``: most CG iterations per Gauss–Newton step.
     """
 
     spectrum: str = "gaussian"
@@ -98,6 +109,8 @@ class GPHMConfig(NamedTuple):
     method: str = "auto"
     chunk: int = 10
     dtype: str = "float64"
+    cg_tol: float = 1e-10
+    cg_maxiter: int = 1000
 
 
 class GPHMParams(NamedTuple):
@@ -140,14 +153,17 @@ def resolve_config(problem: Problem, config: GPHMConfig | None = None) -> GPHMCo
         raise ValueError(f"nu must be ≥ 2.5 for second derivatives, got {config.nu}")
     if not isinstance(config.dtype, str) or config.dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {config.dtype!r}")
-    if not isinstance(config.method, str) or config.method not in ("auto", "dense", "kron"):
-        raise ValueError(f"method must be 'auto', 'dense' or 'kron', got {config.method!r}")
-    ints = {name: check_int(name, getattr(config, name)) for name in ("n_components", "chunk")}
+    if not isinstance(config.method, str) or config.method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {config.method!r}")
+    ints = {
+        name: check_int(name, getattr(config, name))
+        for name in ("n_components", "chunk", "cg_maxiter")
+    }
     for name in ("n_steps", "lbfgs_steps", "patience", "newton_iters"):
         ints[name] = check_int(name, getattr(config, name), minimum=0)
     floats = {
         name: check_positive(name, getattr(config, name))
-        for name in ("jitter", "precision", "learning_rate", "lbfgs_time")
+        for name in ("jitter", "precision", "learning_rate", "lbfgs_time", "cg_tol")
     }
     config = config._replace(nu=nu, **ints, **floats)
     D = len(problem.shape)
@@ -167,8 +183,11 @@ def resolve_config(problem: Problem, config: GPHMConfig | None = None) -> GPHMCo
         )
     method = config.method
     if method == "auto":
-        method = "dense" if math.prod(problem.shape) <= DENSE_MAX_POINTS else "kron"
-    if method == "kron" and D < 2:
+        if math.prod(problem.shape) <= DENSE_MAX_POINTS:
+            method = "dense"
+        else:
+            method = "kron" if is_linear(problem) else "kron_gn"
+    if method in ("kron", "kron_gn") and D < 2:
         method = "dense"
     return config._replace(max_freq=mf, method=method)
 

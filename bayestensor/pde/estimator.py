@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import time
 import warnings
 from collections.abc import Sequence
@@ -32,12 +33,16 @@ from bayestensor.pde.config import (
 )
 from bayestensor.pde.factors import all_factors
 from bayestensor.pde.inference import (
+    coefficients,
+    cross_kernel,
     dense_normal_condition,
     loss_terms,
     midpoint_residual,
     midpoint_source,
+    predict_tensor,
     solve_grid,
 )
+from bayestensor.pde.kron_gn import coarse_problem, solve_kron_gn
 from bayestensor.pde.problems import Problem, check_grid_sizes
 from bayestensor.pde.reliability import WARN_ERROR, assess, likely_cause
 from bayestensor.pde.result import PDESolution
@@ -141,14 +146,17 @@ def _check_result(U, trace: FitTrace) -> None:
 def _fit(problem, config, params, progress):
     """:func:`fit` on a validated problem."""
     config = resolve_config(problem, config)
+    if config.method == "kron_gn" and math.prod(problem.shape) > DENSE_MAX_POINTS:
+        return _fit_two_grid(problem, config, params, progress)
     params = init_params(problem, config) if params is None else params
     linear = is_linear(problem)
     if config.method == "kron" and not linear:
         warnings.warn(
             "method='kron' solves the λ → ∞ collocation limit, which drops the GP prior: for a "
             "nonlinear operator its Newton systems can be ill-conditioned and the GP mean between "
-            "grid points unreliable (check the midpoint residual); method='dense' on a grid of "
-            f"at most {DENSE_MAX_POINTS} points keeps the prior",
+            "grid points unreliable (check the midpoint residual); method='kron_gn' (the default "
+            f"for nonlinear operators above {DENSE_MAX_POINTS} points) and method='dense' keep "
+            "the prior",
             RuntimeWarning,
             stacklevel=2,
         )
@@ -264,6 +272,60 @@ def _fit(problem, config, params, progress):
     return params, trace
 
 
+def _fit_two_grid(problem, config, params, progress):
+    """``method="kron_gn"`` above :data:`DENSE_MAX_POINTS` points: kernels from a fit on a
+    coarser grid of at most that many points (the same Gauss–Newton U-steps, whose
+    preconditioner's Cholesky factorisation is then small), then ``config.newton_iters``
+    Gauss–Newton steps on the full grid (:mod:`bayestensor.pde.kron_gn`) from the coarse GP
+    mean.
+
+    The trace is the coarse fit's, with the full grid's loss and midpoint residual appended as
+    the returned (last) step.
+    """
+    if params is None:
+        coarse = coarse_problem(problem, DENSE_MAX_POINTS)
+        # max_freq: the coarse grid's own default (the fine grid's may exceed its Nyquist)
+        coarse_config = resolve_config(coarse, config._replace(max_freq=None))
+        coarse_params, coarse_trace = _fit(coarse, coarse_config, None, progress)
+        kernels = coarse_params.kernels
+        U0 = _interpolate(coarse_params.U, kernels, coarse, problem, coarse_config)
+    else:
+        kernels, U0 = params.kernels, params.U
+        coarse_trace = FitTrace(np.zeros(0), np.zeros(0), 0, 0)
+    f_mid = midpoint_source(problem)
+
+    @jax.jit
+    def fine(kernels, U0):
+        factors = all_factors(kernels, problem, config)
+        U, iters = solve_kron_gn(U0, factors, problem, config, config.newton_iters, coefficients)
+        value = sum(loss_terms(U, factors, problem, config).values())
+        res = midpoint_residual(U, kernels, factors, problem, config, f_mid)
+        return U, value, res, iters
+
+    U, value, res, _ = fine(tuple(kernels), U0)
+    trace = FitTrace(
+        np.append(coarse_trace.losses, float(value)),
+        np.append(coarse_trace.residuals, float(res)),
+        len(coarse_trace.losses),
+        coarse_trace.n_adam,
+        coarse_trace.step_time,
+    )
+    _check_result(U, trace)
+    params = GPHMParams(jax.block_until_ready(U), tuple(kernels))
+    release_compiled()
+    return params, trace
+
+
+def _interpolate(U, kernels, coarse: Problem, problem: Problem, config: GPHMConfig):
+    """The GP mean of the coarse grid values ``U`` on ``problem``'s grid."""
+    factors = all_factors(kernels, coarse, config)
+    cross = [
+        [cross_kernel(k, x, xc, config, 0)]
+        for k, x, xc in zip(kernels, problem.grid, coarse.grid, strict=True)
+    ]
+    return predict_tensor(U, kernels, factors, cross, problem.variables)["u"]
+
+
 def solve(
     problem: Problem,
     kernel: str = "gaussian",
@@ -314,8 +376,11 @@ def solve(
         Wall-time budget of the L-BFGS steps, in seconds.
     patience : int, default 30
         Early stopping: steps without improvement of the midpoint residual.
-    method : {"auto", "dense", "kron"}, default "auto"
-        ``U``-step solver (:mod:`bayestensor.pde.inference`).
+    method : {"auto", "dense", "kron", "kron_gn"}, default "auto"
+        ``U``-step solver (:mod:`bayestensor.pde.inference`): ``"dense"`` up to 2500 grid
+        points; above that ``"kron"`` for linear and ``"kron_gn"`` for nonlinear operators
+        (Gauss–Newton keeping the GP prior, by CG with Kronecker products; kernels learned on a
+        coarser grid, :mod:`bayestensor.pde.kron_gn`).
     nu : float, default 2.5
         Matérn smoothness of the Student-t mixture.
     jitter : float, default 1e-10

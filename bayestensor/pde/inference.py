@@ -51,6 +51,9 @@ theorem), so ``U*`` enters the step through ``stop_gradient``.
   mean between grid points is off by a factor 60 or more. The dense solver, which keeps the prior,
   reaches 2 × 10⁻⁴ on 50 × 50 points; :func:`fit` warns when ``"kron"`` meets a nonlinear
   operator.
+* ``method="kron_gn"`` (default for nonlinear operators above 2500 points, D ≥ 2): the dense
+  solver's Gauss–Newton step, kept with its prior, solved by preconditioned conjugate gradients
+  with Kronecker-product operators (:mod:`bayestensor.pde.kron_gn`).
 
 Early stopping watches the PDE residual *between* the collocation points (at the cell midpoints,
 where the GP mean is not fitted; it needs ``problem.source_fn``), never the exact solution; the
@@ -98,6 +101,7 @@ from bayestensor.pde.kernels import (
     SpectralMixture,
     sm_kernel_lag,
 )
+from bayestensor.pde.kron_gn import solve_kron_gn
 from bayestensor.pde.problems import Problem
 from bayestensor.tensor import multi_mode_dot
 
@@ -332,6 +336,7 @@ def solve_grid(
         Whether the operator is affine (:func:`is_linear`).
     lsq : {"auto", "qr"}, default "auto"
         Least-squares method of the dense solver (see :func:`dense_normal_condition`).
+        ``method="kron_gn"`` solves the same Gauss–Newton steps by preconditioned CG.
 
     Returns
     -------
@@ -340,6 +345,8 @@ def solve_grid(
     """
     if config.method == "kron":
         return _solve_kron(U0, factors, problem, config, n_iter, linear)
+    if config.method == "kron_gn":
+        return solve_kron_gn(U0, factors, problem, config, n_iter, coefficients)[0]
     return _solve_dense(U0, factors, problem, config, n_iter, lsq)
 
 
