@@ -24,6 +24,7 @@ from bayestensor.pde import (
 )
 from bayestensor.pde.config import FitTrace, GPHMConfig, GPHMParams
 from bayestensor.pde.estimator import fit, solve
+from bayestensor.pde.family import random_problem
 from bayestensor.pde.kernels import (
     SPECTRA,
     SpectralMixture,
@@ -35,7 +36,7 @@ from bayestensor.pde.kernels import (
     sm_kernel_lag,
     spectral_density,
 )
-from bayestensor.pde.problems import BENCHMARKS, Problem, benchmark, poisson_1d, random_problem
+from bayestensor.pde.problems import BENCHMARKS, Problem, benchmark, poisson_1d
 from bayestensor.pde.reliability import Reliability
 from bayestensor.pde.result import PDESolution
 
