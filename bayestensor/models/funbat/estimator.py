@@ -439,6 +439,7 @@ class FunBaT:
         self.history_ = history
         self.n_sweeps_ = len(history)
         self.converged_ = converged
+        self.train_ = enc  # the rows, for update() (kept in memory, not saved)
         return self
 
     @property

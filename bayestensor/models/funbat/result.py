@@ -25,6 +25,7 @@ from bayestensor.models.funbat.ard import ard_record, diagonal_core_view
 from bayestensor.models.funbat.estimator import ESTIMATOR_PARAMS, FunBaT
 from bayestensor.models.funbat.inference import init_state
 from bayestensor.models.funbat.state import MODELS, FunBaTConfig
+from bayestensor.models.funbat.update import update as _update
 from bayestensor.results import PREDICTION_COLUMNS, Result, prediction_frame
 from bayestensor.ssm import gaps
 from bayestensor.xr import GRID_CHUNK, factors_dataset, grid_dataset, require_xarray
@@ -87,7 +88,6 @@ class FitResult(Result):
         self.kernel = names.pop() if len(names) == 1 else dict(self.kernels)
 
     # -- fitted quantities -----------------------------------------------------------------
-
     @property
     def coords(self) -> dict[str, str]:
         """``{column: "continuous" | "categorical"}`` of the fit."""
@@ -139,7 +139,6 @@ class FitResult(Result):
         return bool(self.estimator.converged_)
 
     # -- prediction ------------------------------------------------------------------------
-
     def predict(self, df: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
         """Predictive distribution at the rows of ``df``.
 
@@ -314,8 +313,11 @@ class FitResult(Result):
         out = pd.concat(frames, ignore_index=True)
         return factors_dataset(out) if as_xarray else out
 
-    # -- reporting -------------------------------------------------------------------------
+    def update(self, df: pd.DataFrame, sweeps: int | None = None) -> FitResult:
+        """A new result with the rows of ``df`` added: see :func:`.funbat.update.update`."""
+        return _update(self, df, sweeps)
 
+    # -- reporting -------------------------------------------------------------------------
     def title(self) -> str:
         """One line: model, value, sweeps, convergence, training RMSE and noise sd."""
         est = self.estimator
@@ -410,7 +412,6 @@ class FitResult(Result):
         )
 
     # -- persistence -----------------------------------------------------------------------
-
     def _record(self) -> tuple[dict, dict[str, np.ndarray]]:
         est = self.estimator
         header = {
@@ -484,7 +485,6 @@ _HEADER = {
     "history": list[dict],
     "converged": bool,
 }
-
 
 #: Fields of a saved time mode's scale (:class:`bayestensor.modes.TimeScale`).
 _TIME_FIELDS = {

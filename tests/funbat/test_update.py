@@ -1,0 +1,177 @@
+"""Streaming updates, :meth:`FitResult.update`: new rows added to a fit and warm-started sweeps.
+
+References: the fit's own sweep continued on the combined rows (encoded independently, by
+:func:`bayestensor.data.encode` of the concatenated frame), the planted noiseless function at
+new times and at a new category, and (slow) a fresh fit of the combined rows.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import TOL
+
+import bayestensor as bt
+from bayestensor.data import encode
+from bayestensor.driver import precision
+from bayestensor.models.funbat import estimator as est_module
+from bayestensor.ssm import gaps
+
+COORDS = ["t", "s", "g"]
+NOISE = 0.05
+T = np.arange(30.0)
+S = np.linspace(0.0, 1.0, 8)
+G = np.array(["a", "b", "c", "d"])
+
+
+def _truth(t, s, gi):
+    return np.sin(t / 4.0) * np.cos(2.0 * s) + 0.5 * gi
+
+
+def _rows(rng, times, n, groups=3, first_group=0):
+    """``n`` noisy rows at times drawn from ``times``, all of ``S``, groups ``first_group …``."""
+    t = rng.choice(times, n)
+    s = S[rng.integers(0, S.size, n)]
+    gi = rng.integers(first_group, first_group + groups, n)
+    f = _truth(t, s, gi)
+    frame = pd.DataFrame({"t": t, "s": s, "g": G[gi], "y": f + NOISE * rng.normal(size=n)})
+    return frame, f
+
+
+@pytest.fixture(scope="module")
+def new_day():
+    """100 rows on day 25 (one beyond the fit) and 200 test rows there with their truth."""
+    rng = np.random.default_rng(2)
+    return _rows(rng, T[25:26], 100)[0], *_rows(rng, T[25:26], 200)
+
+
+@pytest.fixture(scope="module")
+def base():
+    """A Tucker fit with learned ranks on times 0 … 24 and groups a, b, c."""
+    rng = np.random.default_rng(0)
+    df, _ = _rows(rng, T[:25], 600)
+    return bt.fit(df, coords=COORDS, value="y", max_rank=3), df
+
+
+def test_update_at_fitted_coordinates_continues_the_sweeps(base):
+    res, df = base
+    rng = np.random.default_rng(1)
+    new, _ = _rows(rng, T[:25], 150)
+    up = res.update(new, sweeps=2)
+    # the reference: the combined frame encoded from scratch, z-scored with the fit's
+    # standardisation, two sweeps of the fit's config from the fitted state
+    est = res.estimator
+    enc = encode(pd.concat([df, new], ignore_index=True), COORDS, "y")
+    assert all(
+        np.array_equal(a.values, b.values) for a, b in zip(enc.modes, res.modes, strict=True)
+    )
+    step = est_module._sweep_jit  # the fit's compiled sweep (the same shapes: no recompile)
+    with precision(est.dtype):
+        y = jnp.asarray((enc.y - est.y_mean_) / est.y_scale_)
+        dts = tuple(
+            jnp.asarray(gaps(m.values)) if m.kind == "continuous" else None for m in enc.modes
+        )
+        state = est.state_
+        for _ in range(2):
+            state, _ = step(state, jnp.asarray(enc.index), y, dts, est.cfg_)
+    got, want = jax.tree.leaves(up.estimator.state_), jax.tree.leaves(state)
+    assert len(got) == len(want)
+    for a, b in zip(got, want, strict=True):
+        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        assert a.shape == b.shape
+        scale = max(np.max(np.abs(b)), 1.0) if b.size else 1.0
+        np.testing.assert_allclose(a, b, rtol=0, atol=TOL["update_vs_continued"] * scale)
+    # the learned ranks are kept; the history goes on
+    assert up.ranks == res.ranks
+    assert len(up.history) == len(res.history) + 2
+
+
+def test_update_with_a_new_day_improves_it(base, new_day):
+    res, _ = base
+    new, test, f_test = new_day
+    before = np.sqrt(np.mean((res.predict(test)["mean"].to_numpy() - f_test) ** 2))
+    up = res.update(new)
+    after = np.sqrt(np.mean((up.predict(test)["mean"].to_numpy() - f_test) ** 2))
+    assert after < TOL["update_new_times_gain"] * before
+    assert up.modes[0].values[-1] == 25.0 and up.modes[0].size == res.modes[0].size + 1
+    assert up.estimator.cfg_.sizes[0] == res.estimator.cfg_.sizes[0] + 1
+
+
+def test_update_with_a_new_category(base):
+    res, _ = base
+    rng = np.random.default_rng(3)
+    new, _ = _rows(rng, T[:25], 150, groups=1, first_group=3)  # all in the new group "d"
+    test, f_test = _rows(rng, T[:25], 200, groups=1, first_group=3)
+    with pytest.raises(ValueError, match="not seen in training"):
+        res.predict(test)
+    up = res.update(new)
+    assert list(up.modes[2].values) == ["a", "b", "c", "d"]
+    rmse = np.sqrt(np.mean((up.predict(test)["mean"].to_numpy() - f_test) ** 2))
+    assert rmse < TOL["update_new_category_rmse"] * NOISE
+
+
+def test_update_leaves_its_inputs_alone(base, new_day):
+    res, _ = base
+    rng = np.random.default_rng(4)
+    new = new_day[0]
+    new_copy = new.copy()
+    grid, _ = _rows(rng, T[:25], 40)
+    before = res.predict(grid)
+    state, n_history, modes = res.estimator.state_, len(res.history), res.modes
+    res.update(new, sweeps=1)
+    pd.testing.assert_frame_equal(new, new_copy)
+    pd.testing.assert_frame_equal(res.predict(grid), before)
+    assert res.estimator.state_ is state and len(res.history) == n_history
+    assert res.modes == modes
+
+
+def test_update_rejects_bad_input(base, tmp_path):
+    res, _ = base
+    rng = np.random.default_rng(5)
+    new, _ = _rows(rng, T[25:26], 20)
+    with pytest.raises(ValueError, match="'s'"):
+        res.update(new.drop(columns="s"))
+    with pytest.raises(ValueError, match="'s'"):
+        res.update(new.assign(s=new["s"].astype(str)))
+    with pytest.raises(ValueError, match="'y'"):
+        res.update(new.drop(columns="y"))
+    with pytest.raises(ValueError, match="'y'"):
+        res.update(new.assign(y=new["y"].astype(str)))
+    with pytest.raises(ValueError, match="'y'"):
+        res.update(new.assign(y=np.where(np.arange(len(new)) == 3, np.nan, new["y"])))
+    with pytest.raises(ValueError, match="'t'"):
+        res.update(new.assign(t=np.inf))
+    with pytest.raises(ValueError, match="df"):
+        res.update(new.iloc[:0])
+    with pytest.raises(ValueError, match="sweeps"):
+        res.update(new, sweeps=0)
+    loaded = bt.load(res.save(tmp_path / "model"))
+    with pytest.raises(ValueError, match="training rows"):
+        loaded.update(new)
+
+
+@pytest.mark.slow
+def test_update_run_long_matches_a_refit():
+    """A fixed-rank fit updated with a new day until convergence vs a fresh fit of all rows."""
+    rng = np.random.default_rng(6)
+    df, _ = _rows(rng, T[:25], 500)
+    new, _ = _rows(rng, T[25:27], 100)
+    options = dict(coords=COORDS, value="y", rank=2, tol=1e-4, max_sweeps=300)
+    up = bt.fit(df, **options).update(new, sweeps=100)
+    refit = bt.fit(pd.concat([df, new], ignore_index=True), **options)
+    grid, _ = _rows(rng, T[:27], 300)
+    gap = up.predict(grid)["mean"] - refit.predict(grid)["mean"]
+    scale = float(np.std(pd.concat([df, new])["y"]))
+    assert np.max(np.abs(gap)) < TOL["update_vs_refit"] * scale
+
+
+@pytest.mark.slow
+def test_update_in_float32():
+    rng = np.random.default_rng(7)
+    df, _ = _rows(rng, T[:10], 200, groups=2)
+    res = bt.fit(df, coords=COORDS, value="y", rank=2, dtype="float32", max_sweeps=5)
+    new, _ = _rows(rng, T[10:11], 40, groups=2)
+    up = res.update(new, sweeps=1)
+    assert up.estimator.state_.noise.rate.dtype == jnp.float32
+    assert np.isfinite(up.predict(new)["mean"]).all()
