@@ -87,12 +87,15 @@ def test_update_at_fitted_coordinates_continues_the_sweeps(base):
     assert len(up.history) == len(res.history) + 2
 
 
-def test_update_with_a_new_day_improves_it(base, new_day):
+def test_update_with_a_new_day_improves_it(base, new_day, tmp_path):
     res, _ = base
     new, test, f_test = new_day
     before = np.sqrt(np.mean((res.predict(test)["mean"].to_numpy() - f_test) ** 2))
     up = res.update(new)
-    after = np.sqrt(np.mean((up.predict(test)["mean"].to_numpy() - f_test) ** 2))
+    predicted = up.predict(test)
+    after = np.sqrt(np.mean((predicted["mean"].to_numpy() - f_test) ** 2))
+    # the updated model saves and loads like a fitted one
+    pd.testing.assert_frame_equal(bt.load(up.save(tmp_path / "updated")).predict(test), predicted)
     assert after < TOL["update_new_times_gain"] * before
     assert up.modes[0].values[-1] == 25.0 and up.modes[0].size == res.modes[0].size + 1
     assert up.estimator.cfg_.sizes[0] == res.estimator.cfg_.sizes[0] + 1
