@@ -103,6 +103,7 @@ def test_factors_as_xarray_hold_the_factor_table(cube_fits):
             da = ds[f"{mode}_{stat}"]
             assert da.dims == (mode, f"{mode}_component")
             back = da.to_dataframe(name=stat).reset_index()
+            part = part.assign(coordinate=part["coordinate"].astype(back[mode].dtype))
             merged = part.merge(
                 back, left_on=["coordinate", "component"], right_on=[mode, f"{mode}_component"]
             )
