@@ -271,3 +271,17 @@ def test_bad_rank_options_are_refused(kw, match):
     df = _planted((1, 1, 1), shape=(4, 4, 4))
     with pytest.raises(ValueError, match=match):
         bt.fit(df, coords=["a", "b", "c"], value="value", progress=False, **kw)
+
+
+@pytest.mark.parametrize("n", [500, 40_000, 300_000, 5_000_000, 10**9])
+def test_auto_tucker_bound_is_the_largest_a_sweep_can_afford(n):
+    """The default Tucker bound R is the largest R ≤ AUTO_MAX_RANK with n·R^(2K) within the
+    work budget (never below 2), so rank="auto" stays affordable on large data."""
+    from bayestensor.models.funbat.ard import AUTO_MAX_RANK, AUTO_TUCKER_WORK, auto_ranks
+
+    shape = (50, 60, 70)
+    (R, *rest) = auto_ranks("tucker", shape, n_obs=n)
+    assert rest == [R, R]
+    affordable = [r for r in range(2, AUTO_MAX_RANK["tucker"] + 1) if n * r**6 <= AUTO_TUCKER_WORK]
+    assert R == (max(affordable) if affordable else 2)
+    assert auto_ranks("tucker", (4, 60, 70), n_obs=500)[0] == 4  # a mode's size still caps it
