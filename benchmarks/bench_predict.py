@@ -13,7 +13,8 @@ Measured on 2 shared cores (10⁶ rows, 300 × 400 × 2000, rank 3, 4 sweeps; lo
 other jobs): Tucker, one sweep 0.71–0.74 s; ``predict`` on the training rows 23.9 s before the
 blocked prediction (row-by-row bridge, 24 µs a row, 32 sweeps), 0.49 s after (0.69 of a sweep),
 same predictive means; first calls (compiling) 26.1 s and 4.6 s. CP: one sweep 0.34 s,
-``predict`` 0.40 s after (1.2 sweeps: a CP sweep is cheap).
+``predict`` 0.40 s after (1.2 sweeps: a CP sweep is cheap). Later runs (2026-12-02: Tucker 0.60
+of a sweep, CP 0.81, Tucker rank 6 0.07) are in ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
