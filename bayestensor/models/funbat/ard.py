@@ -447,8 +447,12 @@ def diagonal_core_view(result):
             f"CP rank {R} with {K} modes: the diagonal core of {R**K} cells is too large to draw"
         )
     diag = np.ravel_multi_index((np.arange(R),) * K, (R,) * K)
-    mean = jnp.zeros(R**K, core.mean.dtype).at[diag].set(core.mean)
-    cov = jnp.zeros((R**K, R**K), core.mean.dtype).at[np.ix_(diag, diag)].set(core.cov)
+    # NumPy, in the fit's dtype: outside the fit's 64-bit scope jnp would truncate float64
+    w_mean, w_cov = np.asarray(core.mean), np.asarray(core.cov)
+    mean = np.zeros(R**K, w_mean.dtype)
+    mean[diag] = w_mean
+    cov = np.zeros((R**K, R**K), w_mean.dtype)
+    cov[np.ix_(diag, diag)] = w_cov
     est = copy.copy(result.estimator)
     est.state_ = est.state_._replace(core=CorePosterior(mean.reshape((R,) * K), cov))
     view = copy.copy(result)

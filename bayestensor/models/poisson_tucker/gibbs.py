@@ -200,8 +200,9 @@ def _host_rng(seed) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.asarray(seed, dtype=np.uint64)))
 
 
-def _allocate_big_host(shape, ranks, seed, index, y, core, *factors):
-    """NumPy side of :func:`allocate_big`: exact multinomials in float64/int64, by blocks."""
+def _allocate_big_host(shape, ranks, dtype, seed, index, y, core, *factors):
+    """NumPy side of :func:`allocate_big`: exact multinomials in float64/int64, by blocks,
+    returned in the declared integer ``dtype``."""
     rng = _host_rng(seed)
     K = len(ranks)
     index = np.asarray(index, dtype=np.int64)
@@ -226,7 +227,7 @@ def _allocate_big_host(shape, ranks, seed, index, y, core, *factors):
         for k in range(K):
             per = draws.sum(axis=tuple(j + 1 for j in range(K) if j != k))
             np.add.at(counts[k], idx[:, k], per)
-    return (Y.reshape(ranks), *counts)
+    return (Y.reshape(ranks).astype(dtype), *(c.astype(dtype) for c in counts))
 
 
 def allocate_big(spec: PoissonTuckerSpec, data: PoissonData, factors, core, key):
@@ -245,7 +246,7 @@ def allocate_big(spec: PoissonTuckerSpec, data: PoissonData, factors, core, key)
         jax.ShapeDtypeStruct((n, r), int_dtype) for n, r in zip(spec.shape, spec.ranks, strict=True)
     )
     out = jax.pure_callback(
-        partial(_allocate_big_host, spec.shape, spec.ranks),
+        partial(_allocate_big_host, spec.shape, spec.ranks, np.dtype(int_dtype)),
         out_types,
         _seed(key),
         data.index[data.big],
@@ -261,8 +262,10 @@ def allocate_big(spec: PoissonTuckerSpec, data: PoissonData, factors, core, key)
 CRT_HEAD = 256
 
 
-def _crt_host(seed, Y, s):
-    """NumPy side of :func:`crt_big`."""
+def _crt_host(seed, Y, s, dtype=None):
+    """NumPy side of :func:`crt_big`; ``dtype``: the declared result dtype (the host may see
+    ``Y`` in another integer width when the caller's 64-bit scope does not reach the callback's
+    thread)."""
     rng = _host_rng(seed)
     shape = np.shape(Y)
     m = np.asarray(Y, dtype=np.int64).reshape(-1).copy()
@@ -280,7 +283,7 @@ def _crt_host(seed, Y, s):
         rest = ma - head
         w = rng.beta(sa, float(CRT_HEAD))
         m[act] = np.where(rest > 0, rng.binomial(rest, w), 0)
-    return ell.reshape(shape).astype(np.asarray(Y).dtype)
+    return ell.reshape(shape).astype(np.asarray(Y).dtype if dtype is None else dtype)
 
 
 def crt_big(key: jax.Array, Y: jax.Array, s: jax.Array) -> jax.Array:
@@ -294,7 +297,7 @@ def crt_big(key: jax.Array, Y: jax.Array, s: jax.Array) -> jax.Array:
     (float64/int64) through :func:`jax.pure_callback`, seeded from ``key``.
     """
     return jax.pure_callback(
-        _crt_host,
+        partial(_crt_host, dtype=np.dtype(Y.dtype)),
         jax.ShapeDtypeStruct(Y.shape, Y.dtype),
         _seed(key),
         Y,
