@@ -122,6 +122,9 @@ def _run_worker(tmp_path, run: str):
         os.environ,
         XLA_FLAGS="--xla_force_host_platform_device_count=4",
         JAX_ENABLE_X64="1",
+        # the worker imports this module and so conftest, which sets the flag from this
+        # variable: the comparison to 1e-8 is a float64 one in both passes
+        BAYESTENSOR_TEST_X64="1",
         JAX_PLATFORMS="cpu",
         PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), *sys.path]),
     )
