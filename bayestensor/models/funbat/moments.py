@@ -342,12 +342,17 @@ def core_update(
         G = grouped_gram(group, seconds, chunk)
         h = _sum_obs(lambda yy, *mu: jnp.einsum(h_spec, yy, *mu), [y] + list(means), chunk)
     prior = jnp.ones(P, y.dtype) if prior_prec is None else prior_prec.reshape(P)
-    prec = jnp.diag(prior) + tau * G.reshape(P, P)
-    prec = 0.5 * (prec + prec.T)
-    chol = jnp.linalg.cholesky(prec)
-    cov = jax.scipy.linalg.cho_solve((chol, True), jnp.eye(P, dtype=y.dtype))
-    mean = jax.scipy.linalg.cho_solve((chol, True), tau * h.reshape(P))
-    return CorePosterior(mean.reshape(ranks), 0.5 * (cov + cov.T))
+    mean, cov = _gaussian(jnp.diag(prior) + tau * G.reshape(P, P), tau * h.reshape(P))
+    return CorePosterior(mean.reshape(ranks), cov)
+
+
+def _gaussian(prec: Float[Array, "P P"], h: Float[Array, " P"]):
+    """Mean ``Λ⁻¹ h`` and covariance ``Λ⁻¹`` (symmetrised) from a precision ``Λ`` (symmetrised
+    before its Cholesky factorisation) and a linear term ``h``."""
+    chol = jnp.linalg.cholesky(0.5 * (prec + prec.T))
+    cov = jax.scipy.linalg.cho_solve((chol, True), jnp.eye(h.shape[0], dtype=h.dtype))
+    mean = jax.scipy.linalg.cho_solve((chol, True), h)
+    return mean, 0.5 * (cov + cov.T)
 
 
 def weight_second(weights: WeightPosterior) -> Float[Array, "R R"]:
@@ -392,13 +397,8 @@ def weight_update(
     for j in range(1, len(means)):
         prod_m = prod_m * means[j]
         prod_M = prod_M * seconds[j]
-    prec = jnp.diag(prior_prec) + tau * prod_M.sum(0)
-    prec = 0.5 * (prec + prec.T)
-    chol = jnp.linalg.cholesky(prec)
-    R = prior_prec.shape[0]
-    cov = jax.scipy.linalg.cho_solve((chol, True), jnp.eye(R, dtype=y.dtype))
-    mean = jax.scipy.linalg.cho_solve((chol, True), tau * (y @ prod_m))
-    return WeightPosterior(mean, 0.5 * (cov + cov.T))
+    mean, cov = _gaussian(jnp.diag(prior_prec) + tau * prod_M.sum(0), tau * (y @ prod_m))
+    return WeightPosterior(mean, cov)
 
 
 def noise_update(

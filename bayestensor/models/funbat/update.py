@@ -39,6 +39,7 @@ from bayestensor.checks import (
     CONTINUOUS,
     check_column,
     check_finite,
+    check_finite_result,
     check_frame,
     check_int,
     check_value_column,
@@ -233,8 +234,7 @@ def _update(result, train: Encoded, modes, index_new, y_new, sweeps: int):
         Ef = np.asarray(Ef, dtype=np.float64)[:n]
         history.append(_record(state, new_cfg, Ef, Ef_old, y_np, est.y_scale_))
         Ef_old = Ef
-    if not all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(state)):
-        raise ValueError("the update came out non-finite (NaN or inf in the posterior)")
+    check_finite_result("the update's posterior", *jax.tree.leaves(state))
     change = history[-1]["change"]
     new_est = copy.copy(est)
     new_est.modes_ = modes
