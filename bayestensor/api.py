@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from bayestensor import distributed
 from bayestensor.checks import (
     DEFAULT_RANK,
     check_int,
@@ -21,7 +22,7 @@ from bayestensor.checks import (
     check_ranks,
     check_seed,
 )
-from bayestensor.data import encode, parse_coords
+from bayestensor.data import parse_coords
 from bayestensor.results import Result
 from bayestensor.xr import from_xarray, is_xarray
 
@@ -175,7 +176,8 @@ def fit(
     tol = check_positive("tol", 0.02 if tol is None else tol)
     shared = ("model", "rank", "kernel", "max_sweeps", "tol", "seed")
     check_options(model, options, [p for p in ESTIMATOR_PARAMS if p not in shared] + ["devices"])
-    enc = encode(df, coords, value, time_unit=time_unit)
+    # this process's rows against every process's modes (bayestensor.distributed)
+    enc = distributed.encode(df, coords, value, time_unit=time_unit)
     for mode in enc.modes:  # say now, not after the whole fit, what save() could not write
         try:
             mode.to_dict()

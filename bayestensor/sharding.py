@@ -53,6 +53,10 @@ def resolve_devices(devices=None) -> list:
         Naming ``devices`` for anything else: an int below 1 or above the number of visible
         devices, an empty list, a list with duplicates or with entries that are not devices.
     """
+    if jax.process_count() > 1:  # several processes: the rows go over every device
+        from bayestensor.distributed import check_devices
+
+        check_devices(jax.devices() if devices is None or devices == "auto" else devices)
     visible = jax.devices()
     if devices is None or (isinstance(devices, str) and devices == "auto"):
         return list(visible)
@@ -99,6 +103,8 @@ def shard_rows(arrays: Sequence, devices: Sequence) -> tuple[list, jax.Array]:
         Per-observation arrays with the same leading length ``n`` (indices, values, …). Padded
         rows are zeros: index 0 (a valid coordinate) and value 0; the caller must make them
         contribute nothing (the returned mask, or a zero count that has no likelihood term).
+        With several JAX processes: this process's rows, as its part of global arrays
+        (:func:`bayestensor.distributed.shard_local_rows`).
     devices : sequence of jax.Device
         The devices (see :func:`resolve_devices`).
 
@@ -115,6 +121,10 @@ def shard_rows(arrays: Sequence, devices: Sequence) -> tuple[list, jax.Array]:
     ValueError
         If the arrays' leading lengths differ.
     """
+    if jax.process_count() > 1:  # several processes: each holds its own part of the rows
+        from bayestensor.distributed import shard_local_rows
+
+        return shard_local_rows(arrays, devices)
     arrays = [np.asarray(a) for a in arrays]
     n = arrays[0].shape[0]
     if any(a.shape[0] != n for a in arrays):

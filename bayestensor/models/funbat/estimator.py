@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayestensor import distributed
 from bayestensor.checks import (
     CONTINUOUS,
     cap_ranks,
@@ -17,7 +18,6 @@ from bayestensor.checks import (
     check_ranks,
     check_seed,
     is_int,
-    standardisation,
 )
 from bayestensor.data import Encoded, NewEncoded
 from bayestensor.driver import DTYPES, Step, bound_compiled, iterate, precision
@@ -304,9 +304,11 @@ class FunBaT:
         ranks = self._ranks(enc)
         continuous = tuple(mode.kind == CONTINUOUS for mode in enc.modes)
         self.modes_ = enc.modes
-        self.y_mean_, self.y_scale_ = standardisation(enc.y)
+        distributed.check_same_modes(enc.modes)  # (multi-process fits: distributed.py)
+        self.y_mean_, self.y_scale_ = distributed.standardisation(enc.y)
         y = jnp.asarray((enc.y - self.y_mean_) / self.y_scale_)
         y_np = np.asarray(y)
+        index_all, y_all = distributed.all_rows(enc.index, y_np)  # every process's rows
         index = jnp.asarray(enc.index)
         mask = None
         devices = resolve_devices(self.devices)
@@ -348,13 +350,13 @@ class FunBaT:
             self.hyper_step,
             self.a0,
             self.b0,
-            auto_chunk(len(enc.y), ranks, self.model) if self.chunk == "auto" else self.chunk,
+            auto_chunk(len(y_all), ranks, self.model) if self.chunk == "auto" else self.chunk,
             tuple(p is None for p in period_given),
             ard=isinstance(self.rank, str),
         )
         init_means = None
         if self.init == "spectral":
-            init_means = spectral_init(enc.index, y_np, enc.shape, ranks, self.seed)
+            init_means = spectral_init(index_all, y_all, enc.shape, ranks, self.seed)
         bound_compiled(_initial_state_jit, _sweep_jit, _marginals_jit, _rows_jit)
         state = _initial_state_jit(
             cfg,
@@ -383,11 +385,11 @@ class FunBaT:
             # the current noise sd (both z-scored)
             state, Ef_old, history = carry
             state, Ef = _sweep_jit(state, index, y, dts, cfg, mask)
-            Ef = np.asarray(Ef)[: y_np.shape[0]]
+            Ef, mse, moved = distributed.row_errors(Ef, Ef_old, y_np, y, mask, len(y_all))
             tau = float(state.noise.mean)
-            change = np.inf if Ef_old is None else float(np.sqrt(np.mean((Ef - Ef_old) ** 2) * tau))
+            change = np.inf if moved is None else float(np.sqrt(moved * tau))
             record = {
-                "rmse": float(np.sqrt(np.mean((Ef - y_np) ** 2))) * self.y_scale_,
+                "rmse": float(np.sqrt(mse)) * self.y_scale_,
                 "tau": tau,
                 "noise_sd": self.y_scale_ / np.sqrt(tau),
                 "lengthscale": [
@@ -418,6 +420,7 @@ class FunBaT:
             desc=f"FunBaT-{self.model}",
             progress=progress,
         )
+        state = distributed.to_local(state)
         if not np.isfinite(history[-1]["rmse"]) or not all(
             np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(state)
         ):
@@ -432,7 +435,7 @@ class FunBaT:
         self.shares_ = None
         if cfg.ard:  # drop the components the ARD switched off
             state, cfg, self.active_, self.shares_ = prune_fit(
-                state, cfg, enc.index, self.chunk == "auto"
+                state, cfg, index_all, self.chunk == "auto"
             )
         self.cfg_ = cfg
         self.state_ = state

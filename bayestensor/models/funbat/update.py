@@ -46,6 +46,7 @@ from bayestensor.checks import (
     float_array,
 )
 from bayestensor.data import category_levels, encode_new
+from bayestensor.distributed import single_process_only
 from bayestensor.driver import bound_compiled, precision
 from bayestensor.models.funbat.inference import _prior_posterior, mode_sde
 from bayestensor.models.funbat.state import (
@@ -90,8 +91,9 @@ def update(result, df: pd.DataFrame, sweeps: int | None = None):
         For a bad ``sweeps``; ``df`` not a non-empty DataFrame, a missing coordinate or value
         column, a column of the wrong type (non-numeric value or continuous coordinate, times
         of another kind) or with NaN/inf values; or a model without its training rows (loaded
-        from a file).
+        from a file); in a multi-process run (``jax.process_count() > 1``).
     """
+    single_process_only("FitResult.update")
     sweeps = DEFAULT_SWEEPS if sweeps is None else check_int("sweeps", sweeps)
     est = result.estimator
     train = getattr(est, "train_", None)

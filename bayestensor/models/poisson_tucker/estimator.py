@@ -26,6 +26,7 @@ from bayestensor.checks import (
     check_ranks,
 )
 from bayestensor.data import category_codes, category_levels, parse_coords
+from bayestensor.distributed import single_process_only
 from bayestensor.driver import Step, bound_compiled, iterate
 from bayestensor.models.poisson_tucker.gibbs import (
     PoissonTuckerGibbs,
@@ -131,8 +132,9 @@ def fit_poisson_tucker(
     ------
     ValueError
         For bad columns, counts (negative, non-integer, NaN), ranks, options or mask, before any
-        computation.
+        computation; in a multi-process run (``jax.process_count() > 1``), not supported.
     """
+    single_process_only("the Poisson Tucker model")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     coords = _check_coords(df, coords, value)
