@@ -69,7 +69,9 @@ def fit(
         One row per observation (never modified); or gridded data, whose dimensions are the
         coordinates and whose NaN cells are the missing entries: they are dropped (their
         number is ``result.n_missing``) and the rest fitted exactly as the equivalent
-        DataFrame would be (see :func:`bayestensor.xr.from_xarray`).
+        DataFrame would be (see :func:`bayestensor.xr.from_xarray`). With several JAX
+        processes (``jax.distributed``, FunBaT models): this process's rows; every process
+        gets the fit of all of them (:mod:`bayestensor.distributed`).
     coords : list of str or dict
         Coordinate columns (one tensor mode each), or ``{column: "continuous"|"categorical"}``.
         Numeric, datetime64 (naive or tz-aware) and timedelta64 columns default to

@@ -11,6 +11,7 @@ sharded fit computes the same sums as a single-device fit, in a different order 
 rounding).
 
 With one device nothing is placed and the estimators run their single-device code unchanged.
+Several hosts (``jax.distributed``, FunBaT only): :mod:`bayestensor.distributed`.
 """
 
 from __future__ import annotations

@@ -283,6 +283,8 @@ class FunBaT:
         ----------
         enc : Encoded
             Output of :func:`bayestensor.data.encode` (with a value column).
+            With several JAX processes: this process's rows, encoded by
+            :func:`bayestensor.distributed.encode` (see that module).
         callback : callable, optional
             Called after every sweep with that sweep's history record (see ``history_``).
         progress : bool
