@@ -8,9 +8,8 @@ of all processes' rows together, and every process gets the same fitted model. H
 - **Global coordinates** (:func:`encode`): the unique coordinates of every mode (categories,
   numbers, times) are gathered from all processes, so each process encodes its rows against
   the same modes as a single-process encode of all rows would give.
-- **Global standardisation** (:func:`standardisation`): the mean and scale of the values from
-  all-reduced counts, sums and sums of squares (equal to the single-process ones up to
-  rounding).
+- **Global standardisation** (:func:`standardisation`): the mean and scale of all processes'
+  values (gathered), exactly the single-process ones.
 - **Rows on a global mesh** (:func:`shard_local_rows`, called by
   :func:`bayestensor.sharding.shard_rows`): each process pads its rows (mask 0) to a common
   local count and they become one array over every process's devices
@@ -21,9 +20,10 @@ of all processes' rows together, and every process gets the same fitted model. H
   values are reduced on the devices; the posterior comes back replicated and is copied to
   each process's own default device after the sweeps (:func:`to_local`).
 
-**Memory.** The spectral start (:func:`~bayestensor.models.funbat.inference.spectral_init`)
-and the CP component shares need every row: :func:`all_rows` gathers all processes' indices
-and z-scored values into each process's host memory (``n · (K + 1)`` numbers per process).
+**Memory.** The standardisation, the spectral start
+(:func:`~bayestensor.models.funbat.inference.spectral_init`) and the CP component shares need
+every row: all processes' values and indices are gathered into each process's host memory
+(:func:`standardisation`, :func:`all_rows`: about ``n · (K + 2)`` numbers per process).
 The sweeps themselves hold only each device's rows. So the multi-process fit spreads the
 compute and device memory of the sweeps, not the host memory of the start.
 
@@ -88,9 +88,11 @@ def _allgather_array(a: np.ndarray) -> list[np.ndarray]:
     ]
 
 
-def _allsum(values) -> np.ndarray:
-    """Sum over processes of a float64 vector."""
-    return np.sum(_allgather_array(np.asarray(values, dtype=np.float64)), axis=0)
+def row_count(n: int) -> int:
+    """The number of rows of all processes (``n`` with one process)."""
+    if not is_multiprocess():
+        return n
+    return int(np.sum(_allgather_array(np.asarray([n], dtype=np.int64))))
 
 
 # -- encoding ---------------------------------------------------------------------------------
@@ -216,23 +218,16 @@ def check_same_modes(modes) -> None:
 def standardisation(y: np.ndarray) -> tuple[float, float]:
     """:func:`bayestensor.checks.standardisation` of all processes' values.
 
-    With several processes the same quantities (mean of ``y/2`` doubled; the sd of the
-    deviations scaled by their largest magnitude) come from all-reduced counts, sums and
-    sums of squares: equal to the single-process values up to rounding.
+    With several processes the values are gathered (in process order, ``n`` float64 numbers on
+    every process, like :func:`all_rows`) and standardised together: the same mean and scale,
+    to the last bit, as a single-process fit of the concatenated rows. (An all-reduce of
+    counts and sums would agree only to rounding, and the spectral start amplifies rounding
+    in directions the data do not determine — e.g. a rank above what an unfolding can hold —
+    so the fits would then differ by far more than rounding.)
     """
     if not is_multiprocess():
         return checks.standardisation(y)
-    y = np.asarray(y, dtype=np.float64)
-    n, half_sum = _allsum([y.size, np.sum(y / 2.0)])
-    mean = float(half_sum / n * 2.0)
-    dev = y / 2.0 - mean / 2.0
-    top = float(np.max(_allgather_array(np.asarray([np.max(np.abs(dev), initial=0.0)]))))
-    if top == 0.0 or not np.isfinite(top):
-        return mean, 1.0
-    z = dev / top
-    mu = float(_allsum([np.sum(z)])[0] / n)
-    var = float(_allsum([np.sum((z - mu) ** 2)])[0] / n)
-    return mean, float(2.0 * top * np.sqrt(var))
+    return checks.standardisation(np.concatenate(_allgather_array(np.asarray(y, dtype=np.float64))))
 
 
 def all_rows(index: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

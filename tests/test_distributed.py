@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 
 #: Fit settings shared by the workers and the single-process reference (few sweeps).
-FIT = {"rank": 2, "max_sweeps": 3, "tol": 1e-12, "progress": False}
+FIT = {"rank": "auto", "max_sweeps": 3, "tol": 1e-12, "progress": False}
 #: Per run: the coordinates and whether hyperparameters are learned (the pattern search then
 #: runs over both processes' rows too). Each of the three processes pays its compilation, so
 #: the default run has categorical modes only (int and str categories; half the compilation of

@@ -229,7 +229,8 @@ class FunBaT:
         what the data can identify (:func:`bayestensor.checks.cap_ranks`); upper bounds with
         ``rank="auto"``."""
         if isinstance(self.rank, str):
-            return auto_ranks(self.model, enc.shape, self.max_rank, n_obs=len(enc.index))
+            n_obs = distributed.row_count(len(enc.index))  # all processes' rows
+            return auto_ranks(self.model, enc.shape, self.max_rank, n_obs=n_obs)
         ranks = check_ranks(self.rank, enc.K, equal=self.model == "cp")
         return cap_ranks(ranks, enc.shape, self.model)
 
