@@ -232,7 +232,8 @@ def standardisation(y: np.ndarray) -> tuple[float, float]:
 
 def all_rows(index: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """All processes' rows, concatenated in process order, on every process (the identity
-    with one process). Costs ``n · (K + 1)`` numbers of host memory per process."""
+    with one process). Costs ``n · (K + 1)`` numbers of host memory per process (the indices
+    are gathered as int64)."""
     if not is_multiprocess():
         return index, y
     y = np.asarray(y)
