@@ -52,12 +52,19 @@ def resolve_devices(devices=None) -> list:
     ------
     ValueError
         Naming ``devices`` for anything else: an int below 1 or above the number of visible
-        devices, an empty list, a list with duplicates or with entries that are not devices.
+        devices, an empty list, a list with duplicates or with entries that are not devices;
+        with several JAX processes, anything but all devices of all processes.
     """
+    resolved = _resolve_devices(devices)
     if jax.process_count() > 1:  # several processes: the rows go over every device
         from bayestensor.distributed import check_devices
 
-        check_devices(jax.devices() if devices is None or devices == "auto" else devices)
+        check_devices(resolved)
+    return resolved
+
+
+def _resolve_devices(devices) -> list:
+    """:func:`resolve_devices` without the multi-process check."""
     visible = jax.devices()
     if devices is None or (isinstance(devices, str) and devices == "auto"):
         return list(visible)

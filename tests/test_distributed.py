@@ -92,6 +92,8 @@ def _worker(rank: int, port: int, out: str, run: str) -> None:
         shutdown_timeout_seconds=10,
     )
     import bayestensor as bt
+    from bayestensor.data import encode
+    from bayestensor.models.funbat import FunBaT
 
     assert jax.process_count() == 2 and not jax.config.jax_enable_x64
     df = _parts()[rank]
@@ -101,6 +103,9 @@ def _worker(rank: int, port: int, out: str, run: str) -> None:
     for call in (
         lambda: res.update(df.iloc[:3]),
         lambda: bt.fit(df.assign(n=1), coords=["g"], value="n", model="poisson-tucker"),
+        lambda: bt.fit(df, value="y", devices=1, **FIT, **RUNS[run]),
+        # encoded per process (not by distributed.encode): the modes differ
+        lambda: FunBaT(rank=2).fit(encode(df, RUNS[run]["coords"], "y")),
     ):
         try:
             call()
@@ -176,8 +181,8 @@ def test_two_processes_equal_one(tmp_path, run):
     assert [o["rows"] for o in outputs] == [len(df0), len(df1)] and len(df0) != len(df1)
     assert set(df1["g"]) - set(df0["g"]) and set(df1["day"]) - set(df0["day"])
     assert df1["t"].max() > df0["t"].max() and df1["d"].max() > df0["d"].max()
-    for o in outputs:  # update and Poisson refuse, naming the limitation
-        assert len(o["errors"]) == 2
+    for o in outputs:  # update, Poisson, devices=1, per-process modes: refused, and said why
+        assert len(o["errors"]) == 4
         assert all("multi-process" in e for e in o["errors"])
     worst = {}
     for r in (0, 1):
