@@ -7,7 +7,10 @@ process only (the modes must be gathered). The workers run with JAX's default fl
 (the fit itself computes in float64, FunBaT's default ``dtype``), so the gathers must not round
 anything. Each worker saves its model; the parent fits all rows in one process and compares
 predictions, factor means, noise sd, per-sweep training RMSE and the encoded modes with both
-workers' models.
+workers' models. ``rank="auto"`` (upper ranks above what an unfolding holds) makes the
+comparison sensitive: the spectral start amplifies a one-ulp change of the standardisation to
+~1e-5, so the multi-process start must be exactly the single-process one. The workers also
+check that what is not supported with several processes is refused with a ValueError.
 """
 
 import json
