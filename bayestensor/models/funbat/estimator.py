@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayestensor._export import CachedJit
 from bayestensor.checks import (
     CONTINUOUS,
     cap_ranks,
@@ -527,11 +528,12 @@ class FunBaT:
         return mean, sd_f, sd_y
 
 
-# jitted here, at the driver, with the config static: one compiled function per model layout
-_initial_state_jit = jax.jit(initial_state, static_argnames=("cfg",))
-_sweep_jit = jax.jit(sweep, static_argnames=("cfg",))
-_marginals_jit = jax.jit(mode_marginals, static_argnames=("cfg", "k"))
-_rows_jit = jax.jit(row_moments, static_argnames=("cfg",))
+# jitted here, at the driver, with the config static: one compiled function per model layout,
+# whose traced program is kept on disk beside the compiled one (bayestensor/_export.py)
+_initial_state_jit = CachedJit(initial_state, static_argnames=("cfg",))
+_sweep_jit = CachedJit(sweep, static_argnames=("cfg",))
+_marginals_jit = CachedJit(mode_marginals, static_argnames=("cfg", "k"))
+_rows_jit = CachedJit(row_moments, static_argnames=("cfg",))
 #: Smallest padded size of a prediction block and of a mode's table (see
 #: :meth:`FunBaT.predict`).
 _MIN_PREDICT_BUCKET = 64
