@@ -97,7 +97,9 @@ def fit(
         FunBaT only: GP prior of the continuous modes — ``"matern12"``, ``"matern32"``
         (default), ``"matern52"``, ``"periodic"`` or ``"quasiperiodic"`` for all of them, or
         ``{column: name}`` per mode; the period of a (quasi-)periodic mode is the option
-        ``period={column: value}`` (learned when not given).
+        ``period={column: value}`` (learned when not given). ``"auto"`` (for all, or as a dict
+        value): the Matérn smoothness chosen per mode by the evidence (``res.kernels`` says
+        which).
     max_sweeps : int, optional
         FunBaT only: cap on the message-passing sweeps (default 100).
     tol : float, optional

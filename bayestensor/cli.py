@@ -284,7 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--model", default="tucker", choices=["tucker", "cp", "poisson-tucker"])
     funbat = fit.add_argument_group("FunBaT (--model tucker or cp)")
     funbat.add_argument(
-        "--kernel", default=None, choices=["matern12", "matern32", "matern52"], help="matern32"
+        "--kernel",
+        default=None,
+        choices=["matern12", "matern32", "matern52", "auto"],
+        help="matern32",
     )
     funbat.add_argument("--max-sweeps", type=int, default=None, help="cap on the sweeps (100)")
     funbat.add_argument(

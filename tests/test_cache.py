@@ -10,7 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
+import numpy as np
+import pandas as pd
 import pytest
+
+import bayestensor as bt
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -133,3 +138,64 @@ def test_compiled_programs_land_in_the_folder(tmp_path):
     out = run_child(tmp_path, code, BAYESTENSOR_CACHE_DIR=str(tmp_path / "mine"))
     assert out.returncode == 0, out.stderr
     assert any((tmp_path / "mine").iterdir())
+
+
+#: A small FunBaT fit (two continuous modes, so the Matérn forms come from gpjax) and its
+#: predictions, with whether the process traced anything (imported gpjax).
+FIT = """
+import json, sys
+import numpy as np, pandas as pd
+import bayestensor as bt
+sys.path.insert(0, sys.argv[1])
+from test_cache import small_fit
+mean, sd = small_fit(bt)
+print(json.dumps({"mean": mean.tolist(), "sd": sd.tolist(), "traced": "gpjax" in sys.modules}))
+"""
+
+
+def small_fit(bt):
+    """Fit and predict the small problem; the predictive means and sds."""
+    rng = np.random.default_rng(0)
+    a, b = np.meshgrid(np.linspace(0, 1, 12), np.linspace(0, 2, 10), indexing="ij")
+    df = pd.DataFrame({"a": a.ravel(), "b": b.ravel()})
+    df["y"] = np.sin(3 * df.a) * np.cos(df.b) + 0.05 * rng.normal(size=len(df))
+    res = bt.fit(df, coords=["a", "b"], value="y", rank=(2, 2), max_sweeps=3, progress=False)
+    pred = res.predict(pd.DataFrame({"a": [0.05, 0.5, 0.95], "b": [0.1, 1.0, 1.9]}))
+    return pred["mean"].to_numpy(), pred["sd"].to_numpy()
+
+
+def _fit_child(tmp_path, **env):
+    # the child computes in the precision of this test run (float64, or float32 in the f32 pass)
+    x64 = "1" if jax.config.jax_enable_x64 else "0"
+    code = FIT.replace("sys.argv[1]", repr(str(Path(__file__).parent)))
+    out = run_child(tmp_path, code, JAX_ENABLE_X64=x64, **env)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_a_second_process_reuses_the_traced_fit(tmp_path, tol):
+    """The fit's traced programs are kept on disk (bayestensor/_export.py): a second process
+    predicts exactly what the first did without tracing (gpjax, which the first trace imports,
+    is never imported), and both agree with this process's plain ``jax.jit`` fit."""
+    folder = tmp_path / "cache"
+    first = _fit_child(tmp_path, BAYESTENSOR_CACHE_DIR=str(folder))
+    programs = sorted((folder / "bayestensor-programs").glob("*.jaxexport"))
+    assert first["traced"] and len(programs) >= 4  # initial state, sweep, marginals, rows
+    second = _fit_child(tmp_path, BAYESTENSOR_CACHE_DIR=str(folder))
+    assert not second["traced"]
+    assert second["mean"] == first["mean"] and second["sd"] == first["sd"]
+    mean, sd = small_fit(bt)  # this process has no cache folder: plain jax.jit
+    np.testing.assert_allclose(first["mean"], mean, rtol=tol["exported_vs_jit"])
+    np.testing.assert_allclose(first["sd"], sd, rtol=tol["exported_vs_jit"])
+
+
+@pytest.mark.slow
+def test_damaged_program_files_are_traced_anew(tmp_path):
+    folder = tmp_path / "cache"
+    first = _fit_child(tmp_path, BAYESTENSOR_CACHE_DIR=str(folder))
+    programs = sorted((folder / "bayestensor-programs").glob("*.jaxexport"))
+    for path in programs:
+        path.write_bytes(path.read_bytes()[:100])
+    again = _fit_child(tmp_path, BAYESTENSOR_CACHE_DIR=str(folder))
+    assert again["traced"] and again["mean"] == first["mean"] and again["sd"] == first["sd"]
+    assert all(path.stat().st_size > 100 for path in programs)

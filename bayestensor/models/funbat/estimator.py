@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bayestensor import distributed
+from bayestensor._export import CachedJit
 from bayestensor.checks import (
     CONTINUOUS,
     cap_ranks,
@@ -30,11 +31,14 @@ from bayestensor.models.funbat.inference import (
     sweep,
 )
 from bayestensor.models.funbat.options import (
+    AUTO_KERNEL,
     DEFAULT_KERNEL,
     PERIODIC_KERNELS,
     check_kernel_option,
     check_period_option,
 )
+from bayestensor.models.funbat.select import SELECT_SWEEPS, choose_kernels
+from bayestensor.models.funbat.select import START as SELECT_START
 from bayestensor.models.funbat.state import MODELS, FunBaTConfig, auto_chunk
 from bayestensor.sharding import resolve_devices, shard_rows
 from bayestensor.ssm import (
@@ -69,7 +73,10 @@ class FunBaT:
         its Fourier series truncated after 7 harmonics; ℓ is then relative to the period) or
         ``"quasiperiodic"`` (periodic × Matérn-3/2 envelope: a cycle whose shape drifts) — one
         name for every continuous mode, or ``{column: name}`` (continuous modes not named get
-        ``"matern32"``). See :mod:`bayestensor.kernels`.
+        ``"matern32"``). ``"auto"`` (as the name or a dict value): the Matérn smoothness chosen
+        per mode by the evidence of its messages after the first sweeps
+        (:mod:`~bayestensor.models.funbat.select`; scores in ``kernel_scores_``). See
+        :mod:`bayestensor.kernels`.
     period : float or dict, optional
         Period of the (quasi-)periodic modes, in the coordinate's units: one value for all of
         them, or ``{column: value}``. A given period is kept fixed. A period not given starts
@@ -320,6 +327,8 @@ class FunBaT:
         ell_given = self._per_mode(self.lengthscale, K, "lengthscale")
         var_given = self._per_mode(self.variance, K, "variance")
         kernels = self._mode_kernels(enc.modes)
+        auto = tuple(k for k, name in enumerate(kernels) if name == AUTO_KERNEL)
+        kernels = tuple(SELECT_START if name == AUTO_KERNEL else name for name in kernels)
         period_given = self._mode_periods(enc.modes, kernels)
         dts, ell0, var0, period0, envelope0 = [], [], [], [], []
         for k, mode in enumerate(enc.modes):
@@ -423,6 +432,17 @@ class FunBaT:
             desc=f"FunBaT-{self.model}",
             progress=progress,
         )
+        self.kernel_scores_ = {}
+        if auto:  # choose the auto modes' Matérn smoothness, then continue the sweeps
+            cfg, state, scores = choose_kernels(cfg, state, dts, auto)
+            self.kernel_scores_ = {enc.modes[k].name: v for k, v in scores.items()}
+            (state, _, history), _, converged = iterate(
+                _step,
+                (state, None, history),
+                SELECT_SWEEPS,
+                desc=f"FunBaT-{self.model} (kernels chosen)",
+                progress=progress,
+            )
         state = distributed.to_local(state)
         if not np.isfinite(history[-1]["rmse"]) or not all(
             np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(state)
@@ -533,11 +553,12 @@ class FunBaT:
         return mean, sd_f, sd_y
 
 
-# jitted here, at the driver, with the config static: one compiled function per model layout
-_initial_state_jit = jax.jit(initial_state, static_argnames=("cfg",))
-_sweep_jit = jax.jit(sweep, static_argnames=("cfg",))
-_marginals_jit = jax.jit(mode_marginals, static_argnames=("cfg", "k"))
-_rows_jit = jax.jit(row_moments, static_argnames=("cfg",))
+# jitted here, at the driver, with the config static: one compiled function per model layout,
+# whose traced program is kept on disk beside the compiled one (bayestensor/_export.py)
+_initial_state_jit = CachedJit(initial_state, static_argnames=("cfg",))
+_sweep_jit = CachedJit(sweep, static_argnames=("cfg",))
+_marginals_jit = CachedJit(mode_marginals, static_argnames=("cfg", "k"))
+_rows_jit = CachedJit(row_moments, static_argnames=("cfg",))
 #: Smallest padded size of a prediction block and of a mode's table (see
 #: :meth:`FunBaT.predict`).
 _MIN_PREDICT_BUCKET = 64

@@ -12,6 +12,21 @@ from bayestensor.kernels import check_kernel
 DEFAULT_KERNEL = "matern32"
 #: Kernels with a period.
 PERIODIC_KERNELS = ("periodic", "quasiperiodic")
+#: The kernel name that asks for the Matérn smoothness to be chosen by the evidence.
+AUTO_KERNEL = "auto"
+
+
+#: The kernels ``"auto"`` chooses among (:mod:`~bayestensor.models.funbat.select`).
+AUTO_CANDIDATES = ("matern12", "matern32", "matern52")
+
+
+def kernel_matches(asked: str, fitted: str | None) -> bool:
+    """Whether a mode fitted with kernel ``fitted`` is what the option ``asked`` asks for."""
+    return fitted == asked or (asked == AUTO_KERNEL and fitted in AUTO_CANDIDATES)
+
+
+def _check_name(name):
+    return name if name == AUTO_KERNEL else check_kernel(name)
 
 
 def check_kernel_option(kernel):
@@ -20,8 +35,9 @@ def check_kernel_option(kernel):
     Parameters
     ----------
     kernel : str or mapping of str to str
-        A key of :data:`bayestensor.kernels.KERNELS` for every continuous mode, or one per
-        named column.
+        A key of :data:`bayestensor.kernels.KERNELS` or ``"auto"`` (the Matérn smoothness
+        chosen by the evidence, :mod:`~bayestensor.models.funbat.select`) for every continuous
+        mode, or one per named column.
 
     Returns
     -------
@@ -37,9 +53,9 @@ def check_kernel_option(kernel):
         for column, name in kernel.items():
             if not isinstance(column, str):
                 raise ValueError(f"kernel keys must be column names (str), got {column!r}")
-            check_kernel(name)
+            _check_name(name)
         return dict(kernel)
-    return check_kernel(kernel)
+    return _check_name(kernel)
 
 
 def check_period_option(period):

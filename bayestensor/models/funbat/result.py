@@ -24,6 +24,7 @@ from bayestensor.kernels import check_kernel
 from bayestensor.models.funbat.ard import ard_record, diagonal_core_view
 from bayestensor.models.funbat.estimator import ESTIMATOR_PARAMS, FunBaT
 from bayestensor.models.funbat.inference import init_state
+from bayestensor.models.funbat.options import kernel_matches
 from bayestensor.models.funbat.state import MODELS, FunBaTConfig
 from bayestensor.models.funbat.update import update as _update
 from bayestensor.results import PREDICTION_COLUMNS, Result, prediction_frame
@@ -583,12 +584,9 @@ def _estimator(raw: dict, cfg: FunBaTConfig, modes: tuple[Mode, ...]) -> FunBaT:
         est = FunBaT(**params)
     except (TypeError, ValueError, OverflowError) as err:
         raise ValueError(f"saved field estimator: {err}") from None
-    kernels = [cfg.mode_kernel(k) for k in range(len(modes)) if cfg.continuous[k]]
-    if isinstance(est.kernel, str):
-        same = all(k == est.kernel for k in kernels)
-    else:
-        named = {m.name: cfg.mode_kernel(k) for k, m in enumerate(modes)}
-        same = all(named.get(c) == k for c, k in est.kernel.items())
+    named = {m.name: cfg.mode_kernel(k) for k, m in enumerate(modes) if cfg.continuous[k]}
+    asked = est.kernel if isinstance(est.kernel, dict) else dict.fromkeys(named, est.kernel)
+    same = all(kernel_matches(k, named.get(c)) for c, k in asked.items())
     if est.model != cfg.model or not same or isinstance(est.rank, str) != cfg.ard:
         raise ValueError(
             "saved fields estimator.model/kernel/rank do not match config.model/kernel/ard"
