@@ -31,10 +31,11 @@ def test_example_follows_the_protocol(path):
     assert callable(module.main) and callable(module.check_results)
 
 
-#: Examples whose tiny run alone takes over 30 s on the 2-core CI machine: slow marker (they run
-#: at full size in ``nox -s examples`` and with ``pytest -m slow``). ozone_xarray: two fits,
-#: two predict compiles and a save/load, 30 s of CPU (68 s wall on the loaded machine).
-SLOW_EXAMPLES = {"flights_poisson", "ozone_xarray"}
+#: Examples whose tiny run is slow marked (they run at full size in ``nox -s examples`` and with
+#: ``pytest -m slow``): those over 30 s on the 2-core CI machine (ozone_xarray: two fits, two
+#: predict compiles and a save/load, 30 s of CPU), and, for the CI's 20-minute budget, the
+#: PDE and stock examples (12-25 s each), whose solvers the PDE and GP tests cover.
+SLOW_EXAMPLES = {"flights_poisson", "ozone_xarray", "pde_1d", "pde_2d", "stocks_gp"}
 
 
 @pytest.mark.parametrize(
