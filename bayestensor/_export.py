@@ -55,6 +55,17 @@ def source_fingerprint() -> str:
     return digest.hexdigest()
 
 
+@lru_cache(maxsize=1)
+def _gpjax_version() -> str:
+    """gpjax's installed version (read from its metadata, without importing it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gpjax")
+    except PackageNotFoundError:
+        return "absent"
+
+
 def program_folder() -> Path | None:
     """Where programs are kept: under JAX's compilation-cache folder, or None (no cache)."""
     base = jax.config.jax_compilation_cache_dir
@@ -154,6 +165,7 @@ class CachedJit:
             str(treedef),
             repr(avals),
             jax.__version__,
+            _gpjax_version(),  # the Matérn state-space forms are traced from gpjax
             jax.default_backend(),
             str(jax.dtypes.canonicalize_dtype(float)),  # the (scoped) 64-bit mode
             source_fingerprint(),

@@ -304,44 +304,6 @@ def count_frame(y: np.ndarray, columns: list[str], value: str) -> pd.DataFrame:
     return pd.DataFrame(data)
 
 
-#: Test files by their time in a two-worker run (longest first, measured 2026-12-02: test_ssm
-#: about 190 s, the rest down to about 35 s). They are handed to the workers first, so that
-#: the run does not end with one worker busy on a long file while the other idles (about
-#: 100 s of a 1009 s run).
-LONG_FILES = (
-    "test_ssm.py",
-    "pde/test_estimator.py",
-    "poisson_tucker/test_gibbs.py",
-    "pde/test_reliability.py",
-    "test_examples.py",
-    "test_bad_inputs.py",
-    "test_cache.py",
-    "funbat/test_predict.py",
-    "funbat/test_periodic.py",
-    "funbat/test_update.py",
-    "pde/test_inference.py",
-    "test_results.py",
-    "test_behaviour.py",
-    "funbat/test_ard.py",
-    "funbat/test_estimator.py",
-    "funbat/test_moments.py",
-    "funbat/test_select.py",
-)
-
-
-def pytest_collection_modifyitems(config, items):
-    """Long test files first (stable: each file's tests keep their order)."""
-
-    def rank(item):
-        path = item.nodeid.split("::")[0]
-        for i, name in enumerate(LONG_FILES):
-            if path == f"tests/{name}":
-                return i
-        return len(LONG_FILES)
-
-    items.sort(key=rank)
-
-
 def _glibc():
     """glibc (for ``malloc_trim``), or None elsewhere."""
     try:

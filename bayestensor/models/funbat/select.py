@@ -14,9 +14,11 @@ replace it, so noise in the scores does not flip the choice.
 
 from __future__ import annotations
 
-import jax
+import math
+
 import jax.numpy as jnp
 
+from bayestensor._export import CachedJit
 from bayestensor.models.funbat.inference import hyper_search
 from bayestensor.models.funbat.options import AUTO_CANDIDATES
 from bayestensor.models.funbat.state import FunBaTConfig, FunBaTState
@@ -38,7 +40,7 @@ def _score(cfg: FunBaTConfig, k: int, dt, msg, theta, step):
     return post.log_marginal, post, theta, step
 
 
-_score_jit = jax.jit(_score, static_argnames=("cfg", "k"))
+_score_jit = CachedJit(_score, static_argnames=("cfg", "k"))
 
 
 def choose_kernels(
@@ -66,26 +68,24 @@ def choose_kernels(
     scores : dict
         Per auto mode, ``{kernel: log evidence}``.
     """
-    kernels = (
-        list(cfg.kernel)
-        if not isinstance(cfg.kernel, str)
-        else [cfg.kernel if c else None for c in cfg.continuous]
-    )
+    kernels = [cfg.mode_kernel(k) for k in range(len(cfg.ranks))]
     factors, log_hyper, opt_state = (
         list(x) for x in (state.factors, state.log_hyper, state.opt_state)
     )
     scores: dict[int, dict[str, float]] = {}
     for k in auto:
         results = {}
+        step0 = jnp.full_like(state.opt_state[k], cfg.hyper_step)  # the search's first step
         for name in CANDIDATES:
             trial = list(kernels)
             trial[k] = name
             c = cfg._replace(kernel=tuple(trial), hyper_steps=SELECT_STEPS)
-            step0 = jnp.full_like(state.opt_state[k], cfg.hyper_step)
             results[name] = _score_jit(c, k, dts[k], state.messages[k], log_hyper[k], step0)
         scores[k] = {name: float(r[0]) for name, r in results.items()}
-        best = max(CANDIDATES, key=lambda n: scores[k][n])
-        if scores[k][best] < scores[k][START] + MARGIN:
+        # a non-finite score (a failed search) never wins; the start is kept unless beaten
+        usable = {n: v if math.isfinite(v) else -math.inf for n, v in scores[k].items()}
+        best = max(CANDIDATES, key=usable.get)
+        if not math.isfinite(usable[best]) or usable[best] < usable[START] + MARGIN:
             best = START
         _, factors[k], log_hyper[k], opt_state[k] = results[best]
         kernels[k] = best
