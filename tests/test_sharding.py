@@ -44,9 +44,9 @@ RUNS = {
 }
 
 
-def _funbat_frame(n: int = 203) -> pd.DataFrame:
+def _funbat_frame(n: int = 203, seed: int = 0) -> pd.DataFrame:
     """Noisy low-rank values on two continuous modes and one categorical one."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     t = rng.uniform(0.0, 10.0, n).round(1)
     s = rng.uniform(0.0, 5.0, n).round(1)
     g = rng.integers(0, 3, n)
@@ -74,6 +74,7 @@ def _worker(out: str, run: str) -> None:
     import bayestensor as bt
     from bayestensor.data import encode, encode_new
     from bayestensor.models.funbat import FunBaT
+    from bayestensor.models.funbat.result import FitResult
 
     assert len(jax.devices()) == 4 and jax.config.jax_enable_x64
     opts = RUNS[run]
@@ -94,6 +95,9 @@ def _worker(out: str, run: str) -> None:
             for k in range(enc.K):
                 arrays[f"{model}_U{k}_{d}"] = est.factor_moments(k)[0]
             arrays[f"{model}_noise_{d}"] = np.asarray(est.noise_sd_)
+            if model == "tucker":  # an update with new rows (the default scope="new")
+                up = FitResult(est, "y").update(_funbat_frame(41, seed=9), sweeps=2)
+                arrays[f"update_mean_{d}"] = up.predict(df.iloc[::7])["mean"].to_numpy()
         if opts["cavi"]:
             res = bt.fit(
                 counts,
@@ -151,13 +155,14 @@ def _max_rel(a, b) -> float:
 @pytest.mark.parametrize("run", ["quick", pytest.param("full", marks=pytest.mark.slow)])
 def test_sharded_fits_equal_single_device(tmp_path, run):
     """FunBaT (and in the full run CP and Poisson CAVI) on 2 (and 4) host devices equals the
-    one-device fit: predictions, factor means, noise, training RMSE per sweep, CAVI's
-    parameters and bound."""
+    one-device fit: predictions (also after an update), factor means, noise, training RMSE per
+    sweep, CAVI's parameters and bound."""
     arrays, rows = _run_worker(tmp_path, run)
     opts = RUNS[run]
     assert rows["n_funbat"] % 2 and rows["n_counts"] % 2  # padding rows are exercised
     names = {k.rsplit("_", 1)[0] for k in arrays}
-    assert len(names) == len(opts["models"]) * (4 + len(opts["coords"])) + 13 * opts["cavi"]
+    n_names = len(opts["models"]) * (4 + len(opts["coords"])) + 1 + 13 * opts["cavi"]
+    assert len(names) == n_names
     for d in opts["sharded"]:
         for name in sorted(names):
             ref, got = arrays[f"{name}_1"], arrays[f"{name}_{d}"]

@@ -58,7 +58,7 @@ def test_update_at_fitted_coordinates_continues_the_sweeps(base):
     res, df = base
     rng = np.random.default_rng(1)
     new, _ = _rows(rng, T[:25], 150)
-    up = res.update(new, sweeps=2)
+    up = res.update(new, sweeps=2, scope="all")
     # the reference: the combined frame encoded from scratch, z-scored with the fit's
     # standardisation, two sweeps of the fit's config from the fitted state
     est = res.estimator
@@ -99,6 +99,43 @@ def test_update_with_a_new_day_improves_it(base, new_day, tmp_path):
     assert after < TOL["update_new_times_gain"] * before
     assert up.modes[0].values[-1] == 25.0 and up.modes[0].size == res.modes[0].size + 1
     assert up.estimator.cfg_.sizes[0] == res.estimator.cfg_.sizes[0] + 1
+
+
+def test_new_rows_sweep_against_the_closed_form():
+    """``scope="new"`` on a CP fit (fixed rank, no weights): a new category's posterior is the
+    closed form ``N(0, I)`` × the new rows' messages at the final posteriors of the other modes,
+    and coordinates without new rows keep their fitted messages (the old rows' sums, held)."""
+    rng = np.random.default_rng(8)
+    df, _ = _rows(rng, T[:12], 300, groups=2)
+    res = bt.fit(df, coords=COORDS, value="y", model="cp", rank=2, max_sweeps=20, progress=False)
+    new, _ = _rows(rng, T[3:5], 40, groups=1, first_group=2)  # days 3, 4; new group "c"
+    up = res.update(new, sweeps=2)
+    est, fitted = up.estimator, res.estimator.state_
+    state = est.state_
+    assert state.core is None  # CP, fixed rank: a_n is the product of the other modes' rows
+    y = (new["y"].to_numpy() - est.y_mean_) / est.y_scale_
+    it = np.searchsorted(np.asarray(up.modes[0].values), new["t"].to_numpy())
+    js = np.searchsorted(np.asarray(up.modes[1].values), new["s"].to_numpy())
+    Ea, Eaa = np.ones((len(new), 2)), np.ones((len(new), 2, 2))
+    for k, idx in ((0, it), (1, js)):
+        m = np.asarray(state.factors[k].mean, dtype=np.float64)[idx]
+        P = np.asarray(state.factors[k].cov, dtype=np.float64)[idx]
+        Ea, Eaa = Ea * m, Eaa * (m[:, :, None] * m[:, None, :] + P)
+    tau = float(state.noise.mean)
+    prec = np.eye(2) + tau * Eaa.sum(0)
+    mean = np.linalg.solve(prec, tau * (y[:, None] * Ea).sum(0))
+    g, tol = state.factors[2], TOL["update_new_rows_closed_form"]
+    for got, want in ((g.mean[2], mean), (g.cov[2], np.linalg.inv(prec))):
+        got = np.asarray(got, dtype=np.float64)
+        np.testing.assert_allclose(got, want, rtol=0, atol=tol * np.max(np.abs(want)))
+    # held: the old groups and the days without new rows keep the fit's messages exactly
+    for k, keep in ((2, [0, 1]), (0, [t for t in range(12) if t not in (3, 4)])):
+        for a, b in zip(state.messages[k], fitted.messages[k], strict=True):
+            np.testing.assert_array_equal(np.asarray(a)[keep], np.asarray(b)[keep])
+    # core, noise and hyperparameters stay the fit's
+    assert float(state.noise.rate) == float(fitted.noise.rate)
+    for a, b in zip(state.log_hyper, fitted.log_hyper, strict=True):
+        assert a is None or np.array_equal(a, b)
 
 
 def test_update_with_a_new_category(base):
@@ -161,12 +198,14 @@ def test_update_run_long_matches_a_refit():
     df, _ = _rows(rng, T[:25], 500)
     new, _ = _rows(rng, T[25:27], 100)
     options = dict(coords=COORDS, value="y", rank=2, tol=1e-4, max_sweeps=300)
-    up = bt.fit(df, **options).update(new, sweeps=100)
+    fit = bt.fit(df, **options)
     refit = bt.fit(pd.concat([df, new], ignore_index=True), **options)
     grid, _ = _rows(rng, T[:27], 300)
-    gap = up.predict(grid)["mean"] - refit.predict(grid)["mean"]
     scale = float(np.std(pd.concat([df, new])["y"]))
-    assert np.max(np.abs(gap)) < TOL["update_vs_refit"] * scale
+    for scope in ("all", "new"):  # new: old rows' messages, core, noise and hypers held
+        up = fit.update(new, sweeps=100, scope=scope)
+        gap = up.predict(grid)["mean"] - refit.predict(grid)["mean"]
+        assert np.max(np.abs(gap)) < TOL[f"update_vs_refit_{scope}"] * scale
 
 
 @pytest.mark.slow

@@ -314,9 +314,9 @@ class FitResult(Result):
         out = pd.concat(frames, ignore_index=True)
         return factors_dataset(out) if as_xarray else out
 
-    def update(self, df: pd.DataFrame, sweeps: int | None = None) -> FitResult:
+    def update(self, df: pd.DataFrame, sweeps: int | None = None, scope="new") -> FitResult:
         """A new result with the rows of ``df`` added: see :func:`.funbat.update.update`."""
-        return _update(self, df, sweeps)
+        return _update(self, df, sweeps, scope)
 
     # -- reporting -------------------------------------------------------------------------
     def title(self) -> str:

@@ -15,10 +15,23 @@ from the fitted state instead of refitting from scratch:
 - the values are z-scored with the fit's mean and scale (not re-standardised), so the old
   and new posteriors are in the same units.
 
-Every sweep runs over all rows, old and new (the sweep of the fit on the combined rows), so
-an update costs ``sweeps`` sweeps of ``O(n)`` each — far below a refit, which runs from a
-cold start until convergence (typically tens of sweeps) — plus a one-off ``O(n)`` copy of the
-rows and, the first time each size is seen, the compilation of the sweep.
+Two scopes:
+
+- ``scope="new"`` (the default) sweeps over the **new rows only**. The old rows' messages are
+  held at their sums in the fitted state (``FunBaTState.messages``: per mode and coordinate,
+  the old rows' ``Σ τ E[a aᵀ]`` and ``Σ τ y E[a]``); each sweep adds the new rows' messages,
+  computed from the current posteriors, and recomputes every mode's posterior (Kalman smoothing
+  with the fitted hyperparameters, or the categorical closed form). The core (or CP weights),
+  the noise, the hyperparameters and the ARD precisions stay at their fitted values. The cost
+  is ``O(m)`` in the ``m`` new rows plus the per-mode passes over the unique coordinates,
+  whatever the number of old rows — the assumed-density-filtering step of streaming
+  factorisations: what the old rows said is summarised by their messages, not re-read.
+- ``scope="all"`` runs the fit's own sweep over all rows, old and new: everything is refined
+  (the old rows' messages too, the core, noise and hyperparameters), at ``O(n)`` a sweep.
+
+Either costs far below a refit, which runs from a cold start until convergence (typically tens
+of sweeps); new sizes (rows, coordinates) compile the sweep once. Both keep the combined rows
+(a one-off ``O(n)`` copy), so that a later update (or ``scope="all"``) sees every row.
 
 The training rows (encoded, :class:`bayestensor.data.Encoded`) are kept with the fitted
 estimator in memory (``FunBaT.train_``) but not saved with the model: a loaded model cannot be
@@ -55,15 +68,18 @@ from bayestensor.models.funbat.state import (
     Messages,
     auto_chunk,
 )
+from bayestensor.models.funbat.stream import new_rows_update
 from bayestensor.modes import Encoded, Mode
 from bayestensor.sharding import resolve_devices, shard_rows
 from bayestensor.ssm import gaps, interpolate, locate
 
 #: Sweeps an update runs unless told.
 DEFAULT_SWEEPS = 3
+#: What an update sweeps over: the new rows (old rows' messages held), or all rows.
+SCOPES = ("new", "all")
 
 
-def update(result, df: pd.DataFrame, sweeps: int | None = None):
+def update(result, df: pd.DataFrame, sweeps: int | None = None, scope: str = "new"):
     """A new fitted result with the rows of ``df`` added, refined by warm-started sweeps.
 
     Parameters
@@ -75,26 +91,33 @@ def update(result, df: pd.DataFrame, sweeps: int | None = None):
         coordinates may be new (between or beyond the fitted ones; times as times of the same
         kind), categories may be new.
     sweeps : int, optional
-        Sweeps over all rows, starting from the fitted state (default
-        :data:`DEFAULT_SWEEPS`).
+        Sweeps, starting from the fitted state (default :data:`DEFAULT_SWEEPS`).
+    scope : {"new", "all"}
+        ``"new"`` (default): sweep over the new rows only, the old rows' messages held at their
+        fitted sums and the core, noise and hyperparameters at their fitted values (cost
+        independent of the number of old rows); ``"all"``: the fit's sweep over all rows,
+        refining everything (see the module docstring).
 
     Returns
     -------
     FitResult
         The model of the combined rows; its ``history`` continues the fit's with one record
-        per update sweep, ``converged`` says whether the last one moved the fitted values by
-        less than ``tol`` noise sds.
+        per update sweep (with ``scope="new"``, its ``rmse`` and ``change`` are over the new
+        rows), ``converged`` says whether the last one moved the fitted values by less than
+        ``tol`` noise sds.
 
     Raises
     ------
     ValueError
-        For a bad ``sweeps``; ``df`` not a non-empty DataFrame, a missing coordinate or value
-        column, a column of the wrong type (non-numeric value or continuous coordinate, times
-        of another kind) or with NaN/inf values; or a model without its training rows (loaded
-        from a file); in a multi-process run (``jax.process_count() > 1``).
+        For a bad ``sweeps`` or ``scope``; ``df`` not a non-empty DataFrame, a missing
+        coordinate or value column, a column of the wrong type (non-numeric value or continuous
+        coordinate, times of another kind) or with NaN/inf values; or a model without its
+        training rows (loaded from a file); in a multi-process run (``jax.process_count() > 1``).
     """
     single_process_only("FitResult.update")
     sweeps = DEFAULT_SWEEPS if sweeps is None else check_int("sweeps", sweeps)
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
     est = result.estimator
     train = getattr(est, "train_", None)
     if train is None:
@@ -104,7 +127,7 @@ def update(result, df: pd.DataFrame, sweeps: int | None = None):
         )
     modes, index_new, y_new = _encode_rows(df, tuple(est.modes_), result.value)
     with precision(est.dtype):
-        return _update(result, train, modes, index_new, y_new, sweeps)
+        return _update(result, train, modes, index_new, y_new, sweeps, scope)
 
 
 def _encode_rows(df: pd.DataFrame, modes: tuple[Mode, ...], value: str):
@@ -202,10 +225,8 @@ def _grown_state(state: FunBaTState, cfg, new_cfg, old_modes, modes, dts) -> Fun
     return state._replace(factors=tuple(factors), messages=tuple(messages))
 
 
-def _update(result, train: Encoded, modes, index_new, y_new, sweeps: int):
+def _update(result, train: Encoded, modes, index_new, y_new, sweeps: int, scope: str):
     """The update, inside the fit's precision scope."""
-    from bayestensor.models.funbat import estimator as funbat_estimator
-
     est = result.estimator
     cfg = est.cfg_
     old_modes = tuple(est.modes_)
@@ -219,23 +240,23 @@ def _update(result, train: Encoded, modes, index_new, y_new, sweeps: int):
     dts = tuple(
         jnp.asarray(gaps(m.values)) if new_cfg.continuous[k] else None for k, m in enumerate(modes)
     )
-    state = _grown_state(est.state_, cfg, new_cfg, old_modes, modes, dts)
     y_np = (y_all - est.y_mean_) / est.y_scale_
-    y = jnp.asarray(y_np)
-    index = jnp.asarray(index_all)
-    mask = None
-    devices = resolve_devices(est.devices)
-    if len(devices) > 1:  # as in the fit: rows split over the devices, padded (mask 0)
-        (index, y), mask = shard_rows([index_all, y], devices)
-    sweep = funbat_estimator._sweep_jit
-    bound_compiled(sweep)
     history = list(est.history_)
-    Ef_old = None
-    for _ in range(sweeps):
-        state, Ef = sweep(state, index, y, dts, new_cfg, mask)
-        Ef = np.asarray(Ef, dtype=np.float64)[:n]
-        history.append(_record(state, new_cfg, Ef, Ef_old, y_np, est.y_scale_))
-        Ef_old = Ef
+    rows_y = y_np[n - len(y_new) :] if scope == "new" else y_np
+    last = []  # E[f] at the swept rows after the previous sweep
+
+    def on_sweep(state, Ef):
+        history.append(
+            _record(state, new_cfg, Ef, last[-1] if last else None, rows_y, est.y_scale_)
+        )
+        last.append(Ef)
+
+    if scope == "new":
+        state = new_rows_update(est, new_cfg, modes, remap, index_new, rows_y, sweeps, on_sweep)
+    else:
+        state = _all_rows_sweeps(
+            est, new_cfg, old_modes, modes, dts, index_all, y_np, sweeps, on_sweep
+        )
     check_finite_result("the update's posterior", *jax.tree.leaves(state))
     change = history[-1]["change"]
     new_est = copy.copy(est)
@@ -245,8 +266,28 @@ def _update(result, train: Encoded, modes, index_new, y_new, sweeps: int):
     new_est.history_ = history
     new_est.n_sweeps_ = len(history)
     new_est.converged_ = bool(np.isfinite(change) and change < est.tol)
+    new_est.messages_current_ = True  # the state's messages give its posteriors
     new_est.train_ = Encoded(modes=modes, index=index_all, y=y_all, value=train.value)
     return type(result)(new_est, result.value, n_missing=result.n_missing)
+
+
+def _all_rows_sweeps(est, cfg, old_modes, modes, dts, index, y, sweeps: int, on_sweep):
+    """``scope="all"``: the fit's sweep over all rows from the grown fitted state; calls
+    ``on_sweep(state, E[f] at the rows)`` after each sweep and returns the last state."""
+    from bayestensor.models.funbat import estimator as funbat_estimator
+
+    state = _grown_state(est.state_, est.cfg_, cfg, old_modes, modes, dts)
+    n = y.shape[0]
+    index_j, y_j, mask = jnp.asarray(index), jnp.asarray(y), None
+    devices = resolve_devices(est.devices)
+    if len(devices) > 1:  # as in the fit: rows split over the devices, padded (mask 0)
+        (index_j, y_j), mask = shard_rows([index, y], devices)
+    sweep = funbat_estimator._sweep_jit
+    bound_compiled(sweep)
+    for _ in range(sweeps):
+        state, Ef = sweep(state, index_j, y_j, dts, cfg, mask)
+        on_sweep(state, np.asarray(Ef, dtype=np.float64)[:n])
+    return state
 
 
 def _record(state: FunBaTState, cfg, Ef, Ef_old, y, y_scale: float) -> dict:

@@ -1,0 +1,184 @@
+"""FunBaT at scale: time and peak memory against the number of observations, and a streaming
+update against a refit.
+
+Data: a time-indexed tensor of three continuous modes, ``day`` (2,000 days), ``site`` (300)
+and ``depth`` (400), a smooth function of the three plus Gaussian noise (sd 0.1), observed at
+``n`` random cells (``n / 2,000`` rows a day).
+
+``--sizes N …`` (default 1e5 1e6): one fresh process per size fits ``bt.fit(df, coords=...,
+value=..., rank=3, max_sweeps=8, tol=0)`` (8 sweeps, as in the issue's measurement) and reports
+the wall time (compilation included), the time of the sweeps alone and the process's peak RSS;
+then the time slope ``d log t / d log n`` between consecutive sizes.
+
+``--update N`` (default 1e6): a fit with **defaults** on ``N`` rows of days 0 … 1,999, then one new
+day (day 2,000, ``N / 2,000`` rows): ``result.update(new_day)`` (first call, compiling for the new
+sizes, then a second day compiled), against a refit of all rows with defaults (timed the second
+time, compiled: the refit's best case). Both are scored by RMSE against the noiseless function on
+held-out cells, on the new day and on all days.
+
+Runs in JAX's default precision (float32) unless ``--x64``. Usage::
+
+    python benchmarks/bench_scale.py --sizes 1e5 1e6 1e7
+    python benchmarks/bench_scale.py --update 1e6 --sizes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+DAYS, SITES, DEPTHS = 2000, 300, 400
+NOISE = 0.1
+
+
+def truth(day, site, depth):
+    """The noiseless function (a rank-3 Tucker-like smooth signal)."""
+    import numpy as np
+
+    s, z, d = site / SITES, depth / DEPTHS, day / 365.0
+    return (
+        np.sin(2 * np.pi * d) * np.cos(3.0 * s)
+        + 0.5 * np.exp(-z) * np.sin(2.0 * s + 1.0)
+        + 0.3 * np.cos(2 * np.pi * d / 3.0) * z
+    )
+
+
+def rows(rng, n: int, days):
+    """``n`` noisy rows at random cells of ``days``, the sites and the depths."""
+    import numpy as np
+    import pandas as pd
+
+    day = rng.choice(np.asarray(days, dtype=float), n)
+    site = rng.integers(0, SITES, n).astype(float)
+    depth = rng.integers(0, DEPTHS, n).astype(float)
+    f = truth(day, site, depth)
+    frame = pd.DataFrame({"day": day, "site": site, "depth": depth})
+    return frame.assign(y=f + NOISE * rng.normal(size=n)), f
+
+
+COORDS = ["day", "site", "depth"]
+
+
+def _one_size(n: int) -> dict:
+    """Fit ``n`` rows (8 sweeps, rank 3) in this process; time and peak RSS."""
+    import numpy as np
+
+    import bayestensor as bt
+
+    rng = np.random.default_rng(0)
+    df, _ = rows(rng, n, range(DAYS))
+    t0 = time.perf_counter()
+    res = bt.fit(df, coords=COORDS, value="y", rank=3, max_sweeps=8, tol=0.0, progress=False)
+    wall = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    bt.fit(df, coords=COORDS, value="y", rank=3, max_sweeps=8, tol=0.0, progress=False)
+    warm = time.perf_counter() - t1
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB → GiB
+    return {"n": n, "wall": wall, "warm": warm, "rss_gb": rss, "sweeps": len(res.history)}
+
+
+def _rmse(res, test, f) -> float:
+    import numpy as np
+
+    return float(np.sqrt(np.mean((res.predict(test)["mean"].to_numpy() - f) ** 2)))
+
+
+def update_vs_refit(n: int) -> dict:
+    """Defaults fit on ``n`` rows, then one new day: update vs refit (see the module doc)."""
+    import numpy as np
+    import pandas as pd
+
+    import bayestensor as bt
+
+    rng = np.random.default_rng(1)
+    per_day = max(n // DAYS, 1)
+    df, _ = rows(rng, n, range(DAYS))
+    new, _ = rows(rng, per_day, [DAYS])
+    new2, _ = rows(rng, per_day, [DAYS + 1])
+    test_new, f_new = rows(rng, 5000, [DAYS])
+    test_all, f_all = rows(rng, 5000, range(DAYS + 1))
+    options = dict(coords=COORDS, value="y", progress=False)
+    t0 = time.perf_counter()
+    res = bt.fit(df, **options)
+    t_fit = time.perf_counter() - t0
+    out = {"n": n, "per_day": per_day, "fit": t_fit, "ranks": list(res.ranks)}
+    out["fit_rmse"] = (_rmse(res, test_new, f_new), _rmse(res, test_all, f_all))
+    t0 = time.perf_counter()
+    up = res.update(new)
+    out["update_first"] = time.perf_counter() - t0
+    out["update_rmse"] = (_rmse(up, test_new, f_new), _rmse(up, test_all, f_all))
+    t0 = time.perf_counter()
+    up.update(new2)
+    out["update_next"] = time.perf_counter() - t0
+    both = pd.concat([df, new], ignore_index=True)
+    t0 = time.perf_counter()
+    refit = bt.fit(both, **options)
+    out["refit_first"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    refit = bt.fit(both, **options)
+    out["refit"] = time.perf_counter() - t0
+    out["refit_sweeps"] = len(refit.history)
+    out["refit_rmse"] = (_rmse(refit, test_new, f_new), _rmse(refit, test_all, f_all))
+    return out
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=float, nargs="*", default=[1e5, 1e6])
+    parser.add_argument("--update", type=float, default=1e6, help="0: skip")
+    parser.add_argument("--x64", action="store_true")
+    parser.add_argument("--one", type=float, help=argparse.SUPPRESS)  # child process
+    args = parser.parse_args(argv)
+    if args.x64:
+        os.environ["JAX_ENABLE_X64"] = "1"
+    if args.one:
+        print(json.dumps(_one_size(int(args.one))))
+        return {}
+    out = {"sizes": []}
+    if args.sizes:
+        print("| n | fit (s, fresh process) | fit again (s, compiled) | peak RSS (GB) |")
+        print("|---:|---:|---:|---:|")
+        for n in args.sizes:
+            cmd = [sys.executable, __file__, "--one", str(n)] + (["--x64"] if args.x64 else [])
+            line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            r = json.loads(line.strip().splitlines()[-1])
+            out["sizes"].append(r)
+            print(f"| {r['n']:.0e} | {r['wall']:.1f} | {r['warm']:.1f} | {r['rss_gb']:.2f} |")
+        s = out["sizes"]
+        for a, b in zip(s, s[1:], strict=False):
+            import math
+
+            slope = math.log(b["warm"] / a["warm"]) / math.log(b["n"] / a["n"])
+            print(f"time slope {a['n']:.0e} → {b['n']:.0e} (compiled fits): {slope:.2f}")
+    if args.update:
+        u = update_vs_refit(int(args.update))
+        out["update"] = u
+        print(
+            f"\nn = {u['n']}, one new day of {u['per_day']} rows; defaults (ranks {u['ranks']})"
+        )
+        print("| | time (s) | RMSE, new day | RMSE, all days |")
+        print("|---|---:|---:|---:|")
+        fr, ur, rr = u["fit_rmse"], u["update_rmse"], u["refit_rmse"]
+        print(f"| fit before the update | {u['fit']:.2f} | {fr[0]:.4f} | {fr[1]:.4f} |")
+        print(f"| update, first call | {u['update_first']:.2f} | {ur[0]:.4f} | {ur[1]:.4f} |")
+        print(f"| update, next day | {u['update_next']:.2f} | | |")
+        print(f"| refit, first call | {u['refit_first']:.2f} | | |")
+        print(
+            f"| refit (compiled, {u['refit_sweeps']} sweeps) | {u['refit']:.2f} "
+            f"| {rr[0]:.4f} | {rr[1]:.4f} |"
+        )
+        print(
+            f"update / refit: first {u['update_first'] / u['refit']:.1%}, "
+            f"next {u['update_next'] / u['refit']:.1%}; RMSE (all days) update / refit "
+            f"{ur[1] / rr[1]:.3f}, new day {ur[0] / rr[0]:.3f}"
+        )
+    return out
+
+
+if __name__ == "__main__":
+    main()
