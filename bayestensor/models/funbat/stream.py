@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayestensor._export import CachedJit
 from bayestensor.driver import bound_compiled
 from bayestensor.models.funbat.inference import mode_sde
 from bayestensor.models.funbat.moments import (
@@ -123,9 +124,11 @@ def held_messages(est) -> tuple:
     return _messages_at_jit(state.factors, state.core, state.noise.mean, index, y, mask, cfg)
 
 
-_messages_at_jit = jax.jit(_messages_at, static_argnames=("cfg",))
-_posteriors_jit = jax.jit(_posteriors, static_argnames=("cfg",))
-_sweep_jit = jax.jit(_sweep, static_argnames=("cfg",))
+# traced programs kept on disk with the fit's (bayestensor._export): a fresh process's first
+# update does not trace them again
+_messages_at_jit = CachedJit(_messages_at, static_argnames=("cfg",))
+_posteriors_jit = CachedJit(_posteriors, static_argnames=("cfg",))
+_sweep_jit = CachedJit(_sweep, static_argnames=("cfg",))
 
 
 def _padded_messages(msg: Messages, pos: np.ndarray, size: int) -> Messages:
