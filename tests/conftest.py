@@ -269,6 +269,8 @@ TOL = {
     # FitResult.update with rows at fitted coordinates vs the fit's sweep continued on the
     # combined rows from the fitted state (the same sums in the same order; relative)
     "update_vs_continued": 1e-10,
+    # the last update sweep's recorded RMSE over the new rows vs predict() there (relative)
+    "update_history_rmse": 1e-8,
     # update with scope="new": a new category's posterior vs the closed form N(0, I) × its rows'
     # messages (numpy), relative to the largest entry
     "update_new_rows_closed_form": 1e-10,

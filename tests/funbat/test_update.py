@@ -98,6 +98,11 @@ def test_update_with_a_new_day_improves_it(base, new_day, tmp_path):
     pd.testing.assert_frame_equal(bt.load(up.save(tmp_path / "updated")).predict(test), predicted)
     assert after < TOL["update_new_times_gain"] * before
     assert up.modes[0].values[-1] == 25.0 and up.modes[0].size == res.modes[0].size + 1
+    # one history record per update sweep, its RMSE over the new rows (the fit's z-scoring)
+    assert len(up.history) == len(res.history) + 3
+    Ef = up.predict(new)["mean"].to_numpy()
+    rmse = np.sqrt(np.mean((Ef - new["y"].to_numpy()) ** 2))
+    assert abs(up.history["rmse"].iloc[-1] - rmse) <= TOL["update_history_rmse"] * rmse
     assert up.estimator.cfg_.sizes[0] == res.estimator.cfg_.sizes[0] + 1
 
 

@@ -222,7 +222,7 @@ def new_rows_update(est, cfg, modes, positions, index_new, y_new, sweeps: int, o
     pad_cfg = cfg._replace(sizes=sizes, chunk=chunk)
     bound_compiled(_posteriors_jit, _sweep_jit, _messages_at_jit)
     factors = _posteriors_jit(held, state.log_hyper, dts, pad_cfg)
-    messages, Efs = held, []
+    messages = held
     for _ in range(sweeps):
         factors, messages, Ef = _sweep_jit(
             factors,
@@ -236,7 +236,7 @@ def new_rows_update(est, cfg, modes, positions, index_new, y_new, sweeps: int, o
             dts,
             pad_cfg,
         )
-        Efs.append(np.asarray(Ef, dtype=np.float64)[:m])
+        on_sweep(state, np.asarray(Ef, dtype=np.float64)[:m])
     n = [mode.size for mode in modes]
     factors = tuple(_unpad(f, size) for f, size in zip(factors, n, strict=True))
     messages = tuple(
