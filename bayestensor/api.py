@@ -71,7 +71,10 @@ def fit(
         number is ``result.n_missing``) and the rest fitted exactly as the equivalent
         DataFrame would be (see :func:`bayestensor.xr.from_xarray`). With several JAX
         processes (``jax.distributed``, FunBaT models): this process's rows; every process
-        gets the fit of all of them (:mod:`bayestensor.distributed`).
+        gets the fit of all of them (:mod:`bayestensor.distributed`). Or, for rows that do not
+        fit in memory (FunBaT models): a list of DataFrames, or CSV / Parquet file paths (a
+        folder of them, a glob), read part by part — see
+        :mod:`bayestensor.models.funbat.blocked` (options ``block_rows``, ``sample_rows``).
     coords : list of str or dict
         Coordinate columns (one tensor mode each), or ``{column: "continuous"|"categorical"}``.
         Numeric, datetime64 (naive or tz-aware) and timedelta64 columns default to
@@ -137,6 +140,23 @@ def fit(
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
     n_missing = 0
+    from bayestensor.models.funbat.blocked import is_parts
+
+    if is_parts(df):
+        return _fit_parts(
+            df,
+            coords,
+            value,
+            model,
+            rank,
+            seed,
+            progress,
+            kernel,
+            max_sweeps,
+            tol,
+            time_unit,
+            options,
+        )
     if is_xarray(df):
         df, coords, value, n_missing = from_xarray(df, coords, value)
         if n_missing and model == "poisson-tucker":
@@ -194,3 +214,45 @@ def fit(
     )
     est.fit(enc, progress=progress)
     return FitResult(est, value, n_missing=n_missing)
+
+
+def _fit_parts(
+    parts, coords, value, model, rank, seed, progress, kernel, max_sweeps, tol, time_unit, options
+) -> Result:
+    """:func:`fit` of rows given in parts (:mod:`bayestensor.models.funbat.blocked`)."""
+    from bayestensor.models.funbat import FitResult, FunBaT
+    from bayestensor.models.funbat.blocked import fit_parts
+    from bayestensor.models.funbat.estimator import ESTIMATOR_PARAMS
+    from bayestensor.models.funbat.options import check_kernel_option
+
+    if model == "poisson-tucker":
+        raise ValueError("rows in parts (a list or files) are fitted by FunBaT models only")
+    if coords is None:
+        raise ValueError("coords must be given (the coordinate columns)")
+    if not isinstance(value, str):
+        raise ValueError(f"value must be the name of the value column (a str), got {value!r}")
+    check_seed(seed)
+    if not isinstance(progress, bool):
+        raise ValueError(f"progress must be True or False, got {progress!r}")
+    options = dict(options)
+    sizes = {k: options.pop(k) for k in ("block_rows", "sample_rows") if k in options}
+    shared = ("model", "rank", "kernel", "max_sweeps", "tol", "seed")
+    check_options(model, options, [p for p in ESTIMATOR_PARAMS if p not in shared] + ["devices"])
+    rank = "auto" if rank is None else rank
+    if isinstance(rank, str):
+        from bayestensor.models.funbat.ard import check_rank_option
+
+        check_rank_option(rank, options.get("max_rank"), model)
+    else:
+        rank = check_ranks(rank, len(coords), equal=model == "cp")
+    est = FunBaT(
+        model=model,
+        rank=rank,
+        kernel=check_kernel_option("matern32" if kernel is None else kernel),
+        max_sweeps=check_int("max_sweeps", 100 if max_sweeps is None else max_sweeps),
+        tol=check_positive("tol", 0.02 if tol is None else tol),
+        seed=seed,
+        **options,
+    )
+    est = fit_parts(parts, coords, value, est, time_unit=time_unit, progress=progress, **sizes)
+    return FitResult(est, value)

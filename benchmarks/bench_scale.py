@@ -10,6 +10,10 @@ value=..., rank=3, max_sweeps=8, tol=1e-12)`` (8 sweeps, as in the issue's measu
 the wall time (compilation included), the time of the sweeps alone and the process's peak RSS;
 then the time slope ``d log t / d log n`` between consecutive sizes.
 
+``--parts N …``: the same fits out of core — the rows written as CSV files of 10⁶ rows, then
+``bt.fit(folder, ...)`` in a fresh process (:mod:`bayestensor.models.funbat.blocked`): wall time
+(reading, encoding, the warm start on a 200,000-row sample and 8 blocked sweeps) and peak RSS.
+
 ``--update N`` (default 1e6): a fit with **defaults** on ``N`` rows of days 0 … 1,999, then one new
 day (day 2,000, ``N / 2,000`` rows): ``result.update(new_day)`` (first call, compiling for the new
 sizes, then a second day compiled), against a refit of all rows with defaults (timed the second
@@ -82,6 +86,28 @@ def _one_size(n: int) -> dict:
     return {"n": n, "wall": wall, "warm": warm, "rss_gb": rss, "sweeps": len(res.history)}
 
 
+def _one_parts(n: int, folder: str) -> dict:
+    """Fit the CSV parts in ``folder`` (``n`` rows; 8 sweeps, rank 3) out of core; time and
+    peak RSS of this process."""
+    import bayestensor as bt
+
+    t0 = time.perf_counter()
+    res = bt.fit(folder, coords=COORDS, value="y", rank=3, max_sweeps=8, tol=1e-12, progress=False)
+    wall = time.perf_counter() - t0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return {"n": n, "wall": wall, "rss_gb": rss, "sweeps": len(res.history)}
+
+
+def write_parts(n: int, folder: str, part_rows: int = 1_000_000) -> None:
+    """``n`` rows of the benchmark's data as CSV files of ``part_rows`` rows in ``folder``."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for i, start in enumerate(range(0, n, part_rows)):
+        df, _ = rows(rng, min(part_rows, n - start), range(DAYS))
+        df.to_csv(os.path.join(folder, f"part{i:04d}.csv"), index=False)
+
+
 def _rmse(res, test, f) -> float:
     import numpy as np
 
@@ -131,15 +157,36 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=float, nargs="*", default=[1e5, 1e6])
     parser.add_argument("--update", type=float, default=1e6, help="0: skip")
+    parser.add_argument(
+        "--parts", type=float, nargs="*", default=[], help="sizes fitted out of core (CSV parts)"
+    )
     parser.add_argument("--x64", action="store_true")
     parser.add_argument("--one", type=float, help=argparse.SUPPRESS)  # child process
+    parser.add_argument("--folder", help=argparse.SUPPRESS)  # child process, out of core
     args = parser.parse_args(argv)
     if args.x64:
         os.environ["JAX_ENABLE_X64"] = "1"
+    if args.one and args.folder:
+        print(json.dumps(_one_parts(int(args.one), args.folder)))
+        return {}
     if args.one:
         print(json.dumps(_one_size(int(args.one))))
         return {}
-    out = {"sizes": []}
+    out = {"sizes": [], "parts": []}
+    if args.parts:
+        import tempfile
+
+        print("| n (out of core, CSV parts of 10⁶ rows) | fit (s, fresh process) | peak RSS (GB) |")
+        print("|---:|---:|---:|")
+        for n in args.parts:
+            with tempfile.TemporaryDirectory() as folder:
+                write_parts(int(n), folder)
+                cmd = [sys.executable, __file__, "--one", str(n), "--folder", folder]
+                cmd += ["--x64"] if args.x64 else []
+                line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            r = json.loads(line.strip().splitlines()[-1])
+            out["parts"].append(r)
+            print(f"| {r['n']:.0e} | {r['wall']:.1f} | {r['rss_gb']:.2f} |", flush=True)
     if args.sizes:
         print("| n | fit (s, fresh process) | fit again (s, compiled) | peak RSS (GB) |")
         print("|---:|---:|---:|---:|")

@@ -231,7 +231,6 @@ def sweep(
     log_hyper = list(state.log_hyper)
     opt_state = list(state.opt_state)
     tau = state.noise.mean
-    rho = cfg.damping
     for k in range(K):
         means, seconds = gather(tuple(factors), index)
         group = grouping(tuple(factors), index) if cfg.model == "tucker" else None
@@ -239,18 +238,9 @@ def sweep(
         if mask is not None:
             Ea, Eaa = Ea * mask[:, None], Eaa * mask[:, None, None]
         new = message_sums(y, tau, Ea, Eaa, index[:, k], cfg.sizes[k])
-        msg = jax.tree.map(lambda a, b: rho * a + (1.0 - rho) * b, new, messages[k])
-        messages[k] = msg
-        if cfg.continuous[k]:
-            if cfg.learn_hyper:
-                factors[k], log_hyper[k], opt_state[k] = hyper_search(
-                    cfg, k, dts[k], msg, log_hyper[k], opt_state[k]
-                )
-            else:
-                sde = mode_sde(cfg, k, log_hyper[k])
-                factors[k] = smooth(sde, dts[k], msg.prec, msg.shift)
-        else:
-            factors[k] = categorical_posterior(msg)
+        messages[k], factors[k], log_hyper[k], opt_state[k] = update_mode(
+            cfg, k, new, messages[k], log_hyper[k], opt_state[k], dts[k]
+        )
     means, seconds = gather(tuple(factors), index)
     group = grouping(tuple(factors), index) if cfg.model == "tucker" else None
     core, ard = state.core, state.ard
@@ -267,6 +257,21 @@ def sweep(
         tuple(factors), tuple(messages), core, noise, tuple(log_hyper), tuple(opt_state), ard
     )
     return new_state, Ef
+
+
+def update_mode(cfg: FunBaTConfig, k: int, new: Messages, old: Messages, theta, step, dt):
+    """Mode ``k``'s step of a sweep given its new message sums: damping
+    ``msg = ρ·new + (1 − ρ)·old``, then the hyperparameter search and Kalman smoothing
+    (continuous; smoothing alone without ``learn_hyper``) or the categorical closed form.
+    Returns the damped messages, the posterior, ``log_hyper[k]`` and its search steps."""
+    rho = cfg.damping
+    msg = jax.tree.map(lambda a, b: rho * a + (1.0 - rho) * b, new, old)
+    if not cfg.continuous[k]:
+        return msg, categorical_posterior(msg), theta, step
+    if cfg.learn_hyper:
+        post, theta, step = hyper_search(cfg, k, dt, msg, theta, step)
+        return msg, post, theta, step
+    return msg, smooth(mode_sde(cfg, k, theta), dt, msg.prec, msg.shift), theta, step
 
 
 def _masked(seconds: list, mask) -> list:

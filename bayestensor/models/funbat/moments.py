@@ -326,9 +326,14 @@ def core_update(
     -------
     CorePosterior
     """
+    G, h = core_sums(y, means, seconds, chunk, group)
+    return core_from_sums(G, h, tau, prior_prec)
+
+
+def core_sums(y, means: list, seconds: list, chunk: int | None = OBS_CHUNK, group=None):
+    """The row sums of :func:`core_update`: ``(Σ_n ⊗_k M^k_n, Σ_n y_n ⊗_k μ^k_n)`` as a
+    ``2K``-way and a ``K``-way tensor (additive over blocks of rows)."""
     K = len(means)
-    ranks = tuple(m.shape[-1] for m in means)
-    P = int(np.prod(ranks))
     r, s = einsum_letters(K)
     G_spec = ",".join(f"n{r[j]}{s[j]}" for j in range(K)) + f"->{r}{s}"
     h_spec = ",".join(["n"] + [f"n{c}" for c in r]) + f"->{r}"
@@ -337,11 +342,17 @@ def core_update(
         return jnp.einsum(G_spec, *rows[K:]), jnp.einsum(h_spec, y, *rows[:K])
 
     if group is None or K == 1:
-        G, h = _sum_obs(_sums, [y] + list(means) + list(seconds), chunk)
-    else:
-        G = grouped_gram(group, seconds, chunk)
-        h = _sum_obs(lambda yy, *mu: jnp.einsum(h_spec, yy, *mu), [y] + list(means), chunk)
-    prior = jnp.ones(P, y.dtype) if prior_prec is None else prior_prec.reshape(P)
+        return _sum_obs(_sums, [y] + list(means) + list(seconds), chunk)
+    G = grouped_gram(group, seconds, chunk)
+    h = _sum_obs(lambda yy, *mu: jnp.einsum(h_spec, yy, *mu), [y] + list(means), chunk)
+    return G, h
+
+
+def core_from_sums(G, h, tau, prior_prec=None) -> CorePosterior:
+    """:func:`core_update` from its row sums (:func:`core_sums`)."""
+    ranks = h.shape
+    P = int(np.prod(ranks))
+    prior = jnp.ones(P, h.dtype) if prior_prec is None else prior_prec.reshape(P)
     mean, cov = _gaussian(jnp.diag(prior) + tau * G.reshape(P, P), tau * h.reshape(P))
     return CorePosterior(mean.reshape(ranks), cov)
 
@@ -393,11 +404,21 @@ def weight_update(
     -------
     WeightPosterior
     """
+    return weight_from_sums(*weight_sums(y, means, seconds), tau, prior_prec)
+
+
+def weight_sums(y, means: list, seconds: list):
+    """The row sums of :func:`weight_update`: ``(Σ_n ⊙_k M^k_n, Σ_n y_n ⊙_k μ^k_n)``."""
     prod_m, prod_M = means[0], seconds[0]
     for j in range(1, len(means)):
         prod_m = prod_m * means[j]
         prod_M = prod_M * seconds[j]
-    mean, cov = _gaussian(jnp.diag(prior_prec) + tau * prod_M.sum(0), tau * (y @ prod_m))
+    return prod_M.sum(0), y @ prod_m
+
+
+def weight_from_sums(G, h, tau, prior_prec) -> WeightPosterior:
+    """:func:`weight_update` from its row sums (:func:`weight_sums`)."""
+    mean, cov = _gaussian(jnp.diag(prior_prec) + tau * G, tau * h)
     return WeightPosterior(mean, cov)
 
 
