@@ -61,17 +61,21 @@ def test_blocked_sweeps_equal_the_in_memory_sweeps(model):
 
 
 def test_fit_from_csv_files_equals_the_frames(tmp_path):
-    """``bt.fit`` on a folder of CSV files, on a glob and on the list of frames: one fit."""
+    """``bt.fit`` on a folder of CSV files, on a glob, on Parquet files and on the list of
+    frames: one fit."""
     df, f = _frame(seed=1)
     parts = [df.iloc[:400], df.iloc[400:]]
+    (tmp_path / "pq").mkdir()
     for i, part in enumerate(parts):
         part.to_csv(tmp_path / f"part{i}.csv", index=False)
+        part.to_parquet(tmp_path / "pq" / f"part{i}.parquet")
     opts = dict(coords=COORDS, value="y", rank=2, max_sweeps=4, progress=False)
     frames = bt.fit(parts, **opts)
     folder = bt.fit(tmp_path, **opts)
     pattern = bt.fit(str(tmp_path / "part*.csv"), **opts)
+    parquet = bt.fit(tmp_path / "pq", **opts)
     want = frames.predict(df)["mean"].to_numpy()
-    for res in (folder, pattern):
+    for res in (folder, pattern, parquet):
         got = res.predict(df)["mean"].to_numpy()
         np.testing.assert_allclose(got, want, rtol=0, atol=TOL["blocked_vs_in_memory"])
     rmse = np.sqrt(np.mean((want - f) ** 2))
