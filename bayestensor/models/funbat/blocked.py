@@ -46,7 +46,7 @@ from bayestensor.checks import (
     float_array,
 )
 from bayestensor.data import encode, encode_new, parse_coords
-from bayestensor.driver import Step, bound_compiled, iterate, precision
+from bayestensor.driver import Step, bound_compiled, iterate, precision, progress_bar
 from bayestensor.models.funbat.ard import ard_update, prior_precision
 from bayestensor.models.funbat.inference import update_mode
 from bayestensor.models.funbat.moments import (
@@ -117,13 +117,15 @@ def _read(part, columns: list[str]) -> pd.DataFrame:
         raise ValueError(f"reading {str(part)!r} needs pyarrow (pip install pyarrow)") from err
 
 
-def _union_modes(parts: list, coords, value: str, time_unit) -> tuple:
+def _union_modes(parts: list, coords, value: str, time_unit, progress: bool = False) -> tuple:
     """First pass: check every part and build the modes from the union of its coordinates."""
     if isinstance(coords, (str, bytes)) or not isinstance(coords, (list, tuple, dict)):
         raise ValueError(f"coords must be a list/tuple/dict of column names, got {coords!r}")
     columns = [*coords, value]
     kinds, uniques, n = None, None, 0
+    bar = progress_bar(len(parts), "checking the parts (pass 1 of 2)", progress)
     for part in parts:
+        bar.update(1)
         df = _read(part, columns)
         check_frame(df, "each part")
         if kinds is None:  # every part is checked against the first one's kinds
@@ -134,6 +136,7 @@ def _union_modes(parts: list, coords, value: str, time_unit) -> tuple:
         for c in kinds:
             uniques[c].append(df[c].drop_duplicates())
         n += len(df)
+    bar.close()
     names = list(kinds)
     cols = {c: pd.concat(u, ignore_index=True).drop_duplicates() for c, u in uniques.items()}
     size = max(len(v) for v in cols.values())
@@ -150,12 +153,16 @@ def _union_modes(parts: list, coords, value: str, time_unit) -> tuple:
 class _Rows:
     """The encoded rows on disk, part by part, read back in padded blocks."""
 
-    def __init__(self, parts, modes, names, value, folder: Path, sample_rows: int, n, seed):
+    def __init__(
+        self, parts, modes, names, value, folder: Path, sample_rows: int, n, seed, progress=False
+    ):
         self.files, self.n = [], 0
         rng = np.random.default_rng(seed)
         keep = min(1.0, sample_rows / max(n, 1))
         sample_index, sample_y = [], []
+        bar = progress_bar(len(parts), "encoding the parts (pass 2 of 2)", progress)
         for i, part in enumerate(parts):
+            bar.update(1)
             df = _read(part, names + [value])
             index = np.asarray(encode_new(df, modes).index, dtype=np.int32)
             y = float_array(df[value])
@@ -166,6 +173,7 @@ class _Rows:
             take = slice(None) if keep >= 1.0 else rng.random(len(y)) < keep
             sample_index.append(index[take])
             sample_y.append(y[take])
+        bar.close()
         self.sample = Encoded(
             modes, np.concatenate(sample_index).astype(np.int64), np.concatenate(sample_y), value
         )
@@ -291,9 +299,11 @@ def fit_parts(
     if estimator.devices not in (None, "auto", 1):
         raise ValueError("out-of-core fits run on one device: leave devices= unset")
     parts = _paths(parts)
-    modes, names, n = _union_modes(parts, coords, value, time_unit)
+    modes, names, n = _union_modes(parts, coords, value, time_unit, progress)
     with tempfile.TemporaryDirectory(dir=folder) as scratch:
-        rows = _Rows(parts, modes, names, value, Path(scratch), sample_rows, n, estimator.seed)
+        rows = _Rows(
+            parts, modes, names, value, Path(scratch), sample_rows, n, estimator.seed, progress
+        )
         estimator.devices = 1
         estimator.fit(rows.sample, progress=progress)  # the warm start (stage 3)
         with precision(estimator.dtype):
