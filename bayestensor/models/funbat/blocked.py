@@ -213,12 +213,13 @@ def _block_core(factors, index, y, mask, cfg):
 
 
 def _block_fit(factors, core, index, y, mask, cfg):
-    """``E[f]`` at one block's rows and its part of the noise statistic ``Σ E[(y − f)²]``."""
+    """``E[f]`` at one block's rows, its part of the noise statistic ``Σ E[(y − f)²]`` and of
+    the training residual ``Σ (y − E[f])²`` (padding rows masked out)."""
     means, seconds = gather(tuple(factors), index)
     group = grouping(tuple(factors), index) if cfg.model == "tucker" else None
     Ef, Ef2 = expected_f(means, seconds, core, cfg.chunk, group)
     Ef, Ef2 = Ef * mask, Ef2 * mask
-    return Ef, jnp.sum(y**2 - 2.0 * y * Ef + Ef2)
+    return Ef, jnp.sum(y**2 - 2.0 * y * Ef + Ef2), jnp.sum((y - Ef) ** 2)
 
 
 _messages_jit = jax.jit(_block_messages, static_argnames=("cfg", "k"))
@@ -232,7 +233,8 @@ def _add(a, b):
 
 
 def blocked_sweep(state, rows: _Rows, dts, cfg, block: int, y_mean: float, y_scale: float):
-    """One sweep over all rows, block by block: the state and ``E[f]`` per block."""
+    """One sweep over all rows, block by block: the state, ``E[f]`` per block (float32) and
+    the training residual ``Σ (y − E[f])²`` (z-scored)."""
     factors, messages = list(state.factors), list(state.messages)
     log_hyper, opt_state = list(state.log_hyper), list(state.opt_state)
     tau = state.noise.mean
@@ -255,10 +257,10 @@ def blocked_sweep(state, rows: _Rows, dts, cfg, block: int, y_mean: float, y_sca
             core = weight_from_sums(*sums, tau, prior)
     if ard is not None:
         ard = ard_update(cfg, core, ard)
-    sq, Efs = 0.0, []
+    sq, sse, Efs = 0.0, 0.0, []
     for index, y, mask, m in rows.blocks(block, y_mean, y_scale):
-        Ef, part = _fit_jit(tuple(factors), core, index, y, mask, cfg)
-        sq = sq + part
+        Ef, part, residual = _fit_jit(tuple(factors), core, index, y, mask, cfg)
+        sq, sse = sq + part, sse + float(residual)
         Efs.append(np.asarray(Ef, dtype=np.float32)[:m])  # 4 bytes a row, kept one sweep
     dtype = state.noise.rate.dtype
     noise = NoisePosterior(
@@ -274,7 +276,7 @@ def blocked_sweep(state, rows: _Rows, dts, cfg, block: int, y_mean: float, y_sca
         opt_state=tuple(opt_state),
         ard=ard,
     )
-    return new_state, Efs
+    return new_state, Efs, sse
 
 
 def fit_parts(
@@ -323,16 +325,11 @@ def _sweeps(est, rows: _Rows, block_rows: int, progress: bool) -> None:
     )
     bound_compiled(_messages_jit, _core_jit, _fit_jit, _mode_jit)
     history = list(est.history_)
-    ys = [np.load(fy, mmap_mode="r") for _, fy in rows.files]
 
     def _step(i, carry):
         state, Ef_old = carry
-        state, Efs = blocked_sweep(state, rows, dts, cfg, block, est.y_mean_, est.y_scale_)
+        state, Efs, sq = blocked_sweep(state, rows, dts, cfg, block, est.y_mean_, est.y_scale_)
         tau = float(state.noise.mean)
-        sq = sum(
-            float(np.sum((e - (y - est.y_mean_) / est.y_scale_) ** 2))
-            for e, y in zip(_per_part(Efs, ys), ys, strict=True)
-        )
         moved = (
             None
             if Ef_old is None
@@ -361,16 +358,3 @@ def _sweeps(est, rows: _Rows, block_rows: int, progress: bool) -> None:
     est.history_ = history
     est.n_sweeps_ = len(history)
     est.converged_ = converged
-
-
-def _per_part(Efs: list, ys: list) -> list:
-    """The blocks' ``E[f]`` joined per part (blocks never straddle parts)."""
-    out, i = [], 0
-    for y in ys:
-        got, parts = 0, []
-        while got < len(y):
-            parts.append(Efs[i])
-            got += len(Efs[i])
-            i += 1
-        out.append(np.concatenate(parts) if parts else np.zeros(0))
-    return out

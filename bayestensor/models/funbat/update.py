@@ -237,9 +237,6 @@ def _update(result, train: Encoded, modes, index_new, y_new, sweeps: int, scope:
     n = y_all.shape[0]
     chunk = auto_chunk(n, cfg.ranks, cfg.model) if est.chunk == "auto" else est.chunk
     new_cfg = cfg._replace(sizes=tuple(m.size for m in modes), chunk=chunk)
-    dts = tuple(
-        jnp.asarray(gaps(m.values)) if new_cfg.continuous[k] else None for k, m in enumerate(modes)
-    )
     y_np = (y_all - est.y_mean_) / est.y_scale_
     history = list(est.history_)
     rows_y = y_np[n - len(y_new) :] if scope == "new" else y_np
@@ -254,6 +251,10 @@ def _update(result, train: Encoded, modes, index_new, y_new, sweeps: int, scope:
     if scope == "new":
         state = new_rows_update(est, new_cfg, modes, remap, index_new, rows_y, sweeps, on_sweep)
     else:
+        dts = tuple(  # the continuous modes' gaps (the new-rows path pads its own)
+            jnp.asarray(gaps(m.values)) if new_cfg.continuous[k] else None
+            for k, m in enumerate(modes)
+        )
         state = _all_rows_sweeps(
             est, new_cfg, old_modes, modes, dts, index_all, y_np, sweeps, on_sweep
         )
