@@ -255,6 +255,38 @@ def test_tucker_rotation_keeps_the_fitted_tensor():
         )
 
 
+def test_truncated_tucker_rotation_is_the_hosvd_truncation():
+    """Keeping fewer directions than the ranks gives the fitted mean tensor projected, mode by
+    mode, onto its leading left singular vectors on the grid of unique coordinates (a dense
+    SVD), even with nearly collinear components (an ill-conditioned Gram matrix, where mixing
+    the dropped directions back in through the QR's off-diagonal block is amplified)."""
+    rng = np.random.default_rng(7)
+    sizes, ranks, keep = (6, 7, 8), (3, 3, 3), (2, 3, 1)
+    cfg = FunBaTConfig("tucker", ranks, sizes, (False,) * 3, ard=True)
+    from bayestensor.models.funbat.inference import init_state
+
+    state = init_state(cfg, (None,) * 3, [None] * 3, [None] * 3, __import__("jax").random.key(0))
+    factors = []
+    for f in state.factors:
+        m = rng.normal(size=f.mean.shape)
+        m[:, 2] = m[:, 0] + 1e-4 * rng.normal(size=m.shape[0])  # nearly collinear
+        factors.append(f._replace(mean=jnp.asarray(m)))
+    core = CorePosterior(jnp.asarray(rng.normal(size=ranks)), jnp.eye(int(np.prod(ranks))))
+    state = state._replace(factors=tuple(factors), core=core)
+    new, _ = rotate_tucker(state, cfg, keep, tucker_rotations(cfg, state))
+    means = [np.asarray(f.mean) for f in factors]
+    T = np.einsum("abc,ia,jb,kc->ijk", np.asarray(core.mean), *means)
+    expected = T
+    for k, r in enumerate(keep):
+        Y = np.linalg.svd(np.moveaxis(T, k, 0).reshape(sizes[k], -1))[0][:, :r]
+        expected = np.moveaxis(np.tensordot(Y @ Y.T, expected, axes=(1, k)), 0, k)
+    got = np.einsum(
+        "abc,ia,jb,kc->ijk", np.asarray(new.core.mean), *(np.asarray(f.mean) for f in new.factors)
+    )
+    scale = np.abs(T).max()
+    np.testing.assert_allclose(got / scale, expected / scale, atol=TOL["ard_truncation"])
+
+
 @pytest.mark.parametrize(
     ("kw", "match"),
     [

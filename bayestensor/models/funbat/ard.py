@@ -299,18 +299,25 @@ def tucker_rotations(cfg: FunBaTConfig, state: FunBaTState):
     ``C = m_W ×_j G_j^{1/2}``'s unfolding ``C_(k) = V Σ Zᵀ``; ``share_{k,i} = σ_i² / Σ σ²``
     (rotation-invariant, unlike a component's own energy: Tucker components are free up to
     invertible transforms absorbed by the core, so one direction may be spread over several).
-    The ``r`` leading directions are the components ``U^k M`` with ``M`` an orthonormal
-    basis (QR) of ``G_k^{-1/2} V_r``, ``G_k^{-1/2} V_r = M T``; then
-    ``U^k ≈ (U^k M) N`` with ``N = T V_rᵀ G_k^{1/2}`` (exact on the kept directions).
+    The ``r`` leading directions are the components ``U^k M_r`` with ``M_r`` an orthonormal
+    basis (QR) of ``G_k^{-1/2} V_r``, ``G_k^{-1/2} V_r = M_r T_r`` (the first ``r`` columns of
+    the QR of ``G_k^{-1/2} V``: ``M_r = M[:, :r]``, ``T_r = T[:r, :r]``); then
+    ``U^k M_r N_r = P_k V_r V_rᵀ G_k^{1/2}`` with ``N_r = T_r V_rᵀ G_k^{1/2}`` and
+    ``P_k = U^k G_k^{-1/2}``, so the truncated mean tensor is the fitted one projected onto its
+    ``r`` leading left singular vectors ``P_k V_r`` in mode ``k`` (the HOSVD truncation). The
+    rows of ``T V ᵀG_k^{1/2}`` are not ``N_r`` for ``r < R_k``: ``T`` is upper triangular, and
+    its block ``T[:r, r:]`` would mix the dropped directions (amplified by ``G_k^{-1/2}``, large
+    when the fitted components are nearly collinear) back into the kept ones.
 
     Returns
     -------
-    list of (shares, M_full, N_full)
-        Per mode, the shares (length ``R_k``) and ``M``, ``N`` for all ``R_k`` directions
-        (slice the first ``r`` columns of ``M`` and rows of ``N``).
+    list of (shares, M_full, rotation)
+        Per mode, the shares (length ``R_k``), ``M`` for all ``R_k`` directions and
+        ``rotation(r)``: ``(M_r, N_r)`` for the ``r`` leading ones.
     """
     K = len(cfg.ranks)
-    Gs = [np.asarray(f.mean).T @ np.asarray(f.mean) for f in state.factors]
+    means = [np.asarray(f.mean, dtype=np.float64) for f in state.factors]
+    Gs = [m.T @ m for m in means]
     roots = [_psd_sqrt(G) for G in Gs]
     C = np.asarray(state.core.mean, dtype=np.float64)
     for k in range(K):
@@ -323,8 +330,12 @@ def tucker_rotations(cfg: FunBaTConfig, state: FunBaTState):
         energy[: sv.size] = sv**2
         shares = energy / max(float(energy.sum()), 1e-300)
         M, T = np.linalg.qr(roots[k][1] @ V)
-        N = T @ V.T @ roots[k][0]
-        out.append((shares, M, N))
+        VtG = V.T @ roots[k][0]
+
+        def rotation(r, M=M, T=T, VtG=VtG):
+            return M[:, :r], T[:r, :r] @ VtG[:r]
+
+        out.append((shares, M, rotation))
     return out
 
 
@@ -339,9 +350,10 @@ def rotate_tucker(
     factors, messages = [], []
     Ms, Ns = [], []
     for k, (f, msg) in enumerate(zip(state.factors, state.messages, strict=True)):
-        M = jnp.asarray(rotations[k][1][:, : keep[k]], f.mean.dtype)
+        M_r, N_r = rotations[k][2](keep[k])
+        M = jnp.asarray(M_r, f.mean.dtype)
         Ms.append(M)
-        Ns.append(jnp.asarray(rotations[k][2][: keep[k]], f.mean.dtype))
+        Ns.append(jnp.asarray(N_r, f.mean.dtype))
         mean = f.mean @ M
         cov = jnp.einsum("ri,nrs,sj->nij", M, f.cov, M)
         if isinstance(f, CategoricalPosterior):
