@@ -24,7 +24,7 @@ from bayestensor.checks import (
 )
 from bayestensor.data import parse_coords
 from bayestensor.results import Result
-from bayestensor.xr import from_xarray, is_xarray
+from bayestensor.xr import from_xarray, is_chunked, is_xarray, xarray_parts
 
 __all__ = ["MODELS", "fit"]
 
@@ -75,6 +75,9 @@ def fit(
         fit in memory (FunBaT models): a list of DataFrames, or CSV / Parquet file paths (a
         folder of them, a glob), read part by part — see
         :mod:`bayestensor.models.funbat.blocked` (options ``block_rows``, ``sample_rows``).
+        A dask-backed (chunked) DataArray or Dataset is fitted the same way (FunBaT models, one
+        process), its chunks computed one at a time (:func:`bayestensor.xr.xarray_parts`);
+        ``.load()`` it first for the in-memory fit.
     coords : list of str or dict
         Coordinate columns (one tensor mode each), or ``{column: "continuous"|"categorical"}``.
         Numeric, datetime64 (naive or tz-aware) and timedelta64 columns default to
@@ -142,6 +145,29 @@ def fit(
     n_missing = 0
     from bayestensor.models.funbat.blocked import is_parts
 
+    if (
+        is_xarray(df)
+        and model != "poisson-tucker"
+        and is_chunked(df)
+        and not distributed.is_multiprocess()
+    ):  # dask-backed: read chunk by chunk (the parts path), never loaded whole
+        source = xarray_parts(df, coords, value)
+        res = _fit_parts(
+            source.parts,
+            source.coords,
+            source.value,
+            model,
+            rank,
+            seed,
+            progress,
+            kernel,
+            max_sweeps,
+            tol,
+            time_unit,
+            options,
+        )
+        res.n_missing = source.n_missing
+        return res
     if is_parts(df):
         return _fit_parts(
             df,

@@ -16,11 +16,14 @@ import pandas as pd
 
 __all__ = [
     "FromXarray",
+    "XarrayParts",
     "factors_dataset",
     "from_xarray",
     "grid_dataset",
+    "is_chunked",
     "is_xarray",
     "require_xarray",
+    "xarray_parts",
 ]
 
 #: Grid cells predicted per chunk by :func:`grid_dataset` (a power of two: the predictions
@@ -61,35 +64,18 @@ class FromXarray(NamedTuple):
     """Cells that were NaN (dropped)."""
 
 
-def from_xarray(
+def select(
     obj: Any,
     coords: Sequence[str] | Mapping[str, str] | None,
     value: str | None,
-) -> FromXarray:
-    """A DataArray or Dataset as the long DataFrame :func:`bayestensor.fit` reads.
-
-    Parameters
-    ----------
-    obj : xarray.DataArray or xarray.Dataset
-        Gridded data; NaN cells are the missing entries.
-    coords : list of str or dict, optional
-        The dimensions in mode order (all of them), optionally with their kinds as in
-        :func:`bayestensor.fit`; default: every dimension in the array's order.
-    value : str, optional
-        DataArray: the value column's name (default: the array's name, else ``"value"``).
-        Dataset: the data variable to model (may be omitted when there is only one).
+) -> tuple[Any, Sequence[str] | Mapping[str, str], str, list[str]]:
+    """Check the arguments of :func:`from_xarray` without reading any cell.
 
     Returns
     -------
-    FromXarray
-        The rows of the non-missing cells in C order of ``coords``, and how many were NaN.
-
-    Raises
-    ------
-    ValueError
-        If ``value`` names no data variable of a Dataset (or is missing with several),
-        ``coords`` is not exactly the dimensions, a dimension is named like the value, every
-        cell is NaN, or the values are not numeric.
+    tuple
+        The DataArray to model transposed to mode order (still lazy when chunked), ``coords``
+        (every dimension by default), the value name and the dimensions in mode order.
     """
     xr = require_xarray()
     if isinstance(obj, xr.Dataset):
@@ -124,19 +110,158 @@ def from_xarray(
         raise ValueError(f"value {value!r} is also a dimension; pass another value name")
     if not (np.issubdtype(da.dtype, np.number) and not np.issubdtype(da.dtype, np.bool_)):
         raise ValueError(f"the values of {value!r} have dtype {da.dtype}; expected numbers")
-    da = da.transpose(*order)
-    values = np.asarray(da.values, dtype=np.float64)
+    return da.transpose(*order), coords, value, order
+
+
+def _rows(
+    values: np.ndarray, indexes: Sequence[pd.Index], order: Sequence[str], value: str
+) -> tuple[pd.DataFrame, int]:
+    """The non-NaN cells of ``values`` (axes in ``order``, labelled by ``indexes``) as rows in
+    C order, and the number of NaN cells."""
     observed = ~np.isnan(values)
-    n_missing = int(values.size - np.count_nonzero(observed))
-    if not observed.any():
-        raise ValueError(f"every cell of {value!r} is NaN; nothing to fit")
     where = np.nonzero(observed)
-    columns: dict[str, Any] = {}
-    for axis, dim in enumerate(order):
-        index = da.indexes[dim] if dim in da.indexes else pd.RangeIndex(da.sizes[dim])
-        columns[dim] = index[where[axis]]
+    columns: dict[str, Any] = {
+        dim: index[where[axis]]
+        for axis, (dim, index) in enumerate(zip(order, indexes, strict=True))
+    }
     columns[value] = values[observed]
-    return FromXarray(pd.DataFrame(columns), coords, value, n_missing)
+    return pd.DataFrame(columns), int(values.size - len(where[0]))
+
+
+def _indexes(da: Any, order: Sequence[str]) -> list[pd.Index]:
+    """Each dimension's labels (its index, or positions when it has no coordinate)."""
+    return [da.indexes[d] if d in da.indexes else pd.RangeIndex(da.sizes[d]) for d in order]
+
+
+def from_xarray(
+    obj: Any,
+    coords: Sequence[str] | Mapping[str, str] | None,
+    value: str | None,
+) -> FromXarray:
+    """A DataArray or Dataset as the long DataFrame :func:`bayestensor.fit` reads.
+
+    Parameters
+    ----------
+    obj : xarray.DataArray or xarray.Dataset
+        Gridded data; NaN cells are the missing entries.
+    coords : list of str or dict, optional
+        The dimensions in mode order (all of them), optionally with their kinds as in
+        :func:`bayestensor.fit`; default: every dimension in the array's order.
+    value : str, optional
+        DataArray: the value column's name (default: the array's name, else ``"value"``).
+        Dataset: the data variable to model (may be omitted when there is only one).
+
+    Returns
+    -------
+    FromXarray
+        The rows of the non-missing cells in C order of ``coords``, and how many were NaN.
+
+    Raises
+    ------
+    ValueError
+        If ``value`` names no data variable of a Dataset (or is missing with several),
+        ``coords`` is not exactly the dimensions, a dimension is named like the value, every
+        cell is NaN, or the values are not numeric.
+    """
+    da, coords, value, order = select(obj, coords, value)
+    values = np.asarray(da.values, dtype=np.float64)
+    df, n_missing = _rows(values, _indexes(da, order), order, value)
+    if len(df) == 0:
+        raise ValueError(f"every cell of {value!r} is NaN; nothing to fit")
+    return FromXarray(df, coords, value, n_missing)
+
+
+def is_chunked(obj: Any) -> bool:
+    """Whether an xarray object holds chunked (e.g. dask) data: a DataArray's data, or any data
+    variable of a Dataset (``.chunks`` is None for NumPy-backed data)."""
+    arrays = obj.data_vars.values() if hasattr(obj, "data_vars") else [obj]
+    return any(getattr(a, "chunks", None) is not None for a in arrays)
+
+
+class XarrayBlocks:
+    """A group of consecutive chunks (blocks) of a chunked DataArray: one part of an
+    out-of-core fit (:mod:`bayestensor.models.funbat.blocked`).
+
+    :meth:`read` computes the blocks one at a time (``np.asarray`` of one block: for a dask
+    array, one ``compute`` of that block's tasks) and returns their non-NaN cells as the rows
+    :func:`from_xarray` makes of them; the NaN cells are counted in ``missing`` (shared by all
+    parts of one array, keyed by block, so reading a part twice counts it once).
+    """
+
+    def __init__(self, da, order, value, blocks, indexes, missing: dict):
+        self.da, self.order, self.value = da, order, value
+        self.blocks, self.indexes, self.missing = blocks, indexes, missing
+
+    def read(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """The rows of this part's non-NaN cells, block after block (C order within each)."""
+        frames = []
+        for key, slices in self.blocks:
+            block = self.da.isel(dict(zip(self.order, slices, strict=True)))
+            values = np.asarray(block.values, dtype=np.float64)
+            labels = [ix[s] for ix, s in zip(self.indexes, slices, strict=True)]
+            df, self.missing[key] = _rows(values, labels, self.order, self.value)
+            frames.append(df)
+        return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+class XarrayParts(NamedTuple):
+    """A chunked DataArray / Dataset as parts of an out-of-core fit (:func:`xarray_parts`)."""
+
+    parts: list[XarrayBlocks]
+    """Groups of consecutive blocks, each read one block at a time."""
+    coords: Sequence[str] | Mapping[str, str]
+    """The coordinate columns (the ``coords`` given, or every dimension)."""
+    value: str
+    """The value column."""
+    missing: dict
+    """NaN cells per block, filled as the blocks are read."""
+
+    @property
+    def n_missing(self) -> int:
+        """The NaN cells of the blocks read so far (all of them after a fit)."""
+        return int(sum(self.missing.values()))
+
+
+#: Cells per part of a chunked array: consecutive blocks are grouped up to this many (a larger
+#: block is a part of its own).
+PART_CELLS = 1 << 20
+
+
+def xarray_parts(
+    obj: Any,
+    coords: Sequence[str] | Mapping[str, str] | None,
+    value: str | None,
+    part_cells: int = PART_CELLS,
+) -> XarrayParts:
+    """A chunked DataArray or Dataset as parts read block by block, without reading any cell.
+
+    The arguments are those of :func:`from_xarray` (and checked alike). The blocks are the
+    array's chunks (in the C order of the block grid along ``coords``); consecutive blocks are
+    grouped into parts of at most ``part_cells`` cells (one block at least). The rows of all
+    parts are those of :func:`from_xarray` (the same columns, NaN cells left out, times as
+    times), in another order. A NumPy-backed array is one block.
+    """
+    da, coords, value, order = select(obj, coords, value)
+    chunks = da.chunks if da.chunks is not None else tuple((n,) for n in da.shape)
+    edges = [np.concatenate([[0], np.cumsum(c)]).astype(int) for c in chunks]
+    parts, group, cells, missing = [], [], 0, {}
+    indexes = _indexes(da, order)
+
+    def close():
+        if group:
+            parts.append(XarrayBlocks(da, order, value, list(group), indexes, missing))
+            group.clear()
+
+    for key in np.ndindex(*(len(c) for c in chunks)):
+        slices = tuple(slice(e[i], e[i + 1]) for e, i in zip(edges, key, strict=True))
+        size = math.prod(s.stop - s.start for s in slices)
+        if group and cells + size > part_cells:
+            close()
+            cells = 0
+        group.append((key, slices))
+        cells += size
+    close()
+    return XarrayParts(parts, coords, value, missing)
 
 
 def grid_dataset(

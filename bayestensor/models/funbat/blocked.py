@@ -1,8 +1,10 @@
 """FunBaT on rows that do not fit in memory: ``bt.fit(parts, coords=..., value=...)``.
 
 ``parts`` is a sequence of pandas DataFrames or of CSV / Parquet file paths (a folder of them, a
-glob pattern), read one at a time. The fit then runs in four stages, its memory bounded by one
-part, one block of rows and the per-coordinate quantities (never all rows at once):
+glob pattern), read one at a time; or of :class:`bayestensor.xr.XarrayBlocks` (groups of chunks
+of a dask-backed xarray object, computed one chunk at a time; a part of NaN cells only comes
+out empty and is skipped). The fit then runs in four stages, its memory bounded by one part,
+one block of rows and the per-coordinate quantities (never all rows at once):
 
 1. **First pass:** each part is checked (columns, types, finite values) and its unique
    coordinates per mode are collected; the modes are the union (as :func:`bayestensor.data.encode`
@@ -63,6 +65,7 @@ from bayestensor.models.funbat.moments import (
 from bayestensor.models.funbat.state import NoisePosterior, auto_chunk
 from bayestensor.modes import Encoded
 from bayestensor.ssm import gaps
+from bayestensor.xr import XarrayBlocks
 
 #: Rows per block of the blocked sweeps, and the largest warm-start sample.
 BLOCK_ROWS, SAMPLE_ROWS = 2**18, 200_000
@@ -81,7 +84,7 @@ def _paths(spec) -> list:
     items = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
     out = []
     for item in items:
-        if isinstance(item, pd.DataFrame):
+        if isinstance(item, pd.DataFrame) or _is_source(item):
             out.append(item)
             continue
         if not isinstance(item, (str, os.PathLike)):
@@ -105,10 +108,23 @@ def _paths(spec) -> list:
     return out
 
 
+def _is_source(part) -> bool:
+    """Whether ``part`` is a part object (blocks of a chunked xarray object, read on demand)."""
+    return isinstance(part, XarrayBlocks)
+
+
+def _skip(part, df: pd.DataFrame) -> bool:
+    """Whether ``df``, read from ``part``, is an empty part that is skipped: blocks of NaN
+    cells only (an empty frame or file is an error)."""
+    return len(df) == 0 and _is_source(part)
+
+
 def _read(part, columns: list[str]) -> pd.DataFrame:
-    """One part's columns (a frame as given, a file read)."""
+    """One part's columns (a frame as given, a part object's rows, a file read)."""
     if isinstance(part, pd.DataFrame):
         return part
+    if _is_source(part):
+        return part.read(columns)
     if part.suffix.lower() == ".csv":
         return pd.read_csv(part, usecols=columns)
     try:
@@ -127,6 +143,8 @@ def _union_modes(parts: list, coords, value: str, time_unit, progress: bool = Fa
     for part in parts:
         bar.update(1)
         df = _read(part, columns)
+        if _skip(part, df):
+            continue
         check_frame(df, "each part")
         if kinds is None:  # every part is checked against the first one's kinds
             kinds = parse_coords(df, coords, value)
@@ -137,6 +155,8 @@ def _union_modes(parts: list, coords, value: str, time_unit, progress: bool = Fa
             uniques[c].append(df[c].drop_duplicates())
         n += len(df)
     bar.close()
+    if kinds is None:
+        raise ValueError(f"every cell of {value!r} is NaN; nothing to fit")  # (empty parts)
     names = list(kinds)
     cols = {c: pd.concat(u, ignore_index=True).drop_duplicates() for c, u in uniques.items()}
     size = max(len(v) for v in cols.values())
@@ -164,6 +184,8 @@ class _Rows:
         for i, part in enumerate(parts):
             bar.update(1)
             df = _read(part, names + [value])
+            if _skip(part, df):
+                continue
             index = np.asarray(encode_new(df, modes).index, dtype=np.int32)
             y = float_array(df[value])
             np.save(folder / f"index{i}.npy", index)
