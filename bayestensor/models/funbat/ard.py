@@ -35,7 +35,8 @@ enters the prior, ``E[λ]`` is capped at :data:`MAX_PRECISION`, far past switchi
 
 After the sweeps a component is *pruned* when its share of the fitted values is below
 :data:`PRUNE_SHARE`: with ``f^{(k,r)}_n`` the part of ``E[f_n]`` that flows through component
-``r`` of mode ``k``, the share is ``Σ_n (f^{(k,r)}_n)² / Σ_n E[f_n]²``. The pruned components are
+``r`` of mode ``k``, the share is ``Σ_n (f^{(k,r)}_n)² / Σ_n E[f_n]²`` — and its root-mean-square
+part of the fitted values is below :data:`PRUNE_NOISE` noise sds. The pruned components are
 removed from the posterior (:func:`prune`), which then is an ordinary fit of the smaller ranks;
 the kept ones are ordered by decreasing share.
 
@@ -85,6 +86,18 @@ MAX_PRECISION = 1e8
 #: A component whose share of the fitted values' energy is below this is pruned (see the module
 #: docstring; the components the ARD switches off fall to 1e-8 and below).
 PRUNE_SHARE = 1e-4
+#: ... unless its root-mean-square part of the fitted values is at least this fraction of the
+#: noise sd: on precise data a direction of a small share can still be far above the noise
+#: (switched-off components fall to ~1e-4 of the fitted values' scale and below).
+PRUNE_NOISE = 0.01
+
+
+def kept(shares: np.ndarray, mean_square: float, noise_var: float) -> np.ndarray:
+    """Which components to keep: share ≥ :data:`PRUNE_SHARE`, or a root-mean-square part
+    ``√(share · mean_square)`` of at least :data:`PRUNE_NOISE` noise sds (``mean_square``:
+    the fitted values' mean square, ``noise_var``: the noise variance, both z-scored)."""
+    shares = np.asarray(shares, dtype=np.float64)
+    return (shares >= PRUNE_SHARE) | (shares * mean_square >= PRUNE_NOISE**2 * noise_var)
 
 
 def check_rank_option(rank, max_rank, model: str) -> None:
@@ -187,8 +200,11 @@ def ard_update(
     return tuple(ard)
 
 
-def component_shares(cfg: FunBaTConfig, state: FunBaTState, index: np.ndarray) -> list[np.ndarray]:
-    """Per mode, each component's share of the energy of the fitted values.
+def component_shares(
+    cfg: FunBaTConfig, state: FunBaTState, index: np.ndarray, mean_square: bool = False
+):
+    """Per mode, each component's share of the energy of the fitted values (with
+    ``mean_square``, also the fitted values' mean square over the rows).
 
     ``share_{k,r} = Σ_n (f^{(k,r)}_n)² / Σ_n E[f_n]²`` with ``f^{(k,r)}_n`` the part of
     ``E[f_n] = Σ_r m_W[r] Π_k μ^k_{n r_k}`` whose mode-``k`` index is ``r`` (CP:
@@ -210,19 +226,21 @@ def component_shares(cfg: FunBaTConfig, state: FunBaTState, index: np.ndarray) -
             for k in range(K)
         ]
     total = float(np.sum(parts[0].sum(-1) ** 2))
-    total = total if total > 0 else 1.0
-    return [np.sum(p**2, axis=0) / total for p in parts]
+    shares = [np.sum(p**2, axis=0) / (total if total > 0 else 1.0) for p in parts]
+    return (shares, total / max(index.shape[0], 1)) if mean_square else shares
 
 
-def active_components(cfg: FunBaTConfig, shares: list[np.ndarray]) -> tuple[np.ndarray, ...]:
-    """Per mode, the indices of the kept components (share ≥ :data:`PRUNE_SHARE`; at least the
-    largest one), by decreasing share. CP keeps one set for every mode (by mode 0's shares,
-    which are the same for all)."""
+def active_components(
+    cfg: FunBaTConfig, shares: list[np.ndarray], mean_square: float = 0.0, noise_var: float = 1.0
+) -> tuple[np.ndarray, ...]:
+    """Per mode, the indices of the kept components (:func:`kept`; at least the largest one),
+    by decreasing share. CP keeps one set for every mode (by mode 0's shares, which are the
+    same for all)."""
     keep = []
     for s in shares[:1] if cfg.model == "cp" else shares:
         order = np.argsort(-s, kind="stable")
-        kept = order[s[order] >= PRUNE_SHARE]
-        keep.append(order[:1] if kept.size == 0 else kept)
+        chosen = order[kept(s[order], mean_square, noise_var)]
+        keep.append(order[:1] if chosen.size == 0 else chosen)
     if cfg.model == "cp":
         keep = keep * len(cfg.ranks)
     return tuple(np.asarray(k, dtype=np.int64) for k in keep)
@@ -329,13 +347,15 @@ def tucker_rotations(cfg: FunBaTConfig, state: FunBaTState):
         energy = np.zeros(cfg.ranks[k])
         energy[: sv.size] = sv**2
         shares = energy / max(float(energy.sum()), 1e-300)
+        # the fitted values' mean square on the grid of unique coordinates: ‖C‖² / Π n_j
+        mean_square = float(energy.sum()) / float(np.prod([m.shape[0] for m in means]))
         M, T = np.linalg.qr(roots[k][1] @ V)
         VtG = V.T @ roots[k][0]
 
         def rotation(r, M=M, T=T, VtG=VtG):
             return M[:, :r], T[:r, :r] @ VtG[:r]
 
-        out.append((shares, M, rotation))
+        out.append((shares, M, rotation, mean_square))
     return out
 
 
@@ -387,10 +407,9 @@ def prune_fit(state: FunBaTState, cfg: FunBaTConfig, index: np.ndarray, rechunk:
     """After the sweeps: the shares, the kept components and the pruned posterior and config
     (with ``rechunk``, the config's block size recomputed for the smaller ranks).
 
-    CP keeps the components whose share (:func:`component_shares`) is at least
-    :data:`PRUNE_SHARE`; Tucker keeps, per mode, the leading singular directions of the
-    fitted tensor whose energy share is at least :data:`PRUNE_SHARE`, as components
-    (:func:`tucker_rotations`, :func:`rotate_tucker`).
+    CP keeps the components whose share (:func:`component_shares`) passes :func:`kept`;
+    Tucker keeps, per mode, the leading singular directions of the fitted tensor whose energy
+    share passes :func:`kept`, as components (:func:`tucker_rotations`, :func:`rotate_tucker`).
 
     Returns
     -------
@@ -398,15 +417,18 @@ def prune_fit(state: FunBaTState, cfg: FunBaTConfig, index: np.ndarray, rechunk:
         ``active``: per mode the kept components' indices among the fit's (CP), or
         ``0 … r_k − 1`` (Tucker: the kept directions, by decreasing singular value).
     """
+    noise_var = 1.0 / float(state.noise.mean)
     if cfg.model == "tucker":
         rotations = tucker_rotations(cfg, state)
         shares = tuple(r[0] for r in rotations)
-        keep = tuple(max(1, int(np.sum(s >= PRUNE_SHARE))) for s in shares)
+        # shares decrease along each mode, so the kept ones are the leading ones
+        keep = tuple(max(1, int(np.sum(kept(r[0], r[3], noise_var)))) for r in rotations)
         state, cfg = rotate_tucker(state, cfg, keep, rotations)
         active = tuple(np.arange(r) for r in keep)
     else:
-        shares = tuple(component_shares(cfg, state, index))
-        active = active_components(cfg, list(shares))
+        shares, mean_square = component_shares(cfg, state, index, mean_square=True)
+        shares = tuple(shares)
+        active = active_components(cfg, list(shares), mean_square, noise_var)
         state, cfg = prune(state, cfg, active)
     if rechunk:
         cfg = cfg._replace(chunk=auto_chunk(index.shape[0], cfg.ranks, cfg.model))
