@@ -24,9 +24,9 @@ from bayestensor.sharding import padded_size, resolve_devices
 
 #: Per run of the subprocess: device counts compared with the single-device fit, FunBaT's
 #: coordinates, models and hyperparameter learning, and whether Poisson CAVI is compared too.
-#: The default run stays small (each fit pays its compilation) and uses 2 of the 4 devices: on
-#: a 2-core machine, 4 host devices deadlocked in their collectives once the arrays were large
-#: (n ≥ 5·10⁴ here; see docs/guide/scaling.md), so a CI run uses no more devices than cores.
+#: The default run stays small (each fit pays its compilation) and uses 2 of the 4 devices; the
+#: 4-device stall on 2 cores (jaxlib 0.10's batched LAPACK kernels, see bayestensor/_xla.py)
+#: has its own test, test_four_host_devices_on_fewer_cores_do_not_stall.
 RUNS = {
     "quick": {
         "sharded": (2,),
