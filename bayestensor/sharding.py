@@ -16,6 +16,8 @@ Several hosts (``jax.distributed``, FunBaT only): :mod:`bayestensor.distributed`
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Sequence
 
 import jax
@@ -60,7 +62,40 @@ def resolve_devices(devices=None) -> list:
         from bayestensor.distributed import check_devices
 
         check_devices(resolved)
+    _check_host_pool(resolved)
     return resolved
+
+
+def host_pool_size() -> int:
+    """Threads of XLA's CPU thread pool, as jaxlib 0.10 sizes it: ``PJRT_NPROC`` (or
+    ``NPROC``) when set, else the cores; at least the number of CPU devices."""
+    from bayestensor._xla import POOL_VARS, cpu_count
+
+    size = cpu_count()
+    for var in POOL_VARS:
+        value = os.environ.get(var, "")
+        if value.strip().isdigit():
+            size = int(value)
+            break
+    return max(size, len(jax.devices("cpu")))
+
+
+def _check_host_pool(devices: list) -> None:
+    """Warn when a sharded fit over host CPU devices may deadlock: each device can block a
+    thread of XLA's CPU pool in a batched LAPACK call (jaxlib 0.10, see
+    :mod:`bayestensor._xla`), so the pool needs more threads than devices."""
+    if len(devices) < 2 or any(d.platform != "cpu" for d in devices):
+        return
+    pool = host_pool_size()
+    if len(devices) >= pool:
+        warnings.warn(
+            f"a fit over {len(devices)} host CPU devices with {pool} threads in XLA's CPU pool "
+            "can deadlock (jaxlib 0.10's batched LAPACK kernels block a thread per device); "
+            f"set PJRT_NPROC={2 * len(devices)} before JAX starts (importing bayestensor "
+            "before the first JAX computation does it), or use fewer devices than cores",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def _resolve_devices(devices) -> list:

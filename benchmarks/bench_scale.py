@@ -10,6 +10,14 @@ value=..., rank=3, max_sweeps=8, tol=1e-12)`` (8 sweeps, as in the issue's measu
 the wall time (compilation included), the time of the sweeps alone and the process's peak RSS;
 then the time slope ``d log t / d log n`` between consecutive sizes.
 
+``--devices 1 4`` (with ``--sizes``): each size on each device count, one fresh process each,
+the rows split over that many devices (``bt.fit(..., devices=d)``; on a machine without
+accelerators ``d`` host CPU devices are forced,
+``XLA_FLAGS=--xla_force_host_platform_device_count=d`` in the child's environment before JAX
+starts): wall time, time of the sweeps (the second,
+compiled fit), peak RSS, and the largest difference of the predictions on 5,000 cells from the
+one-device fit, relative to their largest entry; the load average of the machine after each run.
+
 ``--parts N …``: the same fits out of core — the rows written as CSV files of 10⁶ rows, then
 ``bt.fit(folder, ...)`` in a fresh process (:mod:`bayestensor.models.funbat.blocked`): wall time
 (reading, encoding, the warm start on a 200,000-row sample and 8 blocked sweeps) and peak RSS.
@@ -24,6 +32,7 @@ Runs in JAX's default precision (float32) unless ``--x64``. Usage::
 
     python benchmarks/bench_scale.py --sizes 1e5 1e6 1e7
     python benchmarks/bench_scale.py --update 1e6 --sizes
+    python benchmarks/bench_scale.py --update 0 --sizes 1e5 1e6 --devices 1 4
 """
 
 from __future__ import annotations
@@ -68,22 +77,76 @@ def rows(rng, n: int, days):
 COORDS = ["day", "site", "depth"]
 
 
-def _one_size(n: int) -> dict:
-    """Fit ``n`` rows (8 sweeps, rank 3) in this process; time and peak RSS."""
+def _one_size(n: int, devices=None, predictions: str | None = None) -> dict:
+    """Fit ``n`` rows (8 sweeps, rank 3) in this process on ``devices`` (None: every visible
+    device); time and peak RSS. With ``predictions``: save the predicted means on 5,000 fixed
+    cells there (``.npy``)."""
     import numpy as np
 
     import bayestensor as bt
 
     rng = np.random.default_rng(0)
     df, _ = rows(rng, n, range(DAYS))
+    options = dict(coords=COORDS, value="y", rank=3, max_sweeps=8, tol=1e-12, progress=False)
     t0 = time.perf_counter()
-    res = bt.fit(df, coords=COORDS, value="y", rank=3, max_sweeps=8, tol=1e-12, progress=False)
+    res = bt.fit(df, devices=devices, **options)
     wall = time.perf_counter() - t0
     t1 = time.perf_counter()
-    bt.fit(df, coords=COORDS, value="y", rank=3, max_sweeps=8, tol=1e-12, progress=False)
+    bt.fit(df, devices=devices, **options)
     warm = time.perf_counter() - t1
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB → GiB
+    if predictions:
+        test, _ = rows(np.random.default_rng(5), 5000, range(DAYS))
+        np.save(predictions, res.predict(test)["mean"].to_numpy())
     return {"n": n, "wall": wall, "warm": warm, "rss_gb": rss, "sweeps": len(res.history)}
+
+
+def _child_env(devices: int) -> dict:
+    """The environment of a child process that fits on ``devices`` devices: without
+    accelerators, that many host CPU devices forced before JAX starts."""
+    env = dict(os.environ)
+    if devices > 1 and "host_platform_device_count" not in env.get("XLA_FLAGS", ""):
+        flag = f"--xla_force_host_platform_device_count={devices}"
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flag}".strip()
+    return env
+
+
+def _by_devices(sizes, device_counts, x64: bool) -> list[dict]:
+    """Each size on each device count, one fresh process each; a markdown table."""
+    import tempfile
+
+    import numpy as np
+
+    print(
+        "| n | devices | fit (s, fresh process) | sweeps (s, compiled fit) | peak RSS (GB) "
+        "| max rel. diff of predictions vs 1 device | load average |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    out = []
+    with tempfile.TemporaryDirectory() as folder:
+        for n in sizes:
+            ref = None
+            for d in device_counts:
+                path = os.path.join(folder, f"pred_{int(n)}_{d}.npy")
+                cmd = [sys.executable, __file__, "--one", str(n), "--ndev", str(d)]
+                cmd += ["--predictions", path] + (["--x64"] if x64 else [])
+                line = subprocess.run(
+                    cmd, env=_child_env(d), check=True, capture_output=True, text=True
+                ).stdout
+                r = json.loads(line.strip().splitlines()[-1])
+                r["devices"] = d
+                r["load"] = float(open("/proc/loadavg").read().split()[0])
+                pred = np.load(path)
+                if ref is None:
+                    ref = pred
+                r["diff"] = float(np.max(np.abs(pred - ref)) / np.max(np.abs(ref)))
+                out.append(r)
+                print(
+                    f"| {r['n']:.0e} | {d} | {r['wall']:.1f} | {r['warm']:.1f} "
+                    f"| {r['rss_gb']:.2f} | {r['diff']:.1e} | {r['load']:.1f} |",
+                    flush=True,
+                )
+    return out
 
 
 def _one_parts(n: int, folder: str) -> dict:
@@ -160,8 +223,13 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--parts", type=float, nargs="*", default=[], help="sizes fitted out of core (CSV parts)"
     )
+    parser.add_argument(
+        "--devices", type=int, nargs="*", default=[], help="device counts compared (--sizes)"
+    )
     parser.add_argument("--x64", action="store_true")
     parser.add_argument("--one", type=float, help=argparse.SUPPRESS)  # child process
+    parser.add_argument("--ndev", type=int, help=argparse.SUPPRESS)  # child process
+    parser.add_argument("--predictions", help=argparse.SUPPRESS)  # child process
     parser.add_argument("--folder", help=argparse.SUPPRESS)  # child process, out of core
     args = parser.parse_args(argv)
     if args.x64:
@@ -170,7 +238,7 @@ def main(argv=None) -> dict:
         print(json.dumps(_one_parts(int(args.one), args.folder)))
         return {}
     if args.one:
-        print(json.dumps(_one_size(int(args.one))))
+        print(json.dumps(_one_size(int(args.one), args.ndev, args.predictions)))
         return {}
     out = {"sizes": [], "parts": []}
     if args.parts:
@@ -187,7 +255,9 @@ def main(argv=None) -> dict:
             r = json.loads(line.strip().splitlines()[-1])
             out["parts"].append(r)
             print(f"| {r['n']:.0e} | {r['wall']:.1f} | {r['rss_gb']:.2f} |", flush=True)
-    if args.sizes:
+    if args.sizes and args.devices:
+        out["devices"] = _by_devices(args.sizes, args.devices, args.x64)
+    elif args.sizes:
         print("| n | fit (s, fresh process) | fit again (s, compiled) | peak RSS (GB) |")
         print("|---:|---:|---:|---:|")
         for n in args.sizes:
