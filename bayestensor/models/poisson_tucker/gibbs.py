@@ -522,6 +522,9 @@ class PoissonTuckerGibbs(MCMCKernel):
         mesh = row_mesh(self.devices) if len(self.devices) > 1 else None
         self._sweep_data = shard_tokens(data, self.devices)
         self._sweep = partial(gibbs_sweep_jit, spec, mesh=mesh)
+        # several host CPU devices: sweeps dispatched ahead of their predecessors' collectives
+        # deadlocked (jaxlib 0.10.2, 2 cores), so each sharded sweep is waited for
+        self._wait = mesh is not None and any(d.platform == "cpu" for d in self.devices)
 
     @property
     def model(self) -> Callable:
@@ -543,6 +546,8 @@ class PoissonTuckerGibbs(MCMCKernel):
         """One Gibbs sweep."""
         key, sub = jax.random.split(state.rng_key)
         z, Y = self._sweep(self._sweep_data, state.z, sub)
+        if self._wait:  # a no-op under tracing (NumPyro's MCMC)
+            z, Y = jax.block_until_ready((z, Y))
         return GibbsState(state.i + 1, z, key, Y)
 
 
