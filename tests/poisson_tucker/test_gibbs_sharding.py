@@ -5,13 +5,14 @@ devices (``XLA_FLAGS=--xla_force_host_platform_device_count=4``, float64), as in
 ``tests/test_sharding.py``; the parent compares the saved arrays. The token count is odd, so
 the split pads it (one padding token on 2 devices, three on 4).
 
-Checked: one allocation and one CRT draw on split tokens equal the single-device draws exactly
-(integers; also with large cells allocated on the host), and count exactly the real tokens (the
-padding counts nowhere); a sharded fit repeated from its seed gives identical draws; and it
-draws what the single-device fit draws (partitionable threefry: a token's uniforms depend on
-its position only), up to rounding. The slow run adds 4 devices, the large-cell path in a whole
-fit, and a fit with ``jax_threefry_partitionable`` off, where the draws differ from the single-
-device ones and only their law is the same: posterior mean rates agree within Monte-Carlo error.
+Checked: every sweep on split tokens allocates exactly the real events, the very core counts of
+the single-device sweep from the same key (the padding counts nowhere), and draws the same
+parameters up to rounding (partitionable threefry: a token's uniforms depend on its position
+only); a fit through the public API on 2 devices does the same, and repeated from its seed gives
+identical draws. The slow run adds 4 devices, large cells (allocated on the host), one exact
+allocation and CRT draw, and fits with ``jax_threefry_partitionable`` off, whose draws differ
+from the single-device ones and only share their law: posterior mean rates agree within
+Monte-Carlo error (batch means).
 """
 
 import json
@@ -26,11 +27,12 @@ import pandas as pd
 import pytest
 from conftest import TOL
 
-#: Per run of the subprocess: device counts compared with one device, whether a fit with large
-#: cells and a fit without partitionable threefry (law only) are run too.
+#: Per run of the subprocess: device counts compared with one device, whether large cells
+#: (allocated on the host) and a fit without partitionable threefry (law only) are run too. The
+#: default run pays for three compilations of the sweep or its allocation (1 and 2 devices).
 RUNS = {
-    "quick": {"sharded": (2,), "big_fit": False, "law": False},
-    "full": {"sharded": (2, 4), "big_fit": True, "law": True},
+    "quick": {"sharded": (2,), "big": False, "law": False},
+    "full": {"sharded": (2, 4), "big": True, "law": True},
 }
 SHAPE, RANKS = (7, 6, 4), (3, 3, 2)
 #: sweeps of the fits compared draw for draw, and of the fits compared in law
@@ -55,10 +57,9 @@ def _counts() -> pd.DataFrame:
     return pd.DataFrame({"a": idx[:, 0], "b": idx[:, 1], "c": idx[:, 2], "n": y[y > 0]})
 
 
-def _fit_rates(df, devices, seed=3, warmup=WARMUP, samples=SAMPLES):
-    """Per-draw rates at the data's cells of a Gibbs fit, (samples, cells)."""
+def _fit(df, devices, seed=3, warmup=WARMUP, samples=SAMPLES) -> dict:
+    """The kept draws of a Gibbs fit through the public API: ``core`` and ``theta{k}``."""
     import bayestensor as bt
-    import bayestensor.models.poisson_tucker as pt
 
     res = bt.fit(
         df,
@@ -73,42 +74,60 @@ def _fit_rates(df, devices, seed=3, warmup=WARMUP, samples=SAMPLES):
         progress=False,
         devices=devices,
     )
-    spec, index = res.spec, res.data.index
-
-    def rates(z):
-        return pt.cell_rates(spec, pt.mode_factors(spec, z), z["core"], index)
-
-    return np.asarray(jax.vmap(rates)({k: np.asarray(v) for k, v in res.draws.items()}))
+    assert res.draws["core"].shape[0] == samples
+    return {k: np.asarray(v) for k, v in res.draws.items() if k == "core" or k[:5] == "theta"}
 
 
-def _allocations(arrays, df, sharded) -> dict:
-    """One allocation and one CRT draw per device count, with and without large cells."""
+def _chain(df, devices, tcm=1000, sweeps=SAMPLES) -> dict:
+    """Sweeps of the kernel from one key: the allocated core counts ``Y`` and the parameters."""
+    import bayestensor.models.poisson_tucker as pt
+
+    spec = pt.make_spec(SHAPE, RANKS)
+    data = pt.prepare_data(
+        spec, df[["a", "b", "c"]].to_numpy(), df["n"].to_numpy(), token_cell_max=tcm
+    )
+    kernel = pt.PoissonTuckerGibbs(spec, data, devices=devices)
+    state = kernel.init(jax.random.key(7), 0, None, (), {})
+    out: dict = {"Y": [], "core": [], "tokens": int(data.tok_x.shape[1])}
+    for _ in range(sweeps):
+        state = kernel.sample(state, (), {})
+        out["Y"].append(np.asarray(state.Y))
+        for k, v in state.z.items():
+            if k == "core" or k[:5] == "theta":
+                out.setdefault(k, []).append(np.asarray(v))
+    return out
+
+
+def _save(arrays, prefix, draws) -> None:
+    for k, v in draws.items():
+        if k != "tokens":
+            arrays[f"{prefix}_{k}"] = np.asarray(v)
+
+
+def _allocations(arrays, df, sharded) -> None:
+    """One allocation and one CRT draw per device count, with large cells on the host."""
     import bayestensor.models.poisson_tucker as pt
     from bayestensor.models.poisson_tucker import gibbs
     from bayestensor.sharding import row_mesh
 
-    index, y = df[["a", "b", "c"]].to_numpy(), df["n"].to_numpy()
     spec = pt.make_spec(SHAPE, RANKS)
+    data = pt.prepare_data(
+        spec, df[["a", "b", "c"]].to_numpy(), df["n"].to_numpy(), token_cell_max=3
+    )
     allocate = jax.jit(gibbs.allocate, static_argnums=(0, 5))
     crt = jax.jit(gibbs.crt, static_argnums=(3, 4))
-    tokens = {}
-    for case, tcm in (("tok", 1000), ("big", 3)):
-        data = pt.prepare_data(spec, index, y, token_cell_max=tcm)
-        tokens[case] = int(data.tok_x.shape[1])
-        p = pt.init_params(spec, data, jax.random.key(0))
-        factors = pt.mode_factors(spec, p)
-        s = pt.core_shape(spec, p)
-        for d in (1, *sharded):
-            split = gibbs.shard_tokens(data, jax.devices()[:d])
-            mesh = row_mesh(jax.devices()[:d]) if d > 1 else None
-            Y, counts = allocate(spec, split, factors, p["core"], jax.random.key(1), mesh)
-            arrays[f"{case}_Y_{d}"] = np.asarray(Y)
-            for k, c in enumerate(counts):
-                arrays[f"{case}_counts{k}_{d}"] = np.asarray(c)
-            if case == "tok":
-                total = int(split.tok_x.shape[1])
-                arrays[f"{case}_ell_{d}"] = np.asarray(crt(jax.random.key(2), Y, s, total, mesh))
-    return tokens
+    p = pt.init_params(spec, data, jax.random.key(0))
+    factors = pt.mode_factors(spec, p)
+    for d in (1, *sharded):
+        split = gibbs.shard_tokens(data, jax.devices()[:d])
+        mesh = row_mesh(jax.devices()[:d]) if d > 1 else None
+        Y, counts = allocate(spec, split, factors, p["core"], jax.random.key(1), mesh)
+        arrays[f"alloc_Y_{d}"] = np.asarray(Y)
+        for k, c in enumerate(counts):
+            arrays[f"alloc_counts{k}_{d}"] = np.asarray(c)
+        total = int(Y.sum())
+        ell = crt(jax.random.key(2), Y, pt.core_shape(spec, p), total, mesh)
+        arrays[f"alloc_ell_{d}"] = np.asarray(ell)
 
 
 def _worker(out: str, run: str) -> None:
@@ -118,22 +137,29 @@ def _worker(out: str, run: str) -> None:
     assert jax.config.jax_threefry_partitionable
     opts = RUNS[run]
     df = _counts()
+    big = df.assign(n=df["n"] + np.where(np.arange(len(df)) < 2, 1500, 0))  # 2 cells on the host
     arrays: dict = {}
-    tokens = _allocations(arrays, df, opts["sharded"])
+    info = {"events": int(df["n"].sum()), "big_events": int(big["n"].sum())}
     for d in (1, *opts["sharded"]):
-        arrays[f"rates_{d}"] = _fit_rates(df, d)
-        if opts["big_fit"]:
-            big = df.assign(n=df["n"] + np.where(np.arange(len(df)) < 2, 1500, 0))
-            arrays[f"bigrates_{d}"] = _fit_rates(big, d)  # two cells allocated on the host
+        chain = _chain(df, d)
+        info["tokens"] = chain["tokens"]
+        _save(arrays, f"chain_{d}", chain)
+        _save(arrays, f"fit_{d}", _fit(df, d))
+        if opts["big"]:
+            chain = _chain(big, d)
+            info["big_tokens"] = chain["tokens"]
+            _save(arrays, f"bigchain_{d}", chain)
     d = opts["sharded"][0]
-    arrays[f"rates_{d}_again"] = _fit_rates(df, d)
+    _save(arrays, f"fit_{d}_again", _fit(df, d))
+    if opts["big"]:
+        _allocations(arrays, big, opts["sharded"])
     if opts["law"]:  # draws that differ from the single-device ones, with the same law
         jax.config.update("jax_threefry_partitionable", False)
         jax.clear_caches()
         for d in (1, 2):
-            arrays[f"law_{d}"] = _fit_rates(df, d, seed=5, warmup=LAW_WARMUP, samples=LAW_SAMPLES)
+            _save(arrays, f"law_{d}", _fit(df, d, seed=5, warmup=LAW_WARMUP, samples=LAW_SAMPLES))
     np.savez(out, **arrays)
-    print(json.dumps({"tokens": tokens, "events": int(df["n"].sum())}))
+    print(json.dumps(info))
 
 
 def _run_worker(tmp_path, run: str):
@@ -174,34 +200,51 @@ def _batch_means(draws: np.ndarray, batches: int) -> tuple[np.ndarray, np.ndarra
     return draws[:n].mean(0), bm.std(0, ddof=1) / np.sqrt(batches)
 
 
+def _rates(arrays, prefix, index) -> np.ndarray:
+    """Per-draw rates at the cells ``index`` from saved draws (NumPy, independent of the
+    package's contractions)."""
+    core = arrays[f"{prefix}_core"]
+    th = [arrays[f"{prefix}_theta{k}"] for k in range(len(SHAPE))]
+    a, b, c = index.T
+    return np.einsum("sxyz,snx,sny,snz->sn", core, th[0][:, a], th[1][:, b], th[2][:, c])
+
+
 @pytest.mark.parametrize("run", ["quick", pytest.param("full", marks=pytest.mark.slow)])
 def test_sharded_gibbs_draws_what_one_device_draws(tmp_path, run):
     arrays, info = _run_worker(tmp_path, run)
     opts = RUNS[run]
-    assert info["tokens"]["tok"] == info["events"] and info["events"] % 2  # padding occurs
-    assert 0 < info["tokens"]["big"] < info["events"]  # large cells on the host
+    index = _counts()[["a", "b", "c"]].to_numpy()
+    assert info["tokens"] == info["events"] and info["events"] % 2  # padding tokens occur
+    chains = ["chain"] + ["bigchain"] * opts["big"]
+    if opts["big"]:
+        assert 0 < info["big_tokens"] < info["events"] < info["big_events"]
     for d in opts["sharded"]:
-        # padding: the split allocation and CRT equal the single-device draws exactly, and
-        # every count sums to the real tokens (events), not the padded ones
-        for case in ("tok", "big"):
-            for name in ["Y"] + [f"counts{k}" for k in range(len(SHAPE))]:
-                ref, got = arrays[f"{case}_{name}_1"], arrays[f"{case}_{name}_{d}"]
-                np.testing.assert_array_equal(got, ref, err_msg=f"{case} {name} on {d}")
-                assert got.sum() == info["events"]
-        np.testing.assert_array_equal(arrays[f"tok_ell_{d}"], arrays["tok_ell_1"])
-        assert 0 < arrays["tok_ell_1"].sum() <= info["events"]
-        # a whole fit draws what the single-device fit draws, up to rounding
-        names = ["rates"] + ["bigrates"] * opts["big_fit"]
-        for name in names:
-            ref, got = arrays[f"{name}_1"], arrays[f"{name}_{d}"]
-            assert got.shape == ref.shape == (SAMPLES, len(_counts()))
-            assert _max_rel(got, ref) < TOL["sharded_vs_single"], (name, d)
+        # every sweep allocates exactly the real events on split tokens (the padding counts
+        # nowhere), the very counts of the single-device sweep
+        for name, events in zip(chains, (info["events"], info["big_events"]), strict=False):
+            ref, got = arrays[f"{name}_1_Y"], arrays[f"{name}_{d}_Y"]
+            np.testing.assert_array_equal(got, ref, err_msg=f"{name} on {d} devices")
+            assert np.all(got.sum(axis=(1, 2, 3)) == events)
+            assert (
+                _max_rel(_rates(arrays, f"{name}_{d}", index), _rates(arrays, f"{name}_1", index))
+                < TOL["sharded_vs_single"]
+            )
+        # a fit through the public API draws what the single-device fit draws, up to rounding
+        ref, got = _rates(arrays, "fit_1", index), _rates(arrays, f"fit_{d}", index)
+        assert got.shape == ref.shape == (SAMPLES, len(index))
+        assert _max_rel(got, ref) < TOL["sharded_vs_single"], d
+        if opts["big"]:  # one allocation and one CRT draw, large cells included: exact
+            for name in ["Y", "ell"] + [f"counts{k}" for k in range(len(SHAPE))]:
+                ref, got = arrays[f"alloc_{name}_1"], arrays[f"alloc_{name}_{d}"]
+                np.testing.assert_array_equal(got, ref, err_msg=f"{name} on {d} devices")
+            assert arrays["alloc_Y_1"].sum() == info["big_events"]
     d = opts["sharded"][0]  # reproducible from its seed: identical draws
-    np.testing.assert_array_equal(arrays[f"rates_{d}_again"], arrays[f"rates_{d}"])
-    assert np.ptp(arrays["rates_1"], axis=0).min() > 0  # the draws move
+    for k in ["core"] + [f"theta{k}" for k in range(len(SHAPE))]:
+        np.testing.assert_array_equal(arrays[f"fit_{d}_again_{k}"], arrays[f"fit_{d}_{k}"])
+    assert np.ptp(_rates(arrays, "fit_1", index), axis=0).min() > 0  # the draws move
     if opts["law"]:
-        m1, se1 = _batch_means(arrays["law_1"], LAW_BATCHES)
-        m2, se2 = _batch_means(arrays["law_2"], LAW_BATCHES)
+        m1, se1 = _batch_means(_rates(arrays, "law_1", index), LAW_BATCHES)
+        m2, se2 = _batch_means(_rates(arrays, "law_2", index), LAW_BATCHES)
         assert _max_rel(m1, m2) > 1e-6  # different draws ...
         z = (m2 - m1) / np.sqrt(se1**2 + se2**2)
         assert np.max(np.abs(z)) < TOL["mc_sigmas"], np.max(np.abs(z))  # ... the same law
