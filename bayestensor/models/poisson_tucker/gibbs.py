@@ -1,6 +1,10 @@
 """The compiled Gibbs sampler: allocation of every token, conjugate gamma updates, CRT
 augmentation of the shrinkage weights, and :class:`PoissonTuckerGibbs`, the NumPyro MCMC
 kernel that runs one sweep per step (the same object tested against NUTS and run by users).
+
+Data parallel over the devices of one host: :func:`shard_tokens` splits the tokens over a 1-D
+mesh, the allocation and the CRT positions run on each device's share, their integer counts are
+summed across devices, and the gamma updates run on the small replicated arrays.
 """
 
 from __future__ import annotations
