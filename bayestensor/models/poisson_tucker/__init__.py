@@ -53,6 +53,7 @@ from bayestensor.models.poisson_tucker.gibbs import (
     gamma_draw,
     gibbs_sweep,
     init_params,
+    shard_tokens,
 )
 from bayestensor.models.poisson_tucker.model import poisson_tucker_model
 from bayestensor.models.poisson_tucker.rates import (
@@ -101,6 +102,7 @@ __all__ = [
     "prepare_data",
     "region_mask",
     "run_gibbs",
+    "shard_tokens",
     "total_rate",
     "vi_init",
 ]

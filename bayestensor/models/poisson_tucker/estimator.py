@@ -117,10 +117,13 @@ def fit_poisson_tucker(
     progress : bool
         Show a progress bar.
     devices : None, "auto", int or list of jax.Device
-        CAVI: devices the nonzero cells are split over (data parallel, one host; see
+        Devices the data are split over (data parallel, one host; see
         :mod:`bayestensor.sharding`): ``None``/``"auto"`` (default) every visible device, an
-        int the first ``n``, or a list of devices; the fit equals the single-device one up to
-        rounding. The Gibbs sampler runs on one device whatever this says.
+        int the first ``n``, or a list of devices. CAVI splits the nonzero cells and equals
+        the single-device fit up to rounding. The Gibbs sampler splits its tokens
+        (:func:`~bayestensor.models.poisson_tucker.gibbs.shard_tokens`; the large cells are
+        allocated on the host) and, with JAX's partitionable threefry (the default), draws
+        what the single-device run draws from the same seed, up to rounding.
     **hyper
         ``factor_shape``, ``gamma0``, ``core_shape``, ``e0``, ``f0``.
 
@@ -201,7 +204,7 @@ def fit_poisson_tucker(
     key = jax.random.key(seed)
     info: dict[str, Any] = {"method": method}
     if method == "gibbs":
-        draws, mean = run_gibbs(spec, data, key, num_warmup, num_samples, progress)
+        draws, mean = run_gibbs(spec, data, key, num_warmup, num_samples, progress, devices)
         info.update(num_warmup=num_warmup, num_samples=num_samples)
     else:
         draws, mean, elbos = run_vi(
@@ -232,11 +235,13 @@ def run_gibbs(
     num_warmup: int,
     num_samples: int,
     progress: bool = False,
+    devices=1,
 ) -> tuple[dict, dict]:
     """Gibbs sweeps of :class:`PoissonTuckerGibbs`: posterior means over every kept sweep and up
-    to :data:`MAX_DRAWS` thinned draws (for intervals)."""
+    to :data:`MAX_DRAWS` thinned draws (for intervals). ``devices``: as for the kernel (the
+    default ``1`` runs on one device; ``None`` on every visible one)."""
     bound_compiled(gibbs_sweep_jit, init_params_jit)  # one compiled sweep per spec and size
-    kernel = PoissonTuckerGibbs(spec, data)
+    kernel = PoissonTuckerGibbs(spec, data, devices)
     state = kernel.init(key, num_warmup, None, (), {})
     thin = max(1, num_samples // MAX_DRAWS)
 

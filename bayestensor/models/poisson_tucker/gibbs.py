@@ -1,6 +1,10 @@
 """The compiled Gibbs sampler: allocation of every token, conjugate gamma updates, CRT
 augmentation of the shrinkage weights, and :class:`PoissonTuckerGibbs`, the NumPyro MCMC
 kernel that runs one sweep per step (the same object tested against NUTS and run by users).
+
+Data parallel over the devices of one host: :func:`shard_tokens` splits the tokens over a 1-D
+mesh, the allocation and the CRT positions run on each device's share, their integer counts are
+summed across devices, and the gamma updates run on the small replicated arrays.
 """
 
 from __future__ import annotations
@@ -13,8 +17,15 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from numpyro.infer.mcmc import MCMCKernel
 
+from bayestensor.models.poisson_tucker.exact import (  # noqa: F401 (re-exported)
+    BIG_BLOCK,
+    CRT_HEAD,
+    allocate_big,
+    crt_big,
+)
 from bayestensor.models.poisson_tucker.model import poisson_tucker_model
 from bayestensor.models.poisson_tucker.rates import (
     allocation_tables,
@@ -34,6 +45,7 @@ from bayestensor.models.poisson_tucker.spec import (
     PoissonTuckerSpec,
     weight_names,
 )
+from bayestensor.sharding import ROW_AXIS, padded_size, resolve_devices, row_mesh
 
 #: Above this ``d = a − 1/3`` the Marsaglia–Tsang acceptance bound is computed as ``3 d h(cz)``.
 _GAMMA_SERIES_SHAPE = 100.0
@@ -127,7 +139,7 @@ def _categorical(u: jax.Array, w: jax.Array) -> jax.Array:
 
 
 def allocate(
-    spec: PoissonTuckerSpec, data: PoissonData, factors, core, key
+    spec: PoissonTuckerSpec, data: PoissonData, factors, core, key, mesh: Mesh | None = None
 ) -> tuple[jax.Array, list[jax.Array]]:
     """Allocate every event to a core cell; return the sufficient statistics.
 
@@ -138,6 +150,13 @@ def allocate(
     O(tokens · Σ_k R_k) plus the tables. The ``y`` events of each large cell
     (``data.big``) are allocated at once, ``Multinomial(y, p(· | x))`` over the core cells
     (:func:`allocate_big`), which has the same law as ``y`` independent tokens.
+
+    Token ``t`` draws its stage-``s`` uniform at entry ``(t, s)`` of one ``(T, K)`` block, and
+    JAX's partitionable threefry (``jax_threefry_partitionable``, the default) makes an entry
+    depend on its position only: padding tokens appended for a sharded run
+    (:func:`shard_tokens`; weight ``data.tok_w`` = 0, counted nowhere) leave the real tokens'
+    draws as they are, and with ``mesh`` (the tokens' 1-D device mesh) each device draws its
+    own tokens' uniforms.
 
     Returns
     -------
@@ -157,7 +176,9 @@ def allocate(
     int_dtype = jnp.zeros((), dtype=int).dtype
     tabs = allocation_tables(spec, factors, core)
     T = data.tok_x.shape[1]
-    u = jax.random.uniform(k_tok if _has_big(data) else key, (K, T), dtype=core.dtype)
+    u = jax.random.uniform(k_tok if _has_big(data) else key, (T, K), dtype=core.dtype)
+    u = _on_tokens(u, mesh)
+    one = 1 if data.tok_w is None else data.tok_w.astype(int_dtype)
     prefix = jnp.zeros(T, dtype=jnp.int32)
     counts: list = [None] * K
     for s in range(K):
@@ -166,16 +187,16 @@ def allocate(
         P = math.prod(spec.ranks[perm[j]] for j in range(s))
         rows = data.tok_f[s] * P + prefix
         w = tabs[s][rows] * factors[k][data.tok_x[k]]
-        r = _categorical(u[s], w)
+        r = _categorical(u[:, s], w)
         counts[k] = (
             jnp.zeros(spec.shape[k] * Rs, int_dtype)
             .at[data.tok_x[k] * Rs + r]
-            .add(1)
+            .add(one)
             .reshape(spec.shape[k], Rs)
         )
         prefix = prefix * Rs + r
     Rp = tuple(spec.ranks[k] for k in perm)
-    Y = jnp.zeros(math.prod(Rp), int_dtype).at[prefix].add(1).reshape(Rp)
+    Y = jnp.zeros(math.prod(Rp), int_dtype).at[prefix].add(one).reshape(Rp)
     Y = jnp.transpose(Y, np.argsort(perm))
     if _has_big(data):
         Yb, cb = allocate_big(spec, data, factors, core, k_big)
@@ -188,142 +209,37 @@ def _has_big(data: PoissonData) -> bool:
     return data.big is not None and data.big.shape[0] > 0
 
 
-#: Rows × core cells of one block of the large-cell multinomial draws (bounded memory).
-BIG_BLOCK = 1 << 20
+def _on_tokens(x: jax.Array, mesh: Mesh | None) -> jax.Array:
+    """``x`` with its first (token) axis split over ``mesh`` (unchanged without one)."""
+    if mesh is None:
+        return x
+    spec = PartitionSpec(ROW_AXIS, *([None] * (x.ndim - 1)))
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
 
-def _seed(key: jax.Array) -> jax.Array:
-    return jax.random.bits(key, (4,), jnp.uint32)
-
-
-def _host_rng(seed) -> np.random.Generator:
-    return np.random.Generator(np.random.PCG64(np.asarray(seed, dtype=np.uint64)))
-
-
-def _allocate_big_host(shape, ranks, dtype, seed, index, y, core, *factors):
-    """NumPy side of :func:`allocate_big`: exact multinomials in float64/int64, by blocks,
-    returned in the declared integer ``dtype``."""
-    rng = _host_rng(seed)
-    K = len(ranks)
-    index = np.asarray(index, dtype=np.int64)
-    y = np.asarray(y, dtype=np.int64)
-    core = np.asarray(core, dtype=np.float64).reshape(-1)
-    factors = [np.asarray(f, dtype=np.float64) for f in factors]
-    Y = np.zeros(core.size, dtype=np.int64)
-    counts = [np.zeros((shape[k], ranks[k]), dtype=np.int64) for k in range(K)]
-    step = max(1, BIG_BLOCK // core.size)
-    for start in range(0, y.size, step):
-        idx, n = index[start : start + step], y[start : start + step]
-        p = np.broadcast_to(core, (n.size, core.size)).reshape(n.size, *ranks)
-        for k in range(K):
-            sh = [n.size] + [1] * K
-            sh[k + 1] = ranks[k]
-            p = p * factors[k][idx[:, k]].reshape(sh)
-        p = p.reshape(n.size, -1)
-        tot = p.sum(1, keepdims=True)
-        p = np.where(tot > 0, p / np.where(tot > 0, tot, 1.0), 1.0 / core.size)
-        draws = rng.multinomial(n, p).reshape(n.size, *ranks)
-        Y += draws.reshape(n.size, -1).sum(0)
-        for k in range(K):
-            per = draws.sum(axis=tuple(j + 1 for j in range(K) if j != k))
-            np.add.at(counts[k], idx[:, k], per)
-    return (Y.reshape(ranks).astype(dtype), *(c.astype(dtype) for c in counts))
-
-
-def allocate_big(spec: PoissonTuckerSpec, data: PoissonData, factors, core, key):
-    """Allocation of the large cells: one ``Multinomial(y, p(· | x))`` per cell.
-
-    ``p(r | x) ∝ λ[r] Π_k θ^k[x_k, r_k]`` over all core cells, drawn exactly (conditional
-    binomials in float64/int64 with NumPy's generator, seeded from ``key``, through
-    :func:`jax.pure_callback`; JAX's float32 binomial sampler is not accurate for counts in
-    the millions). Cost and memory: O(large cells · Π_k R_k) per sweep, in blocks of
-    :data:`BIG_BLOCK`, whatever the counts.
-
-    Returns the same sufficient statistics as :func:`allocate` (for these cells only).
-    """
-    int_dtype = data.big_y.dtype
-    out_types = (jax.ShapeDtypeStruct(spec.ranks, int_dtype),) + tuple(
-        jax.ShapeDtypeStruct((n, r), int_dtype) for n, r in zip(spec.shape, spec.ranks, strict=True)
-    )
-    out = jax.pure_callback(
-        partial(_allocate_big_host, spec.shape, spec.ranks, np.dtype(int_dtype)),
-        out_types,
-        _seed(key),
-        data.index[data.big],
-        data.big_y,
-        core,
-        *factors,
-        vmap_method="sequential",
-    )
-    return out[0], list(out[1:])
-
-
-#: Explicit Bernoulli terms per round of :func:`crt_big`.
-CRT_HEAD = 256
-
-
-def _crt_host(seed, Y, s, dtype=None):
-    """NumPy side of :func:`crt_big`; ``dtype``: the declared result dtype (the host may see
-    ``Y`` in another integer width when the caller's 64-bit scope does not reach the callback's
-    thread)."""
-    rng = _host_rng(seed)
-    shape = np.shape(Y)
-    m = np.asarray(Y, dtype=np.int64).reshape(-1).copy()
-    s = np.asarray(s, dtype=np.float64).reshape(-1)
-    ell = np.zeros_like(m)
-    m[~(s > 0)] = 0  # s = 0: no table ever opens
-    n = np.arange(CRT_HEAD, dtype=np.float64)
-    while np.any(m > 0):
-        act = np.flatnonzero(m > 0)
-        ma, sa = m[act], s[act]
-        head = np.minimum(ma, CRT_HEAD)
-        u = rng.random((act.size, CRT_HEAD))
-        hits = (u * (sa[:, None] + n) < sa[:, None]) & (n < head[:, None])
-        ell[act] += hits.sum(1)
-        rest = ma - head
-        w = rng.beta(sa, float(CRT_HEAD))
-        m[act] = np.where(rest > 0, rng.binomial(rest, w), 0)
-    return ell.reshape(shape).astype(np.asarray(Y).dtype if dtype is None else dtype)
-
-
-def crt_big(key: jax.Array, Y: jax.Array, s: jax.Array) -> jax.Array:
-    """``ℓ[r] ~ CRT(Y[r], s[r])`` exactly, in time independent of ``Σ Y`` (for large counts).
-
-    The first ``H`` = :data:`CRT_HEAD` customers are explicit Bernoullis ``s / (s + n)``. The
-    later ``Y − H`` customers each join the first ``H``'s tables or not as in a Pólya urn with
-    weights ``H`` and ``s``: ``m ~ Binomial(Y − H, W)``, ``W ~ Beta(s, H)``, do not, and those
-    ``m`` seat themselves as a fresh ``CRP(s)``, so ``ℓ = Σ_{n<H} Bernoulli + CRT(m, s)``,
-    repeated until nothing is left (``E m ≈ Y s / H``: a few rounds). Drawn with NumPy
-    (float64/int64) through :func:`jax.pure_callback`, seeded from ``key``.
-    """
-    return jax.pure_callback(
-        partial(_crt_host, dtype=np.dtype(Y.dtype)),
-        jax.ShapeDtypeStruct(Y.shape, Y.dtype),
-        _seed(key),
-        Y,
-        s,
-        vmap_method="sequential",
-    )
-
-
-def crt(key: jax.Array, Y: jax.Array, s: jax.Array, total: int) -> jax.Array:
+def crt(
+    key: jax.Array, Y: jax.Array, s: jax.Array, total: int, mesh: Mesh | None = None
+) -> jax.Array:
     """Chinese-restaurant-table draws ``ℓ[r] ~ CRT(Y[r], s[r])`` for all cells at once.
 
-    ``ℓ = Σ_{n=0}^{Y-1} Bernoulli(s / (s + n))``: the ``Σ Y = total`` Bernoullis are laid out
-    in one flat array (cell of position p found by ``searchsorted`` on ``cumsum(Y)``), so the
-    cost is O(total) and exact for any shape.
+    ``ℓ = Σ_{n=0}^{Y-1} Bernoulli(s / (s + n))``: the ``Σ Y`` Bernoullis are laid out in one
+    flat array of ``total ≥ Σ Y`` positions (cell of position p found by ``searchsorted`` on
+    ``cumsum(Y)``; positions past ``Σ Y`` count nowhere), so the cost is O(total) and exact for
+    any shape. With ``mesh`` the positions are split over its devices; the draw at a position
+    depends neither on ``total`` nor on the split (partitionable threefry).
     """
     Yf = Y.reshape(-1)
     sf = s.reshape(-1)
     if total == 0:
         return jnp.zeros_like(Yf).reshape(Y.shape)
     cum = jnp.cumsum(Yf)
-    pos = jnp.arange(total, dtype=cum.dtype)
+    pos = _on_tokens(jnp.arange(total, dtype=cum.dtype), mesh)
     cell = jnp.searchsorted(cum, pos, side="right")
     n = pos - (cum[cell] - Yf[cell])
     sc = sf[cell]
-    hit = jax.random.uniform(key, (total,), dtype=s.dtype) * (sc + n.astype(s.dtype)) < sc
-    return jnp.zeros_like(Yf).at[cell].add(hit.astype(Yf.dtype)).reshape(Y.shape)
+    u = _on_tokens(jax.random.uniform(key, (total,), dtype=s.dtype), mesh)
+    hit = u * (sc + n.astype(s.dtype)) < sc
+    return jnp.zeros_like(Yf).at[cell].add(hit.astype(Yf.dtype), mode="drop").reshape(Y.shape)
 
 
 def pair_matrices(spec, factors, core, mask):
@@ -488,16 +404,22 @@ def _sum_rest(x, a, b):
     return jnp.sum(x, axis=tuple(j for j in range(x.ndim) if j not in (a, b)))
 
 
-def gibbs_sweep(spec: PoissonTuckerSpec, data: PoissonData, p: dict, key: jax.Array):
+def gibbs_sweep(
+    spec: PoissonTuckerSpec, data: PoissonData, p: dict, key: jax.Array, mesh: Mesh | None = None
+):
     """One full Gibbs sweep. Returns the new parameters and the allocated core counts ``Y``.
 
     Order: allocation → factors (and their rates ``b_g``) → CRT counts and shrinkage weights
     (with λ integrated out) → core λ → δ. Drawing λ right after the collapsed weight block keeps
     the partially collapsed sampler exact.
+
+    With ``mesh`` (the tokens split over its devices by :func:`shard_tokens`) the allocation and
+    the CRT positions run on every device's share and their integer counts are summed across
+    devices (exactly); the gamma updates run on the small, replicated arrays.
     """
     k_alloc, k_fac, k_crt, k_w, k_core = jax.random.split(key, 5)
     factors = mode_factors(spec, p)
-    Y, counts = allocate(spec, data, factors, p["core"], k_alloc)
+    Y, counts = allocate(spec, data, factors, p["core"], k_alloc, mesh)
     p = update_factors(spec, p, counts, data.mask, k_fac)
     factors = mode_factors(spec, p)
     _, Z = exposures(spec, factors, p["core"], data.mask)
@@ -506,7 +428,7 @@ def gibbs_sweep(spec: PoissonTuckerSpec, data: PoissonData, p: dict, key: jax.Ar
         if _has_big(data):
             ell = crt_big(k_crt, Y, s)
         else:
-            ell = crt(k_crt, Y, s, int(data.tok_x.shape[1]))
+            ell = crt(k_crt, Y, s, int(data.tok_x.shape[1]), mesh)
         q = jnp.log1p(Z / p["delta"])
         p = update_weights(spec, p, ell, q, k_w)
     return update_core(spec, p, Y, Z, k_core), Y
@@ -524,7 +446,40 @@ def update_core(spec, p, Y, Z, key):
 
 
 #: :func:`gibbs_sweep` compiled once per model specification.
-gibbs_sweep_jit = jax.jit(gibbs_sweep, static_argnums=0)
+gibbs_sweep_jit = jax.jit(gibbs_sweep, static_argnums=(0, 4))
+
+
+def shard_tokens(data: PoissonData, devices: Sequence) -> PoissonData:
+    """The Gibbs sampler's data with the tokens split over ``devices`` (unchanged for one).
+
+    ``tok_x`` and ``tok_f`` (K, T) are padded along the token axis to a multiple of the device
+    count, with tokens at level 0 and weight ``tok_w`` = 0 (they add nothing to any count), and
+    split along that axis over a 1-D mesh (:func:`bayestensor.sharding.row_mesh`). The large
+    cells, their counts and the mask stay whole: the large cells are allocated on the host
+    (:func:`~bayestensor.models.poisson_tucker.exact.allocate_big`) whatever the devices.
+
+    Raises
+    ------
+    ValueError
+        If the data have no allocation arrays, or are already split.
+    """
+    devices = list(devices)
+    if not data.has_allocation:
+        raise ValueError("shard_tokens needs the allocation arrays (prepare_data(allocation=True))")
+    if data.tok_w is not None:
+        raise ValueError("these data are already split over devices (tok_w is set)")
+    if len(devices) == 1:
+        return data
+    T = int(data.tok_x.shape[1])
+    pad = padded_size(max(T, 1), len(devices)) - T
+    sharding = NamedSharding(row_mesh(devices), PartitionSpec(None, ROW_AXIS))
+    tok = [
+        jax.device_put(np.pad(np.asarray(a), [(0, 0), (0, pad)]), sharding)
+        for a in (data.tok_x, data.tok_f)
+    ]
+    w = np.concatenate([np.ones(T, np.int32), np.zeros(pad, np.int32)])
+    tok_w = jax.device_put(w, NamedSharding(row_mesh(devices), PartitionSpec(ROW_AXIS)))
+    return data._replace(tok_x=tok[0], tok_f=tok[1], tok_w=tok_w)
 
 
 class GibbsState(NamedTuple):
@@ -543,6 +498,12 @@ class PoissonTuckerGibbs(MCMCKernel):
     ----------
     spec : PoissonTuckerSpec
     data : PoissonData
+    devices : None, "auto", int or list of jax.Device
+        Devices the tokens are split over (data parallel, one host; see
+        :mod:`bayestensor.sharding` and :func:`shard_tokens`): ``1`` (default) the plain
+        single-device sweep, ``None``/``"auto"`` every visible device, an int the first ``n``,
+        or a list of devices. With partitionable threefry (JAX's default) a sharded run draws
+        what the single-device run draws, token for token, from the same key.
 
     Examples
     --------
@@ -553,7 +514,7 @@ class PoissonTuckerGibbs(MCMCKernel):
 
     sample_field = "z"
 
-    def __init__(self, spec: PoissonTuckerSpec, data: PoissonData):
+    def __init__(self, spec: PoissonTuckerSpec, data: PoissonData, devices=1):
         if not data.has_allocation:
             raise ValueError(
                 "PoissonTuckerGibbs needs the allocation arrays: build the data with "
@@ -561,7 +522,13 @@ class PoissonTuckerGibbs(MCMCKernel):
             )
         self.spec = spec
         self.data = data
-        self._sweep = partial(gibbs_sweep_jit, spec)
+        self.devices = resolve_devices(devices)
+        mesh = row_mesh(self.devices) if len(self.devices) > 1 else None
+        self._sweep_data = shard_tokens(data, self.devices)
+        self._sweep = partial(gibbs_sweep_jit, spec, mesh=mesh)
+        # several host CPU devices: sweeps dispatched ahead of their predecessors' collectives
+        # deadlocked (jaxlib 0.10.2, 2 cores), so each sharded sweep is waited for
+        self._wait = mesh is not None and any(d.platform == "cpu" for d in self.devices)
 
     @property
     def model(self) -> Callable:
@@ -582,7 +549,9 @@ class PoissonTuckerGibbs(MCMCKernel):
     def sample(self, state, model_args, model_kwargs):
         """One Gibbs sweep."""
         key, sub = jax.random.split(state.rng_key)
-        z, Y = self._sweep(self.data, state.z, sub)
+        z, Y = self._sweep(self._sweep_data, state.z, sub)
+        if self._wait:  # a no-op under tracing (NumPyro's MCMC)
+            z, Y = jax.block_until_ready((z, Y))
         return GibbsState(state.i + 1, z, key, Y)
 
 

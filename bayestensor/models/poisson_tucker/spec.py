@@ -215,7 +215,9 @@ class PoissonData(NamedTuple):
     counts as JAX's default integer) are allocated with one multinomial draw per cell, so
     nothing grows with the number of events. ``mask`` is the dense 0/1 missing mask over
     ``spec.mask_modes`` (None without one). Without allocation arrays (``tok_x`` None, as
-    built for CAVI) the data serve the likelihood only.
+    built for CAVI) the data serve the likelihood only. ``tok_w`` (T,) is set only when the
+    tokens are padded and split over devices (``gibbs.shard_tokens``): 1 for a real token, 0
+    for padding (None: every token is real).
     """
 
     index: jax.Array
@@ -225,6 +227,7 @@ class PoissonData(NamedTuple):
     mask: jax.Array | None
     big: jax.Array | None = None
     big_y: jax.Array | None = None
+    tok_w: jax.Array | None = None
 
     @property
     def has_allocation(self) -> bool:
