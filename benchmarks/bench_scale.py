@@ -31,7 +31,7 @@ held-out cells, on the new day and on all days.
 Runs in JAX's default precision (float32) unless ``--x64``. Usage::
 
     python benchmarks/bench_scale.py --sizes 1e5 1e6 1e7
-    python benchmarks/bench_scale.py --update 1e6 --sizes
+    python benchmarks/bench_scale.py --update 1e6 --sizes --seeds 41 42 43
     python benchmarks/bench_scale.py --update 0 --sizes 1e5 1e6 --devices 1 4
 """
 
@@ -177,14 +177,15 @@ def _rmse(res, test, f) -> float:
     return float(np.sqrt(np.mean((res.predict(test)["mean"].to_numpy() - f) ** 2)))
 
 
-def update_vs_refit(n: int) -> dict:
-    """Defaults fit on ``n`` rows, then one new day: update vs refit (see the module doc)."""
+def update_vs_refit(n: int, seed: int = 1) -> dict:
+    """Defaults fit on ``n`` rows (data drawn with ``seed``), then one new day: update vs refit
+    (see the module doc)."""
     import numpy as np
     import pandas as pd
 
     import bayestensor as bt
 
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(seed)
     per_day = max(n // DAYS, 1)
     df, _ = rows(rng, n, range(DAYS))
     new, _ = rows(rng, per_day, [DAYS])
@@ -195,7 +196,7 @@ def update_vs_refit(n: int) -> dict:
     t0 = time.perf_counter()
     res = bt.fit(df, **options)
     t_fit = time.perf_counter() - t0
-    out = {"n": n, "per_day": per_day, "fit": t_fit, "ranks": list(res.ranks)}
+    out = {"n": n, "seed": seed, "per_day": per_day, "fit": t_fit, "ranks": list(res.ranks)}
     out["fit_rmse"] = (_rmse(res, test_new, f_new), _rmse(res, test_all, f_all))
     t0 = time.perf_counter()
     up = res.update(new)
@@ -216,6 +217,44 @@ def update_vs_refit(n: int) -> dict:
     return out
 
 
+def _print_updates(runs: list) -> None:
+    """The update-vs-refit table of each data seed, then the ratios over the seeds."""
+    for u in runs:
+        print(
+            f"\nn = {u['n']}, seed {u['seed']}, one new day of {u['per_day']} rows; defaults "
+            f"(ranks {u['ranks']})"
+        )
+        print("| | time (s) | RMSE, new day | RMSE, all days |")
+        print("|---|---:|---:|---:|")
+        fr, ur, rr = u["fit_rmse"], u["update_rmse"], u["refit_rmse"]
+        print(f"| fit before the update | {u['fit']:.2f} | {fr[0]:.4f} | {fr[1]:.4f} |")
+        print(f"| update, first call | {u['update_first']:.2f} | {ur[0]:.4f} | {ur[1]:.4f} |")
+        print(f"| update, next day | {u['update_next']:.2f} | | |")
+        print(f"| refit, first call | {u['refit_first']:.2f} | | |")
+        print(
+            f"| refit (compiled, {u['refit_sweeps']} sweeps) | {u['refit']:.2f} "
+            f"| {rr[0]:.4f} | {rr[1]:.4f} |"
+        )
+        print(
+            f"update / refit: first {u['update_first'] / u['refit']:.1%}, "
+            f"next {u['update_next'] / u['refit']:.1%}; RMSE (all days) update / refit "
+            f"{ur[1] / rr[1]:.3f}, new day {ur[0] / rr[0]:.3f}"
+        )
+    if len(runs) > 1:
+        import numpy as np
+
+        def mean(key, i):
+            return float(np.mean([u[key][i] for u in runs]))
+
+        print(
+            f"\nover {len(runs)} seeds, mean RMSE update / refit: new day "
+            f"{mean('update_rmse', 0) / mean('refit_rmse', 0):.3f}, all days "
+            f"{mean('update_rmse', 1) / mean('refit_rmse', 1):.3f}; fit before the update / "
+            f"refit, all days {mean('fit_rmse', 1) / mean('refit_rmse', 1):.3f}; next-day update "
+            f"/ compiled refit time {np.mean([u['update_next'] / u['refit'] for u in runs]):.1%}"
+        )
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=float, nargs="*", default=[1e5, 1e6])
@@ -225,6 +264,9 @@ def main(argv=None) -> dict:
     )
     parser.add_argument(
         "--devices", type=int, nargs="*", default=[], help="device counts compared (--sizes)"
+    )
+    parser.add_argument(
+        "--seeds", type=int, nargs="*", default=[1], help="data seeds of --update (one run each)"
     )
     parser.add_argument("--x64", action="store_true")
     parser.add_argument("--one", type=float, help=argparse.SUPPRESS)  # child process
@@ -273,25 +315,8 @@ def main(argv=None) -> dict:
             slope = math.log(b["warm"] / a["warm"]) / math.log(b["n"] / a["n"])
             print(f"time slope {a['n']:.0e} → {b['n']:.0e} (compiled fits): {slope:.2f}")
     if args.update:
-        u = update_vs_refit(int(args.update))
-        out["update"] = u
-        print(f"\nn = {u['n']}, one new day of {u['per_day']} rows; defaults (ranks {u['ranks']})")
-        print("| | time (s) | RMSE, new day | RMSE, all days |")
-        print("|---|---:|---:|---:|")
-        fr, ur, rr = u["fit_rmse"], u["update_rmse"], u["refit_rmse"]
-        print(f"| fit before the update | {u['fit']:.2f} | {fr[0]:.4f} | {fr[1]:.4f} |")
-        print(f"| update, first call | {u['update_first']:.2f} | {ur[0]:.4f} | {ur[1]:.4f} |")
-        print(f"| update, next day | {u['update_next']:.2f} | | |")
-        print(f"| refit, first call | {u['refit_first']:.2f} | | |")
-        print(
-            f"| refit (compiled, {u['refit_sweeps']} sweeps) | {u['refit']:.2f} "
-            f"| {rr[0]:.4f} | {rr[1]:.4f} |"
-        )
-        print(
-            f"update / refit: first {u['update_first'] / u['refit']:.1%}, "
-            f"next {u['update_next'] / u['refit']:.1%}; RMSE (all days) update / refit "
-            f"{ur[1] / rr[1]:.3f}, new day {ur[0] / rr[0]:.3f}"
-        )
+        out["update"] = [update_vs_refit(int(args.update), seed) for seed in args.seeds]
+        _print_updates(out["update"])
     return out
 
 

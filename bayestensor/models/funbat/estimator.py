@@ -89,8 +89,7 @@ class FunBaT:
         Stop when the fitted values move by less than ``tol`` noise standard deviations
         between sweeps: ``RMS(E[f]_new − E[f]_old) · E[τ]^{1/2} < tol`` on the training rows
         (scale-free; moves far below the noise level do not change predictions). Noiseless
-        data make ``E[τ]`` large, so such fits run longer, as they should. A sweep in which
-        the hyperparameter search took a step does not count as converged.
+        data make ``E[τ]`` large, so such fits run longer, as they should.
     damping : float
         ρ ∈ (0, 1]: weight of the new messages (1, the default, is no damping; lower it if
         sweeps oscillate).
@@ -424,11 +423,7 @@ class FunBaT:
             if callback is not None:
                 callback(record)
             postfix = {"rmse": record["rmse"], "change": change}
-            # converged: the fitted values stopped moving and the hyperparameter search took no
-            # step this sweep (a step changes what the next sweeps converge to)
-            keys = ("lengthscale", "variance", *extra_hyper)
-            searching = len(history) > 1 and any(history[-2][k] != record[k] for k in keys)
-            return Step((state, Ef, history), change < self.tol and not searching, postfix)
+            return Step((state, Ef, history), change < self.tol, postfix)
 
         (state, _, history), _, converged = iterate(
             _step,
