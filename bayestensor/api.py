@@ -145,44 +145,23 @@ def fit(
     n_missing = 0
     from bayestensor.models.funbat.blocked import is_parts
 
-    if (
+    chunked = (
         is_xarray(df)
         and model != "poisson-tucker"
         and is_chunked(df)
         and not distributed.is_multiprocess()
-    ):  # dask-backed: read chunk by chunk (the parts path), never loaded whole
-        source = xarray_parts(df, coords, value)
+    )
+    if chunked or is_parts(df):
+        source = xarray_parts(df, coords, value) if chunked else None
+        if source is not None:  # dask-backed: read chunk by chunk, never loaded whole
+            df, coords, value = source.parts, source.coords, source.value
         res = _fit_parts(
-            source.parts,
-            source.coords,
-            source.value,
-            model,
-            rank,
-            seed,
-            progress,
-            kernel,
-            max_sweeps,
-            tol,
-            time_unit,
+            df, coords, value, model, rank, seed, progress, kernel, max_sweeps, tol, time_unit,
             options,
-        )
-        res.n_missing = source.n_missing
+        )  # fmt: skip
+        if source is not None:
+            res.n_missing = source.n_missing
         return res
-    if is_parts(df):
-        return _fit_parts(
-            df,
-            coords,
-            value,
-            model,
-            rank,
-            seed,
-            progress,
-            kernel,
-            max_sweeps,
-            tol,
-            time_unit,
-            options,
-        )
     if is_xarray(df):
         df, coords, value, n_missing = from_xarray(df, coords, value)
         if n_missing and model == "poisson-tucker":

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import TOL
+from forced_devices import run_worker
 
 from bayestensor.sharding import padded_size, resolve_devices
 
@@ -120,31 +121,8 @@ def _worker(out: str, run: str) -> None:
 
 
 def _run_worker(tmp_path, run: str):
-    """Run :func:`_worker` in a subprocess with four host devices; its arrays and row counts
-    (a stuck collective fails the test by timeout, not hang it)."""
-    out = tmp_path / f"{run}.npz"
-    env = dict(
-        os.environ,
-        XLA_FLAGS="--xla_force_host_platform_device_count=4",
-        JAX_ENABLE_X64="1",
-        # the worker imports this module and so conftest, which sets the flag from this
-        # variable: the comparison to 1e-8 is a float64 one in both passes
-        BAYESTENSOR_TEST_X64="1",
-        JAX_PLATFORMS="cpu",
-        PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), *sys.path]),
-    )
-    code = f"import test_sharding; test_sharding._worker({str(out)!r}, {run!r})"
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300 if run == "quick" else 900,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    rows = json.loads(proc.stdout.strip().splitlines()[-1])
-    with np.load(out) as f:
-        return dict(f), rows
+    """:func:`_worker` in a subprocess with four host devices: its arrays and JSON line."""
+    return run_worker(__file__, tmp_path, run)
 
 
 def _max_rel(a, b) -> float:

@@ -16,16 +16,13 @@ Monte-Carlo error (batch means).
 """
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import jax
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import TOL
+from forced_devices import run_worker
 
 #: Per run of the subprocess: device counts compared with one device, whether fits through the
 #: public API, large cells (allocated on the host) and fits without partitionable threefry (law
@@ -177,28 +174,8 @@ def _worker(out: str, run: str) -> None:
 
 
 def _run_worker(tmp_path, run: str):
-    """Run :func:`_worker` in a subprocess with four host devices (float64)."""
-    out = tmp_path / f"{run}.npz"
-    env = dict(
-        os.environ,
-        XLA_FLAGS="--xla_force_host_platform_device_count=4",
-        JAX_ENABLE_X64="1",
-        BAYESTENSOR_TEST_X64="1",
-        JAX_PLATFORMS="cpu",
-        PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), *sys.path]),
-    )
-    code = f"import test_gibbs_sharding as t; t._worker({str(out)!r}, {run!r})"
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300 if run == "quick" else 900,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    info = json.loads(proc.stdout.strip().splitlines()[-1])
-    with np.load(out) as f:
-        return dict(f), info
+    """:func:`_worker` in a subprocess with four host devices: its arrays and JSON line."""
+    return run_worker(__file__, tmp_path, run)
 
 
 def _max_rel(a, b) -> float:
