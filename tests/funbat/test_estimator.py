@@ -9,6 +9,7 @@ import pytest
 import scipy.optimize
 from conftest import TOL
 
+import bayestensor as bt
 from bayestensor.data import encode, encode_new
 from bayestensor.driver import precision
 from bayestensor.kernels import matern_cov
@@ -225,3 +226,25 @@ def test_predict_before_fit_raises():
     enc = _small_encoded()
     with pytest.raises(ValueError, match="call fit before predict"):
         FunBaT().predict(encode_new(pd.DataFrame({"a": [0.5], "b": [0.5]}), enc.modes))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sweeps_stop_only_once_the_hyperparameter_search_rests_or_its_holds_run_out(seed):
+    """A sweep that met ``tol`` while the hyperparameter search stepped does not end the fit
+    (up to ``MAX_SEARCH_SWEEPS`` such sweeps); one that met it without a step does."""
+    from bayestensor.models.funbat.estimator import MAX_SEARCH_SWEEPS
+
+    df = _tucker_data(np.random.default_rng(seed), n=600, G=40)
+    tol = 0.05
+    res = bt.fit(df, coords=["a", "b"], value="value", rank=2, tol=tol, progress=False)
+    h = res.history
+    keys = ("lengthscale", "variance")
+    stepped = [False] + [
+        any(h[k].iloc[i] != h[k].iloc[i - 1] for k in keys) for i in range(1, len(h))
+    ]
+    met = list(h["change"] < tol)
+    held = [i for i in range(len(h)) if met[i] and stepped[i]]
+    for i in range(len(h) - 1):  # no earlier sweep was a stopping one
+        assert not met[i] or (stepped[i] and held.index(i) < MAX_SEARCH_SWEEPS)
+    if res.converged:
+        assert met[-1] and (not stepped[-1] or len(held) == MAX_SEARCH_SWEEPS + 1)

@@ -47,6 +47,10 @@ from bayestensor.ssm import (
     locate,
 )
 
+#: Sweeps that met ``tol`` but are not counted as converged because the hyperparameter search
+#: stepped in them (bounded: the discrete search can step every sweep).
+MAX_SEARCH_SWEEPS = 4
+
 #: Constructor arguments of :class:`FunBaT` (saved with a fitted model).
 ESTIMATOR_PARAMS = (
     "model rank kernel max_sweeps tol damping seed learn_hyper init init_scale init_cov_scale "
@@ -89,7 +93,9 @@ class FunBaT:
         Stop when the fitted values move by less than ``tol`` noise standard deviations
         between sweeps: ``RMS(E[f]_new − E[f]_old) · E[τ]^{1/2} < tol`` on the training rows
         (scale-free; moves far below the noise level do not change predictions). Noiseless
-        data make ``E[τ]`` large, so such fits run longer, as they should.
+        data make ``E[τ]`` large, so such fits run longer, as they should. A sweep in which
+        the hyperparameter search took a step does not count (at most
+        :data:`MAX_SEARCH_SWEEPS` times: a step changes what the next sweeps converge to).
     damping : float
         ρ ∈ (0, 1]: weight of the new messages (1, the default, is no damping; lower it if
         sweeps oscillate).
@@ -423,7 +429,16 @@ class FunBaT:
             if callback is not None:
                 callback(record)
             postfix = {"rmse": record["rmse"], "change": change}
+            # a sweep whose hyperparameter search took a step changes what the next sweeps
+            # converge to: it does not count as converged, at most MAX_SEARCH_SWEEPS times
+            keys = ("lengthscale", "variance", *extra_hyper)
+            stepped = len(history) > 1 and any(history[-2][k] != record[k] for k in keys)
+            if stepped and change < self.tol and search_holds[0] < MAX_SEARCH_SWEEPS:
+                search_holds[0] += 1
+                return Step((state, Ef, history), False, postfix)
             return Step((state, Ef, history), change < self.tol, postfix)
+
+        search_holds = [0]
 
         (state, _, history), _, converged = iterate(
             _step,
