@@ -232,7 +232,7 @@ def test_predict_before_fit_raises():
 def test_sweeps_stop_only_once_the_hyperparameter_search_rests_or_its_holds_run_out(seed):
     """A sweep that met ``tol`` while the hyperparameter search stepped does not end the fit
     (up to ``MAX_SEARCH_SWEEPS`` such sweeps); one that met it without a step does."""
-    from bayestensor.models.funbat.estimator import MAX_SEARCH_SWEEPS
+    from bayestensor.models.funbat.options import MAX_SEARCH_SWEEPS
 
     df = _tucker_data(np.random.default_rng(seed), n=600, G=40)
     tol = 0.05

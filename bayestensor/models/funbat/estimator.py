@@ -34,6 +34,7 @@ from bayestensor.models.funbat.options import (
     AUTO_KERNEL,
     DEFAULT_KERNEL,
     PERIODIC_KERNELS,
+    Stopping,
     check_kernel_option,
     check_period_option,
 )
@@ -46,10 +47,6 @@ from bayestensor.ssm import (
     gaps,
     locate,
 )
-
-#: Sweeps that met ``tol`` but are not counted as converged because the hyperparameter search
-#: stepped in them (bounded: the discrete search can step every sweep).
-MAX_SEARCH_SWEEPS = 4
 
 #: Constructor arguments of :class:`FunBaT` (saved with a fitted model).
 ESTIMATOR_PARAMS = (
@@ -95,7 +92,7 @@ class FunBaT:
         (scale-free; moves far below the noise level do not change predictions). Noiseless
         data make ``E[τ]`` large, so such fits run longer, as they should. A sweep in which
         the hyperparameter search took a step does not count (at most
-        :data:`MAX_SEARCH_SWEEPS` times: a step changes what the next sweeps converge to).
+        :data:`~.options.MAX_SEARCH_SWEEPS` times: a step changes what the next sweeps converge to).
     damping : float
         ρ ∈ (0, 1]: weight of the new messages (1, the default, is no damping; lower it if
         sweeps oscillate).
@@ -429,16 +426,9 @@ class FunBaT:
             if callback is not None:
                 callback(record)
             postfix = {"rmse": record["rmse"], "change": change}
-            # a sweep whose hyperparameter search took a step changes what the next sweeps
-            # converge to: it does not count as converged, at most MAX_SEARCH_SWEEPS times
-            keys = ("lengthscale", "variance", *extra_hyper)
-            stepped = len(history) > 1 and any(history[-2][k] != record[k] for k in keys)
-            if stepped and change < self.tol and search_holds[0] < MAX_SEARCH_SWEEPS:
-                search_holds[0] += 1
-                return Step((state, Ef, history), False, postfix)
-            return Step((state, Ef, history), change < self.tol, postfix)
+            return Step((state, Ef, history), stopping(history, change), postfix)
 
-        search_holds = [0]
+        stopping = Stopping(self.tol, ("lengthscale", "variance", *extra_hyper))
 
         (state, _, history), _, converged = iterate(
             _step,

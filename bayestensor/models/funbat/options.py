@@ -1,5 +1,5 @@
 """Checks of FunBaT's per-mode options: ``kernel=`` (one name or ``{column: name}``) and
-``period=`` (one positive number or ``{column: number}``)."""
+``period=`` (one positive number or ``{column: number}``); the sweeps' stopping rule."""
 
 from __future__ import annotations
 
@@ -77,3 +77,28 @@ def check_period_option(period):
             out[column] = check_positive(f"period[{column!r}]", value)
         return out
     return check_positive("period", period)
+
+
+#: Sweeps that met ``tol`` but are not counted as converged because the hyperparameter search
+#: stepped in them (bounded: the discrete search can step every sweep).
+MAX_SEARCH_SWEEPS = 4
+
+
+class Stopping:
+    """Whether the sweeps have converged, given the history so far and the last change.
+
+    A sweep converges when its change is below ``tol`` — unless the hyperparameter search took
+    a step in it (a step changes what the next sweeps converge to); such a sweep is not counted
+    as converged, at most :data:`MAX_SEARCH_SWEEPS` times per fit. ``keys``: the history's
+    hyperparameter columns.
+    """
+
+    def __init__(self, tol: float, keys: tuple[str, ...]):
+        self.tol, self.keys, self.holds = tol, keys, 0
+
+    def __call__(self, history: list[dict], change: float) -> bool:
+        stepped = len(history) > 1 and any(history[-2][k] != history[-1][k] for k in self.keys)
+        if change < self.tol and stepped and self.holds < MAX_SEARCH_SWEEPS:
+            self.holds += 1
+            return False
+        return change < self.tol
