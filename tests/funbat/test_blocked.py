@@ -60,6 +60,7 @@ def test_blocked_sweeps_equal_the_in_memory_sweeps(model):
         np.testing.assert_allclose(a, b, rtol=0, atol=TOL["blocked_vs_in_memory"] * scale)
 
 
+@pytest.mark.slow  # ~22 s (CI time; `pytest -m slow`)
 def test_fit_from_csv_files_equals_the_frames(tmp_path):
     """``bt.fit`` on a folder of CSV files, on a glob, on Parquet files and on the list of
     frames: one fit."""

@@ -93,6 +93,7 @@ def _close(res, ref, df):
     )
 
 
+@pytest.mark.slow  # ~22 s (CI time; `pytest -m slow`)
 def test_a_dask_array_is_the_fit_of_its_chunks_as_frames():
     """A chunked DataArray (datetime, float and string dimensions; NaN cells; an all-NaN
     chunk) is fitted as the list of its chunks' rows, and holds the rows (and modes) of the

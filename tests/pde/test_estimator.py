@@ -75,6 +75,7 @@ def test_solve_low_frequency_poisson_2d(method, tol, tmp_path):
     assert {"GP mean", "exact", "|error|"} <= set(titles)
 
 
+@pytest.mark.slow  # ~22 s (CI time; `pytest -m slow`)
 def test_lbfgs_polish_lowers_the_loss():
     prob = Problem.manufactured(laplacian, lambda x: jnp.sin(2 * jnp.pi * x), [(0, 1)], 48)
     sol = bt.pde.solve(prob, steps=3, lbfgs_steps=4, max_freq=3.0, patience=100)
