@@ -287,6 +287,33 @@ def test_truncated_tucker_rotation_is_the_hosvd_truncation():
     np.testing.assert_allclose(got / scale, expected / scale, atol=TOL["ard_truncation"])
 
 
+def test_a_small_share_above_the_noise_is_kept():
+    """A Tucker direction with an energy share below PRUNE_SHARE is kept when its part of the
+    fitted values is above PRUNE_NOISE noise sds, and pruned when it is below."""
+    from bayestensor.models.funbat.ard import PRUNE_NOISE, PRUNE_SHARE, prune_fit
+    from bayestensor.models.funbat.inference import init_state
+
+    rng = np.random.default_rng(9)
+    sizes, ranks = (6, 7, 8), (3, 3, 3)
+    cfg = FunBaTConfig("tucker", ranks, sizes, (False,) * 3, ard=True)
+    state = init_state(cfg, (None,) * 3, [None] * 3, [None] * 3, __import__("jax").random.key(0))
+    factors = tuple(
+        f._replace(mean=jnp.asarray(np.linalg.qr(rng.normal(size=f.mean.shape))[0]))
+        for f in state.factors
+    )  # orthonormal columns: the shares are the core's squared diagonal, normalised
+    W = np.zeros(ranks)
+    W[0, 0, 0], W[1, 1, 1], W[2, 2, 2] = 1.0, 0.5, 3e-3
+    core = CorePosterior(jnp.asarray(W), jnp.eye(int(np.prod(ranks))) * 1e-6)
+    state = state._replace(factors=factors, core=core)
+    energy = np.array([1.0, 0.25, 9e-6])
+    assert energy[2] / energy.sum() < PRUNE_SHARE
+    rms_small = np.sqrt(energy[2] / np.prod(sizes))  # its part's RMS over the grid
+    for noise_sd, expect in [(0.5 * rms_small / PRUNE_NOISE, 3), (2 * rms_small / PRUNE_NOISE, 2)]:
+        noise = state.noise._replace(shape=jnp.asarray(1.0), rate=jnp.asarray(noise_sd**2))
+        _, pruned, _, _ = prune_fit(state._replace(noise=noise), cfg, None, False)
+        assert pruned.ranks == (expect,) * 3
+
+
 @pytest.mark.parametrize(
     ("kw", "match"),
     [

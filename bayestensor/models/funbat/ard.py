@@ -368,11 +368,10 @@ def rotate_tucker(
     covariance), and the ARD posteriors recomputed from the new core. ``M`` has orthonormal
     columns, so the components stay iid under the GP prior."""
     factors, messages = [], []
-    Ms, Ns = [], []
+    Ns = []
     for k, (f, msg) in enumerate(zip(state.factors, state.messages, strict=True)):
         M_r, N_r = rotations[k][2](keep[k])
         M = jnp.asarray(M_r, f.mean.dtype)
-        Ms.append(M)
         Ns.append(jnp.asarray(N_r, f.mean.dtype))
         mean = f.mean @ M
         cov = jnp.einsum("ri,nrs,sj->nij", M, f.cov, M)
