@@ -1,20 +1,38 @@
 """Shared test configuration: float64, fixed seeds, and every tolerance in one place.
 
 The suite runs in float64 (``jax_enable_x64`` on). ``BAYESTENSOR_TEST_X64=0`` runs it as users
-run the library, with JAX's default float32 (``nox -s tests_f32``).
+run the library, with JAX's default float32 (``nox -s tests_f32``). A plain ``pytest`` (what CI
+runs) does both: the float64 run, then the tests not marked ``x64`` with x64 off
+(``tests/float32_pass.py``; ``--no-float32-pass`` for the first alone).
 """
 
 import os
 
-# No persistent compilation cache in the tests (it would write into the user's home; the cache
-# itself is tested in tests/test_cache.py, in subprocesses with a temporary folder).
+# Not the user's persistent compilation cache (it would write into their home): the run's own
+# temporary one instead (float32_pass.shared_compile_cache, below). The cache itself is tested in
+# tests/test_cache.py, in subprocesses with a temporary folder.
 os.environ.setdefault("BAYESTENSOR_COMPILE_CACHE", "0")
+
+# XLA's CPU backend without its expensive LLVM passes: the suite's time is mostly compiling
+# small programs, and -O0 code gives the same numbers to round-off (measured: test_ssm.py and
+# test_update.py 144 -> 105 s, the PDE estimator and reliability tests 68 -> 54 s). A flag the
+# caller set is kept. Tests that start their own processes with their own XLA_FLAGS (forced
+# host devices) compile as users do.
+for _flag in ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true"):
+    if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_flag}".strip()
 
 import jax  # noqa: E402
 
 #: Whether this run has JAX's 64-bit mode on (the default; ``BAYESTENSOR_TEST_X64=0`` turns it off).
 X64 = os.environ.get("BAYESTENSOR_TEST_X64", "1") != "0"
 jax.config.update("jax_enable_x64", X64)
+
+import float32_pass  # noqa: E402 (tests/ is on the path: pytest's rootdir-relative imports)
+
+# one persistent compilation cache for the run's processes, float64 and float32 runs alike
+# (made by the pytest controller in pytest_configure, handed down through the environment)
+float32_pass.shared_compile_cache(jax)
 
 import ctypes  # noqa: E402
 import ctypes.util  # noqa: E402
@@ -350,6 +368,28 @@ def _x64_marked(request):
     else:
         with jax.enable_x64(True):
             yield
+
+
+def pytest_addoption(parser):
+    float32_pass.addoption(parser)
+
+
+def pytest_configure(config):
+    if not hasattr(config, "workerinput"):  # the controller (or a run without xdist)
+        float32_pass.shared_compile_cache(jax, create=True)
+
+
+@pytest.hookimpl(trylast=True)  # after xdist's own, which stops the worker processes
+def pytest_sessionfinish(session, exitstatus):
+    float32_pass.run(session, X64)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    float32_pass.summary(terminalreporter, config)
+
+
+def pytest_unconfigure(config):
+    float32_pass.cleanup(config)
 
 
 @pytest.fixture
