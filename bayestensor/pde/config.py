@@ -23,6 +23,9 @@ from bayestensor.pde.problems import Problem
 
 #: Grids with at most this many points use the dense solver by default.
 DENSE_MAX_POINTS = 2500
+#: Most grid points for ``method="kron_gn"``: its CG preconditioner is dense, N × N (about
+#: 3 GiB in float64 at this size).
+KRON_GN_MAX_POINTS = 20_000
 
 #: ``U``-step solvers (:class:`GPHMConfig` ``method``).
 METHODS = ("auto", "dense", "kron", "kron_gn")
@@ -189,6 +192,14 @@ def resolve_config(problem: Problem, config: GPHMConfig | None = None) -> GPHMCo
             method = "kron" if is_linear(problem) else "kron_gn"
     if method in ("kron", "kron_gn") and D < 2:
         method = "dense"
+    n = math.prod(problem.shape)
+    if method == "kron_gn" and n > KRON_GN_MAX_POINTS:
+        raise ValueError(
+            f"method='kron_gn' on {problem.shape} = {n} points: its Gauss–Newton preconditioner "
+            f"is a dense {n} × {n} matrix ({8 * n * n / 2**30:.0f} GiB in float64); it takes at "
+            f"most {KRON_GN_MAX_POINTS} points. Use a coarser grid, or method='kron' (the "
+            "collocation limit, without the prior)"
+        )
     return config._replace(max_freq=mf, method=method)
 
 
@@ -219,14 +230,19 @@ def _init_scale(config: GPHMConfig, max_freq: float) -> float | None:
 
 
 def is_linear(problem: Problem) -> bool:
-    """Whether the operator is affine in the derivative grids (checked on random grids)."""
+    """Whether the operator is affine in the derivative grids (checked on random grids).
+
+    Evaluated in float64 whatever JAX's global flag: in float32 the round-off of a linear
+    operator exceeds the test's 1e-8 tolerance, which made every linear problem look nonlinear
+    (and sent a large 2-D Poisson problem to ``"kron_gn"`` instead of ``"kron"``).
+    """
     rng = np.random.default_rng(0)
     keys = ["u"] + [k for v in problem.variables for k in (f"u_{v}", f"u_{v}{v}")]
 
     def rand():
         return {k: jnp.asarray(rng.standard_normal(problem.shape)) for k in keys}
 
-    with jax.ensure_compile_time_eval():
+    with jax.enable_x64(True), jax.ensure_compile_time_eval():
         a, b = rand(), rand()
         zero = {k: jnp.zeros(problem.shape) for k in keys}
         op = problem.operator

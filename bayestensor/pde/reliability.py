@@ -60,7 +60,8 @@ class Reliability(NamedTuple):
     error_estimate : float
         Estimated ``‖u − ū‖ / ‖ū‖`` on the fine grid (module docstring).
     residual : float
-        ``‖ρ‖ / ‖f‖`` on the fine grid.
+        ``‖ρ‖`` on the fine grid's interior over the larger of ``‖f‖`` and the largest term
+        ``‖c_k ∂_k ū‖`` of the linearised operator (the scale of a homogeneous equation).
     boundary : float
         RMS of ``g − ū`` at the boundary points over ``max(RMS of g, RMS of ū)``.
     high_frequency : float
@@ -97,6 +98,29 @@ def _fd_matrices(x: np.ndarray) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     D1 = sp.csr_matrix((d1.ravel(), (rows, cols)), shape=(n, n))
     D2 = sp.csr_matrix((d2.ravel(), (rows, cols)), shape=(n, n))
     return D1, D2
+
+
+def _one_sided(x: np.ndarray) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """Two-point backward and forward first-derivative matrices (end rows zero)."""
+    n = x.shape[0]
+    hl, hr = x[1:-1] - x[:-2], x[2:] - x[1:-1]
+    i = np.arange(1, n - 1)
+    rows = np.repeat(i, 2)
+    back = sp.csr_matrix(
+        (np.stack([-1 / hl, 1 / hl], 1).ravel(), (rows, np.stack([i - 1, i], 1).ravel())),
+        shape=(n, n),
+    )
+    fwd = sp.csr_matrix(
+        (np.stack([-1 / hr, 1 / hr], 1).ravel(), (rows, np.stack([i, i + 1], 1).ravel())),
+        shape=(n, n),
+    )
+    return back, fwd
+
+
+def _cell_spacing(x: np.ndarray, d: int, shape: Sequence[int]) -> np.ndarray:
+    """The local grid spacing along dimension ``d`` at every point (mean of the two sides)."""
+    h = np.gradient(x)
+    return np.broadcast_to(h.reshape([-1 if e == d else 1 for e in range(len(shape))]), shape)
 
 
 def _along(mat: sp.spmatrix, d: int, shape: Sequence[int]) -> sp.csr_matrix:
@@ -169,7 +193,11 @@ def assess(solution) -> Reliability:
     shape = rho.shape
     fine_mask = boundary_mask(shape)
     u = grids["u"]
-    norm_f = np.linalg.norm(f)
+    # the source's scale, or for a (nearly) homogeneous equation the largest term of the
+    # linearised operator (e.g. ‖200 ū_x‖ for 200 u_x + u_y = 0), so that round-off in a zero
+    # source does not make a tiny residual look huge
+    terms = [np.linalg.norm((c * grids[k])[~fine_mask]) for k, c in coef.items() if k in grids]
+    norm_f = max(np.linalg.norm(f), *terms, 0.0)
     norm_f = norm_f if norm_f > 0 else math.sqrt(rho.size)
     residual = float(np.linalg.norm(rho[~fine_mask]) / norm_f)
     # the error's boundary values: g − ū at the collocation boundary points, linear in between
@@ -192,8 +220,10 @@ def _sparse_error(coef, rho, e_b, coords, variables, fine_mask) -> np.ndarray:
             continue
         if order == 0:
             J = J + sp.diags(c)
+        elif order == 2:
+            J = J + sp.diags(c) @ _along(_fd_matrices(coords[d])[1], d, shape)
         else:
-            J = J + sp.diags(c) @ _along(_fd_matrices(coords[d])[order - 1], d, shape)
+            J = J + _first_order(c, coef.get(f"u_{variables[d]}{variables[d]}"), coords, d, shape)
     inside = ~fine_mask.ravel()
     rhs = np.where(inside, -rho.ravel(), e_b.ravel())
     J = sp.diags(inside.astype(float)) @ J + sp.diags((~inside).astype(float))
@@ -205,6 +235,24 @@ def _sparse_error(coef, rho, e_b, coords, variables, fine_mask) -> np.ndarray:
         if not np.all(np.isfinite(e)):
             e = spla.lsqr(J, rhs, atol=1e-12, btol=1e-12)[0]
     return e.reshape(shape)
+
+
+def _first_order(c, c2, coords, d: int, shape) -> sp.csr_matrix:
+    """``diag(c) ∂_d`` by hybrid differencing: central where the second-order coefficient
+    ``c2`` dominates on the cell scale (cell Péclet number ``|c| h / |c2| ≤ 2``), upwind where
+    transport does (backward for ``c > 0``, forward for ``c < 0``). Central differences of a
+    transport-dominated operator with data on every edge have near-null checkerboard modes:
+    on ``200 u_x + u_y = 0`` they made the estimate 3e11 for a true error of 2e-3."""
+    c2 = np.zeros_like(c) if c2 is None else np.abs(c2.ravel())
+    h = _cell_spacing(coords[d], d, shape).ravel()
+    central = np.abs(c) * h <= 2.0 * c2
+    D1 = _along(_fd_matrices(coords[d])[0], d, shape)
+    back, fwd = (_along(m, d, shape) for m in _one_sided(coords[d]))
+    return (
+        sp.diags(np.where(central, c, 0.0)) @ D1
+        + sp.diags(np.where(~central & (c > 0), c, 0.0)) @ back
+        + sp.diags(np.where(~central & (c < 0), c, 0.0)) @ fwd
+    )
 
 
 def _separable_error(coef, rho, e_b, coords, variables, fine_mask) -> np.ndarray:

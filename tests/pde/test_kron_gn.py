@@ -63,6 +63,22 @@ def test_auto_routes_large_nonlinear_2d_to_kron_gn():
         resolve_config(big, GPHMConfig(cg_tol=0.0))
 
 
+def test_auto_routes_alike_with_x64_off_and_refuses_a_grid_too_large_for_kron_gn():
+    # the linearity check runs in float64: in JAX's default float32 its round-off made every
+    # linear operator look nonlinear and sent a 400 × 400 Poisson benchmark to kron_gn, whose
+    # dense preconditioner then asked for 410 GB
+    with jax.enable_x64(False):
+        small = Problem.manufactured(laplacian, exact_2d, [(0, 1), (0, 1)], (5, 6))
+        big = small._replace(grid=(jnp.linspace(0, 1, 60), jnp.linspace(0, 1, 50)))
+        assert big.grid[0].dtype == jnp.float32
+        assert resolve_config(big).method == "kron"
+        assert resolve_config(big._replace(operator=allen_cahn)).method == "kron_gn"
+        huge = big._replace(grid=(jnp.linspace(0, 1, 150), jnp.linspace(0, 1, 150)))
+        assert resolve_config(huge).method == "kron"
+        with pytest.raises(ValueError, match="kron_gn.*22500 points.*dense"):
+            resolve_config(huge._replace(operator=allen_cahn))
+
+
 @pytest.mark.slow
 def test_coarse_problem_keeps_box_and_boundary_data():
     fine = Problem.manufactured(allen_cahn, exact_2d, [(0, 1), (-0.5, 0.7)], (41, 23))
