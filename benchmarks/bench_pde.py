@@ -219,6 +219,12 @@ def unseen_problems():
     }
 
 
+def _warning(w):
+    """Which reliability warning ``w`` is: "error", "branch" or None."""
+    text = str(w.message)
+    return "error" if "may be inaccurate" in text else "branch" if "single out" in text else None
+
+
 def run_one(name, prob, opts, references=True):
     """One GP-HM solve (as users run it: defaults, JAX's global float32) and the references."""
     with warnings.catch_warnings(record=True) as caught:
@@ -231,7 +237,10 @@ def run_one(name, prob, opts, references=True):
         "grid": "×".join(map(str, prob.shape)),
         "gp": rel(sol.on_grid(*coords), exact),
         "estimate": sol.reliability.error_estimate,
-        "warned": any("may be inaccurate" in str(w.message) for w in caught),
+        # either warning: the error estimate, or another solution close by (nonlinear only)
+        "warned": any(_warning(w) for w in caught),
+        "branch": any(_warning(w) == "branch" for w in caught),
+        "other": sol.reliability.other_solution,
         "dtype": sol.config.dtype,
         "wall": sol.wall_time,
         "step": sol.trace.step_time,
@@ -308,6 +317,15 @@ def family_summary(rows, kinds):
         f"with true error > 1e-2, and on {sum(r['warned'] for r in rows if r['gp'] <= 1e-2)} of "
         f"{sum(r['gp'] <= 1e-2 for r in rows)} with error ≤ 1e-2"
     )
+    nonlinear = [r for r in rows if not np.isnan(r["other"])]
+    if nonlinear:
+        print(
+            f"another solution close by (bt.pde.branches): warned on "
+            f"{sum(r['branch'] for r in nonlinear)} of {len(nonlinear)} nonlinear solves, "
+            f"{sum(r['branch'] for r in nonlinear if r['gp'] > 1e-2)} of "
+            f"{sum(r['gp'] > 1e-2 for r in nonlinear)} with true error > 1e-2; distances "
+            + ", ".join(f"{r['other']:.2f}" for r in nonlinear if r["branch"])
+        )
 
 
 def regrid(prob, grid):

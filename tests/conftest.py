@@ -182,6 +182,11 @@ TOL = {
     "upwind_error_solve": 0.1,
     # three-point finite differences on a non-uniform grid vs exact derivatives of a quadratic
     "fd_vs_exact": 1e-9,
+    # fourth-order finite differences on a non-uniform grid vs exact derivatives of a quartic
+    "fd4_vs_exact": 1e-8,
+    # distance to the other solution of Bratu's problem found by deflated Newton vs the closed
+    # form (relative; fourth-order differences on 101-201 points)
+    "fd4_branch_distance": 1e-3,
     # GP-HM: relative L2 of every 1-D benchmark problem (slow test, issue 5)
     "pde_benchmark_1d_rel_l2": 1e-3,
     # issue 5: every 2-D benchmark problem reaches relative L2 ≤ 1e-2

@@ -8,11 +8,13 @@ fit record), :mod:`~bayestensor.pde.factors` (per-dimension kernel algebra),
 :mod:`~bayestensor.pde.inference` (the GP-HM objective, the ``U``-step solvers, prediction),
 :mod:`~bayestensor.pde.kron_gn` (Gauss–Newton with the prior kept on large grids, by CG),
 :mod:`~bayestensor.pde.estimator` (the Adam / L-BFGS loop, :func:`solve`),
-:mod:`~bayestensor.pde.result` (:class:`PDESolution`) and :mod:`~bayestensor.pde.reliability`
-(how far a solution can be trusted, without the exact solution).
+:mod:`~bayestensor.pde.result` (:class:`PDESolution`), :mod:`~bayestensor.pde.reliability`
+(how far a solution can be trusted, without the exact solution) and
+:mod:`~bayestensor.pde.branches` (whether a nonlinear problem has another solution close by).
 """
 
 from bayestensor.pde import (
+    branches,
     config,
     estimator,
     factors,
@@ -50,6 +52,7 @@ __all__ = [
     "SPECTRA",
     "SpectralMixture",
     "benchmark",
+    "branches",
     "config",
     "estimator",
     "factors",

@@ -20,6 +20,7 @@ from jax import lax
 from bayestensor.checks import check_finite_result, check_int
 from bayestensor.driver import Step, iterate, release_compiled
 from bayestensor.driver import precision as scope
+from bayestensor.pde.branches import NEAR_SOLUTION
 from bayestensor.pde.config import (
     DENSE_MAX_POINTS,
     LBFGS_LINESEARCH_STEPS,
@@ -462,6 +463,23 @@ def solve(
             f"the solution may be inaccurate: estimated relative error {rel.error_estimate:.2g} "
             f"(PDE residual between grid points {rel.residual:.2g} of the source, boundary "
             f"misfit {rel.boundary:.2g}). Likely cause — {likely_cause(solution, rel)}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    if rel.other_solution < NEAR_SOLUTION:
+        where = (
+            "the PDE has no solution next to this one once discretised by fourth-order finite "
+            "differences: it sits at a fold, where two solutions meet, and a change of the data "
+            "as small as that discretisation's error moves it far"
+            if rel.other_solution == 0
+            else f"another solution of the same PDE with the same boundary data lies "
+            f"{rel.other_solution:.0%} away from this one (relative L2; found by Newton's "
+            "method with deflation next to it)"
+        )
+        warnings.warn(
+            f"{where}: the data do not single out the solution returned, which may not be the "
+            "one you mean. Nonlinear equations such as Allen–Cahn can have several solutions; "
+            "check this one against what you know of the problem",
             RuntimeWarning,
             stacklevel=2,
         )

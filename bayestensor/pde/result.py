@@ -19,6 +19,7 @@ from jaxtyping import Array, Float
 from bayestensor import io
 from bayestensor.checks import check_column, check_finite, check_frame
 from bayestensor.driver import DTYPES, precision
+from bayestensor.pde.branches import NEAR_SOLUTION
 from bayestensor.pde.config import (
     FitTrace,
     GPHMConfig,
@@ -216,6 +217,8 @@ class PDESolution(Result):
         grid = f"{grid}-point" if len(self.problem.shape) == 1 else grid
         rel = self.reliability
         estimate = "" if rel is None else f", estimated error {rel.error_estimate:.2g}"
+        if rel is not None and rel.other_solution < NEAR_SOLUTION:
+            estimate += f", another solution {rel.other_solution:.0%} away"
         return (
             f"GP-HM solution on a {grid} grid ({self.config.method}, {self.config.spectrum} "
             f"mixture, {self.config.dtype}): {t.n_adam} Adam steps, returned step "
@@ -226,7 +229,7 @@ class PDESolution(Result):
     def summary(self) -> pd.DataFrame:
         """One row per dimension: points, interval, mixture components, initial top frequency;
         then the reliability check (:mod:`bayestensor.pde.reliability`), the same on every row:
-        ``error_estimate``, ``residual``, ``boundary``, ``high_frequency``."""
+        ``error_estimate``, ``residual``, ``boundary``, ``high_frequency``, ``other_solution``."""
         rel = self.reliability
         checks = dict.fromkeys(Reliability._fields, np.nan) if rel is None else rel._asdict()
         rows = [
