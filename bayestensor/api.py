@@ -50,6 +50,7 @@ def fit(
     max_sweeps: int | None = None,
     tol: float | None = None,
     time_unit: str | Mapping[str, str] | None = None,
+    local: str | None = None,
     **options: Any,
 ) -> Result:
     """Fit a Bayesian tensor model to a long-format DataFrame or an xarray grid.
@@ -119,6 +120,20 @@ def fit(
         columns); lengthscales are then in this unit. The origin, unit and zone are saved with
         the model; ``predict`` takes new times (also beyond the training range) and
         ``factors()`` gives times back.
+    local : {None, "auto", "fibre", "fibre:<column>", "neighbours"}, optional
+        FunBaT only, opt-in (default None: the low-rank fit alone): after the fit, a local
+        residual process ``g`` is fitted to its training residuals, so that ``y = f + g + ε``
+        with ``f`` the low-rank function — short-range variation a low rank cannot carry.
+        ``"fibre:<column>"``: ``g`` a Matérn GP along that continuous coordinate, independent
+        across the combinations of the others (exact, one Kalman smoother per fibre);
+        ``"fibre"``: along the continuous coordinate the evidence prefers; ``"neighbours"``: a
+        product Matérn GP over all continuous coordinates (nearest-neighbour likelihood and
+        kriging); ``"auto"``: the best of these by the likelihood of the residuals, or none
+        when none gains more than a BIC penalty. ``result.predict`` then adds ``E[g]`` to the
+        mean and ``Var[g]`` to the variance (``predict(df, local=False)``: the low-rank part
+        alone); ``result.local`` says which process was kept and ``summary()`` reports it.
+        Not supported with rows in parts, several processes, or ``result.update`` (yet). See
+        :mod:`bayestensor.models.funbat.local` and the FunBaT guide.
     **options
         FunBaT: passed to :class:`bayestensor.models.funbat.FunBaT` (``period``, ``damping``,
         ``learn_hyper``, ``lengthscale``, ``hyper_steps`` …). Poisson Tucker: passed to
@@ -142,6 +157,9 @@ def fit(
     """
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    from bayestensor.models.funbat.options import check_local_option
+
+    local = check_local_option(local)
     n_missing = 0
     from bayestensor.models.funbat.blocked import is_parts
 
@@ -152,6 +170,8 @@ def fit(
         and not distributed.is_multiprocess()
     )
     if chunked or is_parts(df):
+        if local is not None:
+            raise ValueError("local= is not supported for rows in parts (a list, files, dask)")
         source = xarray_parts(df, coords, value) if chunked else None
         if source is not None:  # dask-backed: read chunk by chunk, never loaded whole
             df, coords, value = source.parts, source.coords, source.value
@@ -176,7 +196,8 @@ def fit(
         raise ValueError(f"value must be the name of the value column (a str), got {value!r}")
     if not isinstance(progress, bool):
         raise ValueError(f"progress must be True or False, got {progress!r}")
-    K = len(parse_coords(df, coords, value))
+    kinds = parse_coords(df, coords, value)
+    K = len(kinds)
     if rank is None:
         rank = DEFAULT_RANK if model == "poisson-tucker" else "auto"
     if isinstance(rank, str) and model != "poisson-tucker":
@@ -188,6 +209,7 @@ def fit(
         ranks = check_ranks(rank, K, equal=model == "cp")
     if model == "poisson-tucker":
         given = {"kernel": kernel, "max_sweeps": max_sweeps, "tol": tol, "time_unit": time_unit}
+        given["local"] = local
         check_options(model, {k: v for k, v in given.items() if v is not None}, POISSON_OPTIONS)
         check_options(model, options, POISSON_OPTIONS)
         from bayestensor.models.poisson_tucker import fit_poisson_tucker
@@ -201,6 +223,9 @@ def fit(
     from bayestensor.models.funbat.options import check_kernel_option
 
     kernel = check_kernel_option("matern32" if kernel is None else kernel)
+    check_local_option(local, kinds)
+    if local is not None and distributed.is_multiprocess():
+        raise ValueError("local= is not supported with several JAX processes")
     max_sweeps = check_int("max_sweeps", 100 if max_sweeps is None else max_sweeps)
     tol = check_positive("tol", 0.02 if tol is None else tol)
     shared = ("model", "rank", "kernel", "max_sweeps", "tol", "seed")
@@ -218,7 +243,12 @@ def fit(
         model=model, rank=ranks, kernel=kernel, max_sweeps=max_sweeps, tol=tol, seed=seed, **options
     )
     est.fit(enc, progress=progress)
-    return FitResult(est, value, n_missing=n_missing)
+    res = FitResult(est, value, n_missing=n_missing)
+    if local is not None:
+        from bayestensor.models.funbat.local import fit_local
+
+        res.local = fit_local(res, df, local)
+    return res
 
 
 def _fit_parts(

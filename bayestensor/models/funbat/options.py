@@ -102,3 +102,37 @@ class Stopping:
             self.holds += 1
             return False
         return change < self.tol
+
+
+#: What ``local=`` of :func:`bayestensor.fit` takes (besides ``"fibre:<column>"``).
+LOCAL_CHOICES = (None, "auto", "fibre", "neighbours")
+
+
+def check_local_option(local, kinds: Mapping[str, str] | None = None):
+    """``local`` as :func:`bayestensor.fit` takes it (see
+    :mod:`bayestensor.models.funbat.local`); with ``kinds`` (``{column: kind}`` of the fit)
+    also that a fibre column is a continuous coordinate and that there is one.
+
+    Raises
+    ------
+    ValueError
+        Naming ``local`` and the allowed values.
+    """
+    allowed = 'None, "auto", "fibre", "fibre:<column>" or "neighbours"'
+    if local is None:
+        return None
+    ok = isinstance(local, str) and (local in LOCAL_CHOICES or local.startswith("fibre:"))
+    if not ok:
+        raise ValueError(f"local must be {allowed}, got {local!r}")
+    if kinds is None:
+        return local
+    continuous = [c for c, k in kinds.items() if k == "continuous"]
+    if not continuous:
+        raise ValueError(f"local={local!r} needs a continuous coordinate; this fit has none")
+    column = local.split(":", 1)[1] if local.startswith("fibre:") else None
+    if column is not None and column not in continuous:
+        raise ValueError(
+            f"local={local!r}: {column!r} is not a continuous coordinate; local must be "
+            f"{allowed}, the column one of {continuous}"
+        )
+    return local

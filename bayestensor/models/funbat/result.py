@@ -21,6 +21,7 @@ from bayestensor.driver import precision
 from bayestensor.models.funbat.ard import ard_record, diagonal_core_view
 from bayestensor.models.funbat.estimator import ESTIMATOR_PARAMS, FunBaT
 from bayestensor.models.funbat.inference import init_state
+from bayestensor.models.funbat.local_record import local_from_record, local_layout, local_record
 from bayestensor.models.funbat.saved import (
     HEADER_FIELDS,
     check_saved_config,
@@ -90,6 +91,7 @@ class FitResult(Result):
         }
         names = set(self.kernels.values())
         self.kernel = names.pop() if len(names) == 1 else dict(self.kernels)
+        self.local = None  # a LocalFit with bt.fit(..., local=...): see funbat.local
 
     # -- fitted quantities -----------------------------------------------------------------
     @property
@@ -143,7 +145,7 @@ class FitResult(Result):
         return bool(self.estimator.converged_)
 
     # -- prediction ------------------------------------------------------------------------
-    def predict(self, df: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    def predict(self, df: pd.DataFrame, level: float = 0.95, local: bool = True) -> pd.DataFrame:
         """Predictive distribution at the rows of ``df``.
 
         Parameters
@@ -153,6 +155,9 @@ class FitResult(Result):
             posterior is interpolated exactly), categories must have been seen in training.
         level : float
             Probability of the central intervals.
+        local : bool
+            With a local residual process (``bt.fit(..., local=...)``): add it (default) or
+            give the low-rank part alone.
 
         Returns
         -------
@@ -161,13 +166,15 @@ class FitResult(Result):
             noisy observation y), ``sd_f``, ``lower_f``, ``upper_f`` (the latent f).
         """
         level = check_level(level)
+        if not isinstance(local, bool):
+            raise ValueError(f"local must be True or False, got {local!r}")
         new = encode_new(df, self.modes)
         mean, sd_f, sd_y = self.estimator.predict(new)
         check_finite_result("the prediction", mean, sd_y)
         from scipy import stats  # imported here: it takes ~0.4 s
 
         z = stats.norm.ppf(0.5 + level / 2)
-        return prediction_frame(
+        pred = prediction_frame(
             df.index,
             mean=mean,
             sd=sd_y,
@@ -177,6 +184,7 @@ class FitResult(Result):
             lower_f=mean - z * sd_f,
             upper_f=mean + z * sd_f,
         )
+        return self.local.combine(df, pred, level) if local and self.local is not None else pred
 
     def predict_grid(
         self,
@@ -341,12 +349,14 @@ class FitResult(Result):
             f"FunBaT-{self.model} fit of {self.value!r}{missing} ({kernel}; {ranks}): "
             f"{len(est.history_)} sweeps, {state}; training RMSE "
             f"{est.history_[-1]['rmse']:.4g}, noise sd {self.noise_sd:.4g}"
-        )
+        ) + ("" if self.local is None else f"; local process {self.local.label}")
 
     def summary(self) -> pd.DataFrame:
         """One row per mode: kind, unique values, rank (with ``rank="auto"`` also the upper
         bound ``max_rank``), kernel and learned hyperparameters (those of
-        :attr:`hyperparameters`; NaN where a mode has none)."""
+        :attr:`hyperparameters`; NaN where a mode has none); with ``local=``, the column
+        ``local``: the residual process kept (``"fibre:<column>"``, ``"neighbours"`` or
+        ``"none"``)."""
         hyper = self.hyperparameters.set_index("mode")
         rows = []
         for mode, R, Rmax in zip(self.modes, self.ranks, self.max_ranks, strict=True):
@@ -358,7 +368,7 @@ class FitResult(Result):
                 row["kernel"] = self.kernels.get(mode.name)
             for name in hyper.columns:
                 row[name] = hyper.loc[mode.name, name] if learned else np.nan
-            rows.append(row)
+            rows.append(row if self.local is None else {**row, "local": self.local.label})
         return pd.DataFrame(rows).set_index("mode")
 
     def plot_factors(
@@ -436,11 +446,15 @@ class FitResult(Result):
                 "active": [[int(i) for i in a] for a in self.active],
                 "shares": [[float(v) for v in s] for s in est.shares_],
             }
-        return header, io.tree_to_arrays(est.state_, "state")
+        arrays = io.tree_to_arrays(est.state_, "state")
+        if self.local is not None:
+            header["local"], more = local_record(self.local)
+            arrays.update(more)
+        return header, arrays
 
     @classmethod
     def _from_record(cls, header: dict, arrays: dict[str, np.ndarray]) -> FitResult:
-        io.check_fields(header, (*io.BASE_FIELDS, *HEADER_FIELDS, "n_missing", "ard"))
+        io.check_fields(header, (*io.BASE_FIELDS, *HEADER_FIELDS, "n_missing", "ard", "local"))
         h = {k: io.field(header, k, tp) for k, tp in HEADER_FIELDS.items()}
         n_missing = io.field(header, "n_missing", int) if "n_missing" in header else 0
         if n_missing < 0:
@@ -460,7 +474,8 @@ class FitResult(Result):
         template = jax.eval_shape(
             lambda: init_state(cfg, dts, hyper0, hyper0, jax.random.key(0), 1.0, 1.0)
         )
-        checked = io.check_arrays(arrays, io.tree_layout(template, "state"))
+        layout = {**io.tree_layout(template, "state"), **local_layout(header.get("local"))}
+        checked = io.check_arrays(arrays, layout)
         if not (checked["state/noise/shape"] > 0 and checked["state/noise/rate"] > 0):
             raise ValueError("saved arrays state/noise/shape and rate must be positive")
         # in the fit's precision, as the fit made it: outside JAX's x64 mode a float64 state
@@ -475,4 +490,7 @@ class FitResult(Result):
         est.n_sweeps_ = len(est.history_)
         est.converged_ = h["converged"]
         est.max_ranks_, est.active_, est.shares_ = ard_record(header, cfg)
-        return cls(est, h["value"], n_missing=n_missing)
+        res = cls(est, h["value"], n_missing=n_missing)
+        if "local" in header:
+            res.local = local_from_record(res, header["local"], checked)
+        return res

@@ -113,7 +113,14 @@ def update(result, df: pd.DataFrame, sweeps: int | None = None, scope: str = "ne
         coordinate or value column, a column of the wrong type (non-numeric value or continuous
         coordinate, times of another kind) or with NaN/inf values; or a model without its
         training rows (loaded from a file); in a multi-process run (``jax.process_count() > 1``).
+    NotImplementedError
+        For a fit with a local residual process (``bt.fit(..., local=...)``): not supported yet.
     """
+    if getattr(result, "local", None) is not None:
+        raise NotImplementedError(
+            "update() does not support a fit with a local residual process (local=) yet; "
+            "refit all rows with bt.fit(..., local=...)"
+        )
     single_process_only("FitResult.update")
     sweeps = DEFAULT_SWEEPS if sweeps is None else check_int("sweeps", sweeps)
     if scope not in SCOPES:
