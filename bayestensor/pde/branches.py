@@ -183,6 +183,8 @@ class _Discrete:
                 # one scaled by 1 / (1 − ∇log m · step)
                 diff = flat[self.inner] - deflate.reshape(-1)[self.inner]
                 n2 = float(diff @ diff)
+                if n2 == 0.0:  # on the known root itself: nothing new from here
+                    return None
                 grad_log_m = -2.0 * diff / (n2**2 * (1.0 / n2 + 1.0))
                 step = step / (1.0 - float(grad_log_m @ step))
             if not np.all(np.isfinite(step)):
@@ -244,7 +246,9 @@ def nearby_solution(
         _, vecs = spla.eigs(J, k=2, sigma=0.0)
     except (RuntimeError, spla.ArpackError):
         return math.nan
-    norm = float(np.linalg.norm(root))
+    # the scale of the starts and of the distance; a zero solution (Allen–Cahn with zero data)
+    # takes unit RMS, so that its starts move and the distance stays finite
+    norm = float(np.linalg.norm(root)) or math.sqrt(root.size)
     best = math.inf
     for v in np.real(vecs).T:
         full = np.zeros(root.size)

@@ -211,8 +211,7 @@ def assess(solution) -> Reliability:
         if rho.size <= BRANCH_MAX_POINTS:
             other = nearby_solution(problem.operator, problem.variables, coords, u, f, norm_f)
         else:
-            f_grid = np.asarray(problem.source_fn(*np.meshgrid(*grid, indexing="ij")), float)
-            u_grid = np.asarray(U, np.float64)
+            u_grid, f_grid = np.asarray(U, np.float64), np.asarray(problem.source, np.float64)
             other = nearby_solution(
                 problem.operator, problem.variables, grid, u_grid, f_grid, norm_f
             )

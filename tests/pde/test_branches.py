@@ -15,7 +15,7 @@ from scipy.optimize import brentq
 
 import bayestensor as bt
 from bayestensor.pde.branches import NEAR_SOLUTION, fd4_matrices, nearby_solution
-from bayestensor.pde.problems import Problem
+from bayestensor.pde.problems import Problem, allen_cahn
 
 
 def bratu(lam):
@@ -101,3 +101,10 @@ def test_solve_warns_when_another_solution_is_near(lam, tol):
     else:
         assert not near
         assert sol.reliability.other_solution > NEAR_SOLUTION
+
+
+def test_a_zero_solution_is_searched_without_dividing_by_zero():
+    # Allen–Cahn with zero data: u = 0 solves it (and so do ±(nonzero) ones far away)
+    x = np.linspace(0.0, 1.0, 41)
+    found = nearby_solution(allen_cahn, ("x",), [x], np.zeros_like(x), np.zeros_like(x), 1.0)
+    assert found > NEAR_SOLUTION
