@@ -265,3 +265,16 @@ def test_local_refused_where_unsupported(tmp_path):
         bt.fit(df, coords=["t", "kind"], value="y", model="poisson-tucker", local="auto")
     with pytest.raises(ValueError, match="local"):
         bt.fit([df, df], coords=["t", "kind"], value="y", local="auto")
+
+
+def test_a_non_finite_local_prediction_is_an_error(planted_fits, monkeypatch):
+    _, test, _, res = planted_fits
+    process = res.local.process
+
+    def nan_posterior(X):
+        mean, var = type(process).posterior(process, X)
+        return np.where(np.arange(mean.shape[0]) == 0, np.nan, mean), var
+
+    monkeypatch.setattr(process, "posterior", nan_posterior)
+    with pytest.raises(ValueError, match="local process came out non-finite"):
+        res.predict(test)

@@ -53,6 +53,7 @@ import numpy as np
 import pandas as pd
 from jax import lax
 
+from bayestensor.checks import check_finite_result
 from bayestensor.driver import precision
 from bayestensor.kernels import kernel_sde
 
@@ -509,6 +510,7 @@ class LocalFit:
         mean = pred["mean"].to_numpy() + g_mean
         var_f = pred["sd_f"].to_numpy() ** 2 + g_var
         sd_f, sd = np.sqrt(var_f), np.sqrt(var_f + noise)
+        check_finite_result("the prediction with the local process", mean, sd)
         z = stats.norm.ppf(0.5 + level / 2)
         return pd.DataFrame(
             {
@@ -581,7 +583,8 @@ def fit_local(
     if not candidates:
         raise ValueError(f"local={local!r}: no candidate process for these data")
     gains = {k: float(iid - p.nll / len(r)) for k, p in candidates.items()}
-    best = max(gains, key=gains.get)
+    # a candidate whose likelihood came out NaN is never kept (max() would stop at it)
+    best = max(gains, key=lambda k: gains[k] if np.isfinite(gains[k]) else -np.inf)
     n_par = len(candidates[best].theta)
     threshold = min_gain if min_gain is not None else 0.5 * n_par * np.log(len(r)) / len(r)
     keep = local != "auto" or gains[best] >= threshold
