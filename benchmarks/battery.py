@@ -143,7 +143,13 @@ def main(args: list[str] | None = None) -> pd.DataFrame:
         "--ranks", nargs="*", type=int, default=[2, 3, 5, 8], help="fixed Tucker ranks to run"
     )
     p.add_argument("--no-trees", action="store_true", help="skip the scikit-learn models")
+    p.add_argument(
+        "--local",
+        default=None,
+        help="local= for every FunBaT row ('none' for None; default: bt.fit's own default)",
+    )
     opts = p.parse_args(args)
+    given = {} if opts.local is None else {"local": None if opts.local == "none" else opts.local}
     unknown = sorted(set(opts.datasets) - set(SHARED_SETS) - set(BUNDLED_SETS))
     if unknown:
         p.error(f"unknown data sets {unknown}; choose from {[*SHARED_SETS, *BUNDLED_SETS]}")
@@ -154,8 +160,8 @@ def main(args: list[str] | None = None) -> pd.DataFrame:
             print(f"{name}: shared data not found at {SHARED}; skipped", file=sys.stderr)
             continue
         for fold, train, test, coords, value in splits(name, opts.folds, opts.seed):
-            runs = [("FunBaT defaults", {})]
-            runs += [(f"FunBaT Tucker R={r}", {"rank": r}) for r in opts.ranks]
+            runs = [("FunBaT defaults", dict(given))]
+            runs += [(f"FunBaT Tucker R={r}", {"rank": r, **given}) for r in opts.ranks]
             for label, options in runs:
                 m, seconds, chosen = run_funbat(train, test, coords, value, **options)
                 rows.append(
@@ -188,11 +194,15 @@ def main(args: list[str] | None = None) -> pd.DataFrame:
     if table.empty:
         print("nothing was run")
         return table
-    report(table, opts.folds)
+    report(
+        table,
+        opts.folds,
+        "bt.fit's default local=" if opts.local is None else f"local={opts.local}",
+    )
     return table
 
 
-def report(table: pd.DataFrame, folds: int) -> None:
+def report(table: pd.DataFrame, folds: int, local: str | None = None) -> None:
     """Print the battery's markdown table: means over folds, and the default's verdicts."""
     summary = (
         table.groupby(["data set", "method"], sort=False)
@@ -206,7 +216,7 @@ def report(table: pd.DataFrame, folds: int) -> None:
         )
         .reset_index()
     )
-    print(f"\nHeld-out means over {folds} fold(s)\n")
+    print(f"\nHeld-out means over {folds} fold(s); FunBaT rows with {local}\n")
     print("| data set | method | RMSE | NLL | 95 % cover | fit time (max) | ranks, kernels |")
     print("|---|---|---:|---:|---:|---:|---|")
     for _, r in summary.iterrows():
