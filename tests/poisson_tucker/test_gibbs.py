@@ -85,7 +85,9 @@ def test_crt_has_the_crt_mean_and_small_case_law(tol):
     assert abs(freq - p1) <= tol["mc_sigmas"] * math.sqrt(p1 * (1 - p1) / n)
 
 
-@pytest.mark.parametrize("token_cell_max", [1000, 0, 2])
+# tokens only (1000, slow: 20-40 s; the mixed case 2 runs its token path in CI), every cell by
+# one multinomial (0), and both paths mixed (2)
+@pytest.mark.parametrize("token_cell_max", [pytest.param(1000, marks=pytest.mark.slow), 0, 2])
 def test_allocation_conserves_counts_and_has_the_right_law(tol, token_cell_max):
     """Tokens only, every cell by one multinomial (0), and both paths mixed (2)."""
     spec, mask, factors, core, mu, obs, y, _ = make_problem("bptd")
@@ -191,6 +193,7 @@ def test_kernel_runs_under_numpyro_mcmc_and_arviz(tol):
     assert np.std(np.asarray(samples["delta"])) > 0
 
 
+@pytest.mark.slow  # 35-40 s a pass: in `nox -s bench` / `pytest -m slow`
 def test_shrinkage_keeps_core_mass_on_few_communities(tol):
     y = _community_data()
     N, _, T = y.shape
