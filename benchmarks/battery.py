@@ -194,16 +194,17 @@ def main(args: list[str] | None = None) -> pd.DataFrame:
     if table.empty:
         print("nothing was run")
         return table
-    report(
-        table,
-        opts.folds,
-        "bt.fit's default local=" if opts.local is None else f"local={opts.local}",
-    )
+    report(table, opts.folds, DEFAULT_LOCAL if opts.local is None else f"local={opts.local}")
     return table
 
 
-def report(table: pd.DataFrame, folds: int, local: str | None = None) -> None:
-    """Print the battery's markdown table: means over folds, and the default's verdicts."""
+#: how the table names the FunBaT rows' ``local=`` when ``--local`` is not given
+DEFAULT_LOCAL = "bt.fit's default local="
+
+
+def report(table: pd.DataFrame, folds: int, local: str = DEFAULT_LOCAL) -> None:
+    """Print the battery's markdown table: means over folds, and the default's verdicts;
+    ``local`` says which ``local=`` the FunBaT rows were fitted with."""
     summary = (
         table.groupby(["data set", "method"], sort=False)
         .agg(

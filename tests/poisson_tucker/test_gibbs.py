@@ -85,8 +85,7 @@ def test_crt_has_the_crt_mean_and_small_case_law(tol):
     assert abs(freq - p1) <= tol["mc_sigmas"] * math.sqrt(p1 * (1 - p1) / n)
 
 
-# tokens only (1000, slow: 20-40 s; the mixed case 2 runs its token path in CI), every cell by
-# one multinomial (0), and both paths mixed (2)
+# 1000 (tokens only) is slow, 20-40 s a pass; the mixed case 2 runs the token path in CI
 @pytest.mark.parametrize("token_cell_max", [pytest.param(1000, marks=pytest.mark.slow), 0, 2])
 def test_allocation_conserves_counts_and_has_the_right_law(tol, token_cell_max):
     """Tokens only, every cell by one multinomial (0), and both paths mixed (2)."""
