@@ -50,7 +50,7 @@ def fit(
     max_sweeps: int | None = None,
     tol: float | None = None,
     time_unit: str | Mapping[str, str] | None = None,
-    local: str | None = None,
+    local: str | None = "auto",
     **options: Any,
 ) -> Result:
     """Fit a Bayesian tensor model to a long-format DataFrame or an xarray grid.
@@ -120,20 +120,21 @@ def fit(
         columns); lengthscales are then in this unit. The origin, unit and zone are saved with
         the model; ``predict`` takes new times (also beyond the training range) and
         ``factors()`` gives times back.
-    local : {None, "auto", "fibre", "fibre:<column>", "neighbours"}, optional
-        FunBaT only, opt-in (default None: the low-rank fit alone): after the fit, a local
-        residual process ``g`` is fitted to its training residuals, so that ``y = f + g + ε``
-        with ``f`` the low-rank function — short-range variation a low rank cannot carry.
+    local : {"auto", None, "fibre", "fibre:<column>", "neighbours"}, optional
+        FunBaT only. After the low-rank fit, a local residual process ``g`` is fitted to its
+        training residuals, so that ``y = f + g + ε`` with ``f`` the low-rank function —
+        short-range variation a low rank cannot carry. ``"auto"`` (default): the best of the
+        processes below by the likelihood of the residuals, or none when none gains more than
+        a BIC penalty; skipped (as None) with no continuous coordinate, rows in parts, several
+        processes or more than 200,000 rows. None: the low-rank fit alone.
         ``"fibre:<column>"``: ``g`` a Matérn GP along that continuous coordinate, independent
         across the combinations of the others (exact, one Kalman smoother per fibre);
         ``"fibre"``: along the continuous coordinate the evidence prefers; ``"neighbours"``: a
         product Matérn GP over all continuous coordinates (nearest-neighbour likelihood and
-        kriging); ``"auto"``: the best of these by the likelihood of the residuals, or none
-        when none gains more than a BIC penalty. ``result.predict`` then adds ``E[g]`` to the
-        mean and ``Var[g]`` to the variance (``predict(df, local=False)``: the low-rank part
-        alone); ``result.local`` says which process was kept and ``summary()`` reports it.
-        Not supported with rows in parts, several processes, or ``result.update`` (yet). See
-        :mod:`bayestensor.models.funbat.local` and the FunBaT guide.
+        kriging). ``result.predict`` then adds ``E[g]`` to the mean and ``Var[g]`` to the
+        variance (``predict(df, local=False)``: the low-rank part alone); ``result.local``
+        says which process was kept and ``summary()`` reports it; ``result.update`` carries it
+        over. See :mod:`bayestensor.models.funbat.local` and the FunBaT guide.
     **options
         FunBaT: passed to :class:`bayestensor.models.funbat.FunBaT` (``period``, ``damping``,
         ``learn_hyper``, ``lengthscale``, ``hyper_steps`` …). Poisson Tucker: passed to
@@ -170,7 +171,7 @@ def fit(
         and not distributed.is_multiprocess()
     )
     if chunked or is_parts(df):
-        if local is not None:
+        if local not in (None, "auto"):  # "auto" (the default) does not apply to parts
             raise ValueError("local= is not supported for rows in parts (a list, files, dask)")
         source = xarray_parts(df, coords, value) if chunked else None
         if source is not None:  # dask-backed: read chunk by chunk, never loaded whole
@@ -209,7 +210,7 @@ def fit(
         ranks = check_ranks(rank, K, equal=model == "cp")
     if model == "poisson-tucker":
         given = {"kernel": kernel, "max_sweeps": max_sweeps, "tol": tol, "time_unit": time_unit}
-        given["local"] = local
+        given["local"] = None if local == "auto" else local  # the default: FunBaT's only
         check_options(model, {k: v for k, v in given.items() if v is not None}, POISSON_OPTIONS)
         check_options(model, options, POISSON_OPTIONS)
         from bayestensor.models.poisson_tucker import fit_poisson_tucker
@@ -220,9 +221,10 @@ def fit(
 
     from bayestensor.models.funbat import FitResult, FunBaT
     from bayestensor.models.funbat.estimator import ESTIMATOR_PARAMS
-    from bayestensor.models.funbat.options import check_kernel_option
+    from bayestensor.models.funbat.options import auto_local, check_kernel_option
 
     kernel = check_kernel_option("matern32" if kernel is None else kernel)
+    local = auto_local(local, kinds, len(df), distributed.is_multiprocess())
     check_local_option(local, kinds)
     if local is not None and distributed.is_multiprocess():
         raise ValueError("local= is not supported with several JAX processes")

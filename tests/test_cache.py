@@ -159,7 +159,10 @@ def small_fit(bt):
     a, b = np.meshgrid(np.linspace(0, 1, 12), np.linspace(0, 2, 10), indexing="ij")
     df = pd.DataFrame({"a": a.ravel(), "b": b.ravel()})
     df["y"] = np.sin(3 * df.a) * np.cos(df.b) + 0.05 * rng.normal(size=len(df))
-    res = bt.fit(df, coords=["a", "b"], value="y", rank=(2, 2), max_sweeps=3, progress=False)
+    # the low-rank fit alone: its programs are the ones kept on disk
+    res = bt.fit(
+        df, coords=["a", "b"], value="y", rank=(2, 2), max_sweeps=3, progress=False, local=None
+    )
     pred = res.predict(pd.DataFrame({"a": [0.05, 0.5, 0.95], "b": [0.1, 1.0, 1.9]}))
     return pred["mean"].to_numpy(), pred["sd"].to_numpy()
 

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TOL
 from scipy.optimize import minimize
 
 from bayestensor.driver import precision
@@ -12,10 +13,12 @@ from bayestensor.models.funbat.local import (
     FibreGP,
     NeighbourGP,
     _fibre_nll_jit,
-    _vecchia_nll,
     fit_local,
+    rms,
     vecchia_neighbours,
 )
+from bayestensor.models.funbat.local_neighbours import _bucket, _vecchia_nll
+from bayestensor.models.funbat.options import LOCAL_AUTO_MAX_ROWS, auto_local
 
 pytestmark = pytest.mark.x64
 
@@ -167,13 +170,28 @@ FIT = dict(
 
 
 def test_auto_keeps_no_local_process_when_none_is_needed():
+    """The default (local="auto") on data without a local wiggle keeps none."""
     import bayestensor as bt
 
     train, test = _planted(np.random.default_rng(2), 0.0)
     res = bt.fit(train, **FIT)
-    loc = fit_local(res, train)
-    assert loc.kind is None
-    assert loc.predict(test)["mean"].equals(res.predict(test)["mean"])
+    assert res.local is not None and res.local.kind is None and res.local.asked == "auto"
+    assert res.local.gains and max(res.local.gains.values()) < 0.05
+    assert res.predict(test).equals(res.predict(test, local=False))
+
+
+def test_bucket_pads_little_and_shares_shapes():
+    sizes = np.arange(1, 5000)
+    b = np.array([_bucket(int(k)) for k in sizes])
+    assert np.all(b >= sizes) and np.all(b[sizes > 64] <= 1.125 * sizes[sizes > 64])
+    assert np.all(b[sizes <= 64] == 64) and len(np.unique(b)) < 60
+
+
+def test_rms_has_no_overflow():
+    for scale in (1e-200, 1.0, 1e200):
+        r = scale * np.array([3.0, -4.0])
+        assert rms(r) == pytest.approx(scale * np.sqrt(12.5), rel=1e-14)
+    assert rms(np.zeros(3)) == 0.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -183,11 +201,12 @@ def test_auto_keeps_no_local_process_when_none_is_needed():
 
 @pytest.fixture(scope="module")
 def planted_fits():
-    """The planted problem with a local wiggle, fitted with ``local=None`` and ``"auto"``."""
+    """The planted problem with a local wiggle, fitted with ``local=None`` and the default
+    (``"auto"``)."""
     import bayestensor as bt
 
     train, test = _planted(np.random.default_rng(2), 0.3)
-    return train, test, bt.fit(train, **FIT), bt.fit(train, local="auto", **FIT)
+    return train, test, bt.fit(train, local=None, **FIT), bt.fit(train, **FIT)
 
 
 def _rmse(pred, test):
@@ -208,8 +227,42 @@ def test_fit_local_auto_improves_held_out_rmse(planted_fits):
     np.testing.assert_allclose(base.to_numpy(), plain.predict(test).to_numpy(), rtol=1e-10)
     pred = res.predict(test)
     assert np.all(pred["sd"] >= pred["sd_f"]) and np.all(pred["sd_f"] >= base["sd_f"])
-    with pytest.raises(NotImplementedError, match="local"):
-        res.update(test)
+
+
+def _fibre_dense_mean(train, new, ell, var, noise, r):
+    """Dense GP mean of the fibre process (fibres: sites; Matérn-3/2 along time)."""
+
+    def kern(a, b):
+        same = a["site"].to_numpy()[:, None] == b["site"].to_numpy()[None, :]
+        k = matern_cov("matern32", a["time"].to_numpy(), b["time"].to_numpy(), ell, var)
+        return np.asarray(k) * same
+
+    return _dense_krige(kern(train, train), kern(new, train), np.full(len(new), var), r, noise)[0]
+
+
+def test_update_keeps_the_local_process_on_all_rows(planted_fits):
+    """update(scope="new"): the process and its hyperparameters held, its posterior conditioned
+    on every row's residual under the updated low-rank part — against a dense GP."""
+    train, test, _, res = planted_fits
+    new, query = test.iloc[::2], test.iloc[1::2]
+    up = res.update(new, scope="new")
+    loc = up.local
+    assert loc.label == res.local.label and loc.base is up
+    np.testing.assert_array_equal(loc.process.theta, res.local.process.theta)
+    assert len(loc.rows) == len(train) + len(new) and len(res.local.rows) == len(train)
+    rows = pd.concat([train, new], ignore_index=True)
+    r = (rows["y"] - up.predict(rows, local=False)["mean"]).to_numpy() / loc.scale
+    ell, var, noise = np.exp(loc.process.theta)
+    # site is categorical (encoded as codes): compare fibres by the raw site values
+    ref = _fibre_dense_mean(rows, query, ell, var, noise, r)
+    got = up.predict(query)["mean"] - up.predict(query, local=False)["mean"]
+    np.testing.assert_allclose(got.to_numpy(), loc.scale * ref, atol=TOL["local_dense"])
+    # held-out rows of the update are predicted better than before it (they are now data)
+    assert _rmse(up.predict(new), new) < _rmse(res.predict(new), new)
+    # scope="all" fits the local stage again on every row
+    again = res.update(new, scope="all").local
+    assert again.label == "fibre:time" and len(again.rows) == len(rows)
+    assert not np.array_equal(again.process.theta, res.local.process.theta)
 
 
 def test_fit_local_round_trip(planted_fits, tmp_path):
@@ -259,12 +312,31 @@ def test_local_refused_where_unsupported(tmp_path):
     import bayestensor as bt
 
     df = pd.DataFrame({"t": [0.0, 1.0, 2.0, 3.0], "kind": list("abab"), "y": [1.0, 2, 3, 4]})
+    cats = {"t": "categorical", "kind": "categorical"}
     with pytest.raises(ValueError, match="continuous"):  # nothing for g to vary along
-        bt.fit(df, coords={"t": "categorical", "kind": "categorical"}, value="y", local="auto")
+        bt.fit(df, coords=cats, value="y", local="fibre")
     with pytest.raises(ValueError, match="local"):
-        bt.fit(df, coords=["t", "kind"], value="y", model="poisson-tucker", local="auto")
+        bt.fit(df, coords=["t", "kind"], value="y", model="poisson-tucker", local="neighbours")
     with pytest.raises(ValueError, match="local"):
-        bt.fit([df, df], coords=["t", "kind"], value="y", local="auto")
+        bt.fit([df, df], coords=["t", "kind"], value="y", local="fibre")
+
+
+def test_auto_local_is_skipped_where_unsupported():
+    """The default "auto" is skipped (no error) where no process applies."""
+    import bayestensor as bt
+
+    kinds = {"t": "continuous", "kind": "categorical"}
+    assert auto_local("auto", kinds, 100) == "auto"
+    assert auto_local("auto", {"kind": "categorical"}, 100) is None
+    assert auto_local("auto", kinds, 100, multiprocess=True) is None
+    assert auto_local("auto", kinds, LOCAL_AUTO_MAX_ROWS + 1) is None
+    assert auto_local("fibre", kinds, LOCAL_AUTO_MAX_ROWS + 1) == "fibre"
+    df = pd.DataFrame({"t": [0.0, 1.0, 2.0, 3.0], "kind": list("abab"), "y": [1.0, 2, 3, 4]})
+    cats = {"t": "categorical", "kind": "categorical"}
+    assert bt.fit(df, coords=cats, value="y", rank=1, progress=False).local is None
+    counts = df.assign(y=[1, 2, 0, 3])
+    pt = bt.fit(counts, coords=["t", "kind"], value="y", model="poisson-tucker", method="vi")
+    assert not hasattr(pt, "local") or pt.local is None
 
 
 def test_a_non_finite_local_prediction_is_an_error(planted_fits, monkeypatch):

@@ -55,6 +55,7 @@ def _planted(ranks, model="tucker", shape=(8, 10, 12), noise=0.05, seed=0):
 
 
 def _fit(df, **kw):
+    kw = {"local": None, **kw}  # the low-rank part alone (the local process: its own tests)
     return bt.fit(df, coords=["a", "b", "c"], value="value", rank="auto", progress=False, **kw)
 
 

@@ -28,7 +28,7 @@ SCRIPT = textwrap.dedent(
     out = {}
     for dtype in ("float64", "float32"):
         res = bt.fit(tr, coords=["a", "b"], value="y", rank=2, progress=False,
-                     max_sweeps=40, dtype=dtype)
+                     max_sweeps=40, dtype=dtype, local=None)
         p = res.predict(te)
         out[dtype] = {"mean": p["mean"].tolist(), "sd": p["sd"].tolist(),
                       "dtype": str(res.estimator.state_.noise.mean.dtype)}
@@ -60,7 +60,9 @@ def test_float32_fit_matches_float64(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     out32 = json.loads(proc.stdout.strip().splitlines()[-1])
     span = np.ptp(f_true)
-    res = bt.fit(tr, coords=["a", "b"], value="y", rank=2, progress=False, max_sweeps=40)
+    res = bt.fit(
+        tr, coords=["a", "b"], value="y", rank=2, progress=False, max_sweeps=40, local=None
+    )
     p64 = res.predict(te)
     # by default the fit runs in float64 whatever the global flag: the user's default mode
     # gives the float64 answer

@@ -31,7 +31,7 @@ def _seasonal(rng, years=3, sites=10, noise=0.2, held=0.5):
 
 def _fit(train, **kw):
     kw = {"rank": 3, "max_sweeps": 40, "progress": False, **kw}
-    return bt.fit(train, coords=["t", "s"], value="y", **kw)
+    return bt.fit(train, coords=["t", "s"], value="y", **{"local": None, **kw})
 
 
 def _rmse(res, held):

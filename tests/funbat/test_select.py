@@ -27,7 +27,9 @@ def _planted(seed):
 @pytest.fixture(scope="module")
 def chosen():
     df = _planted(0)
-    return df, bt.fit(df, coords=["a", "b"], value="y", rank=1, kernel="auto", progress=False)
+    return df, bt.fit(
+        df, coords=["a", "b"], value="y", rank=1, kernel="auto", progress=False, local=None
+    )
 
 
 def test_auto_picks_the_planted_smoothness(chosen):

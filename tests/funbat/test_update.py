@@ -51,7 +51,7 @@ def base():
     """A Tucker fit with learned ranks on times 0 … 24 and groups a, b, c."""
     rng = np.random.default_rng(0)
     df, _ = _rows(rng, T[:25], 600)
-    return bt.fit(df, coords=COORDS, value="y", max_rank=3), df
+    return bt.fit(df, coords=COORDS, value="y", max_rank=3, local=None), df
 
 
 def test_update_at_fitted_coordinates_continues_the_sweeps(base):
@@ -112,7 +112,9 @@ def test_new_rows_sweep_against_the_closed_form():
     and coordinates without new rows keep their fitted messages (the old rows' sums, held)."""
     rng = np.random.default_rng(8)
     df, _ = _rows(rng, T[:12], 300, groups=2)
-    res = bt.fit(df, coords=COORDS, value="y", model="cp", rank=2, max_sweeps=20, progress=False)
+    res = bt.fit(
+        df, coords=COORDS, value="y", model="cp", rank=2, max_sweeps=20, progress=False, local=None
+    )
     new, _ = _rows(rng, T[3:5], 40, groups=1, first_group=2)  # days 3, 4; new group "c"
     up = res.update(new, sweeps=2)
     est, fitted = up.estimator, res.estimator.state_
@@ -217,7 +219,7 @@ def test_update_run_long_matches_a_refit():
 def test_update_in_float32():
     rng = np.random.default_rng(7)
     df, _ = _rows(rng, T[:10], 200, groups=2)
-    res = bt.fit(df, coords=COORDS, value="y", rank=2, dtype="float32", max_sweeps=5)
+    res = bt.fit(df, coords=COORDS, value="y", rank=2, dtype="float32", max_sweeps=5, local=None)
     new, _ = _rows(rng, T[10:11], 40, groups=2)
     up = res.update(new, sweeps=1)
     assert up.estimator.state_.noise.rate.dtype == jnp.float32

@@ -56,12 +56,19 @@ from jax import lax
 from bayestensor.checks import check_finite_result
 from bayestensor.driver import precision
 from bayestensor.kernels import kernel_sde
+from bayestensor.models.funbat.local_neighbours import (
+    NeighbourGP,
+    _bucket,
+    _lbfgs,
+    vecchia_neighbours,
+)
 
 __all__ = [
     "FibreGP",
     "NeighbourGP",
     "LocalFit",
     "fit_local",
+    "update_local",
     "fibre_layout",
     "vecchia_neighbours",
 ]
@@ -158,28 +165,20 @@ def _fibre_post(theta, kernel, dt, cnt, tot):
 
 
 _fibre_nll_jit = jax.jit(_fibre_nll, static_argnums=1)
+_fibre_vg = jax.jit(jax.value_and_grad(_fibre_nll), static_argnums=1)
 _fibre_post_jit = jax.jit(_fibre_post, static_argnums=1)
 
 
-def _lbfgs(fun, theta0, lo, hi, maxiter):
-    from scipy.optimize import minimize
-
-    vg = jax.value_and_grad(fun)
-
-    def f(th):
-        v, g = vg(jnp.asarray(th))
-        return float(v), np.asarray(g, dtype=np.float64)
-
-    theta0 = np.clip(theta0, lo, hi)
-    out = minimize(
-        f,
-        theta0,
-        jac=True,
-        method="L-BFGS-B",
-        bounds=list(zip(lo, hi, strict=True)),
-        options={"maxiter": maxiter},
-    )
-    return out.x, float(out.fun)
+def _fibre_arrays(lay: dict) -> tuple:
+    """``dt, cnt, sum`` of a layout padded to a shape bucket: extra fibres and extra steps at
+    the end of a fibre have gap 0 and no messages, so they add nothing to the likelihood."""
+    F, L = lay["dt"].shape
+    Fb, Lb = _bucket(F, least=8), _bucket(L, least=8)
+    out = []
+    for k in ("dt", "cnt", "sum"):
+        a = np.pad(lay[k], ((0, Fb - F), (0, Lb - L)))
+        out.append(jnp.asarray(a))
+    return tuple(out)
 
 
 @dataclass
@@ -210,10 +209,10 @@ class FibreGP:
         hi = np.log([20 * span, 10 * v, 10 * v])
         theta0 = np.log([2 * gap, max(v - noise0, 0.1 * v), noise0])
         with precision("float64"):
-            args = tuple(jnp.asarray(lay[k]) for k in ("dt", "cnt", "sum"))
+            args = _fibre_arrays(lay)
             ss, n = float(np.sum(r**2)), float(len(r))
-            fun = lambda th: _fibre_nll_jit(th, self.kernel, *args, ss, n)  # noqa: E731
-            self.theta, self.nll = _lbfgs(fun, theta0, lo, hi, self.maxiter)
+            vg = lambda th: _fibre_vg(th, self.kernel, *args, ss, n)  # noqa: E731
+            self.theta, self.nll = _lbfgs(vg, theta0, lo, hi, self.maxiter)
         self.seconds = time.perf_counter() - t
         return self
 
@@ -243,202 +242,10 @@ class FibreGP:
         """Mean and variance of ``g`` at the rows of ``new`` (the training rows if None)."""
         lay = self._layout(new)
         with precision("float64"):
-            args = tuple(jnp.asarray(lay[k]) for k in ("dt", "cnt", "sum"))
-            mean, var = _fibre_post_jit(jnp.asarray(self.theta), self.kernel, *args)
+            mean, var = _fibre_post_jit(jnp.asarray(self.theta), self.kernel, *_fibre_arrays(lay))
         rows = slice(0, len(self._train)) if new is None else slice(len(self._train), None)
         f, p = lay["fibre"][rows], lay["pos"][rows]
         return np.asarray(mean)[f, p], np.maximum(np.asarray(var)[f, p], 0.0)
-
-
-# --------------------------------------------------------------------------------------------
-# nearest-neighbour GP (Vecchia likelihood, kriging from the m nearest rows)
-# --------------------------------------------------------------------------------------------
-
-
-def _kernel(a, b, ell, var):
-    """Product Matérn-3/2 kernel over the last axis."""
-    z = jnp.sqrt(3.0) * jnp.abs(a - b) / ell
-    return var * jnp.prod((1.0 + z) * jnp.exp(-z), axis=-1)
-
-
-def _conditional(xi, gi, xN, gN, rN, mask, ell, var, noise):
-    """Mean and variance of ``g(xi)`` given noisy residuals ``rN`` at the neighbours ``xN``."""
-    same = (gN[:, None] == gN[None, :]) & mask[:, None] & mask[None, :]
-    K = jnp.where(same, _kernel(xN[:, None, :], xN[None, :, :], ell, var), 0.0)
-    K = K + jnp.diag(jnp.where(mask, noise, 1.0))
-    k = jnp.where(mask & (gN == gi), _kernel(xi[None, :], xN, ell, var), 0.0)
-    Lc = jnp.linalg.cholesky(K)
-    a = jax.scipy.linalg.solve_triangular(Lc, k, lower=True)
-    b = jax.scipy.linalg.solve_triangular(Lc, jnp.where(mask, rN, 0.0), lower=True)
-    return a @ b, var - a @ a
-
-
-def _batched(theta, Xq, gq, X, g, r, nb):
-    D = X.shape[1]
-    ell, var, noise = jnp.exp(theta[:D]), jnp.exp(theta[D]), jnp.exp(theta[D + 1])
-    mask = nb >= 0
-    idx = jnp.maximum(nb, 0)
-    fn = jax.vmap(_conditional, in_axes=(0, 0, 0, 0, 0, 0, None, None, None))
-    return fn(Xq, gq, X[idx], g[idx], r[idx], mask, ell, var, noise), noise
-
-
-@jax.jit
-def _vecchia_nll(theta, X, g, r, nb):
-    (mu, v), noise = _batched(theta, X, g, X, g, r, nb)
-    s2 = v + noise
-    return 0.5 * jnp.sum(jnp.log(2 * jnp.pi * s2) + (r - mu) ** 2 / s2)
-
-
-@jax.jit
-def _krige(theta, Xq, gq, X, g, r, nb):
-    return _batched(theta, Xq, gq, X, g, r, nb)[0]
-
-
-def _scaled(X, g, ell, far=None):
-    """Rows in the lengthscale-scaled metric, categorical groups pushed ``far`` apart."""
-    Z = X / ell
-    if far is None:
-        far = 10.0 * (float(np.ptp(Z, axis=0).max()) if len(Z) and Z.size else 1.0) + 1.0
-    return np.column_stack([Z, g * far]), far
-
-
-def vecchia_neighbours(Z: np.ndarray, m: int) -> np.ndarray:
-    """Conditioning sets of a Vecchia approximation (rows in the order given).
-
-    Row ``i ≤ m`` conditions on all earlier rows (so ``m ≥ n − 1`` gives the exact
-    likelihood); a later row ``i ∈ [2^j s, 2^{j+1} s)`` on its ``m`` nearest among the first
-    ``2^j s`` rows (``s = m + 1``), a subset of its predecessors, so the approximation stays a
-    valid density. ``-1`` pads.
-    """
-    from scipy.spatial import cKDTree
-
-    n = len(Z)
-    nb = -np.ones((n, m), np.int64)
-    for i in range(1, min(n, m + 1)):
-        nb[i, :i] = np.arange(i)
-    start = m + 1
-    while start < n:
-        stop = min(n, 2 * start)
-        _, idx = cKDTree(Z[:start]).query(Z[start:stop], k=m)
-        nb[start:stop] = idx
-        start = stop
-    return nb
-
-
-@dataclass
-class NeighbourGP:
-    """Residual GP with a product Matérn-3/2 kernel, nearest-neighbour likelihood and kriging.
-
-    ``m`` neighbours for prediction, ``m_fit`` in the likelihood, ``rounds`` re-selections of
-    the neighbours as the lengthscales move; the hyperparameters are learned on a random
-    ``max_fit`` rows (None: all), then ``nll`` is the likelihood of all rows at them.
-    """
-
-    m: int = 16
-    m_fit: int = 8
-    rounds: int = 2
-    maxiter: int = 30
-    max_fit: int | None = 4000
-    seed: int = 0
-    theta: np.ndarray | None = None
-    nll: float = np.nan
-    seconds: float = np.nan
-    continuous: list[str] = field(default_factory=list)
-    categorical: list[str] = field(default_factory=list)
-
-    def _features(self, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        X = df[self.continuous].to_numpy(dtype=np.float64)
-        if self.categorical:
-            key = df[self.categorical].astype(str).agg("\x1f".join, axis=1).to_numpy()
-            g = np.array([self._groups.setdefault(k, len(self._groups)) for k in key])
-        else:
-            g = np.zeros(len(df), np.int64)
-        return X, g
-
-    def fit(
-        self,
-        df: pd.DataFrame,
-        coords: list[str],
-        r: np.ndarray,
-        noise0: float,
-        kinds: dict[str, str] | None = None,
-    ) -> NeighbourGP:
-        """``kinds``: ``{column: "continuous"|"categorical"}`` (default: numeric columns are
-        continuous)."""
-        t = time.perf_counter()
-        if kinds is None:
-            kinds = {
-                c: "continuous" if pd.api.types.is_numeric_dtype(df[c]) else "categorical"
-                for c in coords
-            }
-        self.continuous = [c for c in coords if kinds[c] == "continuous"]
-        self.categorical = [c for c in coords if kinds[c] != "continuous"]
-        self._groups = {}
-        X, g = self._features(df)
-        r = np.asarray(r, dtype=np.float64)
-        order = np.random.default_rng(self.seed).permutation(len(r))
-        sub = order[: self.max_fit] if self.max_fit else order
-        Xo, go, ro = X[sub], g[sub], r[sub]
-        D = X.shape[1]
-        span = np.ptp(X, axis=0)
-        span = np.where(span > 0, span, 1.0)
-        v = float(np.var(r)) or 1.0
-        theta = np.concatenate([np.log(0.05 * span), np.log([max(v - noise0, 0.1 * v), noise0])])
-        lo = np.concatenate([np.log(span * 1e-4), np.log([1e-6 * v, 1e-6 * v])])
-        hi = np.concatenate([np.log(span * 1e2), np.log([10 * v, 10 * v])])
-        with precision("float64"):
-            for _ in range(self.rounds):
-                nb = vecchia_neighbours(_scaled(Xo, go, np.exp(theta[:D]))[0], self.m_fit)
-                args = tuple(jnp.asarray(a) for a in (Xo, go, ro, nb))
-                theta, self.nll = _lbfgs(
-                    lambda th, a=args: _vecchia_nll(th, *a), theta, lo, hi, self.maxiter
-                )
-            if len(sub) < len(r):  # the likelihood of every row at the learned hyperparameters
-                Xa, ga, ra = X[order], g[order], r[order]
-                nb = vecchia_neighbours(_scaled(Xa, ga, np.exp(theta[:D]))[0], self.m_fit)
-                args = tuple(jnp.asarray(a) for a in (Xa, ga, ra, nb))
-                self.nll = float(_vecchia_nll(jnp.asarray(theta), *args))
-        self.theta = theta
-        self._restore(df, r)
-        self.seconds = time.perf_counter() - t
-        return self
-
-    def _restore(self, train: pd.DataFrame, r: np.ndarray) -> NeighbourGP:
-        """Set the training rows and residuals and build the neighbour search (fit and load;
-        ``theta``, ``continuous`` and ``categorical`` already set)."""
-        from scipy.spatial import cKDTree
-
-        self._groups = {}
-        self._train = train[self.continuous + self.categorical].reset_index(drop=True)
-        X, g = self._features(self._train)
-        self._X, self._g, self._r = X, g, np.asarray(r, dtype=np.float64)
-        Z, self._far = _scaled(X, g, np.exp(self.theta[: X.shape[1]]))
-        self._tree = cKDTree(Z)
-        return self
-
-    @property
-    def hyperparameters(self) -> dict:
-        D = len(self.continuous)
-        out = {
-            f"lengthscale[{c}]": float(np.exp(self.theta[k])) for k, c in enumerate(self.continuous)
-        }
-        out["variance"] = float(np.exp(self.theta[D]))
-        out["noise"] = float(np.exp(self.theta[D + 1]))
-        return out
-
-    def posterior(self, new: pd.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and variance of ``g`` at the rows of ``new`` (the training rows if None)."""
-        X, g = (self._X, self._g) if new is None else self._features(new)
-        D = X.shape[1]
-        Z, _ = _scaled(X, g, np.exp(self.theta[:D]), self._far)
-        _, nb = self._tree.query(Z, k=min(self.m, len(self._r)))
-        nb = np.asarray(nb).reshape(len(Z), -1)
-        with precision("float64"):
-            mean, var = _krige(
-                jnp.asarray(self.theta),
-                *(jnp.asarray(a) for a in (X, g, self._X, self._g, self._r, nb)),
-            )
-        return np.asarray(mean), np.maximum(np.asarray(var), 0.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -455,6 +262,14 @@ def encoded(result, df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({m.name: x for m, x in zip(result.modes, enc.x, strict=True)})
 
 
+def rms(r: np.ndarray) -> float:
+    """Root mean square of ``r``, without overflow or underflow (values of 1e±200 included)."""
+    big = float(np.max(np.abs(r))) if len(r) else 0.0
+    if big == 0.0 or not np.isfinite(big):
+        return big
+    return big * float(np.sqrt(np.mean((r / big) ** 2)))
+
+
 @dataclass
 class LocalFit:
     """A local residual process fitted on top of a FunBaT result (or none, if ``"auto"``
@@ -469,12 +284,19 @@ class LocalFit:
     mode : str or None
         The fibre mode (``kind == "fibre"``).
     process : FibreGP or NeighbourGP or None
+        Fitted to the residuals divided by ``scale`` (its own hyperparameters are in those
+        units; :attr:`hyperparameters` reports them in the value's units).
     gains : dict
         Every candidate's log-likelihood gain over iid noise, nats per training row.
     calibration : float
         ``c = σ²_FunBaT / mean(r²)`` (see the module docstring).
     asked : str
         The ``local=`` option it was fitted with.
+    scale : float
+        The residuals' root mean square at the fit (the process's unit).
+    rows : pandas.DataFrame or None
+        The training rows (coordinates and value), kept in memory for :meth:`FitResult.update`
+        and not saved; None for a loaded result.
     """
 
     base: object
@@ -485,10 +307,18 @@ class LocalFit:
     calibration: float
     seconds: float
     asked: str = "auto"
+    scale: float = 1.0
+    rows: pd.DataFrame | None = field(default=None, repr=False)
 
     @property
     def hyperparameters(self) -> dict:
-        return {} if self.process is None else self.process.hyperparameters
+        """The process's hyperparameters in the value's units (variances × ``scale²``)."""
+        if self.process is None:
+            return {}
+        out = dict(self.process.hyperparameters)
+        for k in ("variance", "noise"):
+            out[k] = float(out[k]) * self.scale**2
+        return out
 
     @property
     def label(self) -> str:
@@ -506,10 +336,11 @@ class LocalFit:
         if self.process is None:
             return pred
         g_mean, g_var = self.process.posterior(encoded(self.base, df))
-        noise = self.hyperparameters["noise"] * self.calibration
-        mean = pred["mean"].to_numpy() + g_mean
-        var_f = pred["sd_f"].to_numpy() ** 2 + g_var
-        sd_f, sd = np.sqrt(var_f), np.sqrt(var_f + noise)
+        s = self.scale
+        noise = self.process.hyperparameters["noise"] * self.calibration
+        mean = pred["mean"].to_numpy() + s * g_mean
+        var_f = (pred["sd_f"].to_numpy() / s) ** 2 + g_var  # in units of the scale
+        sd_f, sd = s * np.sqrt(var_f), s * np.sqrt(var_f + noise)
         check_finite_result("the prediction with the local process", mean, sd)
         z = stats.norm.ppf(0.5 + level / 2)
         return pd.DataFrame(
@@ -524,6 +355,16 @@ class LocalFit:
             },
             index=df.index,
         )
+
+
+def _residuals(result, df: pd.DataFrame) -> np.ndarray:
+    """``y − E[f]`` of the low-rank part at the rows of ``df``."""
+    y = df[result.value].to_numpy(dtype=np.float64)
+    return y - result.predict(df, local=False)["mean"].to_numpy()
+
+
+def _kept_rows(result, df: pd.DataFrame) -> pd.DataFrame:
+    return df[[*result.coords, result.value]].reset_index(drop=True)
 
 
 def fit_local(
@@ -561,10 +402,14 @@ def fit_local(
     """
     t = time.perf_counter()
     coords = list(result.coords)
-    y = df[result.value].to_numpy(dtype=np.float64)
-    r = y - result.predict(df, local=False)["mean"].to_numpy()
-    noise = float(result.noise_sd) ** 2
-    ms = float(np.mean(r**2))
+    r = _residuals(result, df)
+    scale = rms(r)
+    rows = _kept_rows(result, df)
+    if scale == 0.0:  # the low-rank part interpolates: nothing left to model
+        return LocalFit(result, None, None, None, {}, 1.0, 0.0, local, 1.0, rows)
+    rs = r / scale  # every process is fitted in units of the residuals' RMS (mean rs² = 1)
+    noise = (float(result.noise_sd) / scale) ** 2
+    ms = float(np.mean(rs**2))
     iid = 0.5 * np.log(2 * np.pi * ms) + 0.5
     continuous = [c for c in coords if result.coords[c] == "continuous"]
     X = encoded(result, df)
@@ -576,10 +421,11 @@ def fit_local(
             others = [c for c in coords if c != mode]
             n_fibres = len(X[others].drop_duplicates()) if others else 1
             if local != "auto" or len(X) / n_fibres >= min_per_fibre:
-                candidates[f"fibre:{mode}"] = FibreGP(mode, kernel=kernel).fit(X, coords, r, noise)
+                fibre = FibreGP(mode, kernel=kernel)
+                candidates[f"fibre:{mode}"] = fibre.fit(X, coords, rs, noise)
     if local in ("auto", "neighbours"):
         gp = NeighbourGP(m=neighbours)
-        candidates["neighbours"] = gp.fit(X, coords, r, noise, kinds=result.coords)
+        candidates["neighbours"] = gp.fit(X, coords, rs, noise, kinds=result.coords)
     if not candidates:
         raise ValueError(f"local={local!r}: no candidate process for these data")
     gains = {k: float(iid - p.nll / len(r)) for k, p in candidates.items()}
@@ -587,11 +433,35 @@ def fit_local(
     best = max(gains, key=lambda k: gains[k] if np.isfinite(gains[k]) else -np.inf)
     n_par = len(candidates[best].theta)
     threshold = min_gain if min_gain is not None else 0.5 * n_par * np.log(len(r)) / len(r)
-    keep = local != "auto" or gains[best] >= threshold
+    keep = np.isfinite(gains[best]) and (local != "auto" or gains[best] >= threshold)
     process = candidates[best] if keep else None
     kind = None if process is None else best.split(":")[0]
     mode = best.split(":", 1)[1] if kind == "fibre" else None
     calibration = max(noise / ms, 1.0)
-    return LocalFit(
-        result, kind, mode, process, gains, calibration, time.perf_counter() - t, asked=local
-    )
+    seconds = time.perf_counter() - t
+    return LocalFit(result, kind, mode, process, gains, calibration, seconds, local, scale, rows)
+
+
+def update_local(loc: LocalFit, result, df: pd.DataFrame, scope: str) -> LocalFit:
+    """The local process of ``result`` (``FitResult.update`` of ``loc.base`` with the rows
+    ``df``) on the combined rows.
+
+    ``scope="new"``: the kept process (or none), its hyperparameters, scale and calibration
+    held; its posterior conditions on every row's residual under the updated low-rank part.
+    ``scope="all"``: the local stage fitted again on all rows (as ``fit_local``).
+    """
+    import copy
+
+    if loc.rows is None:
+        raise ValueError("update needs the local process's training rows, not saved with it")
+    rows = pd.concat([loc.rows, _kept_rows(result, df)], ignore_index=True)
+    if scope == "all":
+        return fit_local(result, rows, loc.asked)
+    out = copy.copy(loc)
+    out.base, out.rows = result, rows
+    if loc.process is not None:
+        process = copy.copy(loc.process)
+        columns = list(loc.process._train.columns)
+        process._restore(encoded(result, rows)[columns], _residuals(result, rows) / loc.scale)
+        out.process = process
+    return out

@@ -1,7 +1,9 @@
 """Saving and loading a FunBaT result's local residual process (:mod:`.local`).
 
-The header holds ``{"asked", "kind", "mode", "gains", "calibration", "seconds", "process"}``
-(``process``: the process's settings, or null when ``local="auto"`` kept none); the arrays
+The header holds ``{"asked", "kind", "mode", "gains", "calibration", "seconds", "scale",
+"process"}`` (``process``: the process's settings, or null when ``local="auto"`` kept none;
+``scale``: the unit the process was fitted in, 1 when absent, as in files written before it
+existed); the arrays
 ``local/train`` (the training rows' coordinates as the fit encodes them, one column per entry
 of ``process.columns``), ``local/r`` (their residuals) and ``local/theta`` (the learned log
 hyperparameters). A process is rebuilt from these exactly as its fit left it, so a loaded
@@ -30,6 +32,8 @@ _FIELDS = {
     "seconds": float,
     "process": dict | None,
 }
+#: Header fields that older files may lack, and their values then.
+_OPTIONAL = {"scale": (float, 1.0)}
 _FIBRE = {"columns": list[str], "kernel": str, "maxiter": int, "nll": float}
 _NEIGHBOURS = {
     "columns": list[str],
@@ -47,7 +51,7 @@ _NEIGHBOURS = {
 
 def local_record(loc: LocalFit) -> tuple[dict, dict[str, np.ndarray]]:
     """The header field and the arrays (``local/...``) of ``loc``."""
-    header = {k: getattr(loc, k) for k in _FIELDS if k != "process"}
+    header = {k: getattr(loc, k) for k in (*_FIELDS, *_OPTIONAL) if k != "process"}
     header["gains"] = {k: float(v) for k, v in loc.gains.items()}
     p = loc.process
     if p is None:
@@ -79,8 +83,12 @@ def local_layout(raw) -> dict[str, io.Expect]:
 def local_from_record(result, raw, arrays: dict[str, np.ndarray]) -> LocalFit:
     """The :class:`LocalFit` of a loaded ``result`` from its saved header field and arrays
     (already checked against :func:`local_layout`)."""
-    io.check_fields(raw, _FIELDS, "local")
+    io.check_fields(raw, (*_FIELDS, *_OPTIONAL), "local")
     h = {k: io.field(raw, k, tp, "local") for k, tp in _FIELDS.items()}
+    for k, (tp, default) in _OPTIONAL.items():
+        h[k] = io.field(raw, k, tp, "local") if k in raw else default
+    if not np.isfinite(h["scale"]) or h["scale"] <= 0:
+        raise ValueError("saved field local.scale must be a finite number > 0")
     check_local_option(h["asked"])
     names = {m.name: m.kind for m in result.modes}
     if not np.isfinite(h["calibration"]) or h["calibration"] < 1:
@@ -89,7 +97,15 @@ def local_from_record(result, raw, arrays: dict[str, np.ndarray]) -> LocalFit:
         if h["kind"] is not None:
             raise ValueError("saved field local.kind must be null when no process was kept")
         return LocalFit(
-            result, None, None, None, h["gains"], h["calibration"], h["seconds"], h["asked"]
+            result,
+            None,
+            None,
+            None,
+            h["gains"],
+            h["calibration"],
+            h["seconds"],
+            h["asked"],
+            h["scale"],
         )
     fields = {"fibre": _FIBRE, "neighbours": _NEIGHBOURS}.get(h["kind"])
     if fields is None:
@@ -129,4 +145,5 @@ def local_from_record(result, raw, arrays: dict[str, np.ndarray]) -> LocalFit:
         h["calibration"],
         h["seconds"],
         h["asked"],
+        h["scale"],
     )

@@ -106,6 +106,21 @@ class Stopping:
 
 #: What ``local=`` of :func:`bayestensor.fit` takes (besides ``"fibre:<column>"``).
 LOCAL_CHOICES = (None, "auto", "fibre", "neighbours")
+#: ``local="auto"`` (the default) is skipped above this many rows: its neighbour GP and its
+#: fibre layouts hold every training row in memory (fit ``local=None``, or ask for a process).
+LOCAL_AUTO_MAX_ROWS = 200_000
+
+
+def auto_local(local, kinds: Mapping[str, str], n_rows: int, multiprocess: bool = False):
+    """``local`` as the fit uses it: ``"auto"`` (the default) becomes None where it does not
+    apply — no continuous coordinate, several JAX processes, or more than
+    :data:`LOCAL_AUTO_MAX_ROWS` rows; any other value is returned as given."""
+    if local != "auto":
+        return local
+    continuous = any(k == "continuous" for k in kinds.values())
+    if not continuous or multiprocess or n_rows > LOCAL_AUTO_MAX_ROWS:
+        return None
+    return local
 
 
 def check_local_option(local, kinds: Mapping[str, str] | None = None):

@@ -113,14 +113,14 @@ def update(result, df: pd.DataFrame, sweeps: int | None = None, scope: str = "ne
         coordinate or value column, a column of the wrong type (non-numeric value or continuous
         coordinate, times of another kind) or with NaN/inf values; or a model without its
         training rows (loaded from a file); in a multi-process run (``jax.process_count() > 1``).
-    NotImplementedError
-        For a fit with a local residual process (``bt.fit(..., local=...)``): not supported yet.
+
+    Notes
+    -----
+    A fit with a local residual process (``bt.fit(..., local=...)``) keeps one: with
+    ``scope="new"`` the process and its hyperparameters are held and its posterior conditions
+    on every row's residual under the updated low-rank part; with ``scope="all"`` the local
+    stage is fitted again on all rows (:func:`.funbat.local.update_local`).
     """
-    if getattr(result, "local", None) is not None:
-        raise NotImplementedError(
-            "update() does not support a fit with a local residual process (local=) yet; "
-            "refit all rows with bt.fit(..., local=...)"
-        )
     single_process_only("FitResult.update")
     sweeps = DEFAULT_SWEEPS if sweeps is None else check_int("sweeps", sweeps)
     if scope not in SCOPES:
@@ -134,7 +134,13 @@ def update(result, df: pd.DataFrame, sweeps: int | None = None, scope: str = "ne
         )
     modes, index_new, y_new = _encode_rows(df, tuple(est.modes_), result.value)
     with precision(est.dtype):
-        return _update(result, train, modes, index_new, y_new, sweeps, scope)
+        out = _update(result, train, modes, index_new, y_new, sweeps, scope)
+    local = getattr(result, "local", None)
+    if local is not None:
+        from bayestensor.models.funbat.local import update_local
+
+        out.local = update_local(local, out, df, scope)
+    return out
 
 
 def _encode_rows(df: pd.DataFrame, modes: tuple[Mode, ...], value: str):
