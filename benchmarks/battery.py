@@ -131,7 +131,8 @@ def run_funbat(train, test, coords, value, **options):
     pred = res.predict(test)
     metrics = heldout_metrics(test[value], pred["mean"], pred["sd"])
     kernels = res.kernel if isinstance(res.kernel, str) else ",".join(res.kernels.values())
-    return metrics, seconds, f"R={'x'.join(str(r) for r in res.ranks)} {kernels}"
+    local = "" if res.local is None else f" local={res.local.label}"
+    return metrics, seconds, f"R={'x'.join(str(r) for r in res.ranks)} {kernels}{local}"
 
 
 def main(args: list[str] | None = None) -> pd.DataFrame:

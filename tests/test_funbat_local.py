@@ -178,6 +178,7 @@ def test_auto_keeps_no_local_process_when_none_is_needed():
     assert res.local is not None and res.local.kind is None and res.local.asked == "auto"
     assert res.local.gains and max(res.local.gains.values()) < 0.05
     assert res.predict(test).equals(res.predict(test, local=False))
+    assert "no local process kept" in res.title()
 
 
 def test_bucket_pads_little_and_shares_shapes():

@@ -173,7 +173,7 @@ def _fibre_arrays(lay: dict) -> tuple:
     """``dt, cnt, sum`` of a layout padded to a shape bucket: extra fibres and extra steps at
     the end of a fibre have gap 0 and no messages, so they add nothing to the likelihood."""
     F, L = lay["dt"].shape
-    Fb, Lb = _bucket(F, least=8), _bucket(L, least=8)
+    Fb, Lb = _bucket(F), _bucket(L)
     out = []
     for k in ("dt", "cnt", "sum"):
         a = np.pad(lay[k], ((0, Fb - F), (0, Lb - L)))

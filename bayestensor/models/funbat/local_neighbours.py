@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from jax import lax
 
 from bayestensor.driver import precision
 
@@ -66,15 +67,34 @@ def _kernel(a, b, ell, var):
     return var * jnp.prod((1.0 + z) * jnp.exp(-z), axis=-1)
 
 
+def _lower_solve(K, B):
+    """``L⁻¹ B`` for ``K = L Lᵀ`` (``K``: m × m positive definite, ``B``: m × p) in plain array
+    operations: no LAPACK custom call, whose batched form can deadlock XLA's CPU thread pool
+    when two run at once (see :mod:`bayestensor._xla`). For the small ``m`` of a neighbour set
+    (8–16) this costs about what the LAPACK call does."""
+    m = K.shape[0]
+    idx = jnp.arange(m)
+
+    def column(j, L):  # left-looking Cholesky: column j from the columns before it
+        v = K[:, j] - L @ jnp.where(idx < j, L[j], 0.0)
+        return L.at[:, j].set(jnp.where(idx >= j, v / jnp.sqrt(v[j]), 0.0))
+
+    L = lax.fori_loop(0, m, column, jnp.zeros_like(K))
+
+    def row(i, X):  # forward substitution
+        return X.at[i].set((B[i] - jnp.where(idx < i, L[i], 0.0) @ X) / L[i, i])
+
+    return lax.fori_loop(0, m, row, jnp.zeros_like(B))
+
+
 def _conditional(xi, gi, xN, gN, rN, mask, ell, var, noise):
     """Mean and variance of ``g(xi)`` given noisy residuals ``rN`` at the neighbours ``xN``."""
     same = (gN[:, None] == gN[None, :]) & mask[:, None] & mask[None, :]
     K = jnp.where(same, _kernel(xN[:, None, :], xN[None, :, :], ell, var), 0.0)
     K = K + jnp.diag(jnp.where(mask, noise, 1.0))
     k = jnp.where(mask & (gN == gi), _kernel(xi[None, :], xN, ell, var), 0.0)
-    Lc = jnp.linalg.cholesky(K)
-    a = jax.scipy.linalg.solve_triangular(Lc, k, lower=True)
-    b = jax.scipy.linalg.solve_triangular(Lc, jnp.where(mask, rN, 0.0), lower=True)
+    ab = _lower_solve(K, jnp.stack([k, jnp.where(mask, rN, 0.0)], axis=1))
+    a, b = ab[:, 0], ab[:, 1]
     return a @ b, var - a @ a
 
 

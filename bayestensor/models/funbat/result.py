@@ -349,7 +349,14 @@ class FitResult(Result):
             f"FunBaT-{self.model} fit of {self.value!r}{missing} ({kernel}; {ranks}): "
             f"{len(est.history_)} sweeps, {state}; training RMSE "
             f"{est.history_[-1]['rmse']:.4g}, noise sd {self.noise_sd:.4g}"
-        ) + ("" if self.local is None else f"; local process {self.local.label}")
+        ) + self._local_title()
+
+    def _local_title(self) -> str:
+        if self.local is None:
+            return ""
+        if self.local.process is None:
+            return "; no local process kept (none beat iid noise)"
+        return f"; local process {self.local.label}"
 
     def summary(self) -> pd.DataFrame:
         """One row per mode: kind, unique values, rank (with ``rank="auto"`` also the upper
