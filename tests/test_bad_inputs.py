@@ -171,12 +171,15 @@ def test_cli_out_folder_is_refused_before_fitting(tmp_path, capsys):
 
 
 def test_compiled_variants_stay_bounded_over_differently_sized_fits():
-    from bayestensor.models.funbat import estimator
+    from bayestensor.models.funbat import estimator, local, local_neighbours
 
     for i in range(MAX_COMPILED + 3):
         _fit(_frame(m=10 + i), max_sweeps=1, learn_hyper=False)
         for f in (estimator._sweep_jit, estimator._initial_state_jit):
             assert f._cache_size() <= MAX_COMPILED + 1
+        # the local residual stage (on by default): shape buckets, one program per kind
+        for f in (local._fibre_vg, local_neighbours._vecchia_vg, local_neighbours._vecchia_nll):
+            assert f._cache_size() <= 2
 
 
 # --------------------------------------------------------------------------- bounded fuzz

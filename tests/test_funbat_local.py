@@ -106,7 +106,7 @@ def _product_kernel(X1, g1, X2, g2, ell, var):
 
 def test_neighbour_gp_is_exact_with_all_neighbours():
     rng = np.random.default_rng(1)
-    n = 40
+    n = 20
     df = pd.DataFrame(
         {"x": rng.uniform(0, 3, n), "y": rng.uniform(-1, 1, n), "kind": rng.choice(["p", "q"], n)}
     )
@@ -120,7 +120,7 @@ def test_neighbour_gp_is_exact_with_all_neighbours():
     K = _product_kernel(X, g, X, g, np.exp(theta[:2]), np.exp(theta[2]))
     assert nll == pytest.approx(_dense_nll(K, r, np.exp(theta[3])), rel=1e-10)
 
-    fit = NeighbourGP(m=n, m_fit=n - 1, rounds=1, maxiter=50).fit(df, ["x", "y", "kind"], r, 0.1)
+    fit = NeighbourGP(m=n, m_fit=n - 1, rounds=1, maxiter=40).fit(df, ["x", "y", "kind"], r, 0.1)
     ell, var, noise = np.exp(fit.theta[:2]), np.exp(fit.theta[2]), np.exp(fit.theta[3])
 
     def dense(th):

@@ -13,6 +13,7 @@ import textwrap
 
 import numpy as np
 import pandas as pd
+import pytest
 from conftest import TOL
 
 import bayestensor as bt
@@ -46,6 +47,7 @@ def _data():
     return df.iloc[:300], df.iloc[300:], f[300:]
 
 
+@pytest.mark.x64  # its child process runs with x64 off whatever the pass: run it once
 def test_float32_fit_matches_float64(tmp_path):
     tr, te, f_true = _data()
     tr.to_csv(tmp_path / "tr.csv", index=False, float_format="%.17g")
