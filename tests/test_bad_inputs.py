@@ -174,7 +174,9 @@ def test_compiled_variants_stay_bounded_over_differently_sized_fits():
     from bayestensor.models.funbat import estimator, local, local_neighbours
 
     for i in range(MAX_COMPILED + 3):
-        _fit(_frame(m=10 + i), max_sweeps=1, learn_hyper=False)
+        # a local process asked for by name (local="auto" skips fits this small)
+        kind = "fibre" if i % 2 else "neighbours"
+        _fit(_frame(m=10 + i), max_sweeps=1, learn_hyper=False, local=kind)
         for f in (estimator._sweep_jit, estimator._initial_state_jit):
             assert f._cache_size() <= MAX_COMPILED + 1
         # the local residual stage (on by default): shape buckets, one program per kind

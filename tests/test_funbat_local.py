@@ -18,7 +18,7 @@ from bayestensor.models.funbat.local import (
     vecchia_neighbours,
 )
 from bayestensor.models.funbat.local_neighbours import _bucket, _vecchia_nll
-from bayestensor.models.funbat.options import LOCAL_AUTO_MAX_ROWS, auto_local
+from bayestensor.models.funbat.options import LOCAL_AUTO_MAX_ROWS, LOCAL_AUTO_MIN_ROWS, auto_local
 
 pytestmark = pytest.mark.x64
 
@@ -327,11 +327,13 @@ def test_auto_local_is_skipped_where_unsupported():
     import bayestensor as bt
 
     kinds = {"t": "continuous", "kind": "categorical"}
-    assert auto_local("auto", kinds, 100) == "auto"
-    assert auto_local("auto", {"kind": "categorical"}, 100) is None
-    assert auto_local("auto", kinds, 100, multiprocess=True) is None
+    assert auto_local("auto", kinds, LOCAL_AUTO_MIN_ROWS) == "auto"
+    assert auto_local("auto", {"kind": "categorical"}, 1000) is None
+    assert auto_local("auto", kinds, 1000, multiprocess=True) is None
     assert auto_local("auto", kinds, LOCAL_AUTO_MAX_ROWS + 1) is None
+    assert auto_local("auto", kinds, LOCAL_AUTO_MIN_ROWS - 1) is None
     assert auto_local("fibre", kinds, LOCAL_AUTO_MAX_ROWS + 1) == "fibre"
+    assert auto_local("neighbours", kinds, 10) == "neighbours"
     df = pd.DataFrame({"t": [0.0, 1.0, 2.0, 3.0], "kind": list("abab"), "y": [1.0, 2, 3, 4]})
     cats = {"t": "categorical", "kind": "categorical"}
     assert bt.fit(df, coords=cats, value="y", rank=1, progress=False).local is None

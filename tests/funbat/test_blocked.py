@@ -19,6 +19,10 @@ from bayestensor.models.funbat import estimator as est_module
 from bayestensor.models.funbat.blocked import fit_parts
 from bayestensor.ssm import gaps
 
+# FunBaT computes in float64 whatever JAX's flag says: the float32 pass would repeat these
+# fits (nox -s tests_f32 still runs them with x64 off)
+pytestmark = pytest.mark.x64
+
 COORDS = ["t", "s", "g"]
 
 

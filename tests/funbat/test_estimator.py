@@ -19,6 +19,10 @@ from bayestensor.models.funbat import (
 )
 from bayestensor.ssm import gaps
 
+# FunBaT computes in float64 whatever JAX's flag says: the float32 pass would repeat these
+# fits (nox -s tests_f32 still runs them with x64 off)
+pytestmark = pytest.mark.x64
+
 # tolerances live in conftest.TOL (one place for the whole suite)
 NOISELESS_RMSE = TOL["noiseless_rmse"]
 NOISY_RMSE_FACTOR = TOL["noisy_rmse_factor"]

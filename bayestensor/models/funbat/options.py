@@ -111,14 +111,21 @@ LOCAL_CHOICES = (None, "auto", "fibre", "neighbours")
 LOCAL_AUTO_MAX_ROWS = 200_000
 
 
+#: ... and below this many: too few residuals to learn a process's hyperparameters (3–5 of
+#: them) reliably on top of a low-rank fit (ask for a process by name to fit one anyway).
+LOCAL_AUTO_MIN_ROWS = 200
+
+
 def auto_local(local, kinds: Mapping[str, str], n_rows: int, multiprocess: bool = False):
     """``local`` as the fit uses it: ``"auto"`` (the default) becomes None where it does not
-    apply — no continuous coordinate, several JAX processes, or more than
-    :data:`LOCAL_AUTO_MAX_ROWS` rows; any other value is returned as given."""
+    apply — no continuous coordinate, several JAX processes, fewer than
+    :data:`LOCAL_AUTO_MIN_ROWS` or more than :data:`LOCAL_AUTO_MAX_ROWS` rows; any other value
+    is returned as given."""
     if local != "auto":
         return local
     continuous = any(k == "continuous" for k in kinds.values())
-    if not continuous or multiprocess or n_rows > LOCAL_AUTO_MAX_ROWS:
+    sized = LOCAL_AUTO_MIN_ROWS <= n_rows <= LOCAL_AUTO_MAX_ROWS
+    if not continuous or multiprocess or not sized:
         return None
     return local
 
