@@ -1,5 +1,7 @@
 """The local residual process (bayestensor.models.funbat.local) against dense GPs by Cholesky."""
 
+import copy
+
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -12,13 +14,14 @@ from bayestensor.kernels import matern_cov
 from bayestensor.models.funbat.local import (
     FibreGP,
     NeighbourGP,
-    _fibre_nll_jit,
+    _fibre_vg,
     fit_local,
     rms,
     vecchia_neighbours,
 )
-from bayestensor.models.funbat.local_neighbours import _bucket, _vecchia_nll
+from bayestensor.models.funbat.local_neighbours import _vecchia_nll
 from bayestensor.models.funbat.options import LOCAL_AUTO_MAX_ROWS, LOCAL_AUTO_MIN_ROWS, auto_local
+from bayestensor.models.funbat.stream import bucket
 
 pytestmark = pytest.mark.x64
 
@@ -66,7 +69,7 @@ def test_fibre_gp_matches_dense_gp():
     for theta in (fit.theta, np.log([0.7, 1.3, 0.2])):
         e, v, s2 = np.exp(theta)
         with precision("float64"):
-            nll = float(_fibre_nll_jit(jnp.asarray(theta), "matern32", *args, float(r @ r), len(r)))
+            nll = float(_fibre_vg(jnp.asarray(theta), "matern32", *args, float(r @ r), len(r))[0])
         assert nll == pytest.approx(_dense_nll(_fibre_kernel(df, df, e, v), r, s2), rel=1e-10)
     # the fitted hyperparameters maximise the dense marginal likelihood
 
@@ -183,7 +186,7 @@ def test_auto_keeps_no_local_process_when_none_is_needed():
 
 def test_bucket_pads_little_and_shares_shapes():
     sizes = np.arange(1, 5000)
-    b = np.array([_bucket(int(k)) for k in sizes])
+    b = np.array([bucket(int(k), 64) for k in sizes])
     assert np.all(b >= sizes) and np.all(b[sizes > 64] <= 1.125 * sizes[sizes > 64])
     assert np.all(b[sizes <= 64] == 64) and len(np.unique(b)) < 60
 
@@ -239,6 +242,22 @@ def _fibre_dense_mean(train, new, ell, var, noise, r):
         return np.asarray(k) * same
 
     return _dense_krige(kern(train, train), kern(new, train), np.full(len(new), var), r, noise)[0]
+
+
+@pytest.mark.parametrize("factor", [1e-200, 1e200])
+def test_local_process_fits_far_from_unit_scale_as_well(planted_fits, factor):
+    """The process is fitted in units of the residuals' RMS: values × 1e±200 give the same
+    fit, scaled (no overflow or underflow)."""
+    import bayestensor as bt
+
+    train, test, plain, _ = planted_fits
+    moved = bt.fit(train.assign(y=train["y"] * factor), local=None, **FIT)
+    moved.local = fit_local(moved, train.assign(y=train["y"] * factor), "fibre:time")
+    ref = copy.copy(plain)
+    ref.local = fit_local(plain, train, "fibre:time")
+    got, want = moved.predict(test), ref.predict(test)
+    for col in ("mean", "sd", "sd_f"):
+        np.testing.assert_allclose(got[col] / factor, want[col], rtol=TOL["rescaled_fit_vs_unit"])
 
 
 def test_update_keeps_the_local_process_on_all_rows(planted_fits):

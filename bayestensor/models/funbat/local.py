@@ -57,11 +57,12 @@ from bayestensor.checks import check_finite_result
 from bayestensor.driver import precision
 from bayestensor.kernels import kernel_sde
 from bayestensor.models.funbat.local_neighbours import (
+    MIN_BUCKET,
     NeighbourGP,
-    _bucket,
     _lbfgs,
     vecchia_neighbours,
 )
+from bayestensor.models.funbat.stream import bucket
 
 __all__ = [
     "FibreGP",
@@ -164,7 +165,6 @@ def _fibre_post(theta, kernel, dt, cnt, tot):
     return jax.vmap(lambda a, b, c: _fibre_pass(theta, kernel, a, b, c, True))(dt, cnt, tot)
 
 
-_fibre_nll_jit = jax.jit(_fibre_nll, static_argnums=1)
 _fibre_vg = jax.jit(jax.value_and_grad(_fibre_nll), static_argnums=1)
 _fibre_post_jit = jax.jit(_fibre_post, static_argnums=1)
 
@@ -173,7 +173,7 @@ def _fibre_arrays(lay: dict) -> tuple:
     """``dt, cnt, sum`` of a layout padded to a shape bucket: extra fibres and extra steps at
     the end of a fibre have gap 0 and no messages, so they add nothing to the likelihood."""
     F, L = lay["dt"].shape
-    Fb, Lb = _bucket(F), _bucket(L)
+    Fb, Lb = bucket(F, MIN_BUCKET), bucket(L, MIN_BUCKET)
     out = []
     for k in ("dt", "cnt", "sum"):
         a = np.pad(lay[k], ((0, Fb - F), (0, Lb - L)))

@@ -20,17 +20,12 @@ import pandas as pd
 from jax import lax
 
 from bayestensor.driver import precision
+from bayestensor.models.funbat.stream import bucket
+
+#: The smallest shape bucket of the local processes' arrays (rows, fibres, steps).
+MIN_BUCKET = 64
 
 __all__ = ["NeighbourGP", "vecchia_neighbours"]
-
-
-def _bucket(k: int, least: int = 64) -> int:
-    """``k`` rounded up to a shape bucket: at least ``least``, then eight steps per doubling
-    (at most 12.5 % padding), so that nearby sizes share one compiled program."""
-    if k <= least:
-        return least
-    step = max(2 ** (k.bit_length() - 4), 1)  # 2^j / 8 for 2^j <= k < 2^(j+1)
-    return -(-k // step) * step
 
 
 def _pad(a: np.ndarray, n: int, value=0) -> np.ndarray:
@@ -126,7 +121,7 @@ def _krige(theta, Xq, gq, X, g, r, nb):
 
 def _padded(X, g, r, nb):
     """The likelihood's arrays padded to a shape bucket (pad rows: no neighbours, weight 0)."""
-    n = _bucket(len(r), least=512)
+    n = bucket(len(r), 512)
     w = _pad(np.ones(len(r)), n)
     return tuple(jnp.asarray(a) for a in (_pad(X, n), _pad(g, n), _pad(r, n), _pad(nb, n, -1), w))
 
@@ -269,7 +264,7 @@ class NeighbourGP:
         Z, _ = _scaled(X, g, np.exp(self.theta[:D]), self._far)
         _, nb = self._tree.query(Z, k=min(self.m, len(self._r)))
         nb = np.asarray(nb).reshape(len(Z), -1)
-        q, n = _bucket(len(Z)), _bucket(len(self._r))
+        q, n = bucket(len(Z), MIN_BUCKET), bucket(len(self._r), MIN_BUCKET)
         with precision("float64"):
             mean, var = _krige(
                 jnp.asarray(self.theta),

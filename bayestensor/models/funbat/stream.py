@@ -46,11 +46,12 @@ MIN_COORDS, MIN_ROWS = 16, 128
 
 
 def bucket(n: int, minimum: int) -> int:
-    """``n`` rounded up to a multiple of ``2^(⌈log₂ n⌉ − 3)`` (at most 12.5 % more), at least
-    ``minimum``: few distinct sizes as ``n`` grows by small steps."""
+    """``n`` rounded up to a multiple of ``2^(⌊log₂ n⌋ − 3)`` (at most 12.5 % more), at least
+    ``minimum``: eight sizes per doubling, so few distinct shapes as ``n`` grows by small steps
+    (and compiled programs are shared)."""
     if n <= minimum:
         return minimum
-    step = 2 ** max(int(np.ceil(np.log2(n))) - 3, 0)
+    step = 2 ** max(n.bit_length() - 4, 0)  # 2^j / 8 for 2^j <= n < 2^(j+1)
     return -(-n // step) * step
 
 
