@@ -204,7 +204,7 @@ def test_core_update_prior_precision_against_dense_solve():
     seconds = [m[:, :, None] * m[:, None, :] + 0.1 * jnp.eye(m.shape[1]) for m in means]
     y, tau = jnp.asarray(rng.normal(size=n)), 1.7
     prior = jnp.asarray(rng.uniform(0.5, 5.0, ranks))
-    core = core_update(y, tau, means, seconds, None, None, prior)
+    core = core_update(y, tau, means, seconds, None, prior)
     G = sum(np.kron(np.asarray(seconds[0][i]), np.asarray(seconds[1][i])) for i in range(n))
     h = sum(
         float(y[i]) * np.kron(np.asarray(means[0][i]), np.asarray(means[1][i])) for i in range(n)

@@ -229,8 +229,7 @@ def _block_core(factors, index, y, mask, cfg):
     means, seconds = gather(tuple(factors), index)
     seconds = list(seconds[:-1]) + [seconds[-1] * mask[:, None, None]]
     if cfg.model == "tucker":
-        group = grouping(tuple(factors), index)
-        return core_sums(y, means, seconds, cfg.chunk, group)
+        return core_sums(y, means, seconds, cfg.chunk)
     return weight_sums(y, means, seconds)
 
 

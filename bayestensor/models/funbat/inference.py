@@ -246,7 +246,7 @@ def sweep(
     core, ard = state.core, state.ard
     prior = None if ard is None else prior_precision(cfg, ard)
     if cfg.model == "tucker":
-        core = core_update(y, tau, means, _masked(seconds, mask), cfg.chunk, group, prior)
+        core = core_update(y, tau, means, _masked(seconds, mask), cfg.chunk, prior)
     elif core is not None:  # CP weights (ARD)
         core = weight_update(y, tau, means, _masked(seconds, mask), prior)
     if ard is not None:
@@ -469,8 +469,7 @@ def initial_state(
     )
     if init_means is not None and cfg.model == "tucker":
         means, seconds = gather(state.factors, index)
-        group = grouping(state.factors, index)
-        core = core_update(y, state.noise.mean, means, _masked(seconds, mask), cfg.chunk, group)
+        core = core_update(y, state.noise.mean, means, _masked(seconds, mask), cfg.chunk)
         state = state._replace(core=core)
     return state
 

@@ -170,7 +170,7 @@ class NeighbourGP:
     m_fit: int = 8
     rounds: int = 2
     maxiter: int = 30
-    max_fit: int | None = 4000
+    max_fit: int | None = 2048
     seed: int = 0
     theta: np.ndarray | None = None
     nll: float = np.nan
@@ -181,8 +181,9 @@ class NeighbourGP:
     def _features(self, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         X = df[self.continuous].to_numpy(dtype=np.float64)
         if self.categorical:
-            key = df[self.categorical].astype(str).agg("\x1f".join, axis=1).to_numpy()
-            g = np.array([self._groups.setdefault(k, len(self._groups)) for k in key])
+            # one tuple of labels per row (a row-wise pandas apply took 4 s on 21k rows)
+            keys = zip(*(df[c].astype(str).to_numpy() for c in self.categorical), strict=True)
+            g = np.array([self._groups.setdefault(k, len(self._groups)) for k in keys], np.int64)
         else:
             g = np.zeros(len(df), np.int64)
         return X, g

@@ -55,7 +55,13 @@ def _sum_obs(fn, arrays: list, chunk: int | None):
     if chunk is None or arrays[0].shape[0] <= chunk:
         return fn(*arrays)
     blocks, _ = _blocks(arrays, chunk)
-    return jax.tree.map(lambda o: o.sum(0), jax.lax.map(lambda b: fn(*b), blocks))
+    shapes = jax.eval_shape(fn, *[b[0] for b in blocks])
+    zero = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
+
+    def _add(total, block):  # accumulated block by block: one sum in memory, not every block's
+        return jax.tree.map(jnp.add, total, fn(*block)), None
+
+    return jax.lax.scan(_add, zero, blocks)[0]
 
 
 def second_moment(mean: Float[Array, "n R"], cov: Float[Array, "n R R"]) -> Float[Array, "n R R"]:
@@ -123,22 +129,6 @@ def grouped_second(
         return jnp.einsum(spec, table[idx], *Ms)
 
     return _map_obs(_per_obs, [group.index[:, j0]] + [seconds[m] for m in rest], chunk)
-
-
-def grouped_gram(group: Grouping, seconds: list, chunk: int | None) -> Array:
-    """``Σ_n ⊗_k M^k_n`` as a ``2K``-way tensor, summing the other modes' outer products per
-    unique coordinate of mode 0 before applying mode 0's second moments."""
-    K = len(seconds)
-    r, s = einsum_letters(K)
-    N0 = group.rows[0].shape[0]
-    rest_axes = "".join(r[1:]) + "".join(s[1:])
-    outer = ",".join(f"n{r[m]}{s[m]}" for m in range(1, K)) + f"->n{rest_axes}"
-
-    def _per_block(idx, *Ms):
-        return jax.ops.segment_sum(jnp.einsum(outer, *Ms), idx, num_segments=N0)
-
-    sums = _sum_obs(_per_block, [group.index[:, 0]] + list(seconds[1:]), chunk)
-    return jnp.einsum(f"i{r[0]}{s[0]},i{rest_axes}->{r}{s}", group.rows[0], sums)
 
 
 def expected_contraction(
@@ -291,7 +281,6 @@ def core_update(
     means: list[Float[Array, "n _"]],
     seconds: list[Float[Array, "n _ _"]],
     chunk: int | None = OBS_CHUNK,
-    group: Grouping | None = None,
     prior_prec: Float[Array, " P"] | None = None,
 ) -> CorePosterior:
     """Closed-form Gaussian ``q(vec W)`` given the factor posteriors and ``E[τ]``.
@@ -317,8 +306,6 @@ def core_update(
         observation.
     chunk : int or None
         Accumulate the sums over blocks of this many observations (``None``: all at once).
-    group : Grouping, optional
-        Sum the Gram tensor per unique coordinate of mode 0 first (see :class:`Grouping`).
     prior_prec : Float[Array, "P"], optional
         Prior precision of each entry of ``vec W`` (default: ones).
 
@@ -326,13 +313,19 @@ def core_update(
     -------
     CorePosterior
     """
-    G, h = core_sums(y, means, seconds, chunk, group)
+    G, h = core_sums(y, means, seconds, chunk)
     return core_from_sums(G, h, tau, prior_prec)
 
 
-def core_sums(y, means: list, seconds: list, chunk: int | None = OBS_CHUNK, group=None):
+def core_sums(y, means: list, seconds: list, chunk: int | None = OBS_CHUNK):
     """The row sums of :func:`core_update`: ``(Σ_n ⊗_k M^k_n, Σ_n y_n ⊗_k μ^k_n)`` as a
-    ``2K``-way and a ``K``-way tensor (additive over blocks of rows)."""
+    ``2K``-way and a ``K``-way tensor (additive over blocks of rows).
+
+    The Gram sum is contracted over the rows of each block in one ``einsum``, which XLA runs
+    as a matrix product (``P² · n`` multiply-adds at BLAS speed). Summing per unique coordinate
+    of one mode first (as :func:`grouped_second` does for the messages) needs ``R_j²`` times
+    fewer operations but a scatter-add per row, which was 3.6× slower on CPU (beijing_pm25,
+    Tucker 6×6×6: 0.22 s against 0.06 s per sweep)."""
     K = len(means)
     r, s = einsum_letters(K)
     G_spec = ",".join(f"n{r[j]}{s[j]}" for j in range(K)) + f"->{r}{s}"
@@ -341,11 +334,7 @@ def core_sums(y, means: list, seconds: list, chunk: int | None = OBS_CHUNK, grou
     def _sums(y, *rows):
         return jnp.einsum(G_spec, *rows[K:]), jnp.einsum(h_spec, y, *rows[:K])
 
-    if group is None or K == 1:
-        return _sum_obs(_sums, [y] + list(means) + list(seconds), chunk)
-    G = grouped_gram(group, seconds, chunk)
-    h = _sum_obs(lambda yy, *mu: jnp.einsum(h_spec, yy, *mu), [y] + list(means), chunk)
-    return G, h
+    return _sum_obs(_sums, [y] + list(means) + list(seconds), chunk)
 
 
 def core_from_sums(G, h, tau, prior_prec=None) -> CorePosterior:
