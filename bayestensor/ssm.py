@@ -285,9 +285,8 @@ def kalman_filter(
 
     def _step(carry, inp):
         m, P, loglik = carry
-        dt, C_t, u_t = inp
+        A, Q, C_t, u_t = inp
         # predict across the gap from the previous coordinate (identity at t = 0)
-        A, Q = sde.transition(dt)
         m_p = A @ m
         P_p = _sym(A @ P @ A.T + Q)
         # moments of f = H s under the prediction
@@ -298,17 +297,22 @@ def kalman_filter(
         cM = jnp.linalg.cholesky(_sym(eye_R + C_t.T @ S @ C_t))
         # whitened innovation e = Cᵀ(ỹ − μ) = C⁺η − Cᵀμ, with ỹ = Λ⁻¹η
         e = u_t - C_t.T @ mu
-        Me = jax.scipy.linalg.cho_solve((cM, True), e)
         K = PHt @ C_t  # P Hᵀ C
-        m_f = m_p + K @ Me
-        P_f = _sym(P_p - K @ jax.scipy.linalg.cho_solve((cM, True), K.T))
-        loglik_t = -jnp.sum(jnp.log(jnp.diagonal(cM))) - 0.5 * e @ Me
+        # one triangular solve for both: W = cM⁻¹ Kᵀ, z = cM⁻¹ e, so that
+        # K M⁻¹ e = Wᵀ z, K M⁻¹ Kᵀ = Wᵀ W and eᵀ M⁻¹ e = |z|²
+        Wz = jax.scipy.linalg.solve_triangular(cM, jnp.column_stack([K.T, e]), lower=True)
+        W, z = Wz[:, :-1], Wz[:, -1]
+        m_f = m_p + W.T @ z
+        P_f = _sym(P_p - W.T @ W)
+        loglik_t = -jnp.sum(jnp.log(jnp.diagonal(cM))) - 0.5 * z @ z
         return (m_f, P_f, loglik + loglik_t), (m_p, P_p, m_f, P_f)
 
     D = sde.state_dim
     m0 = jnp.zeros((D,), H.dtype)
     init = (m0, sde.Pinf, jnp.zeros((), H.dtype))
-    (_, _, loglik), (m_p, P_p, m_f, P_f) = lax.scan(_step, init, (dt, C, u))
+    # every step's transition at once, outside the sequential scan
+    A_all, Q_all = jax.vmap(sde.transition)(dt)
+    (_, _, loglik), (m_p, P_p, m_f, P_f) = lax.scan(_step, init, (A_all, Q_all, C, u))
     logz = loglik + 0.5 * jnp.sum(u**2)
     return FilterResult(m_p, P_p, m_f, P_f, logz, loglik)
 
@@ -334,8 +338,7 @@ def rts_smoother(sde: StackedSDE, dt: Float[Array, " N"], filt: FilterResult) ->
 
     def _step(carry, inp):
         m_next, P_next = carry
-        dt_next, m_f, P_f, m_p_next, P_p_next = inp
-        A, _ = sde.transition(dt_next)
+        A, m_f, P_f, m_p_next, P_p_next = inp
         if sde.noiseless:
             # Q = 0 and A orthogonal: P_pred = A P_f Aᵀ, so J = A⁻¹ = Aᵀ exactly (no solve of
             # the ill-conditioned P_pred, whose high harmonics have tiny variances)
@@ -350,7 +353,7 @@ def rts_smoother(sde: StackedSDE, dt: Float[Array, " N"], filt: FilterResult) ->
 
     last = (filt.filt_mean[-1], filt.filt_cov[-1])
     inputs = (
-        dt[1:],
+        jax.vmap(sde.transition)(dt[1:])[0],  # every step's transition, outside the scan
         filt.filt_mean[:-1],
         filt.filt_cov[:-1],
         filt.pred_mean[1:],

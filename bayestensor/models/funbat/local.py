@@ -53,6 +53,7 @@ import numpy as np
 import pandas as pd
 from jax import lax
 
+from bayestensor._export import CachedJit
 from bayestensor.checks import check_finite_result
 from bayestensor.driver import precision
 from bayestensor.kernels import kernel_sde
@@ -78,10 +79,6 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 # fibre GP: one Kalman smoother per fibre, shared hyperparameters
 # --------------------------------------------------------------------------------------------
-
-
-#: The smallest bucket of a fibre's length (steps of the scan).
-MIN_STEPS = 8
 
 
 def fibre_layout(others: pd.DataFrame, x: np.ndarray, n_obs: int, r: np.ndarray) -> dict:
@@ -169,17 +166,25 @@ def _fibre_post(theta, kernel, dt, cnt, tot):
     return jax.vmap(lambda a, b, c: _fibre_pass(theta, kernel, a, b, c, True))(dt, cnt, tot)
 
 
-_fibre_vg = jax.jit(jax.value_and_grad(_fibre_nll), static_argnums=1)
-_fibre_post_jit = jax.jit(_fibre_post, static_argnums=1)
+def _fibre_value_grad(theta, kernel, dt, cnt, tot, ss, n):
+    return jax.value_and_grad(_fibre_nll)(theta, kernel, dt, cnt, tot, ss, n)
+
+
+# traced programs kept on disk with the compiled ones (bayestensor._export): a fresh process
+# neither retraces nor recompiles them
+_fibre_vg = CachedJit(_fibre_value_grad, static_argnames=("kernel",))
+_fibre_post_jit = CachedJit(_fibre_post, static_argnames=("kernel",))
 
 
 def _fibre_arrays(lay: dict) -> tuple:
     """``dt, cnt, sum`` of a layout padded to a shape bucket: extra fibres and extra steps at
     the end of a fibre have gap 0 and no messages, so they add nothing to the likelihood."""
     F, L = lay["dt"].shape
-    # the scan runs over the L steps of every fibre at once: a short fibre padded to 64 steps
-    # would cost up to 64/L times the work (us_temp's 10 latitudes: 6.4×)
-    Fb, Lb = bucket(F, MIN_BUCKET), bucket(L, MIN_STEPS)
+    # the scan runs over the L steps of every fibre at once: short fibres padded to 64 steps
+    # cost up to 64/L times the work (us_temp's 10 latitudes: 6.4×), so below 16 steps the
+    # length is rounded up to a multiple of 4 (8, 12 or 16: three programs), then bucketed
+    Fb = bucket(F, MIN_BUCKET)
+    Lb = max(8, -(-L // 4) * 4) if L < 16 else bucket(L, 16)
     out = []
     for k in ("dt", "cnt", "sum"):
         a = np.pad(lay[k], ((0, Fb - F), (0, Lb - L)))

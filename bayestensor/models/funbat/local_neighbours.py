@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from jax import lax
 
+from bayestensor._export import CachedJit
 from bayestensor.driver import precision
 from bayestensor.models.funbat.stream import bucket
 
@@ -110,13 +111,18 @@ def _nll(theta, X, g, r, nb, w=None):
 
 
 #: Vecchia negative log likelihood of the residuals ``r`` (rows weighted by ``w``: 0 pads).
-_vecchia_nll = jax.jit(_nll)
-_vecchia_vg = jax.jit(jax.value_and_grad(_nll))
+def _nll_value_grad(theta, X, g, r, nb, w=None):
+    return jax.value_and_grad(_nll)(theta, X, g, r, nb, w)
 
 
-@jax.jit
-def _krige(theta, Xq, gq, X, g, r, nb):
+def _krige_rows(theta, Xq, gq, X, g, r, nb):
     return _batched(theta, Xq, gq, X, g, r, nb)[0]
+
+
+# traced programs kept on disk with the compiled ones (bayestensor._export)
+_vecchia_nll = CachedJit(_nll)
+_vecchia_vg = CachedJit(_nll_value_grad)
+_krige = CachedJit(_krige_rows)
 
 
 def _padded(X, g, r, nb):
