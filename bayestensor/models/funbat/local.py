@@ -55,12 +55,15 @@ from jax import lax
 
 from bayestensor._export import CachedJit
 from bayestensor.checks import check_finite_result
-from bayestensor.driver import precision
+from bayestensor.driver import bound_compiled, precision
 from bayestensor.kernels import kernel_sde
 from bayestensor.models.funbat.local_neighbours import (
     MIN_BUCKET,
     NeighbourGP,
+    _krige,
     _lbfgs,
+    _vecchia_nll,
+    _vecchia_vg,
     vecchia_neighbours,
 )
 from bayestensor.models.funbat.stream import bucket
@@ -174,6 +177,13 @@ def _fibre_value_grad(theta, kernel, dt, cnt, tot, ss, n):
 # neither retraces nor recompiles them
 _fibre_vg = CachedJit(_fibre_value_grad, static_argnames=("kernel",))
 _fibre_post_jit = CachedJit(_fibre_post, static_argnames=("kernel",))
+
+
+def _bound_local_programs() -> None:
+    """Release the local stage's compiled programs once one holds too many shape variants
+    (:func:`bayestensor.driver.bound_compiled`, as the sweep's): memory stays flat over many
+    fits and predictions of different sizes."""
+    bound_compiled(_fibre_vg, _fibre_post_jit, _vecchia_vg, _vecchia_nll, _krige)
 
 
 def _fibre_arrays(lay: dict) -> tuple:
@@ -342,6 +352,7 @@ class LocalFit:
 
     def combine(self, df: pd.DataFrame, pred: pd.DataFrame, level: float) -> pd.DataFrame:
         """The base prediction ``pred`` at the rows of ``df`` plus the local process."""
+        _bound_local_programs()
         from scipy import stats
 
         if self.process is None:
@@ -412,6 +423,7 @@ def fit_local(
         rows per fibre.
     """
     t = time.perf_counter()
+    _bound_local_programs()
     coords = list(result.coords)
     r = _residuals(result, df)
     scale = rms(r)
