@@ -64,11 +64,8 @@ rmse = float(((pred["mean"] - test[value]) ** 2).mean() ** 0.5)
 print(json.dumps({"import": t1 - t0, "fit": t3 - t2, "predict": t4 - t3, "rmse": rmse}))
 """
 
-#: issue 14's cold-fit sets: name -> (coordinate columns, value column)
-DEFAULT_SETS = {
-    "beijing_pm25": (["temperature", "pressure", "day"], "pm25"),
-    "us_temp": (["latitude_bin", "longitude_bin", "year_bin"], "temperature_f"),
-}
+#: issue 14's cold-fit sets (their coordinates and value as the battery has them)
+DEFAULT_SETS = ("beijing_pm25", "us_temp")
 
 
 def _env(cache: Path | None) -> dict[str, str]:
@@ -122,7 +119,11 @@ def main(args: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if opts.defaults:
-            for name, (coords, value) in DEFAULT_SETS.items():
+            sys.path.insert(0, str(Path(__file__).resolve().parent))
+            from battery import SHARED_SETS
+
+            for name in DEFAULT_SETS:
+                coords, value = SHARED_SETS[name]
                 path = opts.data_dir / name / "fold0.csv"
                 if not path.is_file():
                     print(f"reference data not found at {path}; skipping {name}")

@@ -59,11 +59,9 @@ from bayestensor.driver import bound_compiled, precision
 from bayestensor.kernels import kernel_sde
 from bayestensor.models.funbat.local_neighbours import (
     MIN_BUCKET,
+    PROGRAMS,
     NeighbourGP,
-    _krige,
     _lbfgs,
-    _vecchia_nll,
-    _vecchia_vg,
     vecchia_neighbours,
 )
 from bayestensor.models.funbat.stream import bucket
@@ -183,7 +181,7 @@ def _bound_local_programs() -> None:
     """Release the local stage's compiled programs once one holds too many shape variants
     (:func:`bayestensor.driver.bound_compiled`, as the sweep's): memory stays flat over many
     fits and predictions of different sizes."""
-    bound_compiled(_fibre_vg, _fibre_post_jit, _vecchia_vg, _vecchia_nll, _krige)
+    bound_compiled(_fibre_vg, _fibre_post_jit, *PROGRAMS)
 
 
 def _fibre_arrays(lay: dict) -> tuple:

@@ -23,7 +23,8 @@ from bayestensor._export import CachedJit
 from bayestensor.driver import precision
 from bayestensor.models.funbat.stream import bucket
 
-#: The smallest shape bucket of the local processes' arrays (rows, fibres, steps).
+#: The smallest shape bucket of the local processes' arrays (rows, fibres; a fibre's steps
+#: have their own rule, see ``local._fibre_arrays``).
 MIN_BUCKET = 64
 
 __all__ = ["NeighbourGP", "vecchia_neighbours"]
@@ -123,6 +124,8 @@ def _krige_rows(theta, Xq, gq, X, g, r, nb):
 _vecchia_nll = CachedJit(_nll)
 _vecchia_vg = CachedJit(_nll_value_grad)
 _krige = CachedJit(_krige_rows)
+#: the neighbour GP's compiled programs (bounded with the fibre GP's by ``local``)
+PROGRAMS = (_vecchia_nll, _vecchia_vg, _krige)
 
 
 def _padded(X, g, r, nb):
