@@ -134,7 +134,10 @@ def fit(
         kriging). ``result.predict`` then adds ``E[g]`` to the mean and ``Var[g]`` to the
         variance (``predict(df, local=False)``: the low-rank part alone); ``result.local``
         says which process was kept and ``summary()`` reports it; ``result.update`` carries it
-        over. See :mod:`bayestensor.models.funbat.local` and the FunBaT guide.
+        over. With ``rank="auto"`` the low-rank components whose part of the fitted values is
+        under half a noise sd are then pruned too, left to the local process (when the local
+        stage keeps no process, the fit keeps them). See
+        :mod:`bayestensor.models.funbat.local` and the FunBaT guide.
     **options
         FunBaT: passed to :class:`bayestensor.models.funbat.FunBaT` (``period``, ``damping``,
         ``learn_hyper``, ``lengthscale``, ``hyper_steps`` …). Poisson Tucker: passed to
@@ -220,6 +223,7 @@ def fit(
         )
 
     from bayestensor.models.funbat import FitResult, FunBaT
+    from bayestensor.models.funbat.ard import pruned_for_local
     from bayestensor.models.funbat.estimator import ESTIMATOR_PARAMS
     from bayestensor.models.funbat.options import auto_local, check_kernel_option
 
@@ -246,10 +250,19 @@ def fit(
     )
     est.fit(enc, progress=progress)
     res = FitResult(est, value, n_missing=n_missing)
+    # rank="auto" with a local stage: the components under half a noise sd are left to the
+    # local process (funbat.ard.PRUNE_NOISE_LOCAL), unless the local stage then keeps none
+    strict = pruned_for_local(est, local is not None)  # (releases the unpruned posterior)
     if local is not None:
         from bayestensor.models.funbat.local import fit_local
 
-        res.local = fit_local(res, df, local)
+        if strict is not None:
+            res_strict = FitResult(strict, value, n_missing=n_missing)
+            res_strict.local = fit_local(res_strict, df, local)
+            if res_strict.local.process is not None:
+                res = res_strict
+        if res.local is None:
+            res.local = fit_local(res, df, local)
     return res
 
 

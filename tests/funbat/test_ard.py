@@ -319,6 +319,80 @@ def test_a_small_share_above_the_noise_is_kept():
         assert pruned.ranks == (expect,) * 3
 
 
+def test_with_a_local_stage_a_direction_under_half_a_noise_sd_is_pruned():
+    """``prune_fit(local=True)`` (a fit followed by a local residual stage) keeps a Tucker
+    direction only when its part of the fitted values is at least PRUNE_NOISE_LOCAL noise
+    sds; the default rule keeps every one of these (shares above PRUNE_SHARE)."""
+    from bayestensor.models.funbat.ard import PRUNE_NOISE_LOCAL, prune_fit
+    from bayestensor.models.funbat.inference import init_state
+
+    rng = np.random.default_rng(9)
+    sizes, ranks = (6, 7, 8), (3, 3, 3)
+    cfg = FunBaTConfig("tucker", ranks, sizes, (False,) * 3, ard=True)
+    state = init_state(cfg, (None,) * 3, [None] * 3, [None] * 3, __import__("jax").random.key(0))
+    factors = tuple(
+        f._replace(mean=jnp.asarray(np.linalg.qr(rng.normal(size=f.mean.shape))[0]))
+        for f in state.factors
+    )
+    W = np.zeros(ranks)
+    W[0, 0, 0], W[1, 1, 1], W[2, 2, 2] = 1.0, 0.5, 0.1
+    state = state._replace(factors=factors, core=CorePosterior(jnp.asarray(W), jnp.eye(27) * 1e-6))
+    rms = np.sqrt(np.array([1.0, 0.25, 0.01]) / np.prod(sizes))  # each direction's part's RMS
+    cases = [  # noise sd -> (kept by default, kept with a local stage)
+        (rms[2] / (0.5 * PRUNE_NOISE_LOCAL), (3, 2)),  # the third at 0.25 noise sd
+        (rms[2] / (2 * PRUNE_NOISE_LOCAL), (3, 3)),  # the third at 1 noise sd
+        # the second at 0.25, the third at 0.05 (its share 0.008 keeps it by default)
+        (rms[1] / (0.5 * PRUNE_NOISE_LOCAL), (3, 1)),
+    ]
+    for noise_sd, expect in cases:
+        noise = state.noise._replace(shape=jnp.asarray(1.0), rate=jnp.asarray(noise_sd**2))
+        got = tuple(
+            prune_fit(state._replace(noise=noise), cfg, None, False, local=local)[1].ranks[0]
+            for local in (False, True)
+        )
+        assert got == expect, (noise_sd, got)
+
+
+def _weighted(w, noise, shape=(24, 20)):
+    """A grid holding the matrix ``Σ_r w_r u_r v_rᵀ`` (smooth components of RMS 1) plus iid
+    noise of sd ``noise`` (not relative)."""
+    rng = np.random.default_rng(0)
+    grids = [np.linspace(0.0, 1.0, N) for N in shape]
+    U = []
+    for k, g in enumerate(grids):
+        F = np.stack([np.cos(np.pi * (r + 0.7 + 0.4 * k) * g + r) for r in range(len(w))], 1)
+        U.append(np.linalg.qr(F - F.mean(0))[0] * np.sqrt(len(g)))
+    f = np.einsum("r,ir,jr->ij", np.asarray(w), *U)
+    idx = np.argwhere(np.ones(shape, bool))
+    y = f[tuple(idx.T)] + noise * rng.normal(size=len(idx))
+    return pd.DataFrame({"a": grids[0][idx[:, 0]], "b": grids[1][idx[:, 1]], "value": y})
+
+
+def test_a_local_stage_takes_over_the_components_under_half_a_noise_sd():
+    """A planted third component at 0.4 noise sd: kept without a local stage; with
+    ``local="fibre:a"`` the fit prunes it (under PRUNE_NOISE_LOCAL) and the local process
+    carries it; with ``local="auto"`` the local stage keeps no process for it, so the fit
+    falls back to the ranks (and predictions) without a local stage."""
+    from bayestensor.models.funbat.ard import PRUNE_NOISE, PRUNE_NOISE_LOCAL
+
+    w, noise = [1.0, 0.7, 0.08], 0.2
+    assert PRUNE_NOISE < w[2] / noise < PRUNE_NOISE_LOCAL
+    df = _weighted(w, noise)
+
+    def fit(local):
+        return bt.fit(df, coords=["a", "b"], value="value", max_rank=3, local=local)
+
+    alone = fit(None)
+    assert alone.ranks == (3, 3)
+    fibre = fit("fibre:a")
+    assert fibre.ranks == (2, 2) and fibre.local.label == "fibre:a"
+    assert fibre.max_ranks == alone.max_ranks
+    auto = fit("auto")
+    assert auto.local.label == "none" and auto.ranks == (3, 3)
+    pd.testing.assert_frame_equal(auto.predict(df.head(30)), alone.predict(df.head(30)))
+    assert fibre.estimator._unpruned is None and auto.estimator._unpruned is None
+
+
 @pytest.mark.parametrize(
     ("kw", "match"),
     [

@@ -40,6 +40,13 @@ part of the fitted values is below :data:`PRUNE_NOISE` noise sds. The pruned com
 removed from the posterior (:func:`prune`), which then is an ordinary fit of the smaller ranks;
 the kept ones are ordered by decreasing share.
 
+With a local residual stage after the fit (``bt.fit(..., local=...)``, on by default) the rule is
+stricter: a component is kept only when its root-mean-square part is at least
+:data:`PRUNE_NOISE_LOCAL` noise sds (:func:`kept` with ``local=True``). On small data the ARD keeps
+every component up to the bound, the small ones fitting short-range variation that the local
+process then cannot see in the residuals; leaving it to the local process predicts better
+(:func:`bayestensor.api.fit` falls back to the lenient rule when the local stage keeps no process).
+
 References
 ----------
 .. [1] M. Mørup and L. K. Hansen, "Automatic relevance determination for multi-way models",
@@ -90,14 +97,24 @@ PRUNE_SHARE = 1e-4
 #: noise sd: on precise data a direction of a small share can still be far above the noise
 #: (switched-off components fall to ~1e-4 of the fitted values' scale and below).
 PRUNE_NOISE = 0.01
+#: With a local residual stage after the fit, a component is kept only when its root-mean-square
+#: part of the fitted values is at least this many noise sds (chosen between 0.3 and 0.5 on the
+#: battery's first splits, checked on fresh ones: ``docs/benchmarks.md``).
+PRUNE_NOISE_LOCAL = 0.5
 
 
-def kept(shares: np.ndarray, mean_square: float, noise_var: float) -> np.ndarray:
+def kept(
+    shares: np.ndarray, mean_square: float, noise_var: float, local: bool = False
+) -> np.ndarray:
     """Which components to keep: share ≥ :data:`PRUNE_SHARE`, or a root-mean-square part
     ``√(share · mean_square)`` of at least :data:`PRUNE_NOISE` noise sds (``mean_square``:
-    the fitted values' mean square, ``noise_var``: the noise variance, both z-scored)."""
+    the fitted values' mean square, ``noise_var``: the noise variance, both z-scored). With
+    ``local``: a root-mean-square part of at least :data:`PRUNE_NOISE_LOCAL` noise sds."""
     shares = np.asarray(shares, dtype=np.float64)
-    return (shares >= PRUNE_SHARE) | (shares * mean_square >= PRUNE_NOISE**2 * noise_var)
+    part = shares * mean_square
+    if local:
+        return part >= PRUNE_NOISE_LOCAL**2 * noise_var
+    return (shares >= PRUNE_SHARE) | (part >= PRUNE_NOISE**2 * noise_var)
 
 
 def check_rank_option(rank, max_rank, model: str) -> None:
@@ -231,7 +248,11 @@ def component_shares(
 
 
 def active_components(
-    cfg: FunBaTConfig, shares: list[np.ndarray], mean_square: float = 0.0, noise_var: float = 1.0
+    cfg: FunBaTConfig,
+    shares: list[np.ndarray],
+    mean_square: float = 0.0,
+    noise_var: float = 1.0,
+    local: bool = False,
 ) -> tuple[np.ndarray, ...]:
     """Per mode, the indices of the kept components (:func:`kept`; at least the largest one),
     by decreasing share. CP keeps one set for every mode (by mode 0's shares, which are the
@@ -239,7 +260,7 @@ def active_components(
     keep = []
     for s in shares[:1] if cfg.model == "cp" else shares:
         order = np.argsort(-s, kind="stable")
-        chosen = order[kept(s[order], mean_square, noise_var)]
+        chosen = order[kept(s[order], mean_square, noise_var, local)]
         keep.append(order[:1] if chosen.size == 0 else chosen)
     if cfg.model == "cp":
         keep = keep * len(cfg.ranks)
@@ -402,9 +423,12 @@ def rotate_tucker(
     return new_state, new_cfg
 
 
-def prune_fit(state: FunBaTState, cfg: FunBaTConfig, index: np.ndarray, rechunk: bool):
+def prune_fit(
+    state: FunBaTState, cfg: FunBaTConfig, index: np.ndarray, rechunk: bool, local: bool = False
+):
     """After the sweeps: the shares, the kept components and the pruned posterior and config
-    (with ``rechunk``, the config's block size recomputed for the smaller ranks).
+    (with ``rechunk``, the config's block size recomputed for the smaller ranks; with ``local``,
+    :func:`kept`'s rule for a fit followed by a local residual stage).
 
     CP keeps the components whose share (:func:`component_shares`) passes :func:`kept`;
     Tucker keeps, per mode, the leading singular directions of the fitted tensor whose energy
@@ -421,17 +445,39 @@ def prune_fit(state: FunBaTState, cfg: FunBaTConfig, index: np.ndarray, rechunk:
         rotations = tucker_rotations(cfg, state)
         shares = tuple(r[0] for r in rotations)
         # shares decrease along each mode, so the kept ones are the leading ones
-        keep = tuple(max(1, int(np.sum(kept(r[0], r[3], noise_var)))) for r in rotations)
+        keep = tuple(max(1, int(np.sum(kept(r[0], r[3], noise_var, local)))) for r in rotations)
         state, cfg = rotate_tucker(state, cfg, keep, rotations)
         active = tuple(np.arange(r) for r in keep)
     else:
         shares, mean_square = component_shares(cfg, state, index, mean_square=True)
         shares = tuple(shares)
-        active = active_components(cfg, list(shares), mean_square, noise_var)
+        active = active_components(cfg, list(shares), mean_square, noise_var, local)
         state, cfg = prune(state, cfg, active)
     if rechunk:
         cfg = cfg._replace(chunk=auto_chunk(index.shape[0], cfg.ranks, cfg.model))
     return state, cfg, active, shares
+
+
+def pruned_for_local(est, local: bool = True):
+    """A copy of a ``rank="auto"`` FunBaT estimator pruned for a fit followed by a local residual
+    stage (:func:`kept` with ``local=True``) from its sweeps' unpruned posterior; None when that
+    keeps the same ranks, for a fixed rank, or with ``local=False`` (no local stage follows).
+    Either way ``est`` releases the unpruned posterior it kept for this."""
+    import copy
+
+    from bayestensor.driver import precision
+
+    unpruned, est._unpruned = getattr(est, "_unpruned", None), None
+    if unpruned is None or not local:
+        return None
+    state, cfg, index = unpruned
+    with precision(est.dtype):
+        state, cfg, active, shares = prune_fit(state, cfg, index, est.chunk == "auto", local=True)
+    if cfg.ranks == est.cfg_.ranks:
+        return None
+    out = copy.copy(est)
+    out.state_, out.cfg_, out.active_, out.shares_ = state, cfg, active, shares
+    return out
 
 
 def ard_record(header: dict, cfg: FunBaTConfig) -> tuple:

@@ -461,7 +461,9 @@ class FunBaT:
         self.max_ranks_ = ranks
         self.active_ = tuple(np.arange(R) for R in ranks)
         self.shares_ = None
+        self._unpruned = None
         if cfg.ard:  # drop the components the ARD switched off
+            self._unpruned = (state, cfg, index_all)  # for ard.pruned_for_local (it releases it)
             state, cfg, self.active_, self.shares_ = prune_fit(
                 state, cfg, index_all, self.chunk == "auto"
             )
