@@ -57,6 +57,7 @@ References
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
@@ -172,9 +173,9 @@ def init_ard(cfg: FunBaTConfig, dtype) -> tuple[ARDPosterior, ...]:
     return tuple(ARDPosterior(jnp.ones(R, dtype), jnp.ones(R, dtype)) for R in ranks)
 
 
-def _capped(a: ARDPosterior) -> Array:
-    """``E[λ]`` capped at :data:`MAX_PRECISION`."""
-    return jnp.minimum(a.mean, MAX_PRECISION)
+def _capped(a: ARDPosterior, xp=jnp) -> Array:
+    """``E[λ]`` capped at :data:`MAX_PRECISION` (``xp``: the array module, JAX or NumPy)."""
+    return xp.minimum(a.shape / a.rate, MAX_PRECISION)
 
 
 def prior_precision(cfg: FunBaTConfig, ard: tuple[ARDPosterior, ...]) -> Array:
@@ -191,29 +192,33 @@ def prior_precision(cfg: FunBaTConfig, ard: tuple[ARDPosterior, ...]) -> Array:
 
 
 def ard_update(
-    cfg: FunBaTConfig, core: CorePosterior | WeightPosterior, ard: tuple[ARDPosterior, ...]
+    cfg: FunBaTConfig,
+    core: CorePosterior | WeightPosterior,
+    ard: tuple[ARDPosterior, ...],
+    xp=jnp,
 ) -> tuple[ARDPosterior, ...]:
     """Closed-form Gamma update of every ARD precision from the core's second moments (see the
-    module docstring); Tucker modes in turn, each with the others' latest ``E[λ]``."""
+    module docstring); Tucker modes in turn, each with the others' latest ``E[λ]``. ``xp``:
+    the array module of the arguments (JAX inside the sweep, NumPy in :func:`rotate_tucker`)."""
     if cfg.model == "cp":
-        second = core.mean**2 + jnp.diagonal(core.cov)
-        shape = jnp.full_like(second, ARD_A0 + 0.5)
+        second = core.mean**2 + xp.diagonal(core.cov)
+        shape = xp.full_like(second, ARD_A0 + 0.5)
         return (ARDPosterior(shape, ARD_B0 + 0.5 * second),)
     ranks = cfg.ranks
     P = int(np.prod(ranks))
-    second = (core.mean**2 + jnp.diagonal(core.cov).reshape(ranks)).reshape(ranks)
+    second = (core.mean**2 + xp.diagonal(core.cov).reshape(ranks)).reshape(ranks)
     ard = list(ard)
     for k in range(len(ranks)):
-        weight = jnp.ones((), second.dtype)
+        weight = xp.ones((), second.dtype)
         for j, a in enumerate(ard):
             if j != k:
                 shape = [1] * len(ranks)
                 shape[j] = -1
-                weight = weight * _capped(a).reshape(shape)
+                weight = weight * _capped(a, xp).reshape(shape)
         axes = tuple(j for j in range(len(ranks)) if j != k)
-        rate = ARD_B0 + 0.5 * jnp.sum(second * weight, axis=axes)
+        rate = ARD_B0 + 0.5 * xp.sum(second * weight, axis=axes)
         count = P // ranks[k]
-        ard[k] = ARDPosterior(jnp.full_like(rate, ARD_A0 + 0.5 * count), rate)
+        ard[k] = ARDPosterior(xp.full_like(rate, ARD_A0 + 0.5 * count), rate)
     return tuple(ard)
 
 
@@ -387,38 +392,46 @@ def rotate_tucker(
     :func:`tucker_rotations`): factor rows ``u' = Mᵀ u`` (means, covariances, the stacked
     state ``s' = (M ⊗ I_d)ᵀ s``, messages), core ``vec W' = (⊗_k N_k) vec W`` (mean and
     covariance), and the ARD posteriors recomputed from the new core. ``M`` has orthonormal
-    columns, so the components stay iid under the GP prior."""
+    columns, so the components stay iid under the GP prior.
+
+    Computed in NumPy (float64) and put back on the device in the posterior's dtype: run once
+    per fit on small arrays, where JAX's eager operations would each be a program to compile
+    (or load from the cache) in every fresh process."""
+    dtype = state.core.mean.dtype
+    host = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
+    dev = lambda a: jnp.asarray(a, dtype)  # noqa: E731
+    sandwich = lambda T, a: np.einsum("ai,nab,bj->nij", T, host(a), T)  # noqa: E731
     factors, messages = [], []
     Ns = []
     for k, (f, msg) in enumerate(zip(state.factors, state.messages, strict=True)):
-        M_r, N_r = rotations[k][2](keep[k])
-        M = jnp.asarray(M_r, f.mean.dtype)
-        Ns.append(jnp.asarray(N_r, f.mean.dtype))
-        mean = f.mean @ M
-        cov = jnp.einsum("ri,nrs,sj->nij", M, f.cov, M)
+        M, N_r = rotations[k][2](keep[k])
+        Ns.append(N_r)
+        mean, cov = dev(host(f.mean) @ M), dev(sandwich(M, f.cov))
         if isinstance(f, CategoricalPosterior):
             factors.append(CategoricalPosterior(mean, cov))
         else:
             d = f.state_mean.shape[1] // cfg.ranks[k]
-            T = jnp.kron(M, jnp.eye(d, dtype=M.dtype))
+            T = np.kron(M, np.eye(d))
             factors.append(
                 f._replace(
-                    state_mean=f.state_mean @ T,
-                    state_cov=jnp.einsum("ai,nab,bj->nij", T, f.state_cov, T),
-                    cross_cov=jnp.einsum("ai,nab,bj->nij", T, f.cross_cov, T),
+                    state_mean=dev(host(f.state_mean) @ T),
+                    state_cov=dev(sandwich(T, f.state_cov)),
+                    cross_cov=dev(sandwich(T, f.cross_cov)),
                     mean=mean,
                     cov=cov,
                 )
             )
-        messages.append(Messages(jnp.einsum("ri,nrs,sj->nij", M, msg.prec, M), msg.shift @ M))
+        messages.append(Messages(dev(sandwich(M, msg.prec)), dev(host(msg.shift) @ M)))
     N = Ns[0]
     for Nk in Ns[1:]:
-        N = jnp.kron(N, Nk)
+        N = np.kron(N, Nk)
     new_cfg = cfg._replace(ranks=tuple(int(r) for r in keep))
-    mean = (N @ state.core.mean.reshape(-1)).reshape(new_cfg.ranks)
-    cov = N @ state.core.cov @ N.T
+    mean = (N @ host(state.core.mean).reshape(-1)).reshape(new_cfg.ranks)
+    cov = N @ host(state.core.cov) @ N.T
     core = CorePosterior(mean, 0.5 * (cov + cov.T))
-    ard = ard_update(new_cfg, core, init_ard(new_cfg, mean.dtype))
+    ones = tuple(ARDPosterior(np.ones(R), np.ones(R)) for R in new_cfg.ranks)
+    ard = jax.tree.map(dev, ard_update(new_cfg, core, ones, xp=np))
+    core = jax.tree.map(dev, core)
     new_state = state._replace(factors=tuple(factors), messages=tuple(messages), core=core, ard=ard)
     return new_state, new_cfg
 
