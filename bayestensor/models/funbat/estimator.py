@@ -319,10 +319,10 @@ class FunBaT:
         self.modes_ = enc.modes
         distributed.check_same_modes(enc.modes)  # (multi-process fits: distributed.py)
         self.y_mean_, self.y_scale_ = distributed.standardisation(enc.y)
-        y = jnp.asarray((enc.y - self.y_mean_) / self.y_scale_)
+        y = jax.device_put((enc.y - self.y_mean_) / self.y_scale_)
         y_np = np.asarray(y)
         index_all, y_all = distributed.all_rows(enc.index, y_np)  # every process's rows
-        index = jnp.asarray(enc.index)
+        index = jax.device_put(enc.index)
         mask = None
         devices = resolve_devices(self.devices)
         if len(devices) > 1:  # observation rows split over the devices, padded (mask 0)
@@ -342,7 +342,7 @@ class FunBaT:
                     default = 1.0
                 else:
                     default = self.lengthscale_fraction * span if span > 0 else 1.0
-                dts.append(jnp.asarray(gaps(mode.values)))
+                dts.append(jax.device_put(gaps(mode.values)))
                 ell0.append(default if ell_given[k] is None else ell_given[k])
                 var0.append(var_given[k])
                 # one cycle over a regular grid: span + spacing (months 1..12 -> 12)
@@ -401,18 +401,15 @@ class FunBaT:
             state, Ef_old, history = carry
             state, Ef = _sweep_jit(state, index, y, dts, cfg, mask)
             Ef, mse, moved = distributed.row_errors(Ef, Ef_old, y_np, y, mask, len(y_all))
-            tau = float(state.noise.mean)
+            tau = float(state.noise.shape) / float(state.noise.rate)  # (no eager JAX division)
+            hyper = [None if th is None else np.asarray(th) for th in state.log_hyper]
             change = np.inf if moved is None else float(np.sqrt(moved * tau))
             record = {
                 "rmse": float(np.sqrt(mse)) * self.y_scale_,
                 "tau": tau,
                 "noise_sd": self.y_scale_ / np.sqrt(tau),
-                "lengthscale": [
-                    None if th is None else float(np.exp(th[0])) for th in state.log_hyper
-                ],
-                "variance": [
-                    None if th is None else float(np.exp(th[1])) for th in state.log_hyper
-                ],
+                "lengthscale": [None if th is None else float(np.exp(th[0])) for th in hyper],
+                "variance": [None if th is None else float(np.exp(th[1])) for th in hyper],
                 "change": change,
             }
             for name in extra_hyper:
@@ -420,7 +417,7 @@ class FunBaT:
                     float(np.exp(th[cfg.hyper_names(k).index(name)]))
                     if name in cfg.hyper_names(k)
                     else None
-                    for k, th in enumerate(state.log_hyper)
+                    for k, th in enumerate(hyper)
                 ]
             history.append(record)
             if callback is not None:
@@ -529,7 +526,7 @@ class FunBaT:
                         self.state_,
                         self.cfg_,
                         k,
-                        Location(*(jnp.asarray(a[b : b + size]) for a in loc)),
+                        Location(*(jax.device_put(a[b : b + size]) for a in loc)),
                     )
                     for b in range(0, loc.index.shape[0], size)
                 ]

@@ -196,7 +196,7 @@ def _fibre_arrays(lay: dict) -> tuple:
     out = []
     for k in ("dt", "cnt", "sum"):
         a = np.pad(lay[k], ((0, Fb - F), (0, Lb - L)))
-        out.append(jnp.asarray(a))
+        out.append(jax.device_put(a))
     return tuple(out)
 
 
@@ -261,7 +261,8 @@ class FibreGP:
         """Mean and variance of ``g`` at the rows of ``new`` (the training rows if None)."""
         lay = self._layout(new)
         with precision("float64"):
-            mean, var = _fibre_post_jit(jnp.asarray(self.theta), self.kernel, *_fibre_arrays(lay))
+            theta = jax.device_put(self.theta)
+            mean, var = _fibre_post_jit(theta, self.kernel, *_fibre_arrays(lay))
         rows = slice(0, len(self._train)) if new is None else slice(len(self._train), None)
         f, p = lay["fibre"][rows], lay["pos"][rows]
         return np.asarray(mean)[f, p], np.maximum(np.asarray(var)[f, p], 0.0)

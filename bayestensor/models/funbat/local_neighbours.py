@@ -43,7 +43,7 @@ def _lbfgs(vg, theta0, lo, hi, maxiter):
     from scipy.optimize import minimize
 
     def f(th):
-        v, g = vg(jnp.asarray(th))
+        v, g = vg(jax.device_put(th))
         return float(v), np.asarray(g, dtype=np.float64)
 
     theta0 = np.clip(theta0, lo, hi)
@@ -132,7 +132,7 @@ def _padded(X, g, r, nb):
     """The likelihood's arrays padded to a shape bucket (pad rows: no neighbours, weight 0)."""
     n = bucket(len(r), 512)
     w = _pad(np.ones(len(r)), n)
-    return tuple(jnp.asarray(a) for a in (_pad(X, n), _pad(g, n), _pad(r, n), _pad(nb, n, -1), w))
+    return tuple(jax.device_put((_pad(X, n), _pad(g, n), _pad(r, n), _pad(nb, n, -1), w)))
 
 
 def _scaled(X, g, ell, far=None):
@@ -238,7 +238,7 @@ class NeighbourGP:
             if len(sub) < len(r):  # the likelihood of every row at the learned hyperparameters
                 Xa, ga, ra = X[order], g[order], r[order]
                 nb = vecchia_neighbours(_scaled(Xa, ga, np.exp(theta[:D]))[0], self.m_fit)
-                self.nll = float(_vecchia_nll(jnp.asarray(theta), *_padded(Xa, ga, ra, nb)))
+                self.nll = float(_vecchia_nll(jax.device_put(theta), *_padded(Xa, ga, ra, nb)))
         self.theta = theta
         self._restore(df, r)
         self.seconds = time.perf_counter() - t
@@ -277,10 +277,10 @@ class NeighbourGP:
         q, n = bucket(len(Z), MIN_BUCKET), bucket(len(self._r), MIN_BUCKET)
         with precision("float64"):
             mean, var = _krige(
-                jnp.asarray(self.theta),
-                *(jnp.asarray(_pad(a, q)) for a in (X, g)),
-                *(jnp.asarray(_pad(a, n)) for a in (self._X, self._g, self._r)),
-                jnp.asarray(_pad(nb, q)),
+                jax.device_put(self.theta),
+                *(jax.device_put(_pad(a, q)) for a in (X, g)),
+                *(jax.device_put(_pad(a, n)) for a in (self._X, self._g, self._r)),
+                jax.device_put(_pad(nb, q)),
             )
         k = len(Z)
         return np.asarray(mean)[:k], np.maximum(np.asarray(var)[:k], 0.0)
