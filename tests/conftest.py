@@ -46,6 +46,8 @@ import pytest  # noqa: E402
 TOL = {
     # HOSVD truncation of a Tucker posterior vs dense SVD projection (relative to max |f|)
     "ard_truncation": 1e-8,
+    # the standard library's normal quantile against scipy.stats (relative)
+    "normal_quantile": 1e-12,
     # the local residual process after update() (its state-space posterior) vs a dense GP mean
     "local_dense": 1e-8,
     # --- exact algebra: structured / closed-form results vs explicit references (float64) ---

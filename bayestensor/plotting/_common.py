@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+
+from bayestensor.metrics import normal_quantile
 
 #: Names of the time units of :data:`bayestensor.modes.TIME_UNITS` (timedelta axes).
 TIME_UNIT_NAMES = {
@@ -23,7 +24,7 @@ def z_of(level: float) -> float:
     """Half-width of the central ``level`` interval of a standard normal."""
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
-    return float(stats.norm.ppf(0.5 + level / 2))
+    return normal_quantile(level)
 
 
 def is_numeric(values) -> bool:

@@ -57,6 +57,7 @@ from bayestensor._export import CachedJit
 from bayestensor.checks import check_finite_result
 from bayestensor.driver import bound_compiled, precision
 from bayestensor.kernels import kernel_sde
+from bayestensor.metrics import normal_quantile
 from bayestensor.models.funbat.local_neighbours import (
     MIN_BUCKET,
     PROGRAMS,
@@ -352,8 +353,6 @@ class LocalFit:
     def combine(self, df: pd.DataFrame, pred: pd.DataFrame, level: float) -> pd.DataFrame:
         """The base prediction ``pred`` at the rows of ``df`` plus the local process."""
         _bound_local_programs()
-        from scipy import stats
-
         if self.process is None:
             return pred
         g_mean, g_var = self.process.posterior(encoded(self.base, df))
@@ -363,7 +362,7 @@ class LocalFit:
         var_f = (pred["sd_f"].to_numpy() / s) ** 2 + g_var  # in units of the scale
         sd_f, sd = s * np.sqrt(var_f), s * np.sqrt(var_f + noise)
         check_finite_result("the prediction with the local process", mean, sd)
-        z = stats.norm.ppf(0.5 + level / 2)
+        z = normal_quantile(level)
         return pd.DataFrame(
             {
                 "mean": mean,

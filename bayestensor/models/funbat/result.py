@@ -18,6 +18,7 @@ from bayestensor.checks import (
 )
 from bayestensor.data import encode_new
 from bayestensor.driver import precision
+from bayestensor.metrics import normal_quantile
 from bayestensor.models.funbat.ard import ard_record, diagonal_core_view
 from bayestensor.models.funbat.estimator import ESTIMATOR_PARAMS, FunBaT
 from bayestensor.models.funbat.inference import init_state
@@ -171,9 +172,7 @@ class FitResult(Result):
         new = encode_new(df, self.modes)
         mean, sd_f, sd_y = self.estimator.predict(new)
         check_finite_result("the prediction", mean, sd_y)
-        from scipy import stats  # imported here: it takes ~0.4 s
-
-        z = stats.norm.ppf(0.5 + level / 2)
+        z = normal_quantile(level)
         pred = prediction_frame(
             df.index,
             mean=mean,
