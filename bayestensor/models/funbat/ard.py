@@ -399,7 +399,7 @@ def rotate_tucker(
     (or load from the cache) in every fresh process."""
     dtype = state.core.mean.dtype
     host = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
-    dev = lambda a: jnp.asarray(a, dtype)  # noqa: E731
+    dev = lambda a: jax.device_put(np.asarray(a, dtype))  # noqa: E731
     sandwich = lambda T, a: np.einsum("ai,nab,bj->nij", T, host(a), T)  # noqa: E731
     factors, messages = [], []
     Ns = []
