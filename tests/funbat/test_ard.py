@@ -292,14 +292,13 @@ def test_truncated_tucker_rotation_is_the_hosvd_truncation():
     np.testing.assert_allclose(got / scale, expected / scale, atol=TOL["ard_truncation"])
 
 
-def test_a_small_share_above_the_noise_is_kept():
-    """A Tucker direction with an energy share below PRUNE_SHARE is kept when its part of the
-    fitted values is above PRUNE_NOISE noise sds, and pruned when it is below."""
-    from bayestensor.models.funbat.ard import PRUNE_NOISE, PRUNE_SHARE, prune_fit
+def _diagonal_tucker(diagonal, sizes=(6, 7, 8)):
+    """A Tucker posterior with orthonormal factor means and the superdiagonal core
+    ``diagonal`` (so the directions' energies are its squares); config and state."""
     from bayestensor.models.funbat.inference import init_state
 
     rng = np.random.default_rng(9)
-    sizes, ranks = (6, 7, 8), (3, 3, 3)
+    ranks = (len(diagonal),) * 3
     cfg = FunBaTConfig("tucker", ranks, sizes, (False,) * 3, ard=True)
     state = init_state(cfg, (None,) * 3, [None] * 3, [None] * 3, __import__("jax").random.key(0))
     factors = tuple(
@@ -307,9 +306,19 @@ def test_a_small_share_above_the_noise_is_kept():
         for f in state.factors
     )  # orthonormal columns: the shares are the core's squared diagonal, normalised
     W = np.zeros(ranks)
-    W[0, 0, 0], W[1, 1, 1], W[2, 2, 2] = 1.0, 0.5, 3e-3
+    for r, w in enumerate(diagonal):
+        W[r, r, r] = w
     core = CorePosterior(jnp.asarray(W), jnp.eye(int(np.prod(ranks))) * 1e-6)
-    state = state._replace(factors=factors, core=core)
+    return cfg, state._replace(factors=factors, core=core)
+
+
+def test_a_small_share_above_the_noise_is_kept():
+    """A Tucker direction with an energy share below PRUNE_SHARE is kept when its part of the
+    fitted values is above PRUNE_NOISE noise sds, and pruned when it is below."""
+    from bayestensor.models.funbat.ard import PRUNE_NOISE, PRUNE_SHARE, prune_fit
+
+    sizes = (6, 7, 8)
+    cfg, state = _diagonal_tucker([1.0, 0.5, 3e-3], sizes)
     energy = np.array([1.0, 0.25, 9e-6])
     assert energy[2] / energy.sum() < PRUNE_SHARE
     rms_small = np.sqrt(energy[2] / np.prod(sizes))  # its part's RMS over the grid
@@ -324,19 +333,9 @@ def test_with_a_local_stage_a_direction_under_half_a_noise_sd_is_pruned():
     direction only when its part of the fitted values is at least PRUNE_NOISE_LOCAL noise
     sds; the default rule keeps every one of these (shares above PRUNE_SHARE)."""
     from bayestensor.models.funbat.ard import PRUNE_NOISE_LOCAL, prune_fit
-    from bayestensor.models.funbat.inference import init_state
 
-    rng = np.random.default_rng(9)
-    sizes, ranks = (6, 7, 8), (3, 3, 3)
-    cfg = FunBaTConfig("tucker", ranks, sizes, (False,) * 3, ard=True)
-    state = init_state(cfg, (None,) * 3, [None] * 3, [None] * 3, __import__("jax").random.key(0))
-    factors = tuple(
-        f._replace(mean=jnp.asarray(np.linalg.qr(rng.normal(size=f.mean.shape))[0]))
-        for f in state.factors
-    )
-    W = np.zeros(ranks)
-    W[0, 0, 0], W[1, 1, 1], W[2, 2, 2] = 1.0, 0.5, 0.1
-    state = state._replace(factors=factors, core=CorePosterior(jnp.asarray(W), jnp.eye(27) * 1e-6))
+    sizes = (6, 7, 8)
+    cfg, state = _diagonal_tucker([1.0, 0.5, 0.1], sizes)
     rms = np.sqrt(np.array([1.0, 0.25, 0.01]) / np.prod(sizes))  # each direction's part's RMS
     cases = [  # noise sd -> (kept by default, kept with a local stage)
         (rms[2] / (0.5 * PRUNE_NOISE_LOCAL), (3, 2)),  # the third at 0.25 noise sd
