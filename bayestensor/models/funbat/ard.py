@@ -166,16 +166,16 @@ def auto_ranks(
     return tuple(min(cap, N) for N in shape)
 
 
-def init_ard(cfg: FunBaTConfig, dtype) -> tuple[ARDPosterior, ...]:
+def init_ard(cfg: FunBaTConfig, dtype, xp=jnp) -> tuple[ARDPosterior, ...]:
     """``q(λ)`` with ``E[λ] = 1`` (the ``N(0, I)`` prior of a fit without ARD): one per mode
-    (Tucker) or a single one (CP)."""
+    (Tucker) or a single one (CP); ``xp``: the array module (JAX or NumPy)."""
     ranks = cfg.ranks if cfg.model == "tucker" else cfg.ranks[:1]
-    return tuple(ARDPosterior(jnp.ones(R, dtype), jnp.ones(R, dtype)) for R in ranks)
+    return tuple(ARDPosterior(xp.ones(R, dtype), xp.ones(R, dtype)) for R in ranks)
 
 
 def _capped(a: ARDPosterior, xp=jnp) -> Array:
     """``E[λ]`` capped at :data:`MAX_PRECISION` (``xp``: the array module, JAX or NumPy)."""
-    return xp.minimum(a.shape / a.rate, MAX_PRECISION)
+    return xp.minimum(a.mean, MAX_PRECISION)
 
 
 def prior_precision(cfg: FunBaTConfig, ard: tuple[ARDPosterior, ...]) -> Array:
@@ -429,8 +429,8 @@ def rotate_tucker(
     mean = (N @ host(state.core.mean).reshape(-1)).reshape(new_cfg.ranks)
     cov = N @ host(state.core.cov) @ N.T
     core = CorePosterior(mean, 0.5 * (cov + cov.T))
-    ones = tuple(ARDPosterior(np.ones(R), np.ones(R)) for R in new_cfg.ranks)
-    ard = jax.tree.map(dev, ard_update(new_cfg, core, ones, xp=np))
+    ard = ard_update(new_cfg, core, init_ard(new_cfg, np.float64, xp=np), xp=np)
+    ard = jax.tree.map(dev, ard)
     core = jax.tree.map(dev, core)
     new_state = state._replace(factors=tuple(factors), messages=tuple(messages), core=core, ard=ard)
     return new_state, new_cfg

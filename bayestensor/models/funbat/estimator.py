@@ -401,7 +401,7 @@ class FunBaT:
             state, Ef_old, history = carry
             state, Ef = _sweep_jit(state, index, y, dts, cfg, mask)
             Ef, mse, moved = distributed.row_errors(Ef, Ef_old, y_np, y, mask, len(y_all))
-            tau = float(state.noise.shape) / float(state.noise.rate)  # (no eager JAX division)
+            tau = float(jax.tree.map(np.asarray, state.noise).mean)  # on the host, not eager JAX
             hyper = [None if th is None else np.asarray(th) for th in state.log_hyper]
             change = np.inf if moved is None else float(np.sqrt(moved * tau))
             record = {
