@@ -59,6 +59,40 @@ def _sym(P):
     return 0.5 * (P + jnp.swapaxes(P, -1, -2))
 
 
+#: Largest ``R`` for which the filter factorises ``M = I + Cᵀ S C`` in unrolled array operations
+#: (:func:`_cholesky_lower_solve`) instead of LAPACK's ``potrf`` + ``trsm``: for the small ``R``
+#: of a FunBaT mode a custom call per step costs more than the arithmetic, and under ``vmap``
+#: (the hyperparameter search filters nine candidates at once) it becomes the batched kernel
+#: :mod:`bayestensor._xla` works around. The unrolled code grows like ``R³``; beyond this the
+#: LAPACK calls.
+SMALL_CHOLESKY = 8
+
+
+def _cholesky_lower_solve(M: Float[Array, "R R"], B: Float[Array, "R p"]):
+    """``(diag L, L⁻¹ B)`` for the Cholesky factor ``M = L Lᵀ`` of a positive definite ``M``.
+
+    Up to :data:`SMALL_CHOLESKY` rows the factor and the forward substitution are written out
+    entry by entry (``R³/6`` multiply-adds, fused by XLA into a few kernels); larger ``M`` go to
+    :func:`jax.numpy.linalg.cholesky` and :func:`jax.scipy.linalg.solve_triangular`.
+    """
+    R = M.shape[-1]
+    if R > SMALL_CHOLESKY:
+        L = jnp.linalg.cholesky(M)
+        return jnp.diagonal(L), jax.scipy.linalg.solve_triangular(L, B, lower=True)
+    L = [[None] * R for _ in range(R)]
+    for j in range(R):
+        d = M[j, j] - sum((L[j][k] ** 2 for k in range(j)), jnp.zeros((), M.dtype))
+        L[j][j] = jnp.sqrt(d)
+        for i in range(j + 1, R):
+            v = M[i, j] - sum((L[i][k] * L[j][k] for k in range(j)), jnp.zeros((), M.dtype))
+            L[i][j] = v / L[j][j]
+    X = []
+    for i in range(R):
+        v = B[i] - sum((L[i][k] * X[k] for k in range(i)), jnp.zeros_like(B[i]))
+        X.append(v / L[i][i])
+    return jnp.stack([L[i][i] for i in range(R)]), jnp.stack(X)
+
+
 def _block_diag(blocks: Float[Array, "R a b"]) -> Float[Array, "Ra Rb"]:
     """Block-diagonal matrix from a stack of R equally shaped blocks."""
     R, a, b = blocks.shape
@@ -294,17 +328,16 @@ def kalman_filter(
         S = _sym(H @ PHt)
         mu = H @ m_p
         # M = I + Cᵀ S C has eigenvalues ≥ 1; G = (Λ⁻¹ + S)⁻¹ = C M⁻¹ Cᵀ
-        cM = jnp.linalg.cholesky(_sym(eye_R + C_t.T @ S @ C_t))
         # whitened innovation e = Cᵀ(ỹ − μ) = C⁺η − Cᵀμ, with ỹ = Λ⁻¹η
         e = u_t - C_t.T @ mu
         K = PHt @ C_t  # P Hᵀ C
-        # one triangular solve for both: W = cM⁻¹ Kᵀ, z = cM⁻¹ e, so that
+        # M = cM cMᵀ and one triangular solve for both: W = cM⁻¹ Kᵀ, z = cM⁻¹ e, so that
         # K M⁻¹ e = Wᵀ z, K M⁻¹ Kᵀ = Wᵀ W and eᵀ M⁻¹ e = |z|²
-        Wz = jax.scipy.linalg.solve_triangular(cM, jnp.column_stack([K.T, e]), lower=True)
+        diag, Wz = _cholesky_lower_solve(_sym(eye_R + C_t.T @ S @ C_t), jnp.column_stack([K.T, e]))
         W, z = Wz[:, :-1], Wz[:, -1]
         m_f = m_p + W.T @ z
         P_f = _sym(P_p - W.T @ W)
-        loglik_t = -jnp.sum(jnp.log(jnp.diagonal(cM))) - 0.5 * z @ z
+        loglik_t = -jnp.sum(jnp.log(diag)) - 0.5 * z @ z
         return (m_f, P_f, loglik + loglik_t), (m_p, P_p, m_f, P_f)
 
     D = sde.state_dim

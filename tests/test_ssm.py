@@ -9,6 +9,8 @@ from conftest import TOL
 from bayestensor.kernels import MATERN_NU, PERIODIC_HARMONICS, matern_cov
 from bayestensor.periodic import periodic_coefficients
 from bayestensor.ssm import (
+    SMALL_CHOLESKY,
+    _cholesky_lower_solve,
     gaps,
     interpolate,
     locate,
@@ -143,6 +145,23 @@ def _stack(kernel, ell, var, R):
         return stacked_matern(kernel, ell, var, R)
     hyper = (ell, var, PERIOD) + ((ENVELOPE[:R],) if kernel == "quasiperiodic" else ())
     return stacked_sde(kernel, hyper, R)
+
+
+@pytest.mark.parametrize("R", [1, 2, 5, SMALL_CHOLESKY, SMALL_CHOLESKY + 1])
+def test_filter_cholesky_and_solve_equal_numpy(R, rng, tol):
+    """The filter's ``M = L Lᵀ`` factor and ``L⁻¹ B``: written out entry by entry up to
+    SMALL_CHOLESKY rows, LAPACK beyond; both against NumPy, also under vmap (the search)."""
+    A = rng.normal(size=(3, R, R))
+    M = np.eye(R) + np.einsum("bij,bkj->bik", A, A)  # eigenvalues ≥ 1, as in the filter
+    B = rng.normal(size=(3, R, 4))
+    diag, X = jax.jit(jax.vmap(_cholesky_lower_solve))(jnp.asarray(M), jnp.asarray(B))
+    L = np.linalg.cholesky(M)
+    np.testing.assert_allclose(
+        diag, np.diagonal(L, axis1=1, axis2=2), rtol=tol["triangular_vs_numpy"]
+    )
+    np.testing.assert_allclose(
+        X, np.linalg.solve(L, B), rtol=tol["triangular_vs_numpy"], atol=tol["triangular_vs_numpy"]
+    )
 
 
 @pytest.mark.parametrize(
