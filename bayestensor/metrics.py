@@ -6,6 +6,8 @@ from statistics import NormalDist
 
 import numpy as np
 
+from bayestensor.checks import check_level
+
 
 def normal_quantile(level: float) -> float:
     """Half-width ``z`` of the central ``level`` interval of a standard normal (the
@@ -24,19 +26,24 @@ def heldout_metrics(y, mean, sd, level: float = 0.95) -> dict[str, float]:
     mean, sd : array-like of shape (n,)
         Predictive means and standard deviations of the observations (noise included).
     level : float
-        Central interval probability for the coverage.
+        Central interval probability for the coverage, in (0, 1).
 
     Returns
     -------
     dict
         ``rmse``, ``mae``, ``nll`` (mean of −log N(y | mean, sd²)) and ``coverage``.
+
+    Raises
+    ------
+    ValueError
+        Naming ``level`` unless it lies in (0, 1); naming the arrays if their shapes differ.
     """
+    z = normal_quantile(check_level(level))
     y, mean, sd = (np.asarray(a, dtype=np.float64) for a in (y, mean, sd))
     if not y.shape == mean.shape == sd.shape:
         raise ValueError(
             f"y, mean and sd must have one shape, got {y.shape}, {mean.shape}, {sd.shape}"
         )
-    z = normal_quantile(level)
     err = y - mean
     return {
         "rmse": float(np.sqrt(np.mean(err**2))),

@@ -27,3 +27,9 @@ def test_heldout_metrics_against_scipy_and_direct_sums():
     np.testing.assert_allclose(got["nll"], nll, rtol=TOL["normal_quantile"])
     inside = (y >= stats.norm.ppf(0.05, mean, sd)) & (y <= stats.norm.ppf(0.95, mean, sd))
     assert got["coverage"] == pytest.approx(np.mean(inside))
+
+
+@pytest.mark.parametrize("level", [0.0, 1.0, 1.5, -0.1, "high"])
+def test_heldout_metrics_refuse_a_level_outside_zero_one(level):
+    with pytest.raises(ValueError, match="level"):
+        heldout_metrics(np.zeros(3), np.zeros(3), np.ones(3), level=level)
