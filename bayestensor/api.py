@@ -248,7 +248,7 @@ def fit(
     est = FunBaT(
         model=model, rank=ranks, kernel=kernel, max_sweeps=max_sweeps, tol=tol, seed=seed, **options
     )
-    est.fit(enc, progress=progress)
+    est.fit(enc, progress=progress, keep_unpruned=local is not None)
     res = FitResult(est, value, n_missing=n_missing)
     # rank="auto" with a local stage: the components under half a noise sd are left to the
     # local process (funbat.ard.PRUNE_NOISE_LOCAL), unless the local stage then keeps none

@@ -79,6 +79,19 @@ def _small_encoded():
     return encode(df, ["a", "b"], "value")
 
 
+def test_a_fit_keeps_its_unpruned_posterior_only_when_asked():
+    """``rank="auto"``: the posterior before pruning (for a local stage's stricter pruning,
+    ``ard.pruned_for_local``) is one more posterior per estimator; a plain fit does not keep
+    it, ``keep_unpruned=True`` keeps it at the ranks the sweeps ran with."""
+    enc = _small_encoded()
+    plain = FunBaT(rank="auto", max_rank=2, max_sweeps=3).fit(enc)
+    assert plain._unpruned is None
+    kept = FunBaT(rank="auto", max_rank=2, max_sweeps=3).fit(enc, keep_unpruned=True)
+    state, cfg, index = kept._unpruned
+    assert cfg.ranks == kept.max_ranks_ and state.core.mean.shape == kept.max_ranks_
+    assert index.shape == (20, 2)
+
+
 @pytest.mark.x64
 def test_single_mode_fit_equals_dense_gp_regression():
     """K = 1, CP rank 1: at convergence q(u) is the exact GP posterior at noise 1/E[τ]."""

@@ -284,7 +284,9 @@ class FunBaT:
             raise ValueError(f"{name} has {len(values)} entries but the data have {K} modes")
         return [None if v is None else check_positive(name, v) for v in values]
 
-    def fit(self, enc: Encoded, callback=None, progress: bool = False) -> FunBaT:
+    def fit(
+        self, enc: Encoded, callback=None, progress: bool = False, keep_unpruned: bool = False
+    ) -> FunBaT:
         """Fit to encoded training data.
 
         The fit computes in ``self.dtype`` (float64 by default) whatever JAX's global
@@ -300,6 +302,8 @@ class FunBaT:
             Called after every sweep with that sweep's history record (see ``history_``).
         progress : bool
             Show a progress bar over the sweeps.
+        keep_unpruned : bool
+            Keep the unpruned posterior for :func:`~.ard.pruned_for_local` (``bt.fit``: local).
 
         Returns
         -------
@@ -307,9 +311,9 @@ class FunBaT:
             ``self``.
         """
         with precision(self.dtype):
-            return self._fit(enc, callback, progress)
+            return self._fit(enc, callback, progress, keep_unpruned)
 
-    def _fit(self, enc: Encoded, callback, progress: bool) -> FunBaT:
+    def _fit(self, enc: Encoded, callback, progress: bool, keep_unpruned: bool) -> FunBaT:
         """The fit, inside the precision scope."""
         if enc.y is None:
             raise ValueError("enc has no values (y is None); encode with a value column")
@@ -460,7 +464,8 @@ class FunBaT:
         self.shares_ = None
         self._unpruned = None
         if cfg.ard:  # drop the components the ARD switched off
-            self._unpruned = (state, cfg, index_all)  # for ard.pruned_for_local (it releases it)
+            if keep_unpruned:  # for ard.pruned_for_local (it releases it)
+                self._unpruned = (state, cfg, index_all)
             state, cfg, self.active_, self.shares_ = prune_fit(
                 state, cfg, index_all, self.chunk == "auto"
             )
