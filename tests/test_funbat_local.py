@@ -107,6 +107,39 @@ def _product_kernel(X1, g1, X2, g2, ell, var):
     return var * np.prod((1 + z) * np.exp(-z), axis=-1) * (g1[:, None] == g2[None, :])
 
 
+def test_neighbour_gp_learns_on_a_subset_of_the_exact_conditionals():
+    """``max_fit`` < n: the likelihood of the chosen rows, each given every earlier row of the
+    whole set (the pool), equals the sum of their dense conditional densities; the fit then
+    reports the likelihood of every row at its hyperparameters."""
+    rng = np.random.default_rng(2)
+    n = 24
+    df = pd.DataFrame({"x": rng.uniform(0, 3, n), "y": rng.uniform(-1, 1, n)})
+    r = rng.normal(size=n)
+    theta = np.log([0.8, 0.5, 1.2, 0.1])
+    X, g = df[["x", "y"]].to_numpy(), np.zeros(n, np.int64)
+    nb = vecchia_neighbours(X, n - 1)
+    rows = np.array([0, 3, 10, 17, 23])
+    K = _product_kernel(X, g, X, g, np.exp(theta[:2]), np.exp(theta[2]))
+    noise = np.exp(theta[3])
+    ref = 0.0
+    for i in rows:  # -log N(r_i | r_0 … r_{i-1}) from the dense covariance
+        A = K[:i, :i] + noise * np.eye(i)
+        k = K[i, :i]
+        mu = k @ np.linalg.solve(A, r[:i]) if i else 0.0
+        s2 = K[i, i] + noise - (k @ np.linalg.solve(A, k) if i else 0.0)
+        ref += 0.5 * (np.log(2 * np.pi * s2) + (r[i] - mu) ** 2 / s2)
+    with precision("float64"):
+        pool = tuple(jnp.asarray(a) for a in (X, g, r))
+        part = (jnp.asarray(a[rows]) for a in (X, g, r, nb))
+        nll = float(_vecchia_nll(jnp.asarray(theta), *part, None, pool))
+    assert nll == pytest.approx(ref, rel=1e-10)
+
+    fit = NeighbourGP(m=n, m_fit=n - 1, rounds=1, maxiter=40, max_fit=8)
+    fit = fit.fit(df, ["x", "y"], r, 0.1)
+    kern = _product_kernel(X, g, X, g, np.exp(fit.theta[:2]), np.exp(fit.theta[2]))
+    assert fit.nll == pytest.approx(_dense_nll(kern, r, np.exp(fit.theta[3])), rel=1e-10)
+
+
 def test_neighbour_gp_is_exact_with_all_neighbours():
     rng = np.random.default_rng(1)
     n = 20

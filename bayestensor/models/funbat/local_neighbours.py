@@ -104,16 +104,18 @@ def _batched(theta, Xq, gq, X, g, r, nb):
     return fn(Xq, gq, X[idx], g[idx], r[idx], mask, ell, var, noise), noise
 
 
-def _nll(theta, X, g, r, nb, w=None):
-    (mu, v), noise = _batched(theta, X, g, X, g, r, nb)
+def _nll(theta, X, g, r, nb, w=None, pool=None):
+    """Vecchia negative log likelihood of the rows ``X, g, r`` (weighted by ``w``: 0 pads), each
+    conditioned on its neighbours ``nb``: rows of ``pool = (X, g, r)`` of every row when given
+    (a subset of the conditionals), else of these rows."""
+    (mu, v), noise = _batched(theta, X, g, *((X, g, r) if pool is None else pool), nb)
     s2 = v + noise
     terms = jnp.log(2 * jnp.pi * s2) + (r - mu) ** 2 / s2
     return 0.5 * jnp.sum(terms if w is None else w * terms)
 
 
-#: Vecchia negative log likelihood of the residuals ``r`` (rows weighted by ``w``: 0 pads).
-def _nll_value_grad(theta, X, g, r, nb, w=None):
-    return jax.value_and_grad(_nll)(theta, X, g, r, nb, w)
+def _nll_value_grad(theta, X, g, r, nb, w=None, pool=None):
+    return jax.value_and_grad(_nll)(theta, X, g, r, nb, w, pool)
 
 
 def _krige_rows(theta, Xq, gq, X, g, r, nb):
@@ -128,11 +130,17 @@ _krige = CachedJit(_krige_rows)
 PROGRAMS = (_vecchia_nll, _vecchia_vg, _krige)
 
 
-def _padded(X, g, r, nb):
-    """The likelihood's arrays padded to a shape bucket (pad rows: no neighbours, weight 0)."""
+def _padded(X, g, r, nb, rows=None):
+    """The likelihood's arrays padded to a shape bucket (pad rows: no neighbours, weight 0);
+    with ``rows`` (positions), the conditionals of those rows only, their neighbours read from
+    every row (the pool, padded to its own bucket)."""
+    if rows is None:
+        n = bucket(len(r), 512)
+        w = _pad(np.ones(len(r)), n)
+        return tuple(jax.device_put((_pad(X, n), _pad(g, n), _pad(r, n), _pad(nb, n, -1), w)))
+    query = _padded(X[rows], g[rows], r[rows], nb[rows])
     n = bucket(len(r), 512)
-    w = _pad(np.ones(len(r)), n)
-    return tuple(jax.device_put((_pad(X, n), _pad(g, n), _pad(r, n), _pad(nb, n, -1), w)))
+    return (*query, tuple(jax.device_put((_pad(X, n), _pad(g, n), _pad(r, n)))))
 
 
 def _scaled(X, g, ell, far=None):
@@ -171,8 +179,10 @@ class NeighbourGP:
     """Residual GP with a product Matérn-3/2 kernel, nearest-neighbour likelihood and kriging.
 
     ``m`` neighbours for prediction, ``m_fit`` in the likelihood, ``rounds`` re-selections of
-    the neighbours as the lengthscales move; the hyperparameters are learned on a random
-    ``max_fit`` rows (None: all), then ``nll`` is the likelihood of all rows at them.
+    the neighbours as the lengthscales move. The hyperparameters are learned on the
+    conditionals of a random ``max_fit`` rows (None: all rows), each given its neighbours among
+    every earlier row in a random order (not a subsample of the rows: at its lower density the
+    short-range correlation would not show); ``nll`` is then the likelihood of all rows.
     """
 
     m: int = 16
@@ -218,9 +228,14 @@ class NeighbourGP:
         self._groups = {}
         X, g = self._features(df)
         r = np.asarray(r, dtype=np.float64)
-        order = np.random.default_rng(self.seed).permutation(len(r))
-        sub = order[: self.max_fit] if self.max_fit else order
-        Xo, go, ro = X[sub], g[sub], r[sub]
+        rng = np.random.default_rng(self.seed)
+        order = rng.permutation(len(r))
+        Xo, go, ro = X[order], g[order], r[order]
+        # learn on the conditionals of max_fit random rows, each given its neighbours among
+        # every earlier row (a subsample of rows would hide the short-range correlation)
+        rows = None
+        if self.max_fit and self.max_fit < len(r):
+            rows = np.sort(rng.choice(len(r), self.max_fit, replace=False))
         D = X.shape[1]
         span = np.ptp(X, axis=0)
         span = np.where(span > 0, span, 1.0)
@@ -231,14 +246,13 @@ class NeighbourGP:
         with precision("float64"):
             for _ in range(self.rounds):
                 nb = vecchia_neighbours(_scaled(Xo, go, np.exp(theta[:D]))[0], self.m_fit)
-                args = _padded(Xo, go, ro, nb)
+                args = _padded(Xo, go, ro, nb, rows)
                 theta, self.nll = _lbfgs(
                     lambda th, a=args: _vecchia_vg(th, *a), theta, lo, hi, self.maxiter
                 )
-            if len(sub) < len(r):  # the likelihood of every row at the learned hyperparameters
-                Xa, ga, ra = X[order], g[order], r[order]
-                nb = vecchia_neighbours(_scaled(Xa, ga, np.exp(theta[:D]))[0], self.m_fit)
-                self.nll = float(_vecchia_nll(jax.device_put(theta), *_padded(Xa, ga, ra, nb)))
+            if rows is not None:  # the likelihood of every row at the learned hyperparameters
+                nb = vecchia_neighbours(_scaled(Xo, go, np.exp(theta[:D]))[0], self.m_fit)
+                self.nll = float(_vecchia_nll(jax.device_put(theta), *_padded(Xo, go, ro, nb)))
         self.theta = theta
         self._restore(df, r)
         self.seconds = time.perf_counter() - t
