@@ -80,17 +80,22 @@ def _cholesky_lower_solve(M: Float[Array, "R R"], B: Float[Array, "R p"]):
         L = jnp.linalg.cholesky(M)
         return jnp.diagonal(L), jax.scipy.linalg.solve_triangular(L, B, lower=True)
     L = [[None] * R for _ in range(R)]
-    for j in range(R):
-        d = M[j, j] - sum((L[j][k] ** 2 for k in range(j)), jnp.zeros((), M.dtype))
+    X = []
+    for j in range(R):  # column j of L, then row j of L⁻¹B (it needs rows < j only)
+        d = M[j, j]
+        for k in range(j):
+            d = d - L[j][k] ** 2
         L[j][j] = jnp.sqrt(d)
         for i in range(j + 1, R):
-            v = M[i, j] - sum((L[i][k] * L[j][k] for k in range(j)), jnp.zeros((), M.dtype))
+            v = M[i, j]
+            for k in range(j):
+                v = v - L[i][k] * L[j][k]
             L[i][j] = v / L[j][j]
-    X = []
-    for i in range(R):
-        v = B[i] - sum((L[i][k] * X[k] for k in range(i)), jnp.zeros_like(B[i]))
-        X.append(v / L[i][i])
-    return jnp.stack([L[i][i] for i in range(R)]), jnp.stack(X)
+        x = B[j]
+        for k in range(j):
+            x = x - L[j][k] * X[k]
+        X.append(x / L[j][j])
+    return jnp.stack([L[j][j] for j in range(R)]), jnp.stack(X)
 
 
 def _block_diag(blocks: Float[Array, "R a b"]) -> Float[Array, "Ra Rb"]:
