@@ -124,7 +124,7 @@ def main(args: list[str] | None = None) -> pd.DataFrame:
                     )
                     seconds = time.perf_counter() - t
                     pred = res.predict(test)
-                    m = heldout_metrics(test[value], pred["mean"], pred["sd"])
+                    m = heldout_metrics(test[value], pred["mean"], pred["sd"], nu=pred.get("nu"))
                     label = f"ours {model} R={rank_text}"
                     rows.append(_row(name, fold, label, m, seconds, len(res.history)))
                     print(

@@ -33,3 +33,23 @@ def test_heldout_metrics_against_scipy_and_direct_sums():
 def test_heldout_metrics_refuse_a_level_outside_zero_one(level):
     with pytest.raises(ValueError, match="level"):
         heldout_metrics(np.zeros(3), np.zeros(3), np.ones(3), level=level)
+
+
+def test_heldout_metrics_of_a_student_t_predictive_against_scipy():
+    rng = np.random.default_rng(5)
+    y = rng.normal(size=400)
+    mean = y + 0.3 * rng.standard_t(2.0, size=400)
+    sd = rng.uniform(0.1, 0.6, size=400)
+    nu = np.where(np.arange(400) < 300, 2.5, np.inf)  # the last rows Gaussian
+    got = heldout_metrics(y, mean, sd, level=0.9, nu=nu)
+    t, g = nu < np.inf, nu == np.inf
+    logp = np.concatenate(
+        [stats.t.logpdf(y[t], nu[t], mean[t], sd[t]), stats.norm.logpdf(y[g], mean[g], sd[g])]
+    )
+    np.testing.assert_allclose(got["nll"], -np.mean(logp), rtol=1e-10)
+    half = np.where(t, stats.t.ppf(0.95, 2.5), stats.norm.ppf(0.95)) * sd
+    assert got["coverage"] == pytest.approx(np.mean(np.abs(y - mean) <= half))
+    # nu=inf everywhere is the Gaussian
+    assert heldout_metrics(y, mean, sd, nu=np.inf) == heldout_metrics(y, mean, sd)
+    with pytest.raises(ValueError, match="nu"):
+        heldout_metrics(y, mean, sd, nu=0.0)

@@ -30,12 +30,15 @@ Prediction: ``E[y*] = E[f*] + E[g* | r]``, ``Var[f* + g*] = Var[f*] + Var[g* | r
 ``g`` treated as independent), ``Var[y*] = Var[f* + g*] + c · σ²_g`` with ``σ²_g`` the residual
 model's noise and ``c = σ²_FunBaT / mean(r²) ≥ 1``: training residuals of the low-rank fit are
 shrunk (it saw those rows), and ``c`` is the shrinkage FunBaT's own noise estimate implies.
+The predictive distribution is then a Student-t around that mean, its degrees of freedom and
+scale fitted to the process's leave-one-out errors (:mod:`.local_tails`): heavy-tailed residuals
+give heavy-tailed intervals, Gaussian ones the Gaussian.
 
 Usage::
 
     res = bt.fit(train, coords=["lat", "lon", "month"], value="ozone", local="auto")
     res.local.label, res.local.gains     # what was kept; every candidate's gain per row
-    res.predict(test)                    # mean, sd, lower, upper, sd_f, lower_f, upper_f
+    res.predict(test)                    # mean, sd, lower, upper, sd_f, lower_f, upper_f, nu
     res.predict(test, local=False)       # the low-rank part alone
     fit_local(res0, train, "fibre:lon")  # the same stage on a fit made without local=
 
@@ -57,7 +60,6 @@ from bayestensor._export import CachedJit
 from bayestensor.checks import check_finite_result
 from bayestensor.driver import bound_compiled, precision
 from bayestensor.kernels import kernel_sde
-from bayestensor.metrics import normal_quantile
 from bayestensor.models.funbat.local_neighbours import (
     MIN_BUCKET,
     PROGRAMS,
@@ -65,6 +67,7 @@ from bayestensor.models.funbat.local_neighbours import (
     _lbfgs,
     vecchia_neighbours,
 )
+from bayestensor.models.funbat.local_tails import GAUSSIAN, fit_student_t, half_width, loo_scores
 from bayestensor.models.funbat.stream import bucket
 
 __all__ = [
@@ -318,6 +321,9 @@ class LocalFit:
     rows : pandas.DataFrame or None
         The training rows (coordinates and value), kept in memory for :meth:`FitResult.update`
         and not saved; None for a loaded result.
+    nu, t_scale : float
+        The predictive Student-t's degrees of freedom and scale factor ``c``, fitted to the
+        leave-one-out errors (:mod:`.local_tails`); ``inf`` and 1: Gaussian.
     """
 
     base: object
@@ -330,6 +336,8 @@ class LocalFit:
     asked: str = "auto"
     scale: float = 1.0
     rows: pd.DataFrame | None = field(default=None, repr=False)
+    nu: float = np.inf
+    t_scale: float = 1.0
 
     @property
     def hyperparameters(self) -> dict:
@@ -347,7 +355,7 @@ class LocalFit:
         return "none" if self.kind is None else self.kind + (f":{self.mode}" if self.mode else "")
 
     def predict(self, df: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
-        """``mean, sd, lower, upper, sd_f, lower_f, upper_f`` per row of ``df``."""
+        """``mean, sd, lower, upper, sd_f, lower_f, upper_f, nu`` per row of ``df``."""
         return self.combine(df, self.base.predict(df, level=level, local=False), level)
 
     def combine(self, df: pd.DataFrame, pred: pd.DataFrame, level: float) -> pd.DataFrame:
@@ -360,9 +368,11 @@ class LocalFit:
         noise = self.process.hyperparameters["noise"] * self.calibration
         mean = pred["mean"].to_numpy() + s * g_mean
         var_f = (pred["sd_f"].to_numpy() / s) ** 2 + g_var  # in units of the scale
-        sd_f, sd = s * np.sqrt(var_f), s * np.sqrt(var_f + noise)
+        # the Student-t scale: c times the Gaussian sd (the sd itself when nu is inf)
+        c = self.t_scale * s
+        sd_f, sd = c * np.sqrt(var_f), c * np.sqrt(var_f + noise)
         check_finite_result("the prediction with the local process", mean, sd)
-        z = normal_quantile(level)
+        z = half_width(self.nu, level)
         return pd.DataFrame(
             {
                 "mean": mean,
@@ -372,15 +382,18 @@ class LocalFit:
                 "sd_f": sd_f,
                 "lower_f": mean - z * sd_f,
                 "upper_f": mean + z * sd_f,
+                "nu": np.full(len(mean), self.nu),
             },
             index=df.index,
         )
 
 
-def _residuals(result, df: pd.DataFrame) -> np.ndarray:
-    """``y − E[f]`` of the low-rank part at the rows of ``df``."""
+def _residuals(result, df: pd.DataFrame, sd_f: bool = False):
+    """``y − E[f]`` of the low-rank part at the rows of ``df`` (and ``sd(f)`` there)."""
     y = df[result.value].to_numpy(dtype=np.float64)
-    return y - result.predict(df, local=False)["mean"].to_numpy()
+    base = result.predict(df, local=False)
+    r = y - base["mean"].to_numpy()
+    return (r, base["sd_f"].to_numpy()) if sd_f else r
 
 
 def _kept_rows(result, df: pd.DataFrame) -> pd.DataFrame:
@@ -423,7 +436,7 @@ def fit_local(
     t = time.perf_counter()
     _bound_local_programs()
     coords = list(result.coords)
-    r = _residuals(result, df)
+    r, sd_f = _residuals(result, df, sd_f=True)
     scale = rms(r)
     rows = _kept_rows(result, df)
     if scale == 0.0:  # the low-rank part interpolates: nothing left to model
@@ -459,8 +472,15 @@ def fit_local(
     kind = None if process is None else best.split(":")[0]
     mode = best.split(":", 1)[1] if kind == "fibre" else None
     calibration = max(noise / ms, 1.0)
+    tails = GAUSSIAN
+    if process is not None:  # the predictive's tails, from the leave-one-out errors
+        m, v = process.posterior(None)
+        own = process.hyperparameters["noise"]
+        tails = fit_student_t(loo_scores(rs, m, v, own, calibration, (sd_f / scale) ** 2))
     seconds = time.perf_counter() - t
-    return LocalFit(result, kind, mode, process, gains, calibration, seconds, local, scale, rows)
+    return LocalFit(
+        result, kind, mode, process, gains, calibration, seconds, local, scale, rows, *tails
+    )
 
 
 def update_local(loc: LocalFit, result, df: pd.DataFrame, scope: str) -> LocalFit:

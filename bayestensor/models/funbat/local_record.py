@@ -1,9 +1,10 @@
 """Saving and loading a FunBaT result's local residual process (:mod:`.local`).
 
 The header holds ``{"asked", "kind", "mode", "gains", "calibration", "seconds", "scale",
-"process"}`` (``process``: the process's settings, or null when ``local="auto"`` kept none;
-``scale``: the unit the process was fitted in, 1 when absent, as in files written before it
-existed); the arrays
+"nu", "t_scale", "process"}`` (``process``: the process's settings, or null when
+``local="auto"`` kept none; ``scale``: the unit the process was fitted in, 1 when absent, as in
+files written before it existed; ``nu``, ``t_scale``: the predictive Student-t, null and 1 —
+Gaussian — when absent); the arrays
 ``local/train`` (the training rows' coordinates as the fit encodes them, one column per entry
 of ``process.columns``), ``local/r`` (their residuals) and ``local/theta`` (the learned log
 hyperparameters). A process is rebuilt from these exactly as its fit left it, so a loaded
@@ -33,7 +34,7 @@ _FIELDS = {
     "process": dict | None,
 }
 #: Header fields that older files may lack, and their values then.
-_OPTIONAL = {"scale": (float, 1.0)}
+_OPTIONAL = {"scale": (float, 1.0), "nu": (float | None, None), "t_scale": (float, 1.0)}
 _FIBRE = {"columns": list[str], "kernel": str, "maxiter": int, "nll": float}
 _NEIGHBOURS = {
     "columns": list[str],
@@ -52,6 +53,7 @@ _NEIGHBOURS = {
 def local_record(loc: LocalFit) -> tuple[dict, dict[str, np.ndarray]]:
     """The header field and the arrays (``local/...``) of ``loc``."""
     header = {k: getattr(loc, k) for k in (*_FIELDS, *_OPTIONAL) if k != "process"}
+    header["nu"] = float(loc.nu) if np.isfinite(loc.nu) else None  # JSON has no inf
     header["gains"] = {k: float(v) for k, v in loc.gains.items()}
     p = loc.process
     if p is None:
@@ -89,6 +91,11 @@ def local_from_record(result, raw, arrays: dict[str, np.ndarray]) -> LocalFit:
         h[k] = io.field(raw, k, tp, "local") if k in raw else default
     if not np.isfinite(h["scale"]) or h["scale"] <= 0:
         raise ValueError("saved field local.scale must be a finite number > 0")
+    if not np.isfinite(h["t_scale"]) or h["t_scale"] <= 0:
+        raise ValueError("saved field local.t_scale must be a finite number > 0")
+    if h["nu"] is not None and not (np.isfinite(h["nu"]) and h["nu"] > 0):
+        raise ValueError("saved field local.nu must be null (Gaussian) or a finite number > 0")
+    tails = (np.inf if h["nu"] is None else h["nu"], h["t_scale"])
     check_local_option(h["asked"])
     names = {m.name: m.kind for m in result.modes}
     if not np.isfinite(h["calibration"]) or h["calibration"] < 1:
@@ -106,6 +113,8 @@ def local_from_record(result, raw, arrays: dict[str, np.ndarray]) -> LocalFit:
             h["seconds"],
             h["asked"],
             h["scale"],
+            None,
+            *tails,
         )
     fields = {"fibre": _FIBRE, "neighbours": _NEIGHBOURS}.get(h["kind"])
     if fields is None:
@@ -146,4 +155,6 @@ def local_from_record(result, raw, arrays: dict[str, np.ndarray]) -> LocalFit:
         h["seconds"],
         h["asked"],
         h["scale"],
+        None,
+        *tails,
     )

@@ -164,7 +164,10 @@ class FitResult(Result):
         -------
         pandas.DataFrame
             Indexed like ``df``: ``mean`` (of y and f), ``sd``, ``lower``, ``upper`` (a new
-            noisy observation y), ``sd_f``, ``lower_f``, ``upper_f`` (the latent f).
+            noisy observation y), ``sd_f``, ``lower_f``, ``upper_f`` (the latent f), ``nu``:
+            the predictive is a Student-t with ``nu`` degrees of freedom and scale ``sd`` (or
+            ``sd_f``), fitted by the local stage to heavy-tailed residuals; ``inf`` (always,
+            without a local process): Gaussian, ``sd`` its standard deviation.
         """
         level = check_level(level)
         if not isinstance(local, bool):
@@ -182,6 +185,7 @@ class FitResult(Result):
             sd_f=sd_f,
             lower_f=mean - z * sd_f,
             upper_f=mean + z * sd_f,
+            nu=np.full(len(mean), np.inf),
         )
         return self.local.combine(df, pred, level) if local and self.local is not None else pred
 
@@ -355,7 +359,9 @@ class FitResult(Result):
             return ""
         if self.local.process is None:
             return "; no local process kept (none beat iid noise)"
-        return f"; local process {self.local.label}"
+        nu = self.local.nu
+        tails = f", Student-t predictive (nu {nu:.3g})" if np.isfinite(nu) else ""
+        return f"; local process {self.local.label}{tails}"
 
     def summary(self) -> pd.DataFrame:
         """One row per mode: kind, unique values, rank (with ``rank="auto"`` also the upper
