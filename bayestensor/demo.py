@@ -152,7 +152,7 @@ def run(
     )
     y = held[VALUE].to_numpy(np.float64)
     results = {
-        "FunBaT-Tucker": heldout_metrics(y, pred["mean"], pred["sd"], nu=pred["nu"]),
+        "FunBaT-Tucker": heldout_metrics(y, pred["mean"], pred["sd"], nu=pred.get("nu")),
         "location + month means": heldout_metrics(y, base_mean, base_sd),
     }
     results["FunBaT-Tucker"]["fit_seconds"] = elapsed

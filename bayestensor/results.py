@@ -5,9 +5,9 @@ notebook), returns a table from ``summary()``, saves itself with ``save(path)`` 
 format of :mod:`bayestensor.io`, and comes back from :func:`load` whatever its kind. Where a
 result predicts at rows of a DataFrame it uses one column convention
 (:func:`prediction_frame`): ``mean, sd, lower, upper`` describe a new observation, and
-``sd_f, lower_f, upper_f`` the latent function (the noise-free value, or the rate); ``nu``,
-where given, makes the predictive a Student-t with ``nu`` degrees of freedom whose scale is
-``sd`` (``inf``: Gaussian, ``sd`` its standard deviation).
+``sd_f, lower_f, upper_f`` the latent function (the noise-free value, or the rate), Gaussian
+with standard deviation ``sd``; a ``nu`` column, where present, makes the predictive a
+Student-t with ``nu`` degrees of freedom whose scale is ``sd``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ KINDS = {
 }
 
 #: Columns of every ``predict`` (the ``*_f`` ones where a latent function exists; ``nu``
-#: where the predictive may be a Student-t).
+#: where the predictive is a Student-t).
 PREDICTION_COLUMNS = ("mean", "sd", "lower", "upper", "sd_f", "lower_f", "upper_f", "nu")
 
 

@@ -129,7 +129,7 @@ def run_funbat(train, test, coords, value, **options):
     res = bt.fit(train, coords=coords, value=value, progress=False, **options)
     seconds = time.perf_counter() - t
     pred = res.predict(test)
-    metrics = heldout_metrics(test[value], pred["mean"], pred["sd"], nu=pred["nu"])
+    metrics = heldout_metrics(test[value], pred["mean"], pred["sd"], nu=pred.get("nu"))
     kernels = res.kernel if isinstance(res.kernel, str) else ",".join(res.kernels.values())
     local = "" if res.local is None else f" local={res.local.label}"
     return metrics, seconds, f"R={'x'.join(str(r) for r in res.ranks)} {kernels}{local}"

@@ -122,7 +122,7 @@ def main(args: list[str] | None = None) -> dict[str, dict[str, float]]:
         progress=False,
     )  # fmt: skip
     pred = res.predict(test)
-    results["FunBaT-Tucker"] = heldout_metrics(y, pred["mean"], pred["sd"], nu=pred["nu"])
+    results["FunBaT-Tucker"] = heldout_metrics(y, pred["mean"], pred["sd"], nu=pred.get("nu"))
     results["FunBaT-Tucker"]["seconds"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -90,7 +90,7 @@ def main(args: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]
             train, test, value="temp", location=("origin",), time="time"
         )
         results[name] = {
-            "FunBaT-Tucker": heldout_metrics(y, pred["mean"], pred["sd"], nu=pred["nu"]),
+            "FunBaT-Tucker": heldout_metrics(y, pred["mean"], pred["sd"], nu=pred.get("nu")),
             "linear interpolation per station": _metrics(y, lin, lin_sd),
             "station + hour means": _metrics(y, add_mean, add_sd),
         }

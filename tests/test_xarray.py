@@ -84,7 +84,7 @@ def test_predict_grid_is_predict_on_the_flattened_grid(cube_fits):
     _, res, _ = cube_fits
     grid = res.predict_grid(chunk=100)  # 378 cells: three full chunks and a remainder
     assert tuple(grid.sizes.items()) == (("t", 14), ("site", 3), ("day", 9))
-    assert set(grid.data_vars) == set(bt.results.PREDICTION_COLUMNS)
+    assert set(grid.data_vars) == set(res.predict(grid.to_dataframe().reset_index().head()))
     assert all(grid[v].dtype == np.float64 for v in grid.data_vars)
     np.testing.assert_array_equal(grid["t"].values, T)
     np.testing.assert_array_equal(grid["day"].values, DAYS.to_numpy())

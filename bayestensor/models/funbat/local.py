@@ -38,7 +38,7 @@ Usage::
 
     res = bt.fit(train, coords=["lat", "lon", "month"], value="ozone", local="auto")
     res.local.label, res.local.gains     # what was kept; every candidate's gain per row
-    res.predict(test)                    # mean, sd, lower, upper, sd_f, lower_f, upper_f, nu
+    res.predict(test)                    # mean, sd, lower, upper, sd_f, lower_f, upper_f (, nu)
     res.predict(test, local=False)       # the low-rank part alone
     fit_local(res0, train, "fibre:lon")  # the same stage on a fit made without local=
 
@@ -355,7 +355,7 @@ class LocalFit:
         return "none" if self.kind is None else self.kind + (f":{self.mode}" if self.mode else "")
 
     def predict(self, df: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
-        """``mean, sd, lower, upper, sd_f, lower_f, upper_f, nu`` per row of ``df``."""
+        """``mean, sd, lower, upper, sd_f, lower_f, upper_f`` (and ``nu``) per row of ``df``."""
         return self.combine(df, self.base.predict(df, level=level, local=False), level)
 
     def combine(self, df: pd.DataFrame, pred: pd.DataFrame, level: float) -> pd.DataFrame:
@@ -373,7 +373,7 @@ class LocalFit:
         sd_f, sd = c * np.sqrt(var_f), c * np.sqrt(var_f + noise)
         check_finite_result("the prediction with the local process", mean, sd)
         z = half_width(self.nu, level)
-        return pd.DataFrame(
+        out = pd.DataFrame(
             {
                 "mean": mean,
                 "sd": sd,
@@ -382,10 +382,12 @@ class LocalFit:
                 "sd_f": sd_f,
                 "lower_f": mean - z * sd_f,
                 "upper_f": mean + z * sd_f,
-                "nu": np.full(len(mean), self.nu),
             },
             index=df.index,
         )
+        if np.isfinite(self.nu):  # a Student-t predictive (Gaussian ones have no nu column)
+            out["nu"] = self.nu
+        return out
 
 
 def _residuals(result, df: pd.DataFrame, sd_f: bool = False):

@@ -17,9 +17,9 @@ The standardised errors ``z_i = e_i / sd_i`` (``sd_i`` the predictive sd the sta
 a new row there) are fitted by maximum likelihood with a Student-t of ``ν`` degrees of freedom
 and scale ``c``; the predictive distribution of a new cell is then ``mean + c · sd · T_ν``
 (the same scale mixture for the latent value, as in a Student-t process): ``predict`` gives
-``sd`` as the scale ``c · sd`` of that Student-t, ``nu`` its degrees of freedom (``inf``: a
-Gaussian, whose scale is its sd), and ``lower, upper`` its quantiles. Gaussian residuals give
-``ν`` at its upper bound and ``c ≈ 1``: the Gaussian predictive, unchanged.
+``sd`` as the scale ``c · sd`` of that Student-t, a column ``nu`` with its degrees of freedom,
+and ``lower, upper`` its quantiles. Gaussian residuals give ``ν`` at its upper bound, which
+counts as Gaussian (``ν = inf``, ``c = 1``: no ``nu`` column, the predictive unchanged).
 
 The low-rank part is not refitted: its training residuals are shrunk (it saw those rows) by the
 factor ``calibration`` in variance that FunBaT's own noise estimate implies (:mod:`.local`),

@@ -164,10 +164,10 @@ class FitResult(Result):
         -------
         pandas.DataFrame
             Indexed like ``df``: ``mean`` (of y and f), ``sd``, ``lower``, ``upper`` (a new
-            noisy observation y), ``sd_f``, ``lower_f``, ``upper_f`` (the latent f), ``nu``:
-            the predictive is a Student-t with ``nu`` degrees of freedom and scale ``sd`` (or
-            ``sd_f``), fitted by the local stage to heavy-tailed residuals; ``inf`` (always,
-            without a local process): Gaussian, ``sd`` its standard deviation.
+            noisy observation y), ``sd_f``, ``lower_f``, ``upper_f`` (the latent f): Gaussian,
+            ``sd`` its standard deviation; where the local stage found heavy-tailed residuals,
+            also ``nu``: the predictive is then a Student-t with ``nu`` degrees of freedom,
+            scale ``sd`` (or ``sd_f``) and quantiles ``lower``, ``upper``.
         """
         level = check_level(level)
         if not isinstance(local, bool):
@@ -185,7 +185,6 @@ class FitResult(Result):
             sd_f=sd_f,
             lower_f=mean - z * sd_f,
             upper_f=mean + z * sd_f,
-            nu=np.full(len(mean), np.inf),
         )
         return self.local.combine(df, pred, level) if local and self.local is not None else pred
 
@@ -214,7 +213,8 @@ class FitResult(Result):
         xarray.Dataset
             Dimensions: the modes, in order; float64 variables ``mean``, ``sd``, ``lower``,
             ``upper`` (a new observation) and ``sd_f``, ``lower_f``, ``upper_f`` (the latent
-            f), each equal to :meth:`predict` at that cell.
+            f), and ``nu`` where :meth:`predict` has it, each equal to :meth:`predict` at that
+            cell.
 
         Raises
         ------
@@ -245,10 +245,11 @@ class FitResult(Result):
                 raise ValueError(f"coords[{mode.name!r}] must be a non-empty 1-D array")
             axes[mode.name] = values
         attrs = {"value": self.value, "level": level, "model": f"FunBaT-{self.model}"}
+        tails = self.local is not None and np.isfinite(self.local.nu)
         return grid_dataset(
             axes,
             lambda cells: self.predict(cells, level=level),
-            PREDICTION_COLUMNS,
+            PREDICTION_COLUMNS if tails else PREDICTION_COLUMNS[:-1],
             chunk=chunk,
             attrs=attrs,
         )
