@@ -15,6 +15,7 @@ from bayestensor.models.funbat.local import (
     FibreGP,
     NeighbourGP,
     _fibre_vg,
+    choose,
     fit_local,
     rms,
     vecchia_neighbours,
@@ -259,6 +260,11 @@ def test_fit_local_auto_improves_held_out_rmse(planted_fits):
     assert "local process fibre:time" in res.title()
     # measured: 0.277 -> 0.206 (ratio 0.74; the neighbour GP alone 0.210)
     assert _rmse(res.predict(test), test) < 0.8 * _rmse(plain.predict(test), test)
+    # both candidates qualify; their leave-one-out errors tie (0.79506 against 0.79496, paired
+    # standard error 0.005), so the likelier is kept
+    loo = res.local.loo
+    assert set(loo) == {"fibre:time", "neighbours"} and 0 < loo["fibre:time"] < 1
+    assert abs(loo["fibre:time"] - loo["neighbours"]) < 0.01
     # the low-rank part alone is the plain fit
     base = res.predict(test, local=False)
     np.testing.assert_allclose(base.to_numpy(), plain.predict(test).to_numpy(), rtol=1e-10)
@@ -324,7 +330,7 @@ def test_fit_local_round_trip(planted_fits, tmp_path):
     _, test, plain, res = planted_fits
     back = bt.load(res.save(tmp_path / "local.bt"))
     assert back.local.label == res.local.label
-    assert back.local.gains == res.local.gains
+    assert back.local.gains == res.local.gains and back.local.loo == res.local.loo
     for col in ("mean", "sd", "sd_f"):
         np.testing.assert_array_equal(back.predict(test)[col], res.predict(test)[col])
     # a file without the local part (written before it existed, or with local=None)
@@ -425,7 +431,7 @@ def _left_out(process, df, coords, r, i):
 def test_loo_scores_are_the_left_out_predictive(kind):
     """The closed-form leave-one-out errors equal conditioning on the other rows (the neighbour
     GP with every row as a neighbour, so its kriging is exact)."""
-    from bayestensor.models.funbat.local_tails import loo_scores
+    from bayestensor.models.funbat.local_tails import loo_errors, loo_scores
 
     rng = np.random.default_rng(3)
     df, r = _fibre_data(rng)
@@ -439,8 +445,10 @@ def test_loo_scores_are_the_left_out_predictive(kind):
     m, v = process.posterior(None)
     base_var = rng.uniform(0.0, 0.3, len(r))
     z = loo_scores(r, m, v, noise, 1.0, base_var)
+    e = loo_errors(r, m, v, noise)
     for i in (0, 7, len(r) - 1):
         mi, vi = _left_out(process, df, coords, r, i)
+        assert e[i] == pytest.approx(r[i] - mi[0], rel=1e-8)
         expected = (r[i] - mi[0]) / np.sqrt(base_var[i] + vi[0] + noise)
         assert z[i] == pytest.approx(expected, rel=1e-8)
     # the calibration scales the errors by its root and the noise in the sd by itself
@@ -509,3 +517,25 @@ def test_heavy_tailed_residuals_give_student_t_intervals(heavy_fit, tmp_path):
     back = bt.load(res.save(tmp_path / "heavy.bt"))
     assert (back.local.nu, back.local.t_scale) == (loc.nu, loc.t_scale)
     pd.testing.assert_frame_equal(back.predict(test), p)
+
+
+def test_choose_keeps_the_likeliest_unless_another_predicts_clearly_better():
+    rng = np.random.default_rng(6)
+    base = rng.exponential(size=500)
+    gains = {"a": 0.2, "b": 0.1, "c": 0.05}
+    # a tie in leave-one-out error (noise only): the likeliest
+    tie = {"a": base, "b": base + 0.01 * rng.normal(size=500), "c": base * 1.3}
+    assert choose(gains, tie) == "a"
+    # b better by many standard errors, c better still: the best of those that are better
+    clear = {"a": base, "b": 0.8 * base, "c": 0.6 * base}
+    assert choose(gains, clear) == "c"
+    # a better by less than one standard error of the paired difference: not enough
+    d = rng.normal(size=500)
+    d = d - d.mean() + 0.5 * d.std(ddof=1) / np.sqrt(500)
+    assert choose(gains, {"a": base + d, "b": base}) == "a"
+    d = d - d.mean() + 1.5 * d.std(ddof=1) / np.sqrt(500)
+    assert choose(gains, {"a": base + d, "b": base}) == "b"
+    # a candidate with non-finite errors is never kept
+    assert choose(gains, {"a": np.full(500, np.nan), "b": base}) == "b"
+    assert choose(gains, {"a": np.full(500, np.inf)}) is None
+    assert choose(gains, {}) is None

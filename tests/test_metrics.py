@@ -5,7 +5,12 @@ import pytest
 from conftest import TOL
 from scipy import stats
 
-from bayestensor.metrics import heldout_metrics, normal_quantile
+from bayestensor.metrics import (
+    heldout_metrics,
+    normal_quantile,
+    student_t_logpdf,
+    student_t_quantile,
+)
 
 
 @pytest.mark.parametrize("level", [0.5, 0.8, 0.9, 0.95, 0.99, 0.999])
@@ -53,3 +58,13 @@ def test_heldout_metrics_of_a_student_t_predictive_against_scipy():
     assert heldout_metrics(y, mean, sd, nu=np.inf) == heldout_metrics(y, mean, sd)
     with pytest.raises(ValueError, match="nu"):
         heldout_metrics(y, mean, sd, nu=0.0)
+
+
+@pytest.mark.parametrize("nu", [0.8, 1.0, 2.5, 30.0, 1e4])
+def test_student_t_density_and_quantile_match_scipy(nu):
+    x = np.linspace(-40, 40, 81)
+    np.testing.assert_allclose(student_t_logpdf(x, nu), stats.t.logpdf(x, nu), rtol=1e-12)
+    for level in (0.5, 0.9, 0.95, 0.999):
+        q = student_t_quantile(level, nu)
+        assert q == pytest.approx(stats.t.ppf(0.5 + level / 2, nu), rel=1e-10)
+    assert student_t_quantile(0.95, np.inf) == pytest.approx(stats.norm.ppf(0.975), rel=1e-12)

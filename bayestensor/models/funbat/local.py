@@ -20,9 +20,14 @@ in the rows. Two kinds:
     is kriging from the ``m`` nearest training rows. Cost O(n m³).
 
 ``local="auto"`` fits every candidate (fibres along each continuous mode that has at least two
-training rows per fibre on average, and the neighbour GP) and keeps the one whose log-likelihood
-of the residuals beats iid ``N(0, mean r²)`` by the most nats, if that gain exceeds the BIC
-penalty ``½ p log n`` of its ``p`` hyperparameters (or ``min_gain`` nats per row); otherwise the
+training rows per fibre on average, and the neighbour GP). A candidate qualifies if its
+log-likelihood of the residuals beats iid ``N(0, mean r²)`` by more than the BIC penalty
+``½ p log n`` of its ``p`` hyperparameters (or ``min_gain`` nats per row). Of those it keeps the
+one with the largest gain, unless another predicts the residuals left out one at a time (in
+closed form: :mod:`.local_tails`) better by more than one standard error of the paired
+difference of squared errors: then the one of those with the smallest leave-one-out error.
+The likelihood can favour a process that fits its own rows (a fibre GP along one coordinate of
+a smooth field) over one that predicts unseen cells better. With no candidate qualifying the
 base predictions are returned unchanged. A process the data do not need also switches itself
 off (its variance goes to the lower bound), so the rule mostly saves prediction time.
 
@@ -67,7 +72,13 @@ from bayestensor.models.funbat.local_neighbours import (
     _lbfgs,
     vecchia_neighbours,
 )
-from bayestensor.models.funbat.local_tails import GAUSSIAN, fit_student_t, half_width, loo_scores
+from bayestensor.models.funbat.local_tails import (
+    GAUSSIAN,
+    fit_student_t,
+    half_width,
+    loo_errors,
+    loo_scores,
+)
 from bayestensor.models.funbat.stream import bucket
 
 __all__ = [
@@ -324,6 +335,9 @@ class LocalFit:
     nu, t_scale : float
         The predictive Student-t's degrees of freedom and scale factor ``c``, fitted to the
         leave-one-out errors (:mod:`.local_tails`); ``inf`` and 1: Gaussian.
+    loo : dict
+        The leave-one-out mean squared error of every candidate that gained enough, as a
+        fraction of the residuals' mean square (below 1: it predicts left-out residuals).
     """
 
     base: object
@@ -338,6 +352,7 @@ class LocalFit:
     rows: pd.DataFrame | None = field(default=None, repr=False)
     nu: float = np.inf
     t_scale: float = 1.0
+    loo: dict = field(default_factory=dict)
 
     @property
     def hyperparameters(self) -> dict:
@@ -402,6 +417,23 @@ def _kept_rows(result, df: pd.DataFrame) -> pd.DataFrame:
     return df[[*result.coords, result.value]].reset_index(drop=True)
 
 
+def choose(gains: dict[str, float], sq: dict[str, np.ndarray]) -> str | None:
+    """The candidate kept among those in ``sq`` (their squared leave-one-out errors per row):
+    the one with the largest gain, unless others have a smaller mean squared error by more than
+    one standard error of the paired differences; then the best of those. None if no candidate
+    has finite errors."""
+    finite = [k for k, e in sq.items() if np.all(np.isfinite(e))]
+    if not finite:
+        return None
+    best = max(finite, key=lambda k: gains[k])
+    better = {}
+    for k in finite:
+        d = sq[best] - sq[k]
+        if k != best and len(d) > 1 and d.mean() > d.std(ddof=1) / np.sqrt(len(d)):
+            better[k] = d.mean()
+    return max(better, key=better.get) if better else best
+
+
 def fit_local(
     result,
     df: pd.DataFrame,
@@ -423,7 +455,8 @@ def fit_local(
     df : pandas.DataFrame
         The training rows (coordinates and value).
     local : {"auto", "fibre", "fibre:<column>", "neighbours"}
-        Which process: ``"fibre"`` alone picks the best continuous mode by the evidence.
+        Which process: ``"fibre"`` alone picks among the continuous modes as ``"auto"`` does
+        among all candidates.
     kernel : str
         Matérn kernel of the fibre process.
     neighbours : int
@@ -465,23 +498,34 @@ def fit_local(
     if not candidates:
         raise ValueError(f"local={local!r}: no candidate process for these data")
     gains = {k: float(iid - p.nll / len(r)) for k, p in candidates.items()}
-    # a candidate whose likelihood came out NaN is never kept (max() would stop at it)
-    best = max(gains, key=lambda k: gains[k] if np.isfinite(gains[k]) else -np.inf)
-    n_par = len(candidates[best].theta)
-    threshold = min_gain if min_gain is not None else 0.5 * n_par * np.log(len(r)) / len(r)
-    keep = np.isfinite(gains[best]) and (local != "auto" or gains[best] >= threshold)
-    process = candidates[best] if keep else None
+
+    def enough(k: str) -> bool:  # a NaN likelihood is never kept
+        n_par = len(candidates[k].theta)
+        bic = 0.5 * n_par * np.log(len(r)) / len(r)
+        rule = min_gain if min_gain is not None else bic
+        return bool(np.isfinite(gains[k])) and (local != "auto" or gains[k] >= rule)
+
+    # of the candidates that gain enough: the likeliest, unless another predicts the left-out
+    # residuals better by more than one standard error of the paired difference
+    posts = {k: candidates[k].posterior(None) for k in candidates if enough(k)}
+    sq = {
+        k: loo_errors(rs, m, v, candidates[k].hyperparameters["noise"]) ** 2
+        for k, (m, v) in posts.items()
+    }
+    loo = {k: float(np.mean(e)) for k, e in sq.items()}
+    best = choose(gains, sq)
+    process = None if best is None else candidates[best]
     kind = None if process is None else best.split(":")[0]
     mode = best.split(":", 1)[1] if kind == "fibre" else None
     calibration = max(noise / ms, 1.0)
     tails = GAUSSIAN
     if process is not None:  # the predictive's tails, from the leave-one-out errors
-        m, v = process.posterior(None)
+        m, v = posts[best]
         own = process.hyperparameters["noise"]
         tails = fit_student_t(loo_scores(rs, m, v, own, calibration, (sd_f / scale) ** 2))
     seconds = time.perf_counter() - t
     return LocalFit(
-        result, kind, mode, process, gains, calibration, seconds, local, scale, rows, *tails
+        result, kind, mode, process, gains, calibration, seconds, local, scale, rows, *tails, loo
     )
 
 

@@ -1,10 +1,11 @@
 """Saving and loading a FunBaT result's local residual process (:mod:`.local`).
 
 The header holds ``{"asked", "kind", "mode", "gains", "calibration", "seconds", "scale",
-"nu", "t_scale", "process"}`` (``process``: the process's settings, or null when
+"nu", "t_scale", "loo", "process"}`` (``process``: the process's settings, or null when
 ``local="auto"`` kept none; ``scale``: the unit the process was fitted in, 1 when absent, as in
 files written before it existed; ``nu``, ``t_scale``: the predictive Student-t, null and 1 —
-Gaussian — when absent); the arrays
+Gaussian — when absent; ``loo``: the candidates' leave-one-out errors, empty when absent); the
+arrays
 ``local/train`` (the training rows' coordinates as the fit encodes them, one column per entry
 of ``process.columns``), ``local/r`` (their residuals) and ``local/theta`` (the learned log
 hyperparameters). A process is rebuilt from these exactly as its fit left it, so a loaded
@@ -34,7 +35,12 @@ _FIELDS = {
     "process": dict | None,
 }
 #: Header fields that older files may lack, and their values then.
-_OPTIONAL = {"scale": (float, 1.0), "nu": (float | None, None), "t_scale": (float, 1.0)}
+_OPTIONAL = {
+    "scale": (float, 1.0),
+    "nu": (float | None, None),
+    "t_scale": (float, 1.0),
+    "loo": (dict[str, float], {}),
+}
 _FIBRE = {"columns": list[str], "kernel": str, "maxiter": int, "nll": float}
 _NEIGHBOURS = {
     "columns": list[str],
@@ -55,6 +61,7 @@ def local_record(loc: LocalFit) -> tuple[dict, dict[str, np.ndarray]]:
     header = {k: getattr(loc, k) for k in (*_FIELDS, *_OPTIONAL) if k != "process"}
     header["nu"] = float(loc.nu) if np.isfinite(loc.nu) else None  # JSON has no inf
     header["gains"] = {k: float(v) for k, v in loc.gains.items()}
+    header["loo"] = {k: float(v) for k, v in loc.loo.items()}
     p = loc.process
     if p is None:
         return {**header, "process": None}, {}
@@ -115,6 +122,7 @@ def local_from_record(result, raw, arrays: dict[str, np.ndarray]) -> LocalFit:
             h["scale"],
             None,
             *tails,
+            dict(h["loo"]),
         )
     fields = {"fibre": _FIBRE, "neighbours": _NEIGHBOURS}.get(h["kind"])
     if fields is None:
@@ -157,4 +165,5 @@ def local_from_record(result, raw, arrays: dict[str, np.ndarray]) -> LocalFit:
         h["scale"],
         None,
         *tails,
+        dict(h["loo"]),
     )

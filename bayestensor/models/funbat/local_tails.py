@@ -31,15 +31,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from bayestensor.metrics import normal_quantile
+from bayestensor.metrics import student_t_logpdf, student_t_quantile
 
-__all__ = ["GAUSSIAN", "NU_BOUNDS", "fit_student_t", "half_width", "loo_scores"]
+__all__ = ["GAUSSIAN", "NU_BOUNDS", "fit_student_t", "half_width", "loo_errors", "loo_scores"]
 
 #: Bounds on the fitted degrees of freedom: above 1 the predictive mean exists; at the upper
 #: bound the Student-t is within 1 % of the Gaussian in every central quantile up to 99 %.
 NU_BOUNDS = (1.0, 500.0)
 #: ``(ν, c)`` of a Gaussian predictive (no tail calibration).
 GAUSSIAN = (np.inf, 1.0)
+
+
+def loo_errors(r, m, v, noise) -> np.ndarray:
+    """Leave-one-out errors ``r_i − E[r_i | r_{−i}]`` of a Gaussian process conditioned on
+    the residuals ``r`` (posterior mean ``m``, variance ``v`` of ``g`` at those rows, noise
+    variance ``noise``): ``(r − m) / (1 − v/σ²)``."""
+    h = np.clip(np.asarray(v, np.float64) / noise, 0.0, 1.0 - 1e-9)
+    return (np.asarray(r, np.float64) - m) / (1.0 - h)
 
 
 def loo_scores(r, m, v, noise, calibration, var_base) -> np.ndarray:
@@ -61,7 +69,7 @@ def loo_scores(r, m, v, noise, calibration, var_base) -> np.ndarray:
     h = np.clip(np.asarray(v, np.float64) / noise, 0.0, 1.0 - 1e-9)
     # the residuals are the low-rank part's training residuals, shrunk by the factor
     # ``calibration`` in variance (it saw those rows): the errors are scaled back by its root
-    e = (np.asarray(r, np.float64) - m) / (1.0 - h) * np.sqrt(calibration)
+    e = loo_errors(r, m, v, noise) * np.sqrt(calibration)
     # the sd a new row there would get: Var f + Var g (left-one-out) + c σ²
     var = np.asarray(var_base, np.float64) + noise * h / (1.0 - h) + calibration * noise
     return e / np.sqrt(var)
@@ -74,7 +82,7 @@ def fit_student_t(z) -> tuple[float, float]:
     Returns :data:`GAUSSIAN` for fewer than 20 finite scores, or when ``ν`` reaches its upper
     bound.
     """
-    from scipy import optimize, stats  # here: scipy.stats takes ~1 s to import
+    from scipy import optimize
 
     z = np.asarray(z, np.float64)
     z = z[np.isfinite(z)]
@@ -85,7 +93,7 @@ def fit_student_t(z) -> tuple[float, float]:
 
     def nll(p):
         nu, c = np.exp(p)
-        return -float(np.mean(stats.t.logpdf(z / c, nu))) + p[1]
+        return -float(np.mean(student_t_logpdf(z / c, nu))) + p[1]
 
     bounds = [(lo, hi), (np.log(sd) - 12.0, np.log(sd) + 3.0)]
     starts = ([np.log(4.0), np.log(0.7 * sd)], [np.log(50.0), np.log(sd)])
@@ -99,8 +107,4 @@ def fit_student_t(z) -> tuple[float, float]:
 
 def half_width(nu: float, level: float) -> float:
     """Half-width of the central ``level`` interval of ``T_ν`` (the Gaussian's at ``ν = ∞``)."""
-    if not np.isfinite(nu):
-        return normal_quantile(level)
-    from scipy import stats
-
-    return float(stats.t.ppf(0.5 + 0.5 * level, nu))
+    return float(student_t_quantile(level, nu))
