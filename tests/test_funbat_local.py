@@ -462,17 +462,18 @@ def test_loo_scores_are_the_left_out_predictive(kind):
 def test_fit_student_t_recovers_the_tails():
     from scipy import stats
 
-    from bayestensor.models.funbat.local_tails import GAUSSIAN, fit_student_t, half_width
+    from bayestensor.metrics import student_t_quantile
+    from bayestensor.models.funbat.local_tails import GAUSSIAN, fit_student_t
 
     rng = np.random.default_rng(4)
     nu, c = fit_student_t(0.3 * rng.standard_t(2.5, 20000))
     assert nu == pytest.approx(2.5, rel=0.1) and c == pytest.approx(0.3, rel=0.05)
     # Gaussian scores: tails as light as the Gaussian's, its 95 % half-width within 2 %
     nu, c = fit_student_t(2.0 * rng.normal(size=20000))
-    assert nu > 30 and c * half_width(nu, 0.95) == pytest.approx(2 * 1.959964, rel=0.02)
+    assert nu > 30 and c * student_t_quantile(0.95, nu) == pytest.approx(2 * 1.959964, rel=0.02)
     assert fit_student_t(rng.normal(size=10)) == GAUSSIAN  # too few to say
-    assert half_width(np.inf, 0.9) == pytest.approx(stats.norm.ppf(0.95), rel=1e-12)
-    assert half_width(3.0, 0.9) == pytest.approx(stats.t.ppf(0.95, 3.0), rel=1e-12)
+    assert student_t_quantile(0.9, np.inf) == pytest.approx(stats.norm.ppf(0.95), rel=1e-12)
+    assert student_t_quantile(0.9, 3.0) == pytest.approx(stats.t.ppf(0.95, 3.0), rel=1e-12)
 
 
 @pytest.fixture(scope="module")

@@ -65,6 +65,7 @@ from bayestensor._export import CachedJit
 from bayestensor.checks import check_finite_result
 from bayestensor.driver import bound_compiled, precision
 from bayestensor.kernels import kernel_sde
+from bayestensor.metrics import student_t_quantile
 from bayestensor.models.funbat.local_neighbours import (
     MIN_BUCKET,
     PROGRAMS,
@@ -72,13 +73,7 @@ from bayestensor.models.funbat.local_neighbours import (
     _lbfgs,
     vecchia_neighbours,
 )
-from bayestensor.models.funbat.local_tails import (
-    GAUSSIAN,
-    fit_student_t,
-    half_width,
-    loo_errors,
-    loo_scores,
-)
+from bayestensor.models.funbat.local_tails import GAUSSIAN, fit_student_t, loo_errors, loo_scores
 from bayestensor.models.funbat.stream import bucket
 
 __all__ = [
@@ -387,7 +382,7 @@ class LocalFit:
         c = self.t_scale * s
         sd_f, sd = c * np.sqrt(var_f), c * np.sqrt(var_f + noise)
         check_finite_result("the prediction with the local process", mean, sd)
-        z = half_width(self.nu, level)
+        z = float(student_t_quantile(level, self.nu))
         out = pd.DataFrame(
             {
                 "mean": mean,

@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from bayestensor.metrics import student_t_logpdf, student_t_quantile
+from bayestensor.metrics import student_t_logpdf
 
-__all__ = ["GAUSSIAN", "NU_BOUNDS", "fit_student_t", "half_width", "loo_errors", "loo_scores"]
+__all__ = ["GAUSSIAN", "NU_BOUNDS", "fit_student_t", "loo_errors", "loo_scores"]
 
 #: Bounds on the fitted degrees of freedom: above 1 the predictive mean exists; at the upper
 #: bound the Student-t is within 1 % of the Gaussian in every central quantile up to 99 %.
@@ -42,12 +42,16 @@ NU_BOUNDS = (1.0, 500.0)
 GAUSSIAN = (np.inf, 1.0)
 
 
+def _leverage(v, noise) -> np.ndarray:
+    """``h = v / σ²``, kept below 1 (a noise-free process interpolates its rows: ``h → 1``)."""
+    return np.clip(np.asarray(v, np.float64) / noise, 0.0, 1.0 - 1e-9)
+
+
 def loo_errors(r, m, v, noise) -> np.ndarray:
     """Leave-one-out errors ``r_i − E[r_i | r_{−i}]`` of a Gaussian process conditioned on
     the residuals ``r`` (posterior mean ``m``, variance ``v`` of ``g`` at those rows, noise
     variance ``noise``): ``(r − m) / (1 − v/σ²)``."""
-    h = np.clip(np.asarray(v, np.float64) / noise, 0.0, 1.0 - 1e-9)
-    return (np.asarray(r, np.float64) - m) / (1.0 - h)
+    return (np.asarray(r, np.float64) - m) / (1.0 - _leverage(v, noise))
 
 
 def loo_scores(r, m, v, noise, calibration, var_base) -> np.ndarray:
@@ -66,7 +70,7 @@ def loo_scores(r, m, v, noise, calibration, var_base) -> np.ndarray:
     var_base : array of shape (n,)
         The low-rank part's variance of ``f`` at the rows (in the process's units).
     """
-    h = np.clip(np.asarray(v, np.float64) / noise, 0.0, 1.0 - 1e-9)
+    h = _leverage(v, noise)
     # the residuals are the low-rank part's training residuals, shrunk by the factor
     # ``calibration`` in variance (it saw those rows): the errors are scaled back by its root
     e = loo_errors(r, m, v, noise) * np.sqrt(calibration)
@@ -103,8 +107,3 @@ def fit_student_t(z) -> tuple[float, float]:
     if nu >= 0.999 * NU_BOUNDS[1]:
         return GAUSSIAN
     return nu, c
-
-
-def half_width(nu: float, level: float) -> float:
-    """Half-width of the central ``level`` interval of ``T_ν`` (the Gaussian's at ``ν = ∞``)."""
-    return float(student_t_quantile(level, nu))

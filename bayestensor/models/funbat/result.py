@@ -249,7 +249,7 @@ class FitResult(Result):
         return grid_dataset(
             axes,
             lambda cells: self.predict(cells, level=level),
-            PREDICTION_COLUMNS if tails else PREDICTION_COLUMNS[:-1],
+            [c for c in PREDICTION_COLUMNS if c != "nu" or tails],
             chunk=chunk,
             attrs=attrs,
         )
