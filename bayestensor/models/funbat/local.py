@@ -31,6 +31,11 @@ a smooth field) over one that predicts unseen cells better. With no candidate qu
 base predictions are returned unchanged. A process the data do not need also switches itself
 off (its variance goes to the lower bound), so the rule mostly saves prediction time.
 
+``"auto"`` then compares the result with a neighbour GP on the values alone
+(``"neighbours:values"``, :mod:`.local_cavity`), the low-rank part's leave-one-out predictions
+taken from its cavities so that its in-sample fit does not flatter it; the GP replaces the
+low-rank part in the predictions only when it predicts left-out rows clearly better.
+
 Prediction: ``E[y*] = E[f*] + E[g* | r]``, ``Var[f* + g*] = Var[f*] + Var[g* | r]`` (``f`` and
 ``g`` treated as independent), ``Var[y*] = Var[f* + g*] + c · σ²_g`` with ``σ²_g`` the residual
 model's noise and ``c = σ²_FunBaT / mean(r²) ≥ 1``: training residuals of the low-rank fit are
@@ -66,6 +71,8 @@ from bayestensor.checks import check_finite_result
 from bayestensor.driver import bound_compiled, precision
 from bayestensor.kernels import kernel_sde
 from bayestensor.metrics import student_t_quantile
+from bayestensor.models.funbat.local_cavity import PROGRAMS as CAVITY_PROGRAMS
+from bayestensor.models.funbat.local_cavity import VALUES, values_alone
 from bayestensor.models.funbat.local_neighbours import (
     MIN_BUCKET,
     PROGRAMS,
@@ -73,7 +80,13 @@ from bayestensor.models.funbat.local_neighbours import (
     _lbfgs,
     vecchia_neighbours,
 )
-from bayestensor.models.funbat.local_tails import GAUSSIAN, fit_student_t, loo_errors, loo_scores
+from bayestensor.models.funbat.local_tails import (
+    GAUSSIAN,
+    choose,
+    fit_student_t,
+    loo_errors,
+    loo_scores,
+)
 from bayestensor.models.funbat.stream import bucket
 
 __all__ = [
@@ -191,7 +204,7 @@ def _bound_local_programs() -> None:
     """Release the local stage's compiled programs once one holds too many shape variants
     (:func:`bayestensor.driver.bound_compiled`, as the sweep's): memory stays flat over many
     fits and predictions of different sizes."""
-    bound_compiled(_fibre_vg, _fibre_post_jit, *PROGRAMS)
+    bound_compiled(_fibre_vg, _fibre_post_jit, *PROGRAMS, *CAVITY_PROGRAMS)
 
 
 def _fibre_arrays(lay: dict) -> tuple:
@@ -333,6 +346,13 @@ class LocalFit:
     loo : dict
         The leave-one-out mean squared error of every candidate that gained enough, as a
         fraction of the residuals' mean square (below 1: it predicts left-out residuals).
+        With ``"auto"`` also ``"low-rank"`` (the low-rank part with the kept process, the
+        low-rank part's predictions left out too: :mod:`.local_cavity`) and
+        ``"neighbours:values"`` (the neighbour GP on the values alone).
+    offset : float or None
+        Set when the kept process is the neighbour GP on the values alone
+        (``"neighbours:values"``): their training mean, which replaces the low-rank part in
+        the predictions (the process models ``(y − offset) / scale``). None otherwise.
     """
 
     base: object
@@ -348,6 +368,7 @@ class LocalFit:
     nu: float = np.inf
     t_scale: float = 1.0
     loo: dict = field(default_factory=dict)
+    offset: float | None = None
 
     @property
     def hyperparameters(self) -> dict:
@@ -361,7 +382,9 @@ class LocalFit:
 
     @property
     def label(self) -> str:
-        """``"fibre:<column>"``, ``"neighbours"`` or ``"none"``."""
+        """``"fibre:<column>"``, ``"neighbours"``, ``"neighbours:values"`` or ``"none"``."""
+        if self.offset is not None:
+            return VALUES
         return "none" if self.kind is None else self.kind + (f":{self.mode}" if self.mode else "")
 
     def predict(self, df: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
@@ -376,8 +399,11 @@ class LocalFit:
         g_mean, g_var = self.process.posterior(encoded(self.base, df))
         s = self.scale
         noise = self.process.hyperparameters["noise"] * self.calibration
-        mean = pred["mean"].to_numpy() + s * g_mean
-        var_f = (pred["sd_f"].to_numpy() / s) ** 2 + g_var  # in units of the scale
+        if self.offset is not None:  # the GP on the values alone: no low-rank part
+            mean, var_f = self.offset + s * g_mean, g_var
+        else:
+            mean = pred["mean"].to_numpy() + s * g_mean
+            var_f = (pred["sd_f"].to_numpy() / s) ** 2 + g_var  # in units of the scale
         # the Student-t scale: c times the Gaussian sd (the sd itself when nu is inf)
         c = self.t_scale * s
         sd_f, sd = c * np.sqrt(var_f), c * np.sqrt(var_f + noise)
@@ -410,23 +436,6 @@ def _residuals(result, df: pd.DataFrame, sd_f: bool = False):
 
 def _kept_rows(result, df: pd.DataFrame) -> pd.DataFrame:
     return df[[*result.coords, result.value]].reset_index(drop=True)
-
-
-def choose(gains: dict[str, float], sq: dict[str, np.ndarray]) -> str | None:
-    """The candidate kept among those in ``sq`` (their squared leave-one-out errors per row):
-    the one with the largest gain, unless others have a smaller mean squared error by more than
-    one standard error of the paired differences; then the best of those. None if no candidate
-    has finite errors."""
-    finite = [k for k, e in sq.items() if np.all(np.isfinite(e))]
-    if not finite:
-        return None
-    best = max(finite, key=lambda k: gains[k])
-    better = {}
-    for k in finite:
-        d = sq[best] - sq[k]
-        if k != best and len(d) > 1 and d.mean() > d.std(ddof=1) / np.sqrt(len(d)):
-            better[k] = d.mean()
-    return max(better, key=better.get) if better else best
 
 
 def fit_local(
@@ -503,10 +512,11 @@ def fit_local(
     # of the candidates that gain enough: the likeliest, unless another predicts the left-out
     # residuals better by more than one standard error of the paired difference
     posts = {k: candidates[k].posterior(None) for k in candidates if enough(k)}
-    sq = {
-        k: loo_errors(rs, m, v, candidates[k].hyperparameters["noise"]) ** 2
+    errors = {
+        k: loo_errors(rs, m, v, candidates[k].hyperparameters["noise"])
         for k, (m, v) in posts.items()
     }
+    sq = {k: e**2 for k, e in errors.items()}
     loo = {k: float(np.mean(e)) for k, e in sq.items()}
     best = choose(gains, sq)
     process = None if best is None else candidates[best]
@@ -518,9 +528,29 @@ def fit_local(
         m, v = posts[best]
         own = process.hyperparameters["noise"]
         tails = fit_student_t(loo_scores(rs, m, v, own, calibration, (sd_f / scale) ** 2))
+    offset, alone = None, None
+    if local == "auto":  # against the neighbour GP on the values alone
+        alone = values_alone(result, X, df[result.value], rs, scale, errors.get(best))
+    if alone is not None:
+        loo.update(alone["loo"])
+        if alone["better"]:
+            kind, mode, process, calibration = "neighbours", None, alone["process"], 1.0
+            offset, tails = alone["offset"], alone["tails"]
     seconds = time.perf_counter() - t
     return LocalFit(
-        result, kind, mode, process, gains, calibration, seconds, local, scale, rows, *tails, loo
+        result,
+        kind,
+        mode,
+        process,
+        gains,
+        calibration,
+        seconds,
+        local,
+        scale,
+        rows,
+        *tails,
+        loo,
+        offset,
     )
 
 
@@ -544,6 +574,10 @@ def update_local(loc: LocalFit, result, df: pd.DataFrame, scope: str) -> LocalFi
     if loc.process is not None:
         process = copy.copy(loc.process)
         columns = list(loc.process._train.columns)
-        process._restore(encoded(result, rows)[columns], _residuals(result, rows) / loc.scale)
+        if loc.offset is None:
+            r = _residuals(result, rows)
+        else:  # the GP on the values alone
+            r = rows[result.value].to_numpy(dtype=np.float64) - loc.offset
+        process._restore(encoded(result, rows)[columns], r / loc.scale)
         out.process = process
     return out

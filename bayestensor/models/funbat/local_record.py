@@ -4,7 +4,9 @@ The header holds ``{"asked", "kind", "mode", "gains", "calibration", "seconds", 
 "nu", "t_scale", "loo", "process"}`` (``process``: the process's settings, or null when
 ``local="auto"`` kept none; ``scale``: the unit the process was fitted in, 1 when absent, as in
 files written before it existed; ``nu``, ``t_scale``: the predictive Student-t, null and 1 —
-Gaussian — when absent; ``loo``: the candidates' leave-one-out errors, empty when absent); the
+Gaussian — when absent; ``loo``: the candidates' leave-one-out errors, empty when absent;
+``offset``: the values' mean when the process is the neighbour GP on the values alone, null
+otherwise and when absent); the
 arrays
 ``local/train`` (the training rows' coordinates as the fit encodes them, one column per entry
 of ``process.columns``), ``local/r`` (their residuals) and ``local/theta`` (the learned log
@@ -40,6 +42,7 @@ _OPTIONAL = {
     "nu": (float | None, None),
     "t_scale": (float, 1.0),
     "loo": (dict[str, float], {}),
+    "offset": (float | None, None),
 }
 _FIBRE = {"columns": list[str], "kernel": str, "maxiter": int, "nll": float}
 _NEIGHBOURS = {
@@ -100,6 +103,8 @@ def local_from_record(result, raw, arrays: dict[str, np.ndarray]) -> LocalFit:
         raise ValueError("saved field local.scale must be a finite number > 0")
     if not np.isfinite(h["t_scale"]) or h["t_scale"] <= 0:
         raise ValueError("saved field local.t_scale must be a finite number > 0")
+    if h["offset"] is not None and not np.isfinite(h["offset"]):
+        raise ValueError("saved field local.offset must be null or a finite number")
     if h["nu"] is not None and not (np.isfinite(h["nu"]) and h["nu"] > 0):
         raise ValueError("saved field local.nu must be null (Gaussian) or a finite number > 0")
     tails = (np.inf if h["nu"] is None else h["nu"], h["t_scale"])
@@ -108,8 +113,8 @@ def local_from_record(result, raw, arrays: dict[str, np.ndarray]) -> LocalFit:
     if not np.isfinite(h["calibration"]) or h["calibration"] < 1:
         raise ValueError("saved field local.calibration must be a finite number ≥ 1")
     if h["process"] is None:
-        if h["kind"] is not None:
-            raise ValueError("saved field local.kind must be null when no process was kept")
+        if h["kind"] is not None or h["offset"] is not None:
+            raise ValueError("saved fields local.kind, offset must be null without a process")
         return LocalFit(
             result,
             None,
@@ -137,6 +142,8 @@ def local_from_record(result, raw, arrays: dict[str, np.ndarray]) -> LocalFit:
         if h["mode"] not in columns or names[h["mode"]] != "continuous" or theta.shape != (3,):
             raise ValueError("saved local fibre process: its mode or theta does not fit the modes")
         check_kernel(s["kernel"])
+        if h["offset"] is not None:
+            raise ValueError("saved field local.offset must be null for a fibre process")
         process = FibreGP(h["mode"], kernel=s["kernel"], maxiter=s["maxiter"], nll=s["nll"])
     else:
         fits = s["continuous"] + s["categorical"] == columns and theta.shape == (
@@ -166,4 +173,5 @@ def local_from_record(result, raw, arrays: dict[str, np.ndarray]) -> LocalFit:
         None,
         *tails,
         dict(h["loo"]),
+        h["offset"],
     )

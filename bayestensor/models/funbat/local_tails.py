@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bayestensor.metrics import student_t_logpdf
+from bayestensor.metrics import student_t_logpdf, student_t_quantile
 
 __all__ = ["GAUSSIAN", "NU_BOUNDS", "fit_student_t", "loo_errors", "loo_scores"]
 
@@ -79,12 +79,18 @@ def loo_scores(r, m, v, noise, calibration, var_base) -> np.ndarray:
     return e / np.sqrt(var)
 
 
+#: The level at which the fitted predictive must cover the left-out errors (see fit_student_t).
+FLOOR_LEVEL = 0.95
+
+
 def fit_student_t(z) -> tuple[float, float]:
-    """Maximum-likelihood ``(ν, c)`` of ``z ~ c · T_ν`` (``ν`` within :data:`NU_BOUNDS`).
+    """Maximum-likelihood ``(ν, c)`` of ``z ~ c · T_ν`` (``ν`` within :data:`NU_BOUNDS`), the
+    scale then raised, where needed, until the central :data:`FLOOR_LEVEL` interval
+    ``± c · t_ν`` holds that fraction of the scores.
 
     Deterministic: a bounded quasi-Newton search on ``(log ν, log c)`` from two starts.
-    Returns :data:`GAUSSIAN` for fewer than 20 finite scores, or when ``ν`` reaches its upper
-    bound.
+    Returns :data:`GAUSSIAN` for fewer than 20 finite scores; ``ν = inf`` (Gaussian, with the
+    scale floor) when ``ν`` reaches its upper bound.
     """
     from scipy import optimize
 
@@ -105,5 +111,26 @@ def fit_student_t(z) -> tuple[float, float]:
     best = min(fits, key=lambda f: f.fun)
     nu, c = (float(a) for a in np.exp(best.x))
     if nu >= 0.999 * NU_BOUNDS[1]:
-        return GAUSSIAN
-    return nu, c
+        nu, c = GAUSSIAN
+    # the 95 % interval covers at least 95 % of the left-out errors: scores whose shape no
+    # Student-t has (a noise-free field: most errors near 0, a few large) would else get a
+    # maximum-likelihood scale that fits the bulk and leaves too many outside
+    floor = float(np.quantile(np.abs(z), FLOOR_LEVEL)) / float(student_t_quantile(FLOOR_LEVEL, nu))
+    return nu, max(c, floor)
+
+
+def choose(gains: dict[str, float], sq: dict[str, np.ndarray]) -> str | None:
+    """The candidate kept among those in ``sq`` (their squared leave-one-out errors per row):
+    the one with the largest gain, unless others have a smaller mean squared error by more than
+    one standard error of the paired differences; then the best of those. None if no candidate
+    has finite errors."""
+    finite = [k for k, e in sq.items() if np.all(np.isfinite(e))]
+    if not finite:
+        return None
+    best = max(finite, key=lambda k: gains[k])
+    better = {}
+    for k in finite:
+        d = sq[best] - sq[k]
+        if k != best and len(d) > 1 and d.mean() > d.std(ddof=1) / np.sqrt(len(d)):
+            better[k] = d.mean()
+    return max(better, key=better.get) if better else best

@@ -1,0 +1,177 @@
+"""Leave-one-out predictions of a fitted low-rank part at its own training rows (cavities).
+
+The local stage (:mod:`.local`) compares a residual process on top of the low-rank fit with a
+nearest-neighbour GP on the values alone. The neighbour GP's leave-one-out errors are honest
+(closed form, :mod:`.local_tails`); the low-rank part's in-sample residuals are not: it saw those
+rows (on ``beijing_pm25`` fold 0 its training RMSE is 0.22, held out 0.31). This module gives the
+low-rank part's prediction at each training row with that row's own evidence removed.
+
+For every mode ``k`` the observation messages of the fitted posterior (``Λ_n = E[τ] E[a aᵀ]``,
+``η_n = E[τ] y_n E[a]``, :func:`~.moments.expected_contraction`) are formed once more from the
+final posterior and the mode's posterior recomputed from them (Kalman smoothing with the fitted
+hyperparameters, or the categorical closed form), so that the posterior and its sites agree.
+Row ``n``'s site touches one coordinate of mode ``k`` only, so dividing it out of that
+coordinate's marginal gives the marginal of the posterior without it, exactly:
+``P_c⁻¹ = P⁻¹ − Λ_n``, ``m_c = P_c (P⁻¹ m − η_n)`` (the cavity of expectation propagation).
+The row's prediction then takes every mode's cavity together with the fitted core (mean field):
+the other rows' effect through the core and the noise is not undone, so the errors are still
+slightly optimistic. A cavity that is not positive definite (rounding) keeps the posterior.
+Cost: about one sweep.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bayestensor._export import CachedJit
+from bayestensor.driver import precision
+from bayestensor.models.funbat.local_neighbours import NeighbourGP, _lower_solve
+from bayestensor.models.funbat.local_tails import choose, fit_student_t, loo_errors, loo_scores
+from bayestensor.models.funbat.moments import (
+    expected_contraction,
+    expected_f,
+    gather,
+    grouping,
+    message_sums,
+    second_moment,
+)
+from bayestensor.models.funbat.stream import _posterior
+from bayestensor.ssm import gaps
+
+__all__ = ["VALUES", "VALUES_MARGIN", "cavity_predictions", "values_alone"]
+
+#: The label of the neighbour GP on the values alone (the low-rank part left out).
+VALUES = "neighbours:values"
+#: The neighbour GP on the values alone replaces the low-rank part only if its leave-one-out
+#: mean squared error is below the low-rank part's by this fraction (and by one standard error).
+#: Leave-one-out estimates scatter by about this much against held-out errors (measured on the
+#: battery's tuning splits), so a smaller gain is not one to trust.
+VALUES_MARGIN = 0.1
+#: The comparison's leave-one-out errors are taken at this many random rows at most.
+LOO_ROWS = 8192
+
+
+def mode_cavities(state, index, y, dts, cfg, k: int, means, seconds, group=None):
+    """Mode ``k``'s posterior recomputed from the final posterior's messages, and each row's
+    cavity there: means ``(n, R_k)`` and covariances ``(n, R_k, R_k)`` of ``u^k(x_nk)`` without
+    row ``n``'s site (the posterior's where the cavity is not positive definite)."""
+    tau = state.noise.mean
+    Ea, Eaa = expected_contraction(k, means, seconds, state.core, cfg.chunk, group)
+    msg = message_sums(y, tau, Ea, Eaa, index[:, k], cfg.sizes[k])
+    post = _posterior(cfg, k, msg, state.log_hyper[k], dts[k])
+    P, m = post.cov[index[:, k]], post.mean[index[:, k]]
+    eye = jnp.eye(P.shape[-1], dtype=P.dtype)
+    prec = jax.vmap(lambda A: _spd_inverse(A, eye)[0])(P)
+    lam = prec - tau * Eaa
+    eta = jnp.einsum("nij,nj->ni", prec, m) - (tau * y)[:, None] * Ea
+    Pc, ok = jax.vmap(lambda A: _spd_inverse(0.5 * (A + A.T), eye))(lam)
+    Pc = jnp.where(ok[:, None, None], 0.5 * (Pc + jnp.swapaxes(Pc, -1, -2)), P)
+    mc = jnp.where(ok[:, None], jnp.einsum("nij,nj->ni", Pc, eta), m)
+    return mc, Pc
+
+
+def _spd_inverse(A, eye):
+    """``A⁻¹`` of a small symmetric positive definite matrix and whether ``A`` was one, in plain
+    array operations (a left-looking Cholesky, :func:`.local_neighbours._lower_solve`): batched
+    LAPACK calls, several in one program, can deadlock XLA's CPU thread pool on 2 cores (they
+    did here; see :mod:`bayestensor._xla`)."""
+    Linv = _lower_solve(A, eye)
+    ok = jnp.all(jnp.isfinite(Linv))
+    return Linv.T @ Linv, ok
+
+
+def _mode_moments(state, index, y, dts, cfg, k: int):
+    """Mode ``k``'s cavity means and second moments ``E[u uᵀ]`` at every row."""
+    means, seconds = gather(state.factors, index)
+    group = grouping(state.factors, index) if cfg.model == "tucker" else None
+    mc, Pc = mode_cavities(state, index, y, dts, cfg, k, means, seconds, group)
+    return mc, second_moment(mc, Pc)
+
+
+def _row_moments(means, seconds, core, cfg):
+    """``E[f_n]`` and ``Var[f_n]`` from every mode's cavity moments at row ``n``."""
+    Ef, Ef2 = expected_f(list(means), list(seconds), core, cfg.chunk)
+    return Ef, jnp.maximum(Ef2 - Ef**2, 0.0)
+
+
+# one program per mode, run one after the other: the modes' smoothers side by side in one
+# program could fill XLA's CPU thread pool with batched LAPACK calls (bayestensor._xla)
+_mode_jit = CachedJit(_mode_moments, static_argnames=("cfg", "k"))
+_rows_jit = CachedJit(_row_moments, static_argnames=("cfg",))
+#: the compiled programs of this module (bounded with the local processes' by ``local``)
+PROGRAMS = (_mode_jit, _rows_jit)
+
+
+def cavity_predictions(result) -> tuple[np.ndarray, np.ndarray] | None:
+    """Mean and sd of the low-rank part at each training row, that row left out (in the
+    value's units, in the order of the fitted rows); None when the fit's training rows are not
+    at hand (a loaded result)."""
+    est = result.estimator
+    enc = getattr(est, "train_", None)
+    if enc is None:
+        return None
+    cfg = est.cfg_
+    y = (np.asarray(enc.y, dtype=np.float64) - est.y_mean_) / est.y_scale_
+    with precision("float64"):
+
+        def f64(a):
+            floating = hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.floating)
+            return jnp.asarray(a, jnp.float64) if floating else a
+
+        state = jax.tree.map(f64, jax.device_get(est.state_))
+        dts = tuple(
+            jnp.asarray(gaps(m.values), jnp.float64) if cfg.continuous[k] else None
+            for k, m in enumerate(est.modes_)
+        )
+        index, yz = jnp.asarray(enc.index), jnp.asarray(y)
+        moments = []
+        for k in range(len(cfg.ranks)):  # each waited for before the next starts
+            moments.append(jax.block_until_ready(_mode_jit(state, index, yz, dts, cfg, k)))
+        Ef, var = _rows_jit(
+            tuple(m for m, _ in moments), tuple(s for _, s in moments), state.core, cfg
+        )
+    mean = np.asarray(Ef, dtype=np.float64) * est.y_scale_ + est.y_mean_
+    return mean, np.sqrt(np.asarray(var, dtype=np.float64)) * est.y_scale_
+
+
+def values_alone(result, X, y, rs, scale, kept) -> dict | None:
+    """The neighbour GP on the values alone against the low-rank part with the kept process
+    (``kept``: its leave-one-out errors, None: no process), both by leave-one-out
+    errors in units of ``scale``: the low-rank part's from its cavities (:mod:`.local_cavity`),
+    so that its in-sample fit does not flatter it. The GP is kept (``better``) only if its mean
+    squared error is smaller by more than one standard error of the paired differences (the
+    rule of :func:`choose`) and by at least :data:`VALUES_MARGIN` of the low-rank part's. None
+    when the fit's training rows are not at hand."""
+    cav = cavity_predictions(result)
+    if cav is None or len(cav[0]) != len(rs):
+        return None
+    y = np.asarray(y, dtype=np.float64)
+    base = y - rs * scale  # the in-sample prediction of the low-rank part
+    shift = (base - cav[0]) / scale  # how far leaving a row out moves its prediction
+    # the kept process's left-out error (the residual itself without one) plus the shift
+    low_rank = (shift + (rs if kept is None else kept)) ** 2
+    offset = float(np.mean(y))
+    yv = (y - offset) / scale
+    # the noise starts at a tenth of the values' variance: started at the low-rank fit's (a
+    # few per cent), the lengthscales can collapse to their lower bound (no correlation left)
+    noise0 = 0.1 * float(np.mean(yv**2))
+    gp = NeighbourGP(full_nll=False).fit(X, list(result.coords), yv, noise0, result.coords)
+    # both compared on at most LOO_ROWS random rows (the GP's kriging is most of the cost)
+    rows = np.arange(len(yv))
+    if len(rows) > LOO_ROWS:
+        rows = np.sort(np.random.default_rng(0).choice(len(yv), LOO_ROWS, replace=False))
+    m, v = gp.posterior(X.iloc[rows])
+    own = gp.hyperparameters["noise"]
+    values = loo_errors(yv[rows], m, v, own) ** 2
+    low_rank = low_rank[rows]
+    better = choose({"low-rank": 1.0, VALUES: 0.0}, {"low-rank": low_rank, VALUES: values})
+    clear = np.mean(values) < (1.0 - VALUES_MARGIN) * np.mean(low_rank)
+    return {
+        "loo": {"low-rank": float(np.mean(low_rank)), VALUES: float(np.mean(values))},
+        "better": bool(better == VALUES and clear),
+        "process": gp,
+        "offset": offset,
+        "tails": fit_student_t(loo_scores(yv[rows], m, v, own, 1.0, np.zeros(len(rows)))),
+    }

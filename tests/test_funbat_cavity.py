@@ -1,0 +1,155 @@
+"""Leave-one-out predictions of the low-rank part (funbat.local_cavity) against a dense
+Gaussian posterior without the row, and the local stage's neighbour GP on the values alone."""
+
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import TOL
+
+import bayestensor as bt
+from bayestensor.kernels import matern_cov
+from bayestensor.models.funbat.local_cavity import VALUES, cavity_predictions, mode_cavities
+from bayestensor.models.funbat.moments import expected_contraction, gather, grouping
+from bayestensor.ssm import gaps
+
+pytestmark = pytest.mark.x64
+
+
+@pytest.fixture(scope="module")
+def small_fit():
+    """A Tucker (2, 2) fit of a (time, site) table with missing cells and noise."""
+    rng = np.random.default_rng(3)
+    t = np.linspace(0.0, 3.0, 12)
+    level = {"a": 1.0, "b": -0.5, "c": 0.3, "d": 2.0}
+    rows = [(ti, s) for ti in t for s in level if rng.random() < 0.7]
+    df = pd.DataFrame(rows, columns=["t", "site"])
+    df["y"] = np.sin(2 * df["t"]) * df["site"].map(level) + 0.3 * df["t"]
+    df["y"] += 0.1 * rng.normal(size=len(df))
+    coords = {"t": "continuous", "site": "categorical"}
+    return df, bt.fit(df, coords=coords, value="y", rank=2, local=None, progress=False)
+
+
+def _dense_cavity(prior, index_k, Ea, Eaa, y, tau, n):
+    """Mean and covariance of ``u(x_n)`` under the prior ``kron(K, I_R)`` times every row's
+    site but row ``n``'s, by dense algebra."""
+    N, R = prior.shape[0], Ea.shape[1]
+    prec = np.kron(np.linalg.inv(prior), np.eye(R))
+    shift = np.zeros(N * R)
+    for i in range(len(y)):
+        if i == n:
+            continue
+        j = slice(index_k[i] * R, (index_k[i] + 1) * R)
+        prec[j, j] += tau * Eaa[i]
+        shift[j] += tau * y[i] * Ea[i]
+    cov = np.linalg.inv(prec)
+    mean = cov @ shift
+    j = slice(index_k[n] * R, (index_k[n] + 1) * R)
+    return mean[j], cov[j, j]
+
+
+def test_mode_cavities_are_the_dense_posterior_without_the_row(small_fit):
+    _, res = small_fit
+    est = res.estimator
+    state, cfg, enc = est.state_, est.cfg_, est.train_
+    index = jnp.asarray(enc.index)
+    y = (np.asarray(enc.y) - est.y_mean_) / est.y_scale_
+    dts = tuple(
+        jnp.asarray(gaps(m.values)) if cfg.continuous[k] else None for k, m in enumerate(est.modes_)
+    )
+    means, seconds = gather(state.factors, index)
+    group = grouping(state.factors, index)
+    tau = float(state.noise.mean)
+    for k in range(2):
+        mc, Pc = mode_cavities(state, index, jnp.asarray(y), dts, cfg, k, means, seconds, group)
+        Ea, Eaa = (np.asarray(a) for a in expected_contraction(k, means, seconds, state.core))
+        if cfg.continuous[k]:
+            x = np.asarray(est.modes_[k].values)
+            ell, var = np.exp(np.asarray(state.log_hyper[k]))[:2]
+            prior = np.asarray(matern_cov(cfg.mode_kernel(k), x, x, ell, var))
+        else:
+            prior = np.eye(cfg.sizes[k])
+        for n in (0, 7, len(y) - 1):
+            m_ref, P_ref = _dense_cavity(prior, np.asarray(enc.index[:, k]), Ea, Eaa, y, tau, n)
+            np.testing.assert_allclose(mc[n], m_ref, atol=TOL["local_dense"])
+            np.testing.assert_allclose(Pc[n], P_ref, atol=TOL["local_dense"])
+
+
+def test_cavity_predictions_leave_the_row_out(small_fit):
+    df, res = small_fit
+    mean, sd = cavity_predictions(res)
+    inside = res.predict(df, local=False)
+    y = df["y"].to_numpy()
+    # the left-out predictions are further from each row's own value than the fit is: the
+    # row no longer informs its prediction
+    assert np.mean((y - mean) ** 2) > 1.2 * np.mean((y - inside["mean"]) ** 2)
+    assert np.all(np.isfinite(sd)) and np.all(sd > 0)
+    # E[f] from the cavities by hand: the core contracted with each mode's cavity mean
+    est = res.estimator
+    index = jnp.asarray(est.train_.index)
+    yz = jnp.asarray((np.asarray(est.train_.y) - est.y_mean_) / est.y_scale_)
+    dts = (jnp.asarray(gaps(est.modes_[0].values)), None)
+    means, seconds = gather(est.state_.factors, index)
+    cav = [
+        mode_cavities(est.state_, index, yz, dts, est.cfg_, k, means, seconds)[0] for k in (0, 1)
+    ]
+    ef = np.einsum("rs,nr,ns->n", np.asarray(est.state_.core.mean), *map(np.asarray, cav))
+    np.testing.assert_allclose(mean, ef * est.y_scale_ + est.y_mean_, rtol=TOL["local_dense"])
+
+
+def _field(rng, n_side):
+    """A smooth field that no low rank carries (a rotated ridge) on a grid, plus noise."""
+    g = np.linspace(0.0, 1.0, n_side)
+    X, Y = np.meshgrid(g, g, indexing="ij")
+    f = np.sin(9 * (X + Y)) * np.exp(-3 * (X - Y) ** 2) + np.cos(7 * X * Y)
+    df = pd.DataFrame({"x": X.ravel(), "y": Y.ravel(), "v": f.ravel()})
+    df["v"] += 0.05 * rng.normal(size=len(df))
+    test = rng.random(len(df)) < 0.2
+    return df[~test].reset_index(drop=True), df[test].reset_index(drop=True)
+
+
+def test_auto_keeps_the_values_alone_where_no_low_rank_fits(tmp_path):
+    train, test = _field(np.random.default_rng(11), 24)
+    res = bt.fit(train, coords=["x", "y"], value="v", rank=2, progress=False)
+    loc = res.local
+    assert loc.label == VALUES and loc.offset == pytest.approx(train["v"].mean())
+    assert loc.loo[VALUES] < loc.loo["low-rank"]
+    assert f"local process {VALUES}" in res.title()
+    pred = res.predict(test)
+    err = lambda p: float(np.sqrt(np.mean((p["mean"] - test["v"]) ** 2)))  # noqa: E731
+    # held out, the GP on the values alone beats the low-rank part (measured 0.067 against
+    # 0.45) and the low-rank part with the residual neighbour GP (0.070)
+    coords = ["x", "y"]
+    plain = bt.fit(train, coords=coords, value="v", rank=2, local="neighbours", progress=False)
+    assert err(pred) < err(plain.predict(test)) and err(pred) < 0.2 * err(
+        res.predict(test, local=False)
+    )
+    cover = np.mean((test["v"] >= pred["lower"]) & (test["v"] <= pred["upper"]))
+    assert 0.9 <= cover <= 0.99
+    # saved and loaded: the same predictions
+    back = bt.load(res.save(tmp_path / "alone.bt"))
+    assert back.local.offset == loc.offset and back.local.label == VALUES
+    pd.testing.assert_frame_equal(back.predict(test), pred)
+    # new rows: the process conditions on them (values minus the offset)
+    up = res.update(test, sweeps=1)
+    assert up.local.label == VALUES
+    assert err(up.predict(test)) < 0.6 * err(pred)  # measured 0.035 against 0.067
+
+
+def test_student_t_fit_covers_the_scores_it_was_fitted_to():
+    """Scores no Student-t fits (most near 0, a fifth of them wide, as on a noise-free field):
+    the scale is raised until the 95 % interval holds 95 % of them; t-shaped scores keep their
+    maximum-likelihood fit."""
+    from bayestensor.metrics import student_t_quantile
+    from bayestensor.models.funbat.local_tails import fit_student_t
+
+    rng = np.random.default_rng(8)
+    wide = rng.random(4000) < 0.2
+    z = np.where(wide, rng.normal(size=4000), 0.01 * rng.normal(size=4000))
+    nu, c = fit_student_t(z)
+    inside = np.mean(np.abs(z) <= c * student_t_quantile(0.95, nu))
+    assert 0.95 <= inside <= 0.951
+    t = 0.3 * rng.standard_t(3.0, 4000)
+    nu, c = fit_student_t(t)
+    assert 0.95 <= np.mean(np.abs(t) <= c * student_t_quantile(0.95, nu))
+    assert nu == pytest.approx(3.0, rel=0.2) and c == pytest.approx(0.3, rel=0.1)
