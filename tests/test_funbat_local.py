@@ -262,13 +262,9 @@ def test_fit_local_auto_improves_held_out_rmse(planted_fits):
     assert _rmse(res.predict(test), test) < 0.8 * _rmse(plain.predict(test), test)
     # both candidates qualify; their leave-one-out errors tie (0.79506 against 0.79496, paired
     # standard error 0.005), so the likelier is kept
-    loo = res.local.loo
-    assert set(loo) == {"fibre:time", "neighbours", "low-rank", "neighbours:values"}
-    assert 0 < loo["fibre:time"] < 1
+    loo = res.local.loo  # (too few rows for the comparison with the GP on the values alone)
+    assert set(loo) == {"fibre:time", "neighbours"} and 0 < loo["fibre:time"] < 1
     assert abs(loo["fibre:time"] - loo["neighbours"]) < 0.01
-    # the low-rank part with its rows left out too (measured 0.956) still predicts better than
-    # the neighbour GP on the values alone (0.979): that one is not kept
-    assert loo["fibre:time"] < loo["low-rank"] < loo["neighbours:values"]
     # the low-rank part alone is the plain fit
     base = res.predict(test, local=False)
     np.testing.assert_allclose(base.to_numpy(), plain.predict(test).to_numpy(), rtol=1e-10)
