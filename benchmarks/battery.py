@@ -141,7 +141,7 @@ def main(args: list[str] | None = None) -> pd.DataFrame:
     p.add_argument("--folds", type=int, default=1, help="folds (shared) / random splits (bundled)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bundled sets' splits")
     p.add_argument(
-        "--ranks", nargs="*", type=int, default=[2, 3, 5, 8], help="fixed Tucker ranks to run"
+        "--ranks", nargs="*", type=int, default=[1, 2, 3, 5, 8], help="fixed Tucker ranks to run"
     )
     p.add_argument("--no-trees", action="store_true", help="skip the scikit-learn models")
     p.add_argument(
