@@ -12,7 +12,8 @@ default (automatic ranks, the local residual stage) on fold 0 of ``beijing_pm25`
 ``us_temp``: issue 14's cold fits. "fit" there includes the first use of ``bt.fit``, which
 imports JAX and the fitting modules (``import bayestensor`` itself imports almost nothing).
 
-Usage: ``python benchmarks/bench_cold_start.py [--data-dir DIR] [--skip-demo] [--defaults]``
+Usage: ``python benchmarks/bench_cold_start.py [--data-dir DIR] [--skip-demo] [--defaults]
+[--repeat N]`` (``--repeat``: the warm process N times, with the median, min and max fit time).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "funbat"
@@ -92,22 +95,33 @@ def _run(cmd: list[str], cache: Path | None, cwd: Path) -> tuple[float, dict]:
     return wall, json.loads(last) if last.startswith("{") else {}
 
 
-def _case(name: str, cmd: list[str], tmp: Path) -> None:
+def _case(name: str, cmd: list[str], tmp: Path, repeat: int = 1) -> None:
     cache = tmp / f"cache-{name}"
     runs = [
         ("cache off", None),
         ("cold (empty cache)", cache),
-        ("warm (cache filled)", cache),
+        *[("warm (cache filled)", cache)] * repeat,
     ]
-    walls = {}
+    walls: dict[str, list[float]] = {}
+    fits: list[float] = []
     for label, folder in runs:
         wall, info = _run(cmd, folder, tmp)
-        walls[label] = wall
+        walls.setdefault(label, []).append(wall)
+        if label.startswith("warm") and "fit" in info:
+            fits.append(info["fit"])
         extra = "".join(f", {k} {v:.2f}{' s' if k != 'rmse' else ''}" for k, v in info.items())
         print(f"{name:>12} | {label:<20} | wall {wall:6.2f} s{extra}", flush=True)
     size = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file()) / 2**20
-    ratio = walls["cold (empty cache)"] / walls["warm (cache filled)"]
-    print(f"{name:>12} | cold / warm = {ratio:.2f}x, cache {size:.1f} MiB\n", flush=True)
+    warm = float(np.median(walls["warm (cache filled)"]))
+    ratio = walls["cold (empty cache)"][0] / warm
+    print(f"{name:>12} | cold / warm = {ratio:.2f}x, cache {size:.1f} MiB", flush=True)
+    if repeat > 1 and fits:  # this machine's speed varies by ±30 % from run to run
+        print(
+            f"{name:>12} | warm fit over {len(fits)} runs: median {np.median(fits):.2f} s, "
+            f"min {min(fits):.2f} s, max {max(fits):.2f} s",
+            flush=True,
+        )
+    print(flush=True)
 
 
 def main(args: list[str] | None = None) -> None:
@@ -115,6 +129,9 @@ def main(args: list[str] | None = None) -> None:
     p.add_argument("--data-dir", type=Path, default=DATA)
     p.add_argument("--skip-demo", action="store_true")
     p.add_argument("--defaults", action="store_true", help="bt.fit with defaults (issue 14)")
+    p.add_argument(
+        "--repeat", type=int, default=1, help="warm runs per case (median, min and max reported)"
+    )
     opts = p.parse_args(args)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -129,17 +146,17 @@ def main(args: list[str] | None = None) -> None:
                     print(f"reference data not found at {path}; skipping {name}")
                     continue
                 cmd = [sys.executable, "-c", DEFAULTS, str(path), json.dumps(coords), value]
-                _case(name, cmd, tmp)
+                _case(name, cmd, tmp, opts.repeat)
             return
         path = opts.data_dir / "beijing_pm25" / "fold0.csv"
         if path.is_file():
-            _case("beijing_pm25", [sys.executable, "-c", FIT, str(path)], tmp)
+            _case("beijing_pm25", [sys.executable, "-c", FIT, str(path)], tmp, opts.repeat)
         else:
             print(f"reference data not found at {path}; skipping the beijing_pm25 fit")
         if not opts.skip_demo:
             cli = "import sys; from bayestensor.cli import main; sys.exit(main(sys.argv[1:]))"
             demo = [sys.executable, "-c", cli, "demo", "--tiny", "--out", "demo-out"]
-            _case("demo --tiny", demo, tmp)
+            _case("demo --tiny", demo, tmp, opts.repeat)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,12 @@ def _pad(a: np.ndarray, n: int, value=0) -> np.ndarray:
     return np.concatenate([a, pad])
 
 
+#: L-BFGS-B stops once a step lowers the negative log likelihood by less than this fraction
+#: (scipy's default, 2.2e-9, spent a fifth of us_temp's local-stage evaluations on changes of
+#: a few hundredths of a nat in 60,000; held-out RMSE unchanged to 4 digits).
+LBFGS_FTOL = 1e-7
+
+
 def _lbfgs(vg, theta0, lo, hi, maxiter):
     """Minimise with L-BFGS-B in box bounds; ``vg(theta)`` returns the value and gradient."""
     from scipy.optimize import minimize
@@ -53,7 +59,7 @@ def _lbfgs(vg, theta0, lo, hi, maxiter):
         jac=True,
         method="L-BFGS-B",
         bounds=list(zip(lo, hi, strict=True)),
-        options={"maxiter": maxiter},
+        options={"maxiter": maxiter, "ftol": LBFGS_FTOL},
     )
     return out.x, float(out.fun)
 
