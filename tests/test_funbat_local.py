@@ -108,6 +108,24 @@ def _product_kernel(X1, g1, X2, g2, ell, var):
     return var * np.prod((1 + z) * np.exp(-z), axis=-1) * (g1[:, None] == g2[None, :])
 
 
+def test_vecchia_sets_of_a_subset_are_those_of_all_rows():
+    """Searching the conditioning sets of some rows only gives those rows the same sets (the
+    likelihood of a subset of conditionals needs no others) and leaves the rest unsearched."""
+    rng = np.random.default_rng(5)
+    Z = rng.normal(size=(700, 3))
+    full = vecchia_neighbours(Z, 8)
+    rows = np.sort(rng.choice(700, 90, replace=False))
+    part = vecchia_neighbours(Z, 8, rows)
+    np.testing.assert_array_equal(part[rows], full[rows])
+    rest = np.setdiff1d(np.arange(9, 700), rows)  # rows past the first m + 1, not asked for
+    assert np.all(part[rest] == -1) and np.all(full[rest] >= 0)
+    # each later row's set: its nearest among the rows before its block (checked by brute force)
+    i = rows[-1]
+    start = 9 * 2 ** int(np.log2(i / 9))
+    d = np.linalg.norm(Z[:start] - Z[i], axis=1)
+    assert set(part[i]) == set(np.argsort(d)[:8])
+
+
 def test_neighbour_gp_learns_on_a_subset_of_the_exact_conditionals():
     """``max_fit`` < n: the likelihood of the chosen rows, each given every earlier row of the
     whole set (the pool), equals the sum of their dense conditional densities; the fit then

@@ -157,13 +157,14 @@ def _scaled(X, g, ell, far=None):
     return np.column_stack([Z, g * far]), far
 
 
-def vecchia_neighbours(Z: np.ndarray, m: int) -> np.ndarray:
+def vecchia_neighbours(Z: np.ndarray, m: int, rows: np.ndarray | None = None) -> np.ndarray:
     """Conditioning sets of a Vecchia approximation (rows in the order given).
 
     Row ``i ≤ m`` conditions on all earlier rows (so ``m ≥ n − 1`` gives the exact
     likelihood); a later row ``i ∈ [2^j s, 2^{j+1} s)`` on its ``m`` nearest among the first
     ``2^j s`` rows (``s = m + 1``), a subset of its predecessors, so the approximation stays a
-    valid density. ``-1`` pads.
+    valid density. ``-1`` pads. With ``rows`` (sorted positions) only those rows' sets are
+    searched (the others stay ``-1``): the same sets, for the likelihood of a subset.
     """
     from scipy.spatial import cKDTree
 
@@ -174,8 +175,10 @@ def vecchia_neighbours(Z: np.ndarray, m: int) -> np.ndarray:
     start = m + 1
     while start < n:
         stop = min(n, 2 * start)
-        _, idx = cKDTree(Z[:start]).query(Z[start:stop], k=m)
-        nb[start:stop] = idx
+        todo = np.arange(start, stop) if rows is None else rows[(rows >= start) & (rows < stop)]
+        if len(todo):
+            _, idx = cKDTree(Z[:start]).query(Z[todo], k=m)
+            nb[todo] = idx
         start = stop
     return nb
 
@@ -253,7 +256,7 @@ class NeighbourGP:
         hi = np.concatenate([np.log(span * 1e2), np.log([10 * v, 10 * v])])
         with precision("float64"):
             for _ in range(self.rounds):
-                nb = vecchia_neighbours(_scaled(Xo, go, np.exp(theta[:D]))[0], self.m_fit)
+                nb = vecchia_neighbours(_scaled(Xo, go, np.exp(theta[:D]))[0], self.m_fit, rows)
                 args = _padded(Xo, go, ro, nb, rows)
                 theta, self.nll = _lbfgs(
                     lambda th, a=args: _vecchia_vg(th, *a), theta, lo, hi, self.maxiter
