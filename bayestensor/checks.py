@@ -235,11 +235,18 @@ def count_invalid(series: pd.Series, kind: str) -> int:
     return int(np.count_nonzero(bad))
 
 
-def check_finite(series: pd.Series, name: str, kind: str) -> None:
-    """Raise if a column has NaN, inf or missing values."""
+def check_finite(series: pd.Series, name: str, kind: str, value: bool = False) -> None:
+    """Raise if a column has NaN, inf or missing values (``value``: the value column, whose
+    message says how to leave unobserved cells out)."""
     n_bad = count_invalid(series, kind)
     if n_bad:
         extra = "" if kind == CONTINUOUS else " (missing values such as None are not categories)"
+        if value:
+            extra = (
+                f"; a cell with no observation needs no row: drop such rows first, e.g. "
+                f"df.dropna(subset=[{name!r}]) (an xarray DataArray's NaN cells are left out "
+                f"by bt.fit itself)"
+            )
         rows = "row" if n_bad == 1 else "rows"
         raise ValueError(f"column {name!r} has {n_bad} {rows} with NaN or inf values{extra}")
 

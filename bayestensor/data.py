@@ -317,7 +317,7 @@ def encode(
     for name, kind in kinds.items():
         check_finite(df[name], name, kind)
     if value is not None:
-        check_finite(df[value], value, CONTINUOUS)
+        check_finite(df[value], value, CONTINUOUS, value=True)
     units = check_time_unit(
         time_unit, [c for c, kind in kinds.items() if kind == CONTINUOUS and is_time(df[c])]
     )

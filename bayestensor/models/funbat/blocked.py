@@ -150,7 +150,7 @@ def _union_modes(parts: list, coords, value: str, time_unit, progress: bool = Fa
             kinds = parse_coords(df, coords, value)
             uniques = {c: [] for c in kinds}
         parse_coords(df, kinds, value)
-        check_finite(df[value], value, CONTINUOUS)
+        check_finite(df[value], value, CONTINUOUS, value=True)
         for c in kinds:
             uniques[c].append(df[c].drop_duplicates())
         n += len(df)

@@ -151,7 +151,7 @@ def _encode_rows(df: pd.DataFrame, modes: tuple[Mode, ...], value: str):
     for name in names:
         check_column(df, name)
     check_value_column(df, value, names)
-    check_finite(df[value], value, CONTINUOUS)
+    check_finite(df[value], value, CONTINUOUS, value=True)
     # categorical modes get the union of their levels first, so that encode_new accepts the
     # new ones; it then checks every column's type and values
     grown = []
