@@ -56,6 +56,11 @@ TOL = {
     # a fit on 2 or 4 host devices (rows sharded) vs the one-device fit: the same sums in another
     # order, relative to the largest entry (predictions, factor means, noise, CAVI parameters)
     "sharded_vs_single": 1e-8,
+    # a FunBaT sweep with its Tucker sums through the grid of unique coordinates vs row by row:
+    # the same sums in another order, relative to the largest entry
+    "grid_vs_rows": 1e-8,
+    # ... the same with the fit in float32 (FunBaT(dtype="float32"))
+    "grid_vs_rows_f32": 1e-4,
     # FunBaT's blocked prediction (unique coordinates, padded row blocks) vs row by row
     "predict_blocked_vs_rows": 1e-10,
     # a fit of y·scale + shift vs the fit of y, in units of y (z-scoring makes them one fit)

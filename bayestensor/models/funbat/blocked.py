@@ -50,15 +50,14 @@ from bayestensor.checks import (
 from bayestensor.data import encode, encode_new, parse_coords
 from bayestensor.driver import Step, bound_compiled, iterate, precision, progress_bar
 from bayestensor.models.funbat.ard import ard_update, prior_precision
+from bayestensor.models.funbat.grid import grid_second, linear_sum, mode_messages, plan
 from bayestensor.models.funbat.inference import update_mode
 from bayestensor.models.funbat.moments import (
     core_from_sums,
     core_sums,
-    expected_contraction,
     expected_f,
     gather,
     grouping,
-    message_sums,
     weight_from_sums,
     weight_sums,
 )
@@ -219,14 +218,16 @@ def _block_messages(factors, core, tau, index, y, mask, cfg, k: int):
     """Mode ``k``'s message sums from one block (padding rows masked out)."""
     means, seconds = gather(tuple(factors), index)
     group = grouping(tuple(factors), index) if cfg.model == "tucker" else None
-    Ea, Eaa = expected_contraction(k, means, seconds, core, cfg.chunk, group)
-    Ea, Eaa = Ea * mask[:, None], Eaa * mask[:, None, None]
-    return message_sums(y, tau, Ea, Eaa, index[:, k], cfg.sizes[k])
+    return mode_messages(k, y, tau, means, seconds, core, index, group, cfg.sizes, cfg.chunk, mask)
 
 
 def _block_core(factors, index, y, mask, cfg):
     """The core's (Tucker) or CP weights' row sums from one block."""
     means, seconds = gather(tuple(factors), index)
+    c = plan(cfg.sizes, cfg.ranks, y.shape[0]) if cfg.model == "tucker" else None
+    if c is not None:  # the Gram sum over the grid of unique coordinates (funbat.grid)
+        group = grouping(tuple(factors), index)
+        return grid_second(group, cfg.sizes, c, weight=mask), linear_sum(y, means, cfg.chunk)
     seconds = list(seconds[:-1]) + [seconds[-1] * mask[:, None, None]]
     if cfg.model == "tucker":
         return core_sums(y, means, seconds, cfg.chunk)

@@ -14,15 +14,22 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from bayestensor.models.funbat.ard import ard_update, init_ard, prior_precision
+from bayestensor.models.funbat.grid import (
+    expected_mean,
+    grid_noise,
+    grid_second,
+    linear_sum,
+    mode_messages,
+    plan,
+)
 from bayestensor.models.funbat.moments import (
     Grouping,
     categorical_posterior,
+    core_from_sums,
     core_update,
-    expected_contraction,
     expected_f,
     gather,
     grouping,
-    message_sums,
     noise_update,
     second_moment,
     weight_update,
@@ -234,10 +241,9 @@ def sweep(
     for k in range(K):
         means, seconds = gather(tuple(factors), index)
         group = grouping(tuple(factors), index) if cfg.model == "tucker" else None
-        Ea, Eaa = expected_contraction(k, means, seconds, state.core, cfg.chunk, group)
-        if mask is not None:
-            Ea, Eaa = Ea * mask[:, None], Eaa * mask[:, None, None]
-        new = message_sums(y, tau, Ea, Eaa, index[:, k], cfg.sizes[k])
+        new = mode_messages(
+            k, y, tau, means, seconds, state.core, index, group, cfg.sizes, cfg.chunk, mask
+        )
         messages[k], factors[k], log_hyper[k], opt_state[k] = update_mode(
             cfg, k, new, messages[k], log_hyper[k], opt_state[k], dts[k]
         )
@@ -245,14 +251,24 @@ def sweep(
     group = grouping(tuple(factors), index) if cfg.model == "tucker" else None
     core, ard = state.core, state.ard
     prior = None if ard is None else prior_precision(cfg, ard)
-    if cfg.model == "tucker":
+    c = plan(cfg.sizes, cfg.ranks, y.shape[0]) if cfg.model == "tucker" else None
+    if c is not None:  # the Gram sum over the grid of unique coordinates (funbat.grid)
+        G = grid_second(group, cfg.sizes, c, weight=mask)
+        core = core_from_sums(G, linear_sum(y, means, cfg.chunk), tau, prior)
+    elif cfg.model == "tucker":
         core = core_update(y, tau, means, _masked(seconds, mask), cfg.chunk, prior)
     elif core is not None:  # CP weights (ARD)
         core = weight_update(y, tau, means, _masked(seconds, mask), prior)
     if ard is not None:
         ard = ard_update(cfg, core, ard)
-    Ef, Ef2 = expected_f(means, seconds, core, cfg.chunk, group)
-    noise = _masked_noise(y, Ef, Ef2, cfg, mask)
+    if c is not None:
+        Ef = expected_mean(means, core, cfg.chunk)
+        noise = grid_noise(
+            y, Ef, core, G, tuple(factors), group, cfg.sizes, c, cfg.a0, cfg.b0, mask
+        )
+    else:
+        Ef, Ef2 = expected_f(means, seconds, core, cfg.chunk, group)
+        noise = _masked_noise(y, Ef, Ef2, cfg, mask)
     new_state = FunBaTState(
         tuple(factors), tuple(messages), core, noise, tuple(log_hyper), tuple(opt_state), ard
     )

@@ -325,7 +325,8 @@ def core_sums(y, means: list, seconds: list, chunk: int | None = OBS_CHUNK):
     as a matrix product (``P² · n`` multiply-adds at BLAS speed). Summing per unique coordinate
     of one mode first (as :func:`grouped_second` does for the messages) needs ``R_j²`` times
     fewer operations but a scatter-add per row, which was 3.6× slower on CPU (beijing_pm25,
-    Tucker 6×6×6: 0.22 s against 0.06 s per sweep)."""
+    Tucker 6×6×6: 0.22 s against 0.06 s per sweep). On gridded data the sweep forms the Gram sum
+    through the grid of unique coordinates instead (:mod:`~bayestensor.models.funbat.grid`)."""
     K = len(means)
     r, s = einsum_letters(K)
     G_spec = ",".join(f"n{r[j]}{s[j]}" for j in range(K)) + f"->{r}{s}"

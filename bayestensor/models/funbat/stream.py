@@ -28,14 +28,13 @@ import numpy as np
 
 from bayestensor._export import CachedJit
 from bayestensor.driver import bound_compiled
+from bayestensor.models.funbat.grid import mode_messages
 from bayestensor.models.funbat.inference import mode_sde
 from bayestensor.models.funbat.moments import (
     categorical_posterior,
-    expected_contraction,
     expected_f,
     gather,
     grouping,
-    message_sums,
 )
 from bayestensor.models.funbat.state import CategoricalPosterior, Messages, auto_chunk
 from bayestensor.sharding import resolve_devices, shard_rows
@@ -75,9 +74,9 @@ def _sweep(factors, held, core, tau, log_hyper, index, y, mask, dts, cfg):
     for k in range(len(cfg.ranks)):
         means, seconds = gather(tuple(factors), index)
         group = grouping(tuple(factors), index) if cfg.model == "tucker" else None
-        Ea, Eaa = expected_contraction(k, means, seconds, core, cfg.chunk, group)
-        Ea, Eaa = Ea * mask[:, None], Eaa * mask[:, None, None]
-        new = message_sums(y, tau, Ea, Eaa, index[:, k], cfg.sizes[k])
+        new = mode_messages(
+            k, y, tau, means, seconds, core, index, group, cfg.sizes, cfg.chunk, mask
+        )
         msg = Messages(held[k].prec + new.prec, held[k].shift + new.shift)
         messages.append(msg)
         factors[k] = _posterior(cfg, k, msg, log_hyper[k], dts[k])
@@ -94,10 +93,9 @@ def _messages_at(factors, core, tau, index, y, mask, cfg) -> tuple:
     group = grouping(tuple(factors), index) if cfg.model == "tucker" else None
     out = []
     for k in range(len(cfg.ranks)):
-        Ea, Eaa = expected_contraction(k, means, seconds, core, cfg.chunk, group)
-        if mask is not None:
-            Ea, Eaa = Ea * mask[:, None], Eaa * mask[:, None, None]
-        out.append(message_sums(y, tau, Ea, Eaa, index[:, k], cfg.sizes[k]))
+        out.append(
+            mode_messages(k, y, tau, means, seconds, core, index, group, cfg.sizes, cfg.chunk, mask)
+        )
     return tuple(out)
 
 
