@@ -99,6 +99,16 @@ def test_cavity_predictions_leave_the_row_out(small_fit):
     np.testing.assert_allclose(mean, ef * est.y_scale_ + est.y_mean_, rtol=TOL["local_dense"])
 
 
+def test_cavity_predictions_at_some_rows_are_those_of_every_row(small_fit):
+    """The local stage compares at most LOO_ROWS rows: their cavities alone are the same."""
+    _, res = small_fit
+    mean, sd = cavity_predictions(res)
+    rows = np.array([0, 3, 4, 11, len(mean) - 1])
+    mean_r, sd_r = cavity_predictions(res, rows)
+    np.testing.assert_allclose(mean_r, mean[rows], rtol=TOL["local_dense"])
+    np.testing.assert_allclose(sd_r, sd[rows], rtol=TOL["local_dense"])
+
+
 def _field(rng, n_side):
     """A smooth field that no low rank carries (a rotated ridge) on a grid, plus noise."""
     g = np.linspace(0.0, 1.0, n_side)

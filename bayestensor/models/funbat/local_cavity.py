@@ -27,6 +27,7 @@ import numpy as np
 
 from bayestensor._export import CachedJit
 from bayestensor.driver import precision
+from bayestensor.models.funbat.grid import mode_messages
 from bayestensor.models.funbat.local_neighbours import NeighbourGP, _lower_solve
 from bayestensor.models.funbat.local_tails import choose, fit_student_t, loo_errors, loo_scores
 from bayestensor.models.funbat.moments import (
@@ -34,7 +35,6 @@ from bayestensor.models.funbat.moments import (
     expected_f,
     gather,
     grouping,
-    message_sums,
     second_moment,
 )
 from bayestensor.models.funbat.stream import _posterior
@@ -57,14 +57,19 @@ VALUES_MIN_ROWS = 5000
 LOO_ROWS = 8192
 
 
-def mode_cavities(state, index, y, dts, cfg, k: int, means, seconds, group=None):
+def mode_cavities(state, index, y, dts, cfg, k: int, means, seconds, group=None, rows=None):
     """Mode ``k``'s posterior recomputed from the final posterior's messages, and each row's
     cavity there: means ``(n, R_k)`` and covariances ``(n, R_k, R_k)`` of ``u^k(x_nk)`` without
-    row ``n``'s site (the posterior's where the cavity is not positive definite)."""
+    row ``n``'s site (the posterior's where the cavity is not positive definite). With ``rows``
+    (indices), the cavities of those rows only; the messages are every row's."""
     tau = state.noise.mean
-    Ea, Eaa = expected_contraction(k, means, seconds, state.core, cfg.chunk, group)
-    msg = message_sums(y, tau, Ea, Eaa, index[:, k], cfg.sizes[k])
+    msg = mode_messages(k, y, tau, means, seconds, state.core, index, group, cfg.sizes, cfg.chunk)
     post = _posterior(cfg, k, msg, state.log_hyper[k], dts[k])
+    if rows is not None:
+        index, y = index[rows], y[rows]
+        means, seconds = [m[rows] for m in means], [s[rows] for s in seconds]
+        group = None if group is None else group._replace(index=index)
+    Ea, Eaa = expected_contraction(k, means, seconds, state.core, cfg.chunk, group)
     P, m = post.cov[index[:, k]], post.mean[index[:, k]]
     eye = jnp.eye(P.shape[-1], dtype=P.dtype)
     prec = jax.vmap(lambda A: _spd_inverse(A, eye)[0])(P)
@@ -86,11 +91,11 @@ def _spd_inverse(A, eye):
     return Linv.T @ Linv, ok
 
 
-def _mode_moments(state, index, y, dts, cfg, k: int):
-    """Mode ``k``'s cavity means and second moments ``E[u uᵀ]`` at every row."""
+def _mode_moments(state, index, y, dts, cfg, k: int, rows):
+    """Mode ``k``'s cavity means and second moments ``E[u uᵀ]`` at the rows ``rows``."""
     means, seconds = gather(state.factors, index)
     group = grouping(state.factors, index) if cfg.model == "tucker" else None
-    mc, Pc = mode_cavities(state, index, y, dts, cfg, k, means, seconds, group)
+    mc, Pc = mode_cavities(state, index, y, dts, cfg, k, means, seconds, group, rows)
     return mc, second_moment(mc, Pc)
 
 
@@ -108,10 +113,10 @@ _rows_jit = CachedJit(_row_moments, static_argnames=("cfg",))
 PROGRAMS = (_mode_jit, _rows_jit)
 
 
-def cavity_predictions(result) -> tuple[np.ndarray, np.ndarray] | None:
+def cavity_predictions(result, rows=None) -> tuple[np.ndarray, np.ndarray] | None:
     """Mean and sd of the low-rank part at each training row, that row left out (in the
-    value's units, in the order of the fitted rows); None when the fit's training rows are not
-    at hand (a loaded result)."""
+    value's units, in the order of the fitted rows; with ``rows``, at those rows only); None
+    when the fit's training rows are not at hand (a loaded result)."""
     est = result.estimator
     enc = getattr(est, "train_", None)
     if enc is None:
@@ -130,9 +135,10 @@ def cavity_predictions(result) -> tuple[np.ndarray, np.ndarray] | None:
             for k, m in enumerate(est.modes_)
         )
         index, yz = jnp.asarray(enc.index), jnp.asarray(y)
+        at = jnp.arange(len(y)) if rows is None else jnp.asarray(rows)
         moments = []
         for k in range(len(cfg.ranks)):  # each waited for before the next starts
-            moments.append(jax.block_until_ready(_mode_jit(state, index, yz, dts, cfg, k)))
+            moments.append(jax.block_until_ready(_mode_jit(state, index, yz, dts, cfg, k, at)))
         Ef, var = _rows_jit(
             tuple(m for m, _ in moments), tuple(s for _, s in moments), state.core, cfg
         )
@@ -151,28 +157,27 @@ def values_alone(result, X, y, rs, scale, kept) -> dict | None:
     are not at hand."""
     if len(rs) < VALUES_MIN_ROWS:
         return None
-    cav = cavity_predictions(result)
-    if cav is None or len(cav[0]) != len(rs):
+    # both compared on at most LOO_ROWS random rows (the GP's kriging is most of the cost)
+    rows = np.arange(len(rs))
+    if len(rows) > LOO_ROWS:
+        rows = np.sort(np.random.default_rng(0).choice(len(rs), LOO_ROWS, replace=False))
+    cav = cavity_predictions(result, rows)
+    if cav is None or len(rs) != len(result.estimator.train_.y):
         return None
     y = np.asarray(y, dtype=np.float64)
-    base = y - rs * scale  # the in-sample prediction of the low-rank part
+    base = (y - rs * scale)[rows]  # the in-sample prediction of the low-rank part
     shift = (base - cav[0]) / scale  # how far leaving a row out moves its prediction
     # the kept process's left-out error (the residual itself without one) plus the shift
-    low_rank = (shift + (rs if kept is None else kept)) ** 2
+    low_rank = (shift + (rs if kept is None else kept)[rows]) ** 2
     offset = float(np.mean(y))
     yv = (y - offset) / scale
     # the noise starts at a tenth of the values' variance: started at the low-rank fit's (a
     # few per cent), the lengthscales can collapse to their lower bound (no correlation left)
     noise0 = 0.1 * float(np.mean(yv**2))
     gp = NeighbourGP(full_nll=False).fit(X, list(result.coords), yv, noise0, result.coords)
-    # both compared on at most LOO_ROWS random rows (the GP's kriging is most of the cost)
-    rows = np.arange(len(yv))
-    if len(rows) > LOO_ROWS:
-        rows = np.sort(np.random.default_rng(0).choice(len(yv), LOO_ROWS, replace=False))
     m, v = gp.posterior(X.iloc[rows])
     own = gp.hyperparameters["noise"]
     values = loo_errors(yv[rows], m, v, own) ** 2
-    low_rank = low_rank[rows]
     better = choose({"low-rank": 1.0, VALUES: 0.0}, {"low-rank": low_rank, VALUES: values})
     clear = np.mean(values) < (1.0 - VALUES_MARGIN) * np.mean(low_rank)
     return {
