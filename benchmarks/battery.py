@@ -8,6 +8,7 @@ fold by fold). On each split this script fits, in the same process:
 - FunBaT with **defaults**: ``bt.fit(train, coords=..., value=...)`` — no rank, no kernel;
 - FunBaT at the fixed ranks of ``--ranks`` (Tucker, each rank on every mode), to see whether
   the default is within 2 % of the best fixed rank;
+- with ``--max-ranks``, ``rank="auto"`` under other bounds (``max_rank=``);
 - ``RandomForestRegressor(200, min_samples_leaf=2)`` and ``HistGradientBoostingRegressor()``
   (categorical coordinates as ordinal codes; declared categorical to the boosting model),
 
@@ -143,6 +144,13 @@ def main(args: list[str] | None = None) -> pd.DataFrame:
     p.add_argument(
         "--ranks", nargs="*", type=int, default=[1, 2, 3, 5, 8], help="fixed Tucker ranks to run"
     )
+    p.add_argument(
+        "--max-ranks",
+        nargs="*",
+        type=int,
+        default=[],
+        help="rank='auto' rows with these max_rank= bounds (beside the defaults)",
+    )
     p.add_argument("--no-trees", action="store_true", help="skip the scikit-learn models")
     p.add_argument(
         "--local",
@@ -163,6 +171,7 @@ def main(args: list[str] | None = None) -> pd.DataFrame:
         for fold, train, test, coords, value in splits(name, opts.folds, opts.seed):
             runs = [("FunBaT defaults", dict(given))]
             runs += [(f"FunBaT Tucker R={r}", {"rank": r, **given}) for r in opts.ranks]
+            runs += [(f"FunBaT max_rank={r}", {"max_rank": r, **given}) for r in opts.max_ranks]
             for label, options in runs:
                 m, seconds, chosen = run_funbat(train, test, coords, value, **options)
                 rows.append(
