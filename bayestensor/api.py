@@ -94,7 +94,7 @@ def fit(
         Number of components per mode (one int for all, or one per mode); for
         ``"poisson-tucker"`` an upper bound (shrinkage prunes; default 3). ``"auto"`` (FunBaT's
         default): the ranks are learned by automatic relevance determination up to
-        ``max_rank=`` (an option; by default at most 6 per Tucker mode, 10 for CP) and
+        ``max_rank=`` (an option; by default at most 8 per Tucker mode, 10 for CP) and
         reported as ``result.ranks``.
     seed : int
         Random initialisation (and the sampler's key).

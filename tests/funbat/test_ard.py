@@ -413,12 +413,24 @@ def test_bad_rank_options_are_refused(kw, match):
 @pytest.mark.parametrize("n", [500, 40_000, 300_000, 5_000_000, 10**9])
 def test_auto_tucker_bound_is_the_largest_a_sweep_can_afford(n):
     """The default Tucker bound R is the largest R ≤ AUTO_MAX_RANK with n·R^(2K) within the
-    work budget (never below 2), so rank="auto" stays affordable on large data."""
+    work budget (never below 2), so rank="auto" stays affordable on large data — where the
+    coordinates are scattered (no grid of unique coordinates to sum on, funbat.grid) ..."""
     from bayestensor.models.funbat.ard import AUTO_MAX_RANK, AUTO_TUCKER_WORK, auto_ranks
+    from bayestensor.models.funbat.grid import plan
 
-    shape = (50, 60, 70)
+    shape = (50_000, 60_000, 70_000)
     (R, *rest) = auto_ranks("tucker", shape, n_obs=n)
     assert rest == [R, R]
+    assert plan(shape, (R, R, R), n) is None
     affordable = [r for r in range(2, AUTO_MAX_RANK["tucker"] + 1) if n * r**6 <= AUTO_TUCKER_WORK]
     assert R == (max(affordable) if affordable else 2)
-    assert auto_ranks("tucker", (4, 60, 70), n_obs=500)[0] == 4  # a mode's size still caps it
+    assert (
+        auto_ranks("tucker", (4, 60_000, 70_000), n_obs=500)[0] == 4
+    )  # a mode's size still caps it
+    # ... while on a grid the sweep's sums cost far less, and the bound stays AUTO_MAX_RANK
+    # until the grid's intermediates outgrow grid.GRID_MAX_NUMBERS
+    cap = AUTO_MAX_RANK["tucker"]
+    (R_grid,) = set(auto_ranks("tucker", (50, 60, 70), n_obs=n))
+    on_grid = plan((50, 60, 70), (cap,) * 3, n) is not None
+    assert R_grid == (cap if on_grid else R)
+    assert on_grid == (n >= 3000)  # the grid (50·60 cells besides the largest mode) pays

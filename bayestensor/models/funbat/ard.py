@@ -64,6 +64,7 @@ from jaxtyping import Array, Float
 
 from bayestensor import io
 from bayestensor.checks import cap_ranks, check_ranks
+from bayestensor.models.funbat.grid import plan
 from bayestensor.models.funbat.moments import einsum_letters
 from bayestensor.models.funbat.state import (
     ARDPosterior,
@@ -77,13 +78,18 @@ from bayestensor.models.funbat.state import (
 )
 
 #: ``rank="auto"``: default upper bound of each Tucker rank (also at most the mode's number of
-#: unique coordinates) and of the CP rank (also at most what the data can identify, see
-#: :func:`bayestensor.checks.cap_ranks`).
-AUTO_MAX_RANK = {"tucker": 6, "cp": 10}
+#: unique coordinates, and lowered on scattered data by :data:`AUTO_TUCKER_WORK`) and of the CP
+#: rank (also at most what the data can identify, see :func:`bayestensor.checks.cap_ranks`).
+#: Tucker's was 6 until the sweep's sums moved onto the grid of unique coordinates
+#: (:mod:`~bayestensor.models.funbat.grid`); 8 predicts better on us_temp, ozone and txhousing
+#: and the same elsewhere (``docs/benchmarks.md``).
+AUTO_MAX_RANK = {"tucker": 8, "cp": 10}
 #: ``rank="auto"`` with Tucker: the default bound R (the same on every mode) is lowered until
 #: ``n · R^(2K)`` — the work of the core update per sweep, which holds an ``R^K × R^K`` second
 #: moment per observation — is at most this (measured on 2 cores at n = 10⁶, K = 3: R = 3,
-#: 7.3e8, takes 1.1 s a sweep; R = 6, 4.7e10, takes 47 s), and never below 2.
+#: 7.3e8, takes 1.1 s a sweep; R = 6, 4.7e10, takes 47 s), and never below 2. Not on gridded
+#: data, where the sweep forms those sums on the grid of unique coordinates
+#: (:func:`bayestensor.models.funbat.grid.plan`) at a small part of that cost.
 AUTO_TUCKER_WORK = 1e9
 #: Gamma prior ``(c₀, d₀)`` of the ARD precisions: broad, as in Bayesian CP / Tucker with ARD.
 ARD_A0 = 1e-6
@@ -161,7 +167,11 @@ def auto_ranks(
         bound = max(1, int(np.prod(shape)) // max(shape))
         return (min(cap, bound),) * K
     if n_obs is not None:
-        while cap > 2 and n_obs * float(cap) ** (2 * K) > AUTO_TUCKER_WORK:
+        while (
+            cap > 2
+            and n_obs * float(cap) ** (2 * K) > AUTO_TUCKER_WORK
+            and plan(shape, tuple(min(cap, N) for N in shape), n_obs) is None
+        ):
             cap -= 1
     return tuple(min(cap, N) for N in shape)
 
