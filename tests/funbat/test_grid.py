@@ -1,6 +1,8 @@
 """Tucker sums over the grid of unique coordinates (models/funbat/grid.py) against explicit
 per-row Kronecker products, and a sweep through the grid against the row-by-row sweep."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -141,18 +143,11 @@ def test_plan_skips_scattered_coordinates_and_large_intermediates(monkeypatch):
     assert grid.plan((10, 48, 263), (5, 5, 5), 44_755) is None
 
 
-@pytest.mark.x64  # the fit's dtype is scoped by the estimator (driver.precision)
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("masked", [False, True])
-def test_sweep_through_grid_equals_row_by_row(masked, dtype, monkeypatch):
-    """One full sweep (messages, hyperparameters, core with ARD, noise) with the grid sums and
-    with the row-by-row forms (the grid switched off) gives the same posterior, in float64 and
-    in float32."""
+@functools.cache
+def _small_fit(dtype: str):
+    """A short ``rank="auto"`` fit of gridded data (6 × 7 × 9 coordinates, 300 rows)."""
     from bayestensor.data import encode
-    from bayestensor.driver import precision
     from bayestensor.models.funbat import FunBaT
-    from bayestensor.models.funbat.inference import sweep
-    from bayestensor.ssm import gaps
 
     rng = np.random.default_rng(3)
     sizes = (6, 7, 9)
@@ -162,10 +157,25 @@ def test_sweep_through_grid_equals_row_by_row(masked, dtype, monkeypatch):
     X = np.stack([coords[j][index[:, j]] for j in range(3)], 1)
     y = np.sin(3 * X[:, 0]) * np.cos(2 * X[:, 1]) + X[:, 2] + 0.1 * rng.normal(size=n)
     df = pd.DataFrame({"a": X[:, 0], "b": X[:, 1], "c": X[:, 2], "y": y})
-    est = FunBaT(rank="auto", max_sweeps=2, max_rank=3, dtype=dtype).fit(
+    return FunBaT(rank="auto", max_sweeps=2, max_rank=3, dtype=dtype).fit(
         encode(df, ["a", "b", "c"], "y")
     )
+
+
+@pytest.mark.x64  # the fit's dtype is scoped by the estimator (driver.precision)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_sweep_through_grid_equals_row_by_row(masked, dtype, monkeypatch):
+    """One full sweep (messages, hyperparameters, core with ARD, noise) with the grid sums and
+    with the row-by-row forms (the grid switched off) gives the same posterior, in float64 and
+    in float32."""
+    from bayestensor.driver import precision
+    from bayestensor.models.funbat.inference import sweep
+    from bayestensor.ssm import gaps
+
+    est = _small_fit(dtype)
     state, cfg = est.state_, est.cfg_
+    n = len(est.train_.y)
     assert cfg.model == "tucker" and grid.plan(cfg.sizes, cfg.ranks, n) is not None
     with precision(dtype):
         idx = jnp.asarray(est.train_.index)
