@@ -50,7 +50,7 @@ from bayestensor.checks import (
 from bayestensor.data import encode, encode_new, parse_coords
 from bayestensor.driver import Step, bound_compiled, iterate, precision, progress_bar
 from bayestensor.models.funbat.ard import ard_update, prior_precision
-from bayestensor.models.funbat.grid import grid_second, linear_sum, mode_messages, plan
+from bayestensor.models.funbat.grid import grid_second, mode_messages, plan
 from bayestensor.models.funbat.inference import update_mode
 from bayestensor.models.funbat.moments import (
     core_from_sums,
@@ -58,6 +58,7 @@ from bayestensor.models.funbat.moments import (
     expected_f,
     gather,
     grouping,
+    linear_sum,
     weight_from_sums,
     weight_sums,
 )

@@ -33,10 +33,9 @@ from jaxtyping import Array, Float, Int
 from bayestensor.models.funbat.moments import (
     Grouping,
     _core_second,
-    _map_obs,
-    _sum_obs,
     einsum_letters,
     expected_contraction,
+    expected_mean,
     message_sums,
 )
 from bayestensor.models.funbat.state import CorePosterior, Messages, NoisePosterior
@@ -150,29 +149,6 @@ def grid_message_prec(
     z_axes = g[k] + "".join(r[j] for j in others) + "".join(s[j] for j in others)
     prec = jnp.einsum(f"{r}{s},{z_axes}->{g[k]}{r[k]}{s[k]}", second, Z)
     return 0.5 * (prec + jnp.swapaxes(prec, -1, -2))
-
-
-def expected_mean(
-    means: list[Float[Array, "n _"]],
-    core: CorePosterior,
-    chunk: int | None,
-    skip: int | None = None,
-) -> Array:
-    """``E[f_n] = Σ_r m_W[r] Π_k μ^k_{n r_k}`` per row; with ``skip``: ``E[a_n]``, the mode
-    ``skip`` left open (``(n, R_skip)``)."""
-    K = len(means)
-    r, _ = einsum_letters(K)
-    modes = [j for j in range(K) if j != skip]
-    out = "n" + (r[skip] if skip is not None else "")
-    spec = ",".join([r] + [f"n{r[j]}" for j in modes]) + f"->{out}"
-    return _map_obs(lambda *mu: jnp.einsum(spec, core.mean, *mu), [means[j] for j in modes], chunk)
-
-
-def linear_sum(y: Float[Array, " n"], means: list, chunk: int | None) -> Array:
-    """``Σ_n y_n ⊗_k μ^k_n``, the core's linear term (a ``K``-way tensor)."""
-    r, _ = einsum_letters(len(means))
-    spec = ",".join(["n"] + [f"n{c}" for c in r]) + f"->{r}"
-    return _sum_obs(lambda y, *mu: jnp.einsum(spec, y, *mu), [y, *means], chunk)
 
 
 def mode_messages(

@@ -14,22 +14,17 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from bayestensor.models.funbat.ard import ard_update, init_ard, prior_precision
-from bayestensor.models.funbat.grid import (
-    expected_mean,
-    grid_noise,
-    grid_second,
-    linear_sum,
-    mode_messages,
-    plan,
-)
+from bayestensor.models.funbat.grid import grid_noise, grid_second, mode_messages, plan
 from bayestensor.models.funbat.moments import (
     Grouping,
     categorical_posterior,
     core_from_sums,
     core_update,
     expected_f,
+    expected_mean,
     gather,
     grouping,
+    linear_sum,
     noise_update,
     second_moment,
     weight_update,

@@ -131,6 +131,29 @@ def grouped_second(
     return _map_obs(_per_obs, [group.index[:, j0]] + [seconds[m] for m in rest], chunk)
 
 
+def expected_mean(
+    means: list[Float[Array, "n _"]],
+    core: CorePosterior,
+    chunk: int | None,
+    skip: int | None = None,
+) -> Array:
+    """``E[f_n] = Σ_r m_W[r] Π_k μ^k_{n r_k}`` per row; with ``skip``: ``E[a_n]``, the mode
+    ``skip`` left open (``(n, R_skip)``)."""
+    K = len(means)
+    r, _ = einsum_letters(K)
+    modes = [j for j in range(K) if j != skip]
+    out = "n" + (r[skip] if skip is not None else "")
+    spec = ",".join([r] + [f"n{r[j]}" for j in modes]) + f"->{out}"
+    return _map_obs(lambda *mu: jnp.einsum(spec, core.mean, *mu), [means[j] for j in modes], chunk)
+
+
+def linear_sum(y: Float[Array, " n"], means: list, chunk: int | None) -> Array:
+    """``Σ_n y_n ⊗_k μ^k_n``, the core's linear term (a ``K``-way tensor)."""
+    r, _ = einsum_letters(len(means))
+    spec = ",".join(["n"] + [f"n{c}" for c in r]) + f"->{r}"
+    return _sum_obs(lambda y, *mu: jnp.einsum(spec, y, *mu), [y, *means], chunk)
+
+
 def expected_contraction(
     k: int,
     means: list[Float[Array, "n _"]],
@@ -202,9 +225,7 @@ def expected_contraction(
     sec_spec = ",".join([r + s] + [f"n{r[j]}{s[j]}" for j in others]) + f"->n{r[k]}{s[k]}"
     second = _core_second(core)
     if group is not None:
-        Ea = _map_obs(
-            lambda *mu: jnp.einsum(mean_spec, core.mean, *mu), [means[j] for j in others], chunk
-        )
+        Ea = expected_mean(means, core, chunk, skip=k)
         Eaa = grouped_second(second, group, seconds, others, chunk)
         return Ea, 0.5 * (Eaa + jnp.swapaxes(Eaa, -1, -2))
 
@@ -265,7 +286,7 @@ def expected_f(
     sec_spec = ",".join([r + s] + [f"n{r[j]}{s[j]}" for j in range(K)]) + "->n"
     second = _core_second(core)
     if group is not None:
-        Ef = _map_obs(lambda *mu: jnp.einsum(mean_spec, core.mean, *mu), list(means), chunk)
+        Ef = expected_mean(means, core, chunk)
         return Ef, grouped_second(second, group, seconds, list(range(K)), chunk)
 
     def _moments(*rows):
