@@ -38,8 +38,9 @@ low-rank part in the predictions only when it predicts left-out rows clearly bet
 
 Prediction: ``E[y*] = E[f*] + E[g* | r]``, ``Var[f* + g*] = Var[f*] + Var[g* | r]`` (``f`` and
 ``g`` treated as independent), ``Var[y*] = Var[f* + g*] + c · σ²_g`` with ``σ²_g`` the residual
-model's noise and ``c = σ²_FunBaT / mean(r²) ≥ 1``: training residuals of the low-rank fit are
-shrunk (it saw those rows), and ``c`` is the shrinkage FunBaT's own noise estimate implies.
+model's noise and ``c ≥ 1`` the shrinkage of the low-rank fit's training residuals (it saw those
+rows): ``min(σ²_FunBaT / mean(r²), 1 / (1 − h̄))``, ``h̄`` the rows' mean leverage
+(:func:`.local_tails.shrinkage`).
 The predictive distribution is then a Student-t around that mean, its degrees of freedom and
 scale fitted to the process's leave-one-out errors (:mod:`.local_tails`): heavy-tailed residuals
 give heavy-tailed intervals, Gaussian ones the Gaussian.
@@ -86,6 +87,7 @@ from bayestensor.models.funbat.local_tails import (
     fit_student_t,
     loo_errors,
     loo_scores,
+    shrinkage,
 )
 from bayestensor.models.funbat.stream import bucket
 
@@ -522,7 +524,7 @@ def fit_local(
     process = None if best is None else candidates[best]
     kind = None if process is None else best.split(":")[0]
     mode = best.split(":", 1)[1] if kind == "fibre" else None
-    calibration = max(noise / ms, 1.0)
+    calibration = shrinkage(noise, ms, (sd_f / scale) ** 2)
     tails = GAUSSIAN
     if process is not None:  # the predictive's tails, from the leave-one-out errors
         m, v = posts[best]

@@ -22,7 +22,7 @@ and ``lower, upper`` its quantiles. Gaussian residuals give ``ν`` at its upper 
 counts as Gaussian (``ν = inf``, ``c = 1``: no ``nu`` column, the predictive unchanged).
 
 The low-rank part is not refitted: its training residuals are shrunk (it saw those rows) by the
-factor ``calibration`` in variance that FunBaT's own noise estimate implies (:mod:`.local`),
+factor ``calibration`` in variance (:func:`shrinkage`),
 and the errors are scaled back by its root. Where the low-rank part fits its training rows more
 closely than that, the leave-one-out errors stay somewhat optimistic.
 """
@@ -33,7 +33,7 @@ import numpy as np
 
 from bayestensor.metrics import student_t_logpdf, student_t_quantile
 
-__all__ = ["GAUSSIAN", "NU_BOUNDS", "fit_student_t", "loo_errors", "loo_scores"]
+__all__ = ["GAUSSIAN", "NU_BOUNDS", "fit_student_t", "loo_errors", "loo_scores", "shrinkage"]
 
 #: Bounds on the fitted degrees of freedom: above 1 the predictive mean exists; at the upper
 #: bound the Student-t is within 1 % of the Gaussian in every central quantile up to 99 %.
@@ -77,6 +77,25 @@ def loo_scores(r, m, v, noise, calibration, var_base) -> np.ndarray:
     # the sd a new row there would get: Var f + Var g (left-one-out) + c σ²
     var = np.asarray(var_base, np.float64) + noise * h / (1.0 - h) + calibration * noise
     return e / np.sqrt(var)
+
+
+def shrinkage(noise: float, ms: float, var_f: np.ndarray) -> float:
+    """The factor ``c ≥ 1`` by which the low-rank part's training residuals are shrunk in
+    variance (it saw those rows): ``min(σ² / mean r², 1 / (1 − h̄))``, at least 1.
+
+    ``σ²`` is FunBaT's noise variance, ``mean r²`` the residuals' mean square and
+    ``h̄ = mean Var[f_n] / σ²`` the mean leverage of the training rows (``var_f``: ``Var[f_n]``,
+    in the units of ``noise``). The two agree at the fixed point of FunBaT's noise update,
+    ``n σ² = Σ r² + Σ Var f``. They part on (nearly) noise-free data, where the noise prior's
+    floor ``b0`` and the update's slow approach to zero leave ``σ²`` many times the residuals'
+    mean square (synthetic_r1: ``σ² / mean r²`` = 1,719, ``1 / (1 − h̄)`` = 1.56): the
+    leverage form does not scale up errors that are not there. A fit pruned after its sweeps
+    (its residuals larger than ``σ²``, the pruned signal in them) gets 1.
+    """
+    if ms <= 0.0 or noise <= 0.0:
+        return 1.0
+    hbar = min(float(np.mean(var_f)) / noise, 1.0 - 1e-9) if len(var_f) else 0.0
+    return max(min(noise / ms, 1.0 / (1.0 - hbar)), 1.0)
 
 
 #: The level at which the fitted predictive must cover the left-out errors (see fit_student_t).
