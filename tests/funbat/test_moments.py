@@ -177,6 +177,29 @@ def test_core_update_matches_dense_gaussian_posterior(jit, rng):
     )
 
 
+@pytest.mark.parametrize("ranks", [(3, 2), (2, 3, 4), (2, 1, 3, 2)])
+@pytest.mark.parametrize("chunk", [None, 7])
+def test_core_sums_are_sums_of_kronecker_products(ranks, chunk, rng):
+    """The Gram sum over packed symmetric pairs against ``Σ_n ⊗_k M^k_n`` formed explicitly."""
+    from functools import reduce
+
+    from bayestensor.models.funbat.moments import core_sums, packed_pairs
+
+    n = 23
+    means, covs, _ = _moments(rng, ranks, n)
+    M = _second(means, covs)
+    y = rng.normal(size=n)
+    G, h = jax.jit(core_sums, static_argnums=3)(y, means, M, chunk)
+    P = int(np.prod(ranks))
+    G_ref = sum(reduce(np.kron, [m[i] for m in M]) for i in range(n))
+    h_ref = sum(y[i] * reduce(np.kron, [m[i] for m in means]) for i in range(n))
+    np.testing.assert_allclose(np.asarray(G).reshape(P, P), G_ref, rtol=CLOSED_FORM, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(h).reshape(P), h_ref, rtol=CLOSED_FORM, atol=1e-12)
+    i, j, tri = packed_pairs(4)
+    assert len(i) == 10 and np.array_equal(tri, tri.T)
+    assert np.array_equal(tri[i, j], np.arange(10)) and np.all(i <= j)
+
+
 def test_noise_update_uses_exact_second_moment(rng):
     y = rng.normal(size=7)
     Ef = rng.normal(size=7)
