@@ -213,11 +213,12 @@ def _fibre_arrays(lay: dict) -> tuple:
     """``dt, cnt, sum`` of a layout padded to a shape bucket: extra fibres and extra steps at
     the end of a fibre have gap 0 and no messages, so they add nothing to the likelihood."""
     F, L = lay["dt"].shape
-    # the scan runs over the L steps of every fibre at once: short fibres padded to 64 steps
-    # cost up to 64/L times the work (us_temp's 10 latitudes: 6.4×), so below 16 steps the
-    # length is rounded up to a multiple of 4 (8, 12 or 16: three programs), then bucketed
+    # the scan runs over the L steps of every fibre at once, so padding costs in proportion:
+    # up to 8 steps the length is kept (us_temp's latitude fibres, 5 steps, took 45 ms per
+    # likelihood and gradient padded to 8 and 18 ms at 5), up to 16 rounded up to a multiple of
+    # 4, then bucketed
     Fb = bucket(F, MIN_BUCKET)
-    Lb = max(8, -(-L // 4) * 4) if L < 16 else bucket(L, 16)
+    Lb = L if L <= 8 else -(-L // 4) * 4 if L < 16 else bucket(L, 16)
     out = []
     for k in ("dt", "cnt", "sum"):
         a = np.pad(lay[k], ((0, Fb - F), (0, Lb - L)))
