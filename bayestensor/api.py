@@ -7,6 +7,7 @@ model does not take is an error, not silently dropped.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -135,8 +136,10 @@ def fit(
         variance (``predict(df, local=False)``: the low-rank part alone); ``result.local``
         says which process was kept and ``summary()`` reports it; ``result.update`` carries it
         over. With ``rank="auto"`` the low-rank components whose part of the fitted values is
-        under half a noise sd are then pruned too, left to the local process (when the local
-        stage keeps no process, the fit keeps them). See
+        under half a noise sd are then pruned too, left to the local process. The fit keeps
+        them when the local stage then keeps no process, and (``"auto"``) when the residual
+        process it keeps is still needed on top of the fit with them (its gain there passes
+        the same BIC bound). See
         :mod:`bayestensor.models.funbat.local` and the FunBaT guide.
     **options
         FunBaT: passed to :class:`bayestensor.models.funbat.FunBaT` (``period``, ``damping``,
@@ -251,18 +254,27 @@ def fit(
     est.fit(enc, progress=progress, keep_unpruned=local is not None)
     res = FitResult(est, value, n_missing=n_missing)
     # rank="auto" with a local stage: the components under half a noise sd are left to the
-    # local process (funbat.ard.PRUNE_NOISE_LOCAL), unless the local stage then keeps none
+    # local process (funbat.ard.PRUNE_NOISE_LOCAL), unless the local stage then keeps none, or
+    # ("auto") its residual process is still needed on top of the leniently pruned fit
     strict = pruned_for_local(est, local is not None)  # (releases the unpruned posterior)
     if local is not None:
-        from bayestensor.models.funbat.local import fit_local
+        from bayestensor.models.funbat.local import fit_local, still_needed
 
+        kept = None
         if strict is not None:
             res_strict = FitResult(strict, value, n_missing=n_missing)
-            res_strict.local = fit_local(res_strict, df, local)
-            if res_strict.local.process is not None:
+            res_strict.local = kept = fit_local(res_strict, df, local)
+            # (only where the lenient fit keeps at least twice the core: else the two predict
+            # alike, us_temp 8×8×8 against 8×8×7 within 0.2 % on every fold, and the check
+            # would cost a second fit of the residual process for nothing)
+            lenient = local == "auto" and kept.process is not None and kept.offset is None
+            lenient = lenient and math.prod(res.ranks) >= 2 * math.prod(res_strict.ranks)
+            if kept.process is not None and not (lenient and still_needed(res, df, kept)):
                 res = res_strict
         if res.local is None:
             res.local = fit_local(res, df, local)
+            if res.local.process is None and kept is not None and kept.process is not None:
+                res = res_strict
     return res
 
 

@@ -605,3 +605,18 @@ def test_noise_free_data_get_calibrated_intervals():
     truth = df["v"][test].to_numpy()
     inside = (truth >= pred["lower"].to_numpy()) & (truth <= pred["upper"].to_numpy())
     assert 0.88 <= inside.mean() <= 0.985, inside.mean()
+
+
+def test_still_needed_asks_what_auto_asks_of_a_candidate(planted_fits):
+    """The residual process kept on one fit is still needed on another fit of rows whose
+    residuals hold the same wiggle, and not on a fit of the rows without it (iid residuals)."""
+    import bayestensor as bt
+    from bayestensor.models.funbat.local import still_needed
+
+    train, _, base, res = planted_fits
+    kept = res.local
+    assert kept.process is not None and kept.offset is None
+    assert still_needed(base, train, kept)
+    smooth = _planted(np.random.default_rng(2), 0.0)[0]  # the same rows, no wiggle
+    assert np.array_equal(smooth.index, train.index)
+    assert not still_needed(bt.fit(smooth, local=None, **FIT), smooth, kept)

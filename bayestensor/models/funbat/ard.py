@@ -45,7 +45,9 @@ stricter: a component is kept only when its root-mean-square part is at least
 :data:`PRUNE_NOISE_LOCAL` noise sds (:func:`kept` with ``local=True``). On small data the ARD keeps
 every component up to the bound, the small ones fitting short-range variation that the local
 process then cannot see in the residuals; leaving it to the local process predicts better
-(:func:`bayestensor.api.fit` falls back to the lenient rule when the local stage keeps no process).
+(:func:`bayestensor.api.fit` falls back to the lenient rule when the local stage keeps no process,
+and with ``local="auto"`` takes it when the residual process kept on the strict fit is still
+needed on top of the lenient one: :func:`~bayestensor.models.funbat.local.still_needed`).
 
 References
 ----------

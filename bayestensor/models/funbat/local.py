@@ -83,10 +83,12 @@ from bayestensor.models.funbat.local_neighbours import (
 )
 from bayestensor.models.funbat.local_tails import (
     GAUSSIAN,
+    bic,
     choose,
     fit_student_t,
     loo_errors,
     loo_scores,
+    rms,
     shrinkage,
 )
 from bayestensor.models.funbat.stream import bucket
@@ -240,6 +242,7 @@ class FibreGP:
     theta: np.ndarray | None = None
     nll: float = np.nan
     seconds: float = np.nan
+    start: np.ndarray | None = None  # hyperparameters to start from (else from the data)
 
     def fit(self, df: pd.DataFrame, coords: list[str], r: np.ndarray, noise0: float) -> FibreGP:
         t = time.perf_counter()
@@ -253,6 +256,7 @@ class FibreGP:
         lo = np.log([gap / 20, 1e-6 * v, 1e-6 * v])
         hi = np.log([20 * span, 10 * v, 10 * v])
         theta0 = np.log([2 * gap, max(v - noise0, 0.1 * v), noise0])
+        theta0 = theta0 if self.start is None else np.asarray(self.start, np.float64)
         with precision("float64"):
             args = _fibre_arrays(lay)
             ss, n = float(np.sum(r**2)), float(len(r))
@@ -306,14 +310,6 @@ def encoded(result, df: pd.DataFrame) -> pd.DataFrame:
 
     enc = encode_new(df, result.modes)
     return pd.DataFrame({m.name: x for m, x in zip(result.modes, enc.x, strict=True)})
-
-
-def rms(r: np.ndarray) -> float:
-    """Root mean square of ``r``, without overflow or underflow (values of 1e±200 included)."""
-    big = float(np.max(np.abs(r))) if len(r) else 0.0
-    if big == 0.0 or not np.isfinite(big):
-        return big
-    return big * float(np.sqrt(np.mean((r / big) ** 2)))
 
 
 @dataclass
@@ -441,6 +437,26 @@ def _kept_rows(result, df: pd.DataFrame) -> pd.DataFrame:
     return df[[*result.coords, result.value]].reset_index(drop=True)
 
 
+def _candidate(label, X, rs, noise, kinds, kernel="matern32", neighbours=16, start=None):
+    """The residual process ``label`` (``"fibre:<col>"`` or ``"neighbours"``) fitted to ``rs``."""
+    if label.startswith("fibre:"):
+        fibre = FibreGP(label.split(":", 1)[1], kernel=kernel, start=start)
+        return fibre.fit(X, list(kinds), rs, noise)
+    return NeighbourGP(m=neighbours, start=start).fit(X, list(kinds), rs, noise, kinds=kinds)
+
+
+def still_needed(result, df: pd.DataFrame, kept: LocalFit) -> bool:
+    """Whether the residual process ``kept`` (on another fit of ``df``) gains more than the BIC
+    bound on the residuals of ``result`` too, fitted from its hyperparameters: what
+    ``fit_local(..., "auto")`` asks of a candidate (:func:`bayestensor.api.fit`)."""
+    r = _residuals(result, df)
+    scale = rms(r) or 1.0
+    rs, noise, start = r / scale, (float(result.noise_sd) / scale) ** 2, kept.process.theta
+    fit = _candidate(kept.label, encoded(result, df), rs, noise, result.coords, start=start)
+    gain = 0.5 * np.log(2 * np.pi * np.mean(rs**2)) + 0.5 - fit.nll / len(r)
+    return bool(np.isfinite(gain) and gain >= bic(len(fit.theta), len(r)))
+
+
 def fit_local(
     result,
     df: pd.DataFrame,
@@ -497,19 +513,17 @@ def fit_local(
             others = [c for c in coords if c != mode]
             n_fibres = len(X[others].drop_duplicates()) if others else 1
             if local != "auto" or len(X) / n_fibres >= min_per_fibre:
-                fibre = FibreGP(mode, kernel=kernel)
-                candidates[f"fibre:{mode}"] = fibre.fit(X, coords, rs, noise)
+                fit = _candidate(f"fibre:{mode}", X, rs, noise, result.coords, kernel, neighbours)
+                candidates[f"fibre:{mode}"] = fit
     if local in ("auto", "neighbours"):
-        gp = NeighbourGP(m=neighbours)
-        candidates["neighbours"] = gp.fit(X, coords, rs, noise, kinds=result.coords)
+        fit = _candidate("neighbours", X, rs, noise, result.coords, kernel, neighbours)
+        candidates["neighbours"] = fit
     if not candidates:
         raise ValueError(f"local={local!r}: no candidate process for these data")
     gains = {k: float(iid - p.nll / len(r)) for k, p in candidates.items()}
 
     def enough(k: str) -> bool:  # a NaN likelihood is never kept
-        n_par = len(candidates[k].theta)
-        bic = 0.5 * n_par * np.log(len(r)) / len(r)
-        rule = min_gain if min_gain is not None else bic
+        rule = min_gain if min_gain is not None else bic(len(candidates[k].theta), len(r))
         return bool(np.isfinite(gains[k])) and (local != "auto" or gains[k] >= rule)
 
     # of the candidates that gain enough: the likeliest, unless another predicts the left-out

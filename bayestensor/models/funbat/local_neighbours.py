@@ -205,6 +205,7 @@ class NeighbourGP:
     theta: np.ndarray | None = None
     nll: float = np.nan
     seconds: float = np.nan
+    start: np.ndarray | None = None  # hyperparameters to start from (else from the data)
     continuous: list[str] = field(default_factory=list)
     categorical: list[str] = field(default_factory=list)
 
@@ -252,6 +253,7 @@ class NeighbourGP:
         span = np.where(span > 0, span, 1.0)
         v = float(np.var(r)) or 1.0
         theta = np.concatenate([np.log(0.05 * span), np.log([max(v - noise0, 0.1 * v), noise0])])
+        theta = theta if self.start is None else np.asarray(self.start, np.float64)
         lo = np.concatenate([np.log(span * 1e-4), np.log([1e-6 * v, 1e-6 * v])])
         hi = np.concatenate([np.log(span * 1e2), np.log([10 * v, 10 * v])])
         with precision("float64"):

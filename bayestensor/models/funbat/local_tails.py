@@ -33,7 +33,16 @@ import numpy as np
 
 from bayestensor.metrics import student_t_logpdf, student_t_quantile
 
-__all__ = ["GAUSSIAN", "NU_BOUNDS", "fit_student_t", "loo_errors", "loo_scores", "shrinkage"]
+__all__ = [
+    "GAUSSIAN",
+    "NU_BOUNDS",
+    "fit_student_t",
+    "loo_errors",
+    "loo_scores",
+    "shrinkage",
+    "rms",
+    "bic",
+]
 
 #: Bounds on the fitted degrees of freedom: above 1 the predictive mean exists; at the upper
 #: bound the Student-t is within 1 % of the Gaussian in every central quantile up to 99 %.
@@ -96,6 +105,19 @@ def shrinkage(noise: float, ms: float, var_f: np.ndarray) -> float:
         return 1.0
     hbar = min(float(np.mean(var_f)) / noise, 1.0 - 1e-9) if len(var_f) else 0.0
     return max(min(noise / ms, 1.0 / (1.0 - hbar)), 1.0)
+
+
+def rms(r: np.ndarray) -> float:
+    """Root mean square of ``r``, without overflow or underflow (values of 1e±200 included)."""
+    big = float(np.max(np.abs(r))) if len(r) else 0.0
+    if big == 0.0 or not np.isfinite(big):
+        return big
+    return big * float(np.sqrt(np.mean((r / big) ** 2)))
+
+
+def bic(n_par: int, n: int) -> float:
+    """The BIC bound ``½ p log n`` in nats per row."""
+    return 0.5 * n_par * np.log(n) / n
 
 
 #: The level at which the fitted predictive must cover the left-out errors (see fit_student_t).
