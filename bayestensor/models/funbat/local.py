@@ -86,6 +86,7 @@ from bayestensor.models.funbat.local_tails import (
     bic,
     choose,
     fit_student_t,
+    iid_nll,
     loo_errors,
     loo_scores,
     rms,
@@ -215,10 +216,9 @@ def _fibre_arrays(lay: dict) -> tuple:
     """``dt, cnt, sum`` of a layout padded to a shape bucket: extra fibres and extra steps at
     the end of a fibre have gap 0 and no messages, so they add nothing to the likelihood."""
     F, L = lay["dt"].shape
-    # the scan runs over the L steps of every fibre at once, so padding costs in proportion:
-    # up to 8 steps the length is kept (us_temp's latitude fibres, 5 steps, took 45 ms per
-    # likelihood and gradient padded to 8 and 18 ms at 5), up to 16 rounded up to a multiple of
-    # 4, then bucketed
+    # the scan runs over the L steps of every fibre at once, so padding costs in proportion: up
+    # to 8 steps the length is kept (us_temp's 5-step latitude fibres: 45 ms per likelihood and
+    # gradient padded to 8, 18 ms at 5), up to 16 rounded up to a multiple of 4, then bucketed
     Fb = bucket(F, MIN_BUCKET)
     Lb = L if L <= 8 else -(-L // 4) * 4 if L < 16 else bucket(L, 16)
     out = []
@@ -446,14 +446,14 @@ def _candidate(label, X, rs, noise, kinds, kernel="matern32", neighbours=16, sta
 
 
 def still_needed(result, df: pd.DataFrame, kept: LocalFit) -> bool:
-    """Whether the residual process ``kept`` (on another fit of ``df``) gains more than the BIC
-    bound on the residuals of ``result`` too, fitted from its hyperparameters: what
-    ``fit_local(..., "auto")`` asks of a candidate (:func:`bayestensor.api.fit`)."""
+    """Whether the residual process ``kept`` (of another fit of ``df``), refitted from its
+    hyperparameters to ``result``'s residuals, passes the BIC bound ``"auto"`` asks there too."""
     r = _residuals(result, df)
-    scale = rms(r) or 1.0
+    if (scale := rms(r)) == 0.0:  # nothing left to model
+        return False
     rs, noise, start = r / scale, (float(result.noise_sd) / scale) ** 2, kept.process.theta
     fit = _candidate(kept.label, encoded(result, df), rs, noise, result.coords, start=start)
-    gain = 0.5 * np.log(2 * np.pi * np.mean(rs**2)) + 0.5 - fit.nll / len(r)
+    gain = iid_nll(rs) - fit.nll / len(r)
     return bool(np.isfinite(gain) and gain >= bic(len(fit.theta), len(r)))
 
 
@@ -502,7 +502,7 @@ def fit_local(
     rs = r / scale  # every process is fitted in units of the residuals' RMS (mean rs² = 1)
     noise = (float(result.noise_sd) / scale) ** 2
     ms = float(np.mean(rs**2))
-    iid = 0.5 * np.log(2 * np.pi * ms) + 0.5
+    iid = iid_nll(rs)
     continuous = [c for c in coords if result.coords[c] == "continuous"]
     X = encoded(result, df)
 

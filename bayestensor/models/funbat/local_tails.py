@@ -42,6 +42,7 @@ __all__ = [
     "shrinkage",
     "rms",
     "bic",
+    "iid_nll",
 ]
 
 #: Bounds on the fitted degrees of freedom: above 1 the predictive mean exists; at the upper
@@ -113,6 +114,12 @@ def rms(r: np.ndarray) -> float:
     if big == 0.0 or not np.isfinite(big):
         return big
     return big * float(np.sqrt(np.mean((r / big) ** 2)))
+
+
+def iid_nll(r) -> float:
+    """Mean negative log likelihood per row of ``r`` under iid ``N(0, mean r²)``: the baseline
+    a local process's gain is measured against."""
+    return 0.5 * float(np.log(2 * np.pi * np.mean(np.asarray(r, np.float64) ** 2))) + 0.5
 
 
 def bic(n_par: int, n: int) -> float:
