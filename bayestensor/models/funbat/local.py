@@ -448,11 +448,11 @@ def _candidate(label, X, rs, noise, kinds, kernel="matern32", neighbours=16, sta
 def still_needed(result, df: pd.DataFrame, kept: LocalFit) -> bool:
     """Whether the residual process ``kept`` (of another fit of ``df``), refitted from its
     hyperparameters to ``result``'s residuals, passes the BIC bound ``"auto"`` asks there too."""
-    r = _residuals(result, df)
-    if (scale := rms(r)) == 0.0:  # nothing left to model
+    if (scale := rms(r := _residuals(result, df))) == 0.0:  # nothing left to model
         return False
-    rs, noise, start = r / scale, (float(result.noise_sd) / scale) ** 2, kept.process.theta
-    fit = _candidate(kept.label, encoded(result, df), rs, noise, result.coords, start=start)
+    rs, noise, p = r / scale, (float(result.noise_sd) / scale) ** 2, kept.process
+    kernel, m = getattr(p, "kernel", "matern32"), getattr(p, "m", 16)  # as the kept process
+    fit = _candidate(kept.label, encoded(result, df), rs, noise, result.coords, kernel, m, p.theta)
     gain = iid_nll(rs) - fit.nll / len(r)
     return bool(np.isfinite(gain) and gain >= bic(len(fit.theta), len(r)))
 

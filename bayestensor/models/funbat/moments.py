@@ -346,12 +346,12 @@ def core_sums(y, means: list, seconds: list, chunk: int | None = OBS_CHUNK):
     through the unordered pair ``{r_k, s_k}``: the rows are summed over the packed upper
     triangles (``T_k = R_k(R_k + 1)/2`` numbers per mode, :func:`packed_pairs`), in one
     ``einsum`` per block that XLA runs as a matrix product (``Π_k T_k · n`` multiply-adds, about
-    ``2^K`` times fewer than ``P² · n``), and the sum is unpacked once at the end. The same
-    products are added in the same order, only not twice. Summing per unique coordinate of one
-    mode first (as :func:`grouped_second` does for the messages) needs a scatter-add per row,
-    which was 3.6× slower on CPU (beijing_pm25, Tucker 6×6×6: 0.22 s against 0.06 s per sweep
-    unpacked). On gridded data the sweep forms the Gram sum through the grid of unique
-    coordinates instead (:mod:`~bayestensor.models.funbat.grid`)."""
+    ``2^K`` times fewer than ``P² · n``), and the sum is unpacked once at the end: each product
+    is formed once instead of up to ``2^K`` times (equal up to rounding). Summing per unique
+    coordinate of one mode first (as :func:`grouped_second` does for the messages) needs a
+    scatter-add per row, which was 3.6× slower on CPU (beijing_pm25, Tucker 6×6×6: 0.22 s
+    against 0.06 s per sweep unpacked). On gridded data the sweep forms the Gram sum through
+    the grid of unique coordinates instead (:mod:`~bayestensor.models.funbat.grid`)."""
     K = len(means)
     r, s = einsum_letters(K)
     G_spec = ",".join(f"n{r[j]}" for j in range(K)) + f"->{r}"
