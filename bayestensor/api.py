@@ -139,7 +139,9 @@ def fit(
         under half a noise sd are then pruned too, left to the local process. The fit keeps
         them when the local stage then keeps no process, and (``"auto"``) when the residual
         process it keeps is still needed on top of the fit with them (its gain there passes
-        the same BIC bound). See
+        the same BIC bound), or when it keeps the GP on the values where a residual process
+        predicted most of the residuals and the fit with them, given its own local stage,
+        keeps a residual process. See
         :mod:`bayestensor.models.funbat.local` and the FunBaT guide.
     **options
         FunBaT: passed to :class:`bayestensor.models.funbat.FunBaT` (``period``, ``damping``,
@@ -255,10 +257,13 @@ def fit(
     res = FitResult(est, value, n_missing=n_missing)
     # rank="auto" with a local stage: the components under half a noise sd are left to the
     # local process (funbat.ard.PRUNE_NOISE_LOCAL), unless the local stage then keeps none, or
-    # ("auto") its residual process is still needed on top of the leniently pruned fit
+    # ("auto") its residual process is still needed on top of the leniently pruned fit, or its
+    # GP on the values stood in for residuals that were mostly structure and the lenient fit's
+    # own local stage keeps a residual process
     strict = pruned_for_local(est, local is not None)  # (releases the unpruned posterior)
     if local is not None:
         from bayestensor.models.funbat.local import fit_local, still_needed
+        from bayestensor.models.funbat.local_cavity import mostly_structure
 
         kept = None
         if strict is not None:
@@ -267,9 +272,18 @@ def fit(
             # (only where the lenient fit keeps at least twice the core: else the two predict
             # alike, us_temp 8×8×8 against 8×8×7 within 0.2 % on every fold, and the check
             # would cost a second fit of the residual process for nothing)
-            lenient = local == "auto" and kept.process is not None and kept.offset is None
+            lenient = local == "auto" and kept.process is not None
             lenient = lenient and math.prod(res.ranks) >= 2 * math.prod(res_strict.ranks)
-            if kept.process is not None and not (lenient and still_needed(res, df, kept)):
+            if lenient and kept.offset is None:  # a residual process: still needed there?
+                lenient = still_needed(res, df, kept)
+            elif lenient:  # the GP on the values: also against the lenient fit's own stage,
+                # where the strict fit's residuals were mostly structure (the pruning's noise
+                # held what the local process predicts); kept only with a residual process
+                lenient = mostly_structure(kept)
+                if lenient:
+                    res.local = fit_local(res, df, local)
+                    lenient = res.local.process is not None and res.local.offset is None
+            if kept.process is not None and not lenient:
                 res = res_strict
         if res.local is None:
             res.local = fit_local(res, df, local)

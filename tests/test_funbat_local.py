@@ -620,3 +620,18 @@ def test_still_needed_asks_what_auto_asks_of_a_candidate(planted_fits):
     smooth = _planted(np.random.default_rng(2), 0.0)[0]  # the same rows, no wiggle
     assert np.array_equal(smooth.index, train.index)
     assert not still_needed(bt.fit(smooth, local=None, **FIT), smooth, kept)
+
+
+def test_mostly_structure_reads_the_residual_processes_leave_one_out(planted_fits):
+    """The lenient fit is checked against a kept GP on the values only where a residual
+    process predicted most of the residuals; the low-rank and values entries do not count."""
+    from bayestensor.models.funbat.local_cavity import STRUCTURED_LOO, VALUES, mostly_structure
+
+    loc = planted_fits[3].local
+    assert 0.5 < min(loc.loo.values()) < 1 and not mostly_structure(loc)  # the wiggle: ~20 %
+    low = copy.copy(loc)
+    low.loo = {**loc.loo, "fibre:time": 0.9 * STRUCTURED_LOO}
+    assert mostly_structure(low)
+    alone = copy.copy(loc)
+    alone.loo = {"low-rank": 0.01, VALUES: 0.01}  # no residual process gained enough
+    assert not mostly_structure(alone)

@@ -47,7 +47,9 @@ every component up to the bound, the small ones fitting short-range variation th
 process then cannot see in the residuals; leaving it to the local process predicts better
 (:func:`bayestensor.api.fit` falls back to the lenient rule when the local stage keeps no process,
 and with ``local="auto"`` takes it when the residual process kept on the strict fit is still
-needed on top of the lenient one: :func:`~bayestensor.models.funbat.local.still_needed`).
+needed on top of the lenient one: :func:`~bayestensor.models.funbat.local.still_needed`, or
+when the strict fit's residuals were mostly structure and the lenient fit's own local stage keeps
+a residual process: :func:`~bayestensor.models.funbat.local_cavity.mostly_structure`).
 
 References
 ----------
