@@ -75,7 +75,7 @@ def check_set(name: str) -> tuple[pd.DataFrame, list[str], str]:
         day = (t.dt.normalize() - t.dt.normalize().min()).dt.days
         slot = (t.dt.hour * 60 + t.dt.minute - 420) // 5
         df = pd.DataFrame(
-            {"week": day // 7, "weekday": t.dt.dayofweek, "slot": slot, "y": d["Calls"]}
+            {"week": day // 7, "weekday": t.dt.day_of_week, "slot": slot, "y": d["Calls"]}
         )
         return df, ["week", "weekday", "slot"], "y"
     if name == "faithfuld":
