@@ -66,7 +66,7 @@ LOO_ROWS = 8192
 #: A local stage whose best residual process leaves less than this fraction of the residuals'
 #: mean square unpredicted (leave-one-out) found them to be mostly structure, not noise
 #: (:func:`mostly_structure`). Measured: 0.02-0.03 on elecdemand and 0.07 on its temperatures,
-#: where the strict pruning cut too much; 0.50-0.95 on the beijing sets, where it did not (at
+#: where the strict pruning cut too much; 0.495-0.88 on the beijing sets, where it did not (at
 #: 0.5, beijing_pm10 fold 1, 0.495, took the lenient fit and lost 6 %), 0.76-0.85 on gapminder.
 STRUCTURED_LOO = 0.2
 
