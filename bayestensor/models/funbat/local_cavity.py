@@ -77,7 +77,7 @@ def mostly_structure(loc) -> bool:
     below :data:`STRUCTURED_LOO` of their mean square. The low-rank fit's noise variance then
     counts structure as noise, and pruning against it (``ard.PRUNE_NOISE_LOCAL``) cut too
     much; :func:`bayestensor.api.fit` then checks the leniently pruned fit as well."""
-    residual = [v for k, v in loc.loo.items() if k not in ("low-rank", VALUES)]
+    residual = [v for k, v in loc.loo.items() if k not in ("low-rank", VALUES) and np.isfinite(v)]
     return bool(residual) and min(residual) < STRUCTURED_LOO
 
 
