@@ -280,8 +280,8 @@ def fit(
                 # where the strict fit's residuals were mostly structure (the pruning's noise
                 # held what the local process predicts); kept only with a residual process
                 lenient = mostly_structure(kept)
-                if lenient:
-                    res.local = fit_local(res, df, local)
+                if lenient:  # (the GP on the values, rescaled: the same rows and values)
+                    res.local = fit_local(res, df, local, values=(kept.process, kept.scale))
                     lenient = res.local.process is not None and res.local.offset is None
             if kept.process is not None and not lenient:
                 res = res_strict

@@ -466,6 +466,7 @@ def fit_local(
     neighbours: int = 16,
     min_gain: float | None = None,
     min_per_fibre: float = 2.0,
+    values: tuple | None = None,
 ) -> LocalFit:
     """Fit a local residual process to a FunBaT result's training rows ``df``.
 
@@ -490,6 +491,10 @@ def fit_local(
     min_per_fibre : float
         With ``"auto"``, a mode is a fibre candidate only with at least this many training
         rows per fibre.
+    values : tuple, optional
+        ``(process, scale)``: the neighbour GP on the values alone as another fit's local stage
+        fitted it to the same rows (its ``process`` and ``scale`` there); ``"auto"`` rescales it
+        instead of fitting it again.
     """
     t = time.perf_counter()
     _bound_local_programs()
@@ -547,28 +552,14 @@ def fit_local(
         tails = fit_student_t(loo_scores(rs, m, v, own, calibration, (sd_f / scale) ** 2))
     offset, alone = None, None
     if local == "auto":  # against the neighbour GP on the values alone
-        alone = values_alone(result, X, df[result.value], rs, scale, errors.get(best))
+        alone = values_alone(result, X, df[result.value], rs, scale, errors.get(best), values)
     if alone is not None:
         loo.update(alone["loo"])
         if alone["better"]:
             kind, mode, process, calibration = "neighbours", None, alone["process"], 1.0
             offset, tails = alone["offset"], alone["tails"]
-    seconds = time.perf_counter() - t
-    return LocalFit(
-        result,
-        kind,
-        mode,
-        process,
-        gains,
-        calibration,
-        seconds,
-        local,
-        scale,
-        rows,
-        *tails,
-        loo,
-        offset,
-    )
+    fitted = (kind, mode, process, gains, calibration, time.perf_counter() - t, local, scale)
+    return LocalFit(result, *fitted, rows, *tails, loo, offset)  # (in the fields' order)
 
 
 def update_local(loc: LocalFit, result, df: pd.DataFrame, scope: str) -> LocalFit:

@@ -21,6 +21,8 @@ Cost: about one sweep.
 
 from __future__ import annotations
 
+import copy
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -47,6 +49,7 @@ __all__ = [
     "STRUCTURED_LOO",
     "cavity_predictions",
     "mostly_structure",
+    "rescaled",
     "values_alone",
 ]
 
@@ -80,6 +83,22 @@ def mostly_structure(loc) -> bool:
     much; :func:`bayestensor.api.fit` then checks the leniently pruned fit as well."""
     residual = [v for k, v in loc.loo.items() if k not in ("low-rank", VALUES) and np.isfinite(v)]
     return bool(residual) and min(residual) < STRUCTURED_LOO
+
+
+def rescaled(gp: NeighbourGP, c: float, X, r) -> NeighbourGP:
+    """``gp`` (fitted to ``r / c``) as the fit to ``r`` at the rows ``X``: the same lengthscales,
+    variance and noise times ``c²``, the likelihood ``n log c`` higher for its ``n``
+    conditionals. The fit is equivariant in the units (its start, bounds and likelihood scale
+    with them), so fitting ``r`` again lands near this (L-BFGS-B stops elsewhere: its rule is
+    relative to the likelihood's size), at the cost of a whole fit (0.6-0.9 s of an elecdemand
+    or electemp fit's 7-8 s, measured; ``docs/benchmarks.md``)."""
+    out = copy.copy(gp)
+    D = len(gp.continuous)
+    out.theta = np.asarray(gp.theta, np.float64).copy()
+    out.theta[D:] += 2.0 * np.log(c)
+    n = len(r) if not gp.max_fit or gp.max_fit >= len(r) or gp.full_nll else gp.max_fit
+    out.nll = float(gp.nll) + n * float(np.log(c))
+    return out._restore(X, r)
 
 
 def mode_cavities(state, index, y, dts, cfg, k: int, means, seconds, group=None, rows=None):
@@ -171,7 +190,7 @@ def cavity_predictions(result, rows=None) -> tuple[np.ndarray, np.ndarray] | Non
     return mean, np.sqrt(np.asarray(var, dtype=np.float64)) * est.y_scale_
 
 
-def values_alone(result, X, y, rs, scale, kept) -> dict | None:
+def values_alone(result, X, y, rs, scale, kept, fitted=None) -> dict | None:
     """The neighbour GP on the values alone against the low-rank part with the kept process
     (``kept``: its leave-one-out errors, None: no process), both by leave-one-out
     errors in units of ``scale``: the low-rank part's from its cavities (:mod:`.local_cavity`),
@@ -179,7 +198,10 @@ def values_alone(result, X, y, rs, scale, kept) -> dict | None:
     squared error is smaller by more than one standard error of the paired differences (the
     rule of :func:`choose`) and by at least :data:`VALUES_MARGIN` of the low-rank part's. None
     (no comparison) with fewer than :data:`VALUES_MIN_ROWS` rows or when the fit's training rows
-    are not at hand."""
+    are not at hand.
+
+    ``fitted``: ``(process, scale)``, this GP as another fit's local stage fitted it to the same
+    rows, in that fit's units; it is rescaled (:func:`rescaled`) instead of fitted again."""
     if len(rs) < VALUES_MIN_ROWS:
         return None
     # both compared on at most LOO_ROWS random rows (the GP's kriging is most of the cost)
@@ -199,7 +221,10 @@ def values_alone(result, X, y, rs, scale, kept) -> dict | None:
     # the noise starts at a tenth of the values' variance: started at the low-rank fit's (a
     # few per cent), the lengthscales can collapse to their lower bound (no correlation left)
     noise0 = 0.1 * float(np.mean(yv**2))
-    gp = NeighbourGP(full_nll=False).fit(X, list(result.coords), yv, noise0, result.coords)
+    if fitted is None:
+        gp = NeighbourGP(full_nll=False).fit(X, list(result.coords), yv, noise0, result.coords)
+    else:
+        gp = rescaled(fitted[0], fitted[1] / scale, X, yv)
     m, v = gp.posterior(X.iloc[rows])
     own = gp.hyperparameters["noise"]
     values = loo_errors(yv[rows], m, v, own) ** 2
