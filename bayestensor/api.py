@@ -140,9 +140,9 @@ def fit(
         them when the local stage then keeps no process, and (``"auto"``) when the residual
         process it keeps is still needed on top of the fit with them (its gain there passes
         the same BIC bound), or when it keeps the GP on the values where a residual process
-        predicted most of the residuals or every coordinate has at least 100 training rows on
-        average (``funbat.ard.DENSE_ROWS``), and the fit with them, given its own local stage,
-        keeps a residual process. See
+        predicted most of the residuals or every mode has at least 100 training rows per
+        coordinate on average (``funbat.ard.DENSE_ROWS``), and the fit with them, given its own
+        local stage, keeps a residual process. See
         :mod:`bayestensor.models.funbat.local` and the FunBaT guide.
     **options
         FunBaT: passed to :class:`bayestensor.models.funbat.FunBaT` (``period``, ``damping``,
