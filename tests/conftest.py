@@ -56,6 +56,10 @@ TOL = {
     "gp_refit_hyper": 0.1,
     "gp_refit_loo": 0.01,
     "gp_refit_nll_per_row": 0.01,
+    # the GP on the values rescaled vs the first fit in the new units: the same numbers times
+    # c² (hyperparameters, relative) and the same kriging in the value's units (relative)
+    "gp_rescaled_exact": 1e-12,
+    "gp_rescaled_kriging": 1e-10,
     # --- exact algebra: structured / closed-form results vs explicit references (float64) ---
     # fixed-seed outputs through the public API vs tests/fixtures/behaviour.npz (relative)
     "behaviour_rel": 1e-6,
