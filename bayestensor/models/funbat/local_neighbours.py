@@ -24,7 +24,7 @@ from bayestensor.driver import precision
 from bayestensor.models.funbat.stream import bucket
 
 #: The smallest shape bucket of the local processes' arrays (rows, fibres; a fibre's steps
-#: have their own rule, see ``local._fibre_arrays``).
+#: have their own rule, see ``local_fibre._fibre_arrays``).
 MIN_BUCKET = 64
 
 __all__ = ["NeighbourGP", "vecchia_neighbours"]
