@@ -274,23 +274,23 @@ def fit(
             # (only where the lenient fit keeps at least twice the core: else the two predict
             # alike, us_temp 8×8×8 against 8×8×7 within 0.2 % on every fold, and the check
             # would cost a second fit of the residual process for nothing)
-            lenient = local == "auto" and kept.process is not None
+            lenient = local == "auto" and kept.kept_any
             lenient = lenient and math.prod(res.ranks) >= 2 * math.prod(res_strict.ranks)
-            if lenient and kept.offset is None:  # a residual process: still needed there?
-                lenient = still_needed(res, df, kept)
+            if lenient and not kept.switched:  # a residual process: still needed there?
+                lenient = kept.process is not None and still_needed(res, df, kept)
             elif lenient:  # the GP on the values: also against the lenient fit's own stage,
                 # where the strict fit's residuals were mostly structure (the pruning's noise
                 # held what the local process predicts) or the data are not scattered (the
                 # pruned components rest on many rows); kept only with a residual process
                 lenient = mostly_structure(kept) or not scattered(enc.index)
                 if lenient:  # (the GP on the values, rescaled: the same rows and values)
-                    res.local = fit_local(res, df, local, values=(kept.process, kept.scale))
-                    lenient = res.local.process is not None and res.local.offset is None
-            if kept.process is not None and not lenient:
+                    res.local = fit_local(res, df, local, values=(kept.values_gp, kept.scale))
+                    lenient = res.local.residual is not None and not res.local.switched
+            if kept.kept_any and not lenient:
                 res = res_strict
         if res.local is None:
             res.local = fit_local(res, df, local)
-            if res.local.process is None and kept is not None and kept.process is not None:
+            if not res.local.kept_any and kept is not None and kept.kept_any:
                 res = res_strict
     return res
 

@@ -33,8 +33,10 @@ off (its variance goes to the lower bound), so the rule mostly saves prediction 
 
 ``"auto"`` then compares the result with a neighbour GP on the values alone
 (``"neighbours:values"``, :mod:`.local_cavity`), the low-rank part's leave-one-out predictions
-taken from its cavities so that its in-sample fit does not flatter it; the GP replaces the
-low-rank part in the predictions only when it predicts left-out rows clearly better.
+taken from its cavities so that its in-sample fit does not flatter it. Where the GP predicts the
+left-out rows clearly better, the predictions blend the two (:attr:`LocalFit.weight`, the
+weight with the smallest left-out error of the blend); where that weight is 1, the GP replaces
+the low-rank part.
 
 Prediction: ``E[y*] = E[f*] + E[g* | r]``, ``Var[f* + g*] = Var[f*] + Var[g* | r]`` (``f`` and
 ``g`` treated as independent), ``Var[y*] = Var[f* + g*] + c · σ²_g`` with ``σ²_g`` the residual
@@ -157,9 +159,22 @@ class LocalFit:
         low-rank part's predictions left out too: :mod:`.local_cavity`) and
         ``"neighbours:values"`` (the neighbour GP on the values alone).
     offset : float or None
-        Set when the kept process is the neighbour GP on the values alone
-        (``"neighbours:values"``): their training mean, which replaces the low-rank part in
-        the predictions (the process models ``(y − offset) / scale``). None otherwise.
+        Set when the neighbour GP on the values alone (``"neighbours:values"``) enters the
+        predictions: their training mean (that GP models ``(y − offset) / scale``). None
+        otherwise.
+    values : NeighbourGP or None
+        That GP where the predictions *blend* it with the low-rank part and its residual
+        process (``process``, or none): ``weight`` times its predictive plus ``1 − weight``
+        times theirs (:mod:`.local_cavity`). None where the GP on the values alone replaces the
+        low-rank part (then it is ``process``, with ``offset`` set) or does not enter.
+    weight : float
+        The GP on the values' weight in a blend, in (0, 1]; 0 without a blend (where the GP
+        replaces the low-rank part it is ``process``, and ``values`` is None).
+    switched : bool
+        Whether the GP on the values predicted the left-out rows clearly better (the rule of
+        :func:`~.local_cavity.values_alone`): it then enters the predictions (blended, or
+        alone), and :func:`bayestensor.api.fit` checks the leniently pruned fit. Set at the fit
+        only (False for a loaded result).
     """
 
     base: object
@@ -176,44 +191,88 @@ class LocalFit:
     t_scale: float = 1.0
     loo: dict = field(default_factory=dict)
     offset: float | None = None
+    values: object = None
+    weight: float = 0.0
+    switched: bool = False
 
     @property
     def hyperparameters(self) -> dict:
-        """The process's hyperparameters in the value's units (variances × ``scale²``)."""
-        if self.process is None:
+        """The process's hyperparameters in the value's units (variances × ``scale²``): the
+        residual process's, else (alone or blended with the bare low-rank part) the GP on the
+        values'."""
+        p = self.process if self.process is not None else self.values
+        if p is None:
             return {}
-        out = dict(self.process.hyperparameters)
+        out = dict(p.hyperparameters)
         for k in ("variance", "noise"):
             out[k] = float(out[k]) * self.scale**2
         return out
 
     @property
-    def label(self) -> str:
-        """``"fibre:<column>"``, ``"neighbours"``, ``"neighbours:values"`` or ``"none"``."""
-        if self.offset is not None:
-            return VALUES
+    def residual(self):
+        """The residual process on top of the low-rank part (None: none, or the GP on the
+        values alone replaced the low-rank part)."""
+        return None if self.offset is not None and self.values is None else self.process
+
+    @property
+    def kept_any(self) -> bool:
+        """Whether any process enters the predictions."""
+        return self.process is not None or self.values is not None
+
+    @property
+    def values_gp(self):
+        """The neighbour GP on the values, where it enters the predictions (else None)."""
+        if self.values is not None:
+            return self.values
+        return self.process if self.residual is None else None
+
+    @property
+    def residual_label(self) -> str:
+        """``"fibre:<column>"``, ``"neighbours"`` or ``"none"``: the residual process."""
         return "none" if self.kind is None else self.kind + (f":{self.mode}" if self.mode else "")
+
+    @property
+    def label(self) -> str:
+        """``"fibre:<column>"``, ``"neighbours"``, ``"neighbours:values"`` or ``"none"``; a
+        blend as ``"<residual> + neighbours:values (<weight>)"``."""
+        if self.values is not None:
+            return f"{self.residual_label} + {VALUES} ({self.weight:.2f})"
+        return VALUES if self.offset is not None else self.residual_label
 
     def predict(self, df: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
         """``mean, sd, lower, upper, sd_f, lower_f, upper_f`` (and ``nu``) per row of ``df``."""
         return self.combine(df, self.base.predict(df, level=level, local=False), level)
 
     def combine(self, df: pd.DataFrame, pred: pd.DataFrame, level: float) -> pd.DataFrame:
-        """The base prediction ``pred`` at the rows of ``df`` plus the local process."""
+        """The base prediction ``pred`` at the rows of ``df`` plus the local process (or the
+        blend: the weighted means, and the weighted sds, as for errors fully correlated)."""
         _bound_local_programs()
-        if self.process is None:
+        if not self.kept_any:
             return pred
-        g_mean, g_var = self.process.posterior(encoded(self.base, df))
-        s = self.scale
-        noise = self.process.hyperparameters["noise"] * self.calibration
-        if self.offset is not None:  # the GP on the values alone: no low-rank part
-            mean, var_f = self.offset + s * g_mean, g_var
+        X, s = encoded(self.base, df), self.scale
+        parts = []  # (weight, mean, Var f, noise variance), variances in units of the scale
+        if self.residual is None:  # the GP on the values alone: no low-rank part
+            g_mean, g_var = self.process.posterior(X)
+            parts.append((1.0, self.offset + s * g_mean, g_var, _noise(self.process)))
         else:
-            mean = pred["mean"].to_numpy() + s * g_mean
-            var_f = (pred["sd_f"].to_numpy() / s) ** 2 + g_var  # in units of the scale
+            mean = pred["mean"].to_numpy()
+            var_f = (pred["sd_f"].to_numpy() / s) ** 2
+            noise = np.maximum((pred["sd"].to_numpy() / s) ** 2 - var_f, 0.0)  # FunBaT's
+            if self.process is not None:
+                g_mean, g_var = self.process.posterior(X)
+                mean, var_f = mean + s * g_mean, var_f + g_var
+                noise = _noise(self.process) * self.calibration
+            w = self.weight if self.values is not None else 0.0
+            parts.append((1.0 - w, mean, var_f, noise))
+            if self.values is not None:
+                v_mean, v_var = self.values.posterior(X)
+                parts.append((w, self.offset + s * v_mean, v_var, _noise(self.values)))
+        mean = sum(w * m for w, m, _, _ in parts)
+        root_f = sum(w * np.sqrt(v) for w, _, v, _ in parts)
+        root = sum(w * np.sqrt(v + n) for w, _, v, n in parts)
         # the Student-t scale: c times the Gaussian sd (the sd itself when nu is inf)
         c = self.t_scale * s
-        sd_f, sd = c * np.sqrt(var_f), c * np.sqrt(var_f + noise)
+        sd_f, sd = c * root_f, c * root
         check_finite_result("the prediction with the local process", mean, sd)
         z = float(student_t_quantile(level, self.nu))
         out = pd.DataFrame(
@@ -231,6 +290,10 @@ class LocalFit:
         if np.isfinite(self.nu):  # a Student-t predictive (Gaussian ones have no nu column)
             out["nu"] = self.nu
         return out
+
+
+def _noise(process) -> float:
+    return float(process.hyperparameters["noise"])
 
 
 def _residuals(result, df: pd.DataFrame, sd_f: bool = False):
@@ -260,7 +323,8 @@ def still_needed(result, df: pd.DataFrame, kept: LocalFit) -> bool:
         return False
     rs, noise, p = r / scale, (float(result.noise_sd) / scale) ** 2, kept.process
     kernel, m = getattr(p, "kernel", "matern32"), getattr(p, "m", 16)  # as the kept process
-    fit = _candidate(kept.label, encoded(result, df), rs, noise, result.coords, kernel, m, p.theta)
+    label = kept.residual_label
+    fit = _candidate(label, encoded(result, df), rs, noise, result.coords, kernel, m, p.theta)
     gain = iid_nll(rs) - fit.nll / len(r)
     return bool(np.isfinite(gain) and gain >= bic(len(fit.theta), len(r)))
 
@@ -353,21 +417,30 @@ def fit_local(
     kind = None if process is None else best.split(":")[0]
     mode = best.split(":", 1)[1] if kind == "fibre" else None
     calibration = shrinkage(noise, ms, (sd_f / scale) ** 2)
-    tails = GAUSSIAN
+    tails, kept = GAUSSIAN, None
     if process is not None:  # the predictive's tails, from the leave-one-out errors
         m, v = posts[best]
         own = process.hyperparameters["noise"]
         tails = fit_student_t(loo_scores(rs, m, v, own, calibration, (sd_f / scale) ** 2))
-    offset, alone = None, None
+        h = np.clip(v / own, 0.0, 1.0 - 1e-9)  # a left-out row's variance but for Var f
+        kept = (errors[best], own * h / (1.0 - h) + calibration * own)
+    elif local == "auto":  # the low-rank part alone: its noise
+        kept = (rs, np.full(len(rs), noise))
+    offset, alone, blend = None, None, (None, 0.0)
     if local == "auto":  # against the neighbour GP on the values alone
-        alone = values_alone(result, X, df[result.value], rs, scale, errors.get(best), values)
+        alone = values_alone(result, X, df[result.value], rs, scale, kept, values)
     if alone is not None:
         loo.update(alone["loo"])
-        if alone["better"]:
+        if alone["better"] and alone["weight"] >= 1.0:  # it replaces the low-rank part
             kind, mode, process, calibration = "neighbours", None, alone["process"], 1.0
             offset, tails = alone["offset"], alone["tails"]
+        elif alone["better"]:  # blended with it
+            offset, tails = alone["offset"], alone["blend_tails"]
+            blend = (alone["process"], alone["weight"])
     fitted = (kind, mode, process, gains, calibration, time.perf_counter() - t, local, scale)
-    return LocalFit(result, *fitted, rows, *tails, loo, offset)  # (in the fields' order)
+    switched = alone is not None and alone["better"]
+    # (in the fields' order)
+    return LocalFit(result, *fitted, rows, *tails, loo, offset, *blend, switched)
 
 
 def update_local(loc: LocalFit, result, df: pd.DataFrame, scope: str) -> LocalFit:
@@ -387,13 +460,17 @@ def update_local(loc: LocalFit, result, df: pd.DataFrame, scope: str) -> LocalFi
         return fit_local(result, rows, loc.asked)
     out = copy.copy(loc)
     out.base, out.rows = result, rows
-    if loc.process is not None:
-        process = copy.copy(loc.process)
-        columns = list(loc.process._train.columns)
-        if loc.offset is None:
-            r = _residuals(result, rows)
-        else:  # the GP on the values alone
-            r = rows[result.value].to_numpy(dtype=np.float64) - loc.offset
-        process._restore(encoded(result, rows)[columns], r / loc.scale)
-        out.process = process
+    X = encoded(result, rows)
+
+    def moved(p, r):  # the process conditioned on every row (r: its values there)
+        p = copy.copy(p)
+        return p._restore(X[list(p._train.columns)], r / loc.scale)
+
+    values = None if loc.offset is None else rows[result.value].to_numpy(np.float64) - loc.offset
+    if loc.residual is not None:
+        out.process = moved(loc.process, _residuals(result, rows))
+    elif loc.process is not None:  # the GP on the values alone
+        out.process = moved(loc.process, values)
+    if loc.values is not None:
+        out.values = moved(loc.values, values)
     return out

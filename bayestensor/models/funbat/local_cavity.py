@@ -47,6 +47,7 @@ __all__ = [
     "VALUES_MARGIN",
     "VALUES_MIN_ROWS",
     "STRUCTURED_LOO",
+    "blend_weight",
     "cavity_predictions",
     "mostly_structure",
     "rescaled",
@@ -190,15 +191,32 @@ def cavity_predictions(result, rows=None) -> tuple[np.ndarray, np.ndarray] | Non
     return mean, np.sqrt(np.asarray(var, dtype=np.float64)) * est.y_scale_
 
 
+def blend_weight(e_low, e_values) -> float:
+    """The ``w`` in [0, 1] that minimises ``Σ (w e_values + (1 − w) e_low)²``: the weight of
+    the GP on the values in the blend of two predictions with these left-out errors (0 when
+    they are the same)."""
+    d = np.asarray(e_low, np.float64) - np.asarray(e_values, np.float64)
+    dd = float(np.sum(d * d))
+    return float(np.clip(np.sum(e_low * d) / dd, 0.0, 1.0)) if dd > 0 else 0.0
+
+
 def values_alone(result, X, y, rs, scale, kept, fitted=None) -> dict | None:
-    """The neighbour GP on the values alone against the low-rank part with the kept process
-    (``kept``: its leave-one-out errors, None: no process), both by leave-one-out
-    errors in units of ``scale``: the low-rank part's from its cavities (:mod:`.local_cavity`),
-    so that its in-sample fit does not flatter it. The GP is kept (``better``) only if its mean
-    squared error is smaller by more than one standard error of the paired differences (the
-    rule of :func:`choose`) and by at least :data:`VALUES_MARGIN` of the low-rank part's. None
-    (no comparison) with fewer than :data:`VALUES_MIN_ROWS` rows or when the fit's training rows
-    are not at hand.
+    """The neighbour GP on the values alone against the low-rank part with the kept process,
+    both by leave-one-out errors in units of ``scale``: the low-rank part's from its cavities
+    (:mod:`.local_cavity`), so that its in-sample fit does not flatter it.
+
+    ``kept``: ``(errors, variances)`` per training row, the kept process's leave-one-out errors
+    and the variance of a left-out row's prediction but for the low-rank part's (none kept:
+    the residuals and FunBaT's noise variance).
+
+    Returns None (no comparison) with fewer than :data:`VALUES_MIN_ROWS` rows or when the
+    fit's training rows are not at hand; else a dict with ``loo`` (both mean squared errors),
+    ``better`` (the GP's is smaller by more than one standard error of the paired differences,
+    the rule of :func:`choose`, and by at least :data:`VALUES_MARGIN` of the low-rank part's),
+    ``weight`` (the blend ``w · GP + (1 − w) · low-rank part`` with the smallest leave-one-out
+    mean squared error, ``w`` in [0, 1]), the GP (``process``, ``offset``: the values' mean it
+    is fitted around), and the Student-t tails of the GP alone (``tails``) and of that blend
+    (``blend_tails``: its left-out errors over the same blend of the two predictive sds).
 
     ``fitted``: ``(process, scale)``, this GP as another fit's local stage fitted it to the same
     rows, in that fit's units; it is rescaled (:func:`rescaled`) instead of fitted again."""
@@ -215,7 +233,8 @@ def values_alone(result, X, y, rs, scale, kept, fitted=None) -> dict | None:
     base = (y - rs * scale)[rows]  # the in-sample prediction of the low-rank part
     shift = (base - cav[0]) / scale  # how far leaving a row out moves its prediction
     # the kept process's left-out error (the residual itself without one) plus the shift
-    low_rank = (shift + (rs if kept is None else kept)[rows]) ** 2
+    e_low = shift + kept[0][rows]
+    sd_low = np.sqrt((cav[1] / scale) ** 2 + kept[1][rows])
     offset = float(np.mean(y))
     yv = (y - offset) / scale
     # the noise starts at a tenth of the values' variance: started at the low-rank fit's (a
@@ -227,13 +246,19 @@ def values_alone(result, X, y, rs, scale, kept, fitted=None) -> dict | None:
         gp = rescaled(fitted[0], fitted[1] / scale, X, yv)
     m, v = gp.posterior(X.iloc[rows])
     own = gp.hyperparameters["noise"]
-    values = loo_errors(yv[rows], m, v, own) ** 2
+    e_values = loo_errors(yv[rows], m, v, own)
+    sd_values = np.sqrt(own / (1.0 - np.clip(v / own, 0.0, 1.0 - 1e-9)))
+    low_rank, values = e_low**2, e_values**2
     better = choose({"low-rank": 1.0, VALUES: 0.0}, {"low-rank": low_rank, VALUES: values})
     clear = np.mean(values) < (1.0 - VALUES_MARGIN) * np.mean(low_rank)
+    w = blend_weight(e_low, e_values)
+    blend = (w * e_values + (1 - w) * e_low) / (w * sd_values + (1 - w) * sd_low)
     return {
         "loo": {"low-rank": float(np.mean(low_rank)), VALUES: float(np.mean(values))},
         "better": bool(better == VALUES and clear),
+        "weight": w,
         "process": gp,
         "offset": offset,
         "tails": fit_student_t(loo_scores(yv[rows], m, v, own, 1.0, np.zeros(len(rows)))),
+        "blend_tails": fit_student_t(blend),
     }

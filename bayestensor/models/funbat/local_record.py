@@ -5,14 +5,15 @@ The header holds ``{"asked", "kind", "mode", "gains", "calibration", "seconds", 
 ``local="auto"`` kept none; ``scale``: the unit the process was fitted in, 1 when absent, as in
 files written before it existed; ``nu``, ``t_scale``: the predictive Student-t, null and 1 —
 Gaussian — when absent; ``loo``: the candidates' leave-one-out errors, empty when absent;
-``offset``: the values' mean when the process is the neighbour GP on the values alone, null
-otherwise and when absent); the
-arrays
+``offset``: the values' mean when the neighbour GP on the values enters the predictions, null
+otherwise and when absent; ``values``, ``weight``: that GP's settings where the predictions
+blend it with the low-rank part, and its weight there, null and 0 when absent); the arrays
 ``local/train`` (the training rows' coordinates as the fit encodes them, one column per entry
 of ``process.columns``), ``local/r`` (their residuals) and ``local/theta`` (the learned log
-hyperparameters). A process is rebuilt from these exactly as its fit left it, so a loaded
-result predicts what the saved one did. Files without a ``local`` field (written before it
-existed, or fitted with ``local=None``) load as before.
+hyperparameters), and for a blend ``local/values/train``, ``local/values/r`` (the values less
+``offset``, in the process's unit) and ``local/values/theta``. A process is rebuilt from these
+exactly as its fit left it, so a loaded result predicts what the saved one did. Files without a
+``local`` field (written before it existed, or fitted with ``local=None``) load as before.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ _OPTIONAL = {
     "t_scale": (float, 1.0),
     "loo": (dict[str, float], {}),
     "offset": (float | None, None),
+    "values": (dict | None, None),
+    "weight": (float, 0.0),
 }
 _FIBRE = {"columns": list[str], "kernel": str, "maxiter": int, "nll": float}
 _NEIGHBOURS = {
@@ -59,37 +62,78 @@ _NEIGHBOURS = {
 }
 
 
-def local_record(loc: LocalFit) -> tuple[dict, dict[str, np.ndarray]]:
-    """The header field and the arrays (``local/...``) of ``loc``."""
-    header = {k: getattr(loc, k) for k in (*_FIELDS, *_OPTIONAL) if k != "process"}
-    header["nu"] = float(loc.nu) if np.isfinite(loc.nu) else None  # JSON has no inf
-    header["gains"] = {k: float(v) for k, v in loc.gains.items()}
-    header["loo"] = {k: float(v) for k, v in loc.loo.items()}
-    p = loc.process
-    if p is None:
-        return {**header, "process": None}, {}
+def _process_record(p, prefix: str) -> tuple[dict, dict[str, np.ndarray]]:
     names = _FIBRE if isinstance(p, FibreGP) else _NEIGHBOURS
     settings = {k: getattr(p, k) for k in names if k != "columns"}
     settings["columns"] = list(p._train.columns)
     arrays = {
-        "local/train": p._train.to_numpy(dtype=np.float64),
-        "local/r": np.asarray(p._r, dtype=np.float64),
-        "local/theta": np.asarray(p.theta, dtype=np.float64),
+        f"{prefix}/train": p._train.to_numpy(dtype=np.float64),
+        f"{prefix}/r": np.asarray(p._r, dtype=np.float64),
+        f"{prefix}/theta": np.asarray(p.theta, dtype=np.float64),
     }
-    return {**header, "process": settings}, arrays
+    return settings, arrays
+
+
+def local_record(loc: LocalFit) -> tuple[dict, dict[str, np.ndarray]]:
+    """The header field and the arrays (``local/...``) of ``loc``."""
+    header = {k: getattr(loc, k) for k in (*_FIELDS, *_OPTIONAL) if k not in ("process", "values")}
+    header["nu"] = float(loc.nu) if np.isfinite(loc.nu) else None  # JSON has no inf
+    header["gains"] = {k: float(v) for k, v in loc.gains.items()}
+    header["loo"] = {k: float(v) for k, v in loc.loo.items()}
+    header["weight"] = float(loc.weight)
+    header["process"], header["values"], arrays = None, None, {}
+    if loc.process is not None:
+        header["process"], arrays = _process_record(loc.process, "local")
+    if loc.values is not None:
+        header["values"], more = _process_record(loc.values, "local/values")
+        arrays.update(more)
+    return header, arrays
+
+
+def _layout(settings, prefix: str) -> dict[str, io.Expect]:
+    columns = settings.get("columns") if isinstance(settings, dict) else None
+    width = len(columns) if isinstance(columns, list) else None
+    return {
+        f"{prefix}/train": io.Expect((None, width)),
+        f"{prefix}/r": io.Expect((None,)),
+        f"{prefix}/theta": io.Expect((None,)),
+    }
 
 
 def local_layout(raw) -> dict[str, io.Expect]:
     """The arrays a saved ``local`` header field implies (none when no process was kept)."""
-    if not isinstance(raw, dict) or raw.get("process") is None:
+    if not isinstance(raw, dict):
         return {}
-    columns = raw["process"].get("columns") if isinstance(raw["process"], dict) else None
-    width = len(columns) if isinstance(columns, list) else None
-    return {
-        "local/train": io.Expect((None, width)),
-        "local/r": io.Expect((None,)),
-        "local/theta": io.Expect((None,)),
-    }
+    out = {} if raw.get("process") is None else _layout(raw["process"], "local")
+    if raw.get("values") is not None:
+        out.update(_layout(raw["values"], "local/values"))
+    return out
+
+
+def _neighbours(settings, arrays, prefix: str, names: dict, what: str) -> NeighbourGP:
+    """A saved neighbour GP, rebuilt (its settings checked against the modes)."""
+    io.check_fields(settings, _NEIGHBOURS, what)
+    s = {k: io.field(settings, k, tp, what) for k, tp in _NEIGHBOURS.items()}
+    columns = s.pop("columns")
+    theta = arrays[f"{prefix}/theta"]
+    fits = s["continuous"] + s["categorical"] == columns and theta.shape == (
+        len(s["continuous"]) + 2,
+    )
+    if not fits or len(set(columns)) != len(columns) or not set(columns) <= set(names):
+        raise ValueError(f"saved {what}: its columns or theta do not fit")
+    if any(names[c] != "continuous" for c in s["continuous"]) or any(
+        names[c] == "continuous" for c in s["categorical"]
+    ):
+        raise ValueError(f"saved {what}: its column kinds do not fit the modes")
+    return _restored(NeighbourGP(**s), columns, arrays, prefix)
+
+
+def _restored(process, columns, arrays, prefix: str):
+    train, r, theta = (arrays[f"{prefix}/{k}"] for k in ("train", "r", "theta"))
+    if len(r) != len(train) or not len(r):
+        raise ValueError(f"saved arrays {prefix}/train and {prefix}/r must have the same rows")
+    process.theta = np.asarray(theta, dtype=np.float64)
+    return process._restore(pd.DataFrame(train, columns=columns), np.asarray(r, np.float64))
 
 
 def local_from_record(result, raw, arrays: dict[str, np.ndarray]) -> LocalFit:
@@ -112,54 +156,36 @@ def local_from_record(result, raw, arrays: dict[str, np.ndarray]) -> LocalFit:
     names = {m.name: m.kind for m in result.modes}
     if not np.isfinite(h["calibration"]) or h["calibration"] < 1:
         raise ValueError("saved field local.calibration must be a finite number ≥ 1")
+    weight, values = h["weight"], None
+    if not (0.0 <= weight <= 1.0) or (h["values"] is None) != (weight == 0.0):
+        raise ValueError("saved field local.weight must be in (0, 1] with local.values, else 0")
+    if h["values"] is not None:
+        if h["offset"] is None:
+            raise ValueError("saved field local.offset must be a number with local.values")
+        values = _neighbours(h["values"], arrays, "local/values", names, "local.values")
+    process = None
     if h["process"] is None:
-        if h["kind"] is not None or h["offset"] is not None:
+        if h["kind"] is not None or (h["offset"] is not None and values is None):
             raise ValueError("saved fields local.kind, offset must be null without a process")
-        return LocalFit(
-            result,
-            None,
-            None,
-            None,
-            h["gains"],
-            h["calibration"],
-            h["seconds"],
-            h["asked"],
-            h["scale"],
-            None,
-            *tails,
-            dict(h["loo"]),
-        )
-    fields = {"fibre": _FIBRE, "neighbours": _NEIGHBOURS}.get(h["kind"])
-    if fields is None:
-        raise ValueError(f"saved field local.kind must be 'fibre' or 'neighbours', got {h['kind']}")
-    io.check_fields(h["process"], fields, "local.process")
-    s = {k: io.field(h["process"], k, tp, "local.process") for k, tp in fields.items()}
-    columns = s.pop("columns")
-    if len(set(columns)) != len(columns) or not set(columns) <= set(names):
-        raise ValueError(f"saved field local.process.columns must name distinct modes: {columns}")
-    train, r, theta = arrays["local/train"], arrays["local/r"], arrays["local/theta"]
-    if h["kind"] == "fibre":
+    elif h["kind"] == "fibre":
+        io.check_fields(h["process"], _FIBRE, "local.process")
+        s = {k: io.field(h["process"], k, tp, "local.process") for k, tp in _FIBRE.items()}
+        columns, theta = s.pop("columns"), arrays["local/theta"]
+        if len(set(columns)) != len(columns) or not set(columns) <= set(names):
+            raise ValueError(f"saved local.process.columns must name distinct modes: {columns}")
         if h["mode"] not in columns or names[h["mode"]] != "continuous" or theta.shape != (3,):
             raise ValueError("saved local fibre process: its mode or theta does not fit the modes")
         check_kernel(s["kernel"])
-        if h["offset"] is not None:
+        if h["offset"] is not None and values is None:
             raise ValueError("saved field local.offset must be null for a fibre process")
         process = FibreGP(h["mode"], kernel=s["kernel"], maxiter=s["maxiter"], nll=s["nll"])
+        process = _restored(process, columns, arrays, "local")
+    elif h["kind"] == "neighbours":
+        if h["mode"] is not None:
+            raise ValueError("saved field local.mode must be null for a neighbour process")
+        process = _neighbours(h["process"], arrays, "local", names, "local neighbour process")
     else:
-        fits = s["continuous"] + s["categorical"] == columns and theta.shape == (
-            len(s["continuous"]) + 2,
-        )
-        if not fits or h["mode"] is not None:
-            raise ValueError("saved local neighbour process: its columns or theta do not fit")
-        if any(names[c] != "continuous" for c in s["continuous"]) or any(
-            names[c] == "continuous" for c in s["categorical"]
-        ):
-            raise ValueError("saved local neighbour process: its column kinds do not fit the modes")
-        process = NeighbourGP(**s)
-    if len(r) != len(train) or not len(r):
-        raise ValueError("saved arrays local/train and local/r must have the same rows")
-    process.theta = np.asarray(theta, dtype=np.float64)
-    process._restore(pd.DataFrame(train, columns=columns), np.asarray(r, dtype=np.float64))
+        raise ValueError(f"saved field local.kind must be 'fibre' or 'neighbours', got {h['kind']}")
     return LocalFit(
         result,
         h["kind"],
@@ -174,4 +200,6 @@ def local_from_record(result, raw, arrays: dict[str, np.ndarray]) -> LocalFit:
         *tails,
         dict(h["loo"]),
         h["offset"],
+        values,
+        weight,
     )
