@@ -139,10 +139,11 @@ def fit(
         under half a noise sd are then pruned too, left to the local process. The fit keeps
         them when the local stage then keeps no process, and (``"auto"``) when the residual
         process it keeps is still needed on top of the fit with them (its gain there passes
-        the same BIC bound), or when it keeps the GP on the values where a residual process
-        predicted most of the residuals or every mode has at least 100 training rows per
-        coordinate on average (``funbat.ard.DENSE_ROWS``), and the fit with them, given its own
-        local stage, keeps a residual process. See
+        the same BIC bound), or when the GP on the values enters its predictions (where it
+        predicts left-out rows clearly better: blended with the low-rank part, or alone)
+        where a residual process predicted most of the residuals or every mode has at least
+        100 training rows per coordinate on average (``funbat.ard.DENSE_ROWS``), and the fit
+        with them, given its own local stage, keeps a residual process. See
         :mod:`bayestensor.models.funbat.local` and the FunBaT guide.
     **options
         FunBaT: passed to :class:`bayestensor.models.funbat.FunBaT` (``period``, ``damping``,

@@ -56,8 +56,9 @@ __all__ = [
 
 #: The label of the neighbour GP on the values alone (the low-rank part left out).
 VALUES = "neighbours:values"
-#: The neighbour GP on the values alone replaces the low-rank part only if its leave-one-out
-#: mean squared error is below the low-rank part's by this fraction (and by one standard error).
+#: The neighbour GP on the values alone enters the predictions (blended with the low-rank part,
+#: or in its place) only if its leave-one-out mean squared error is below the low-rank part's by
+#: this fraction (and by one standard error).
 #: Leave-one-out estimates scatter by about this much against held-out errors (measured on the
 #: battery's tuning splits), so a smaller gain is not one to trust.
 VALUES_MARGIN = 0.1
