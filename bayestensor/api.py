@@ -277,7 +277,7 @@ def fit(
             # would cost a second fit of the residual process for nothing)
             lenient = local == "auto" and kept.kept_any
             lenient = lenient and math.prod(res.ranks) >= 2 * math.prod(res_strict.ranks)
-            if lenient and not kept.switched:  # a residual process: still needed there?
+            if lenient and not kept.values_kept:  # a residual process: still needed there?
                 lenient = kept.process is not None and still_needed(res, df, kept)
             elif lenient:  # the GP on the values: also against the lenient fit's own stage,
                 # where the strict fit's residuals were mostly structure (the pruning's noise
@@ -286,7 +286,7 @@ def fit(
                 lenient = mostly_structure(kept) or not scattered(enc.index)
                 if lenient:  # (the GP on the values, rescaled: the same rows and values)
                     res.local = fit_local(res, df, local, values=(kept.values_gp, kept.scale))
-                    lenient = res.local.residual is not None and not res.local.switched
+                    lenient = res.local.residual is not None and not res.local.values_kept
             if kept.kept_any and not lenient:
                 res = res_strict
         if res.local is None:

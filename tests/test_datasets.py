@@ -270,9 +270,9 @@ def test_dense_data_keep_the_unpruned_fit_where_the_pruned_one_fell_to_the_value
     res, err = fit()
     unpruned = bt.fit(train, coords=coords, value=value, local=None, progress=False)
     assert res.ranks == unpruned.ranks and res.local.residual is not None
-    assert not res.local.switched
+    assert not res.local.values_kept
     monkeypatch.setattr(ard, "DENSE_ROWS", np.inf)  # every data set counts as scattered
     strict, err_strict = fit()
-    assert strict.local.switched and VALUES in strict.local.label
+    assert strict.local.values_kept and VALUES in strict.local.label
     assert np.prod(strict.ranks) * 2 <= np.prod(res.ranks)
     assert err < 0.92 * err_strict  # measured 0.87

@@ -156,7 +156,7 @@ def test_auto_blends_in_the_values_gp_where_it_predicts_as_well(tmp_path, monkey
     small = copy.copy(res)
     small.local = fit_local(res, train)
     assert small.local.values is None and "neighbours:values" not in small.local.loo
-    assert loc.values is not None and 0.5 <= loc.weight < 1 and loc.switched
+    assert loc.values is not None and 0.5 <= loc.weight < 1 and loc.values_kept
     assert loc.label == f"neighbours + {VALUES} ({loc.weight:.2f})"
     assert loc.offset == pytest.approx(train["v"].mean())
     assert loc.loo[VALUES] < loc.loo["low-rank"]

@@ -170,11 +170,6 @@ class LocalFit:
     weight : float
         The GP on the values' weight in a blend, in (0, 1]; 0 without a blend (where the GP
         replaces the low-rank part it is ``process``, and ``values`` is None).
-    switched : bool
-        Whether the GP on the values predicted the left-out rows clearly better (the rule of
-        :func:`~.local_cavity.values_alone`): it then enters the predictions (blended, or
-        alone), and :func:`bayestensor.api.fit` checks the leniently pruned fit. Set at the fit
-        only (False for a loaded result).
     """
 
     base: object
@@ -193,7 +188,6 @@ class LocalFit:
     offset: float | None = None
     values: object = None
     weight: float = 0.0
-    switched: bool = False
 
     @property
     def hyperparameters(self) -> dict:
@@ -213,6 +207,13 @@ class LocalFit:
         """The residual process on top of the low-rank part (None: none, or the GP on the
         values alone replaced the low-rank part)."""
         return None if self.offset is not None and self.values is None else self.process
+
+    @property
+    def values_kept(self) -> bool:
+        """Whether the GP on the values enters the predictions (blended, or alone): it predicted
+        the left-out rows clearly better (the rule of :func:`~.local_cavity.values_alone`).
+        :func:`bayestensor.api.fit` then checks the leniently pruned fit."""
+        return self.offset is not None
 
     @property
     def kept_any(self) -> bool:
@@ -438,9 +439,7 @@ def fit_local(
             offset, tails = alone["offset"], alone["blend_tails"]
             blend = (alone["process"], alone["weight"])
     fitted = (kind, mode, process, gains, calibration, time.perf_counter() - t, local, scale)
-    switched = alone is not None and alone["better"]
-    # (in the fields' order)
-    return LocalFit(result, *fitted, rows, *tails, loo, offset, *blend, switched)
+    return LocalFit(result, *fitted, rows, *tails, loo, offset, *blend)  # (in the fields' order)
 
 
 def update_local(loc: LocalFit, result, df: pd.DataFrame, scope: str) -> LocalFit:
