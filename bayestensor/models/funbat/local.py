@@ -86,6 +86,7 @@ from bayestensor.models.funbat.local_tails import (
     iid_nll,
     loo_errors,
     loo_scores,
+    loo_variance,
     rms,
     shrinkage,
 )
@@ -423,8 +424,7 @@ def fit_local(
         m, v = posts[best]
         own = process.hyperparameters["noise"]
         tails = fit_student_t(loo_scores(rs, m, v, own, calibration, (sd_f / scale) ** 2))
-        h = np.clip(v / own, 0.0, 1.0 - 1e-9)  # a left-out row's variance but for Var f
-        kept = (errors[best], own * h / (1.0 - h) + calibration * own)
+        kept = (errors[best], loo_variance(v, own, calibration))
     elif local == "auto":  # the low-rank part alone: its noise
         kept = (rs, np.full(len(rs), noise))
     offset, alone, blend = None, None, (None, 0.0)

@@ -31,7 +31,13 @@ from bayestensor._export import CachedJit
 from bayestensor.driver import precision
 from bayestensor.models.funbat.grid import mode_messages
 from bayestensor.models.funbat.local_neighbours import NeighbourGP, _lower_solve
-from bayestensor.models.funbat.local_tails import choose, fit_student_t, loo_errors, loo_scores
+from bayestensor.models.funbat.local_tails import (
+    choose,
+    fit_student_t,
+    loo_errors,
+    loo_scores,
+    loo_variance,
+)
 from bayestensor.models.funbat.moments import (
     expected_contraction,
     expected_f,
@@ -248,7 +254,7 @@ def values_alone(result, X, y, rs, scale, kept, fitted=None) -> dict | None:
     m, v = gp.posterior(X.iloc[rows])
     own = gp.hyperparameters["noise"]
     e_values = loo_errors(yv[rows], m, v, own)
-    sd_values = np.sqrt(own / (1.0 - np.clip(v / own, 0.0, 1.0 - 1e-9)))
+    sd_values = np.sqrt(loo_variance(v, own))
     low_rank, values = e_low**2, e_values**2
     better = choose({"low-rank": 1.0, VALUES: 0.0}, {"low-rank": low_rank, VALUES: values})
     clear = np.mean(values) < (1.0 - VALUES_MARGIN) * np.mean(low_rank)

@@ -39,6 +39,7 @@ __all__ = [
     "fit_student_t",
     "loo_errors",
     "loo_scores",
+    "loo_variance",
     "shrinkage",
     "rms",
     "bic",
@@ -64,6 +65,14 @@ def loo_errors(r, m, v, noise) -> np.ndarray:
     return (np.asarray(r, np.float64) - m) / (1.0 - _leverage(v, noise))
 
 
+def loo_variance(v, noise, calibration=1.0) -> np.ndarray:
+    """The variance a new row at each training row would get from a local process (posterior
+    variance ``v`` of ``g`` there given every row, noise variance ``noise``), but for the
+    low-rank part's: ``Var g`` left one out plus ``calibration · σ²``."""
+    h = _leverage(v, noise)
+    return noise * h / (1.0 - h) + calibration * noise
+
+
 def loo_scores(r, m, v, noise, calibration, var_base) -> np.ndarray:
     """Standardised leave-one-out errors of a local process's training rows.
 
@@ -80,12 +89,11 @@ def loo_scores(r, m, v, noise, calibration, var_base) -> np.ndarray:
     var_base : array of shape (n,)
         The low-rank part's variance of ``f`` at the rows (in the process's units).
     """
-    h = _leverage(v, noise)
     # the residuals are the low-rank part's training residuals, shrunk by the factor
     # ``calibration`` in variance (it saw those rows): the errors are scaled back by its root
     e = loo_errors(r, m, v, noise) * np.sqrt(calibration)
     # the sd a new row there would get: Var f + Var g (left-one-out) + c σ²
-    var = np.asarray(var_base, np.float64) + noise * h / (1.0 - h) + calibration * noise
+    var = np.asarray(var_base, np.float64) + loo_variance(v, noise, calibration)
     return e / np.sqrt(var)
 
 
