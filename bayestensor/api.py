@@ -96,7 +96,9 @@ def fit(
         ``"poisson-tucker"`` an upper bound (shrinkage prunes; default 3). ``"auto"`` (FunBaT's
         default): the ranks are learned by automatic relevance determination up to
         ``max_rank=`` (an option; by default at most 8 per Tucker mode, 10 for CP) and
-        reported as ``result.ranks``.
+        reported as ``result.ranks``. On at most 2,000 rows, where the local stage keeps a
+        residual process, rank 1 is also checked by refits on half the rows each and taken
+        where it predicts far better (:mod:`bayestensor.models.funbat.refit_check`).
     seed : int
         Random initialisation (and the sampler's key).
     progress : bool
@@ -293,7 +295,34 @@ def fit(
             res.local = fit_local(res, df, local)
             if not res.local.kept_any and kept is not None and kept.kept_any:
                 res = res_strict
+        given = {"coords": coords, "value": value, "model": model, "seed": seed}
+        given |= {"max_sweeps": max_sweeps, "tol": tol, "time_unit": time_unit}
+        res = _rank_one_check(res, df, ranks, given, options, progress)
     return res
+
+
+def _rank_one_check(res, df, ranks, given, options, progress):
+    """``res``, or the rank-1 fit where :mod:`~bayestensor.models.funbat.refit_check` finds it
+    clearly better by refits (``rank="auto"`` whose local stage kept a residual process, on
+    small data only; both candidates with that process, the kernels the fit chose);
+    ``given`` and ``options``: :func:`fit`'s arguments, for the refits."""
+    from bayestensor.models.funbat import refit_check
+
+    loc = res.local
+    residual = loc is not None and loc.residual is not None and not loc.values_kept
+    small = len(df) <= refit_check.MAX_ROWS
+    if ranks != "auto" or not residual or not small or max(res.ranks) == 1:
+        return res
+    options = {k: v for k, v in options.items() if k != "max_rank"}
+    given = {**given, "kernel": res.kernels or None, "local": loc.residual_label}
+
+    def refit(rows, rank):
+        return fit(rows, rank=rank, progress=False, **given, **options)
+
+    categorical = tuple(m.name for m in res.modes if m.kind == "categorical")
+    check = refit_check.rank_one_by_refits
+    better, _ = check(df, res.value, res.ranks, refit, given["seed"], progress, categorical)
+    return refit(df, 1) if better else res
 
 
 def _fit_parts(
