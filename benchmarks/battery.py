@@ -336,6 +336,12 @@ def _num(x: float) -> str:
 DEFAULT_LOCAL = "bt.fit's default local="
 
 
+def _by_fold(table: pd.DataFrame, name: str) -> pd.DataFrame:
+    """Data set ``name``'s RMSEs as a fold × method table."""
+    rows = table[table["data set"] == name]
+    return rows.pivot_table(index="fold", columns="method", values="rmse", aggfunc="mean")
+
+
 def cross_fold_best(table: pd.DataFrame) -> pd.DataFrame:
     """The fixed rank a user would have picked from other splits, judged on the split it
     was not picked on: for each data set and fold, the ``FunBaT Tucker`` row with the smallest
@@ -349,9 +355,8 @@ def cross_fold_best(table: pd.DataFrame) -> pd.DataFrame:
     """
     out = {}
     fixed = table[table["method"].str.startswith("FunBaT Tucker")]
-    for name, group in fixed.groupby("data set", sort=False):
-        by = group.pivot_table(index="fold", columns="method", values="rmse", aggfunc="mean")
-        by = by.dropna()
+    for name in fixed["data set"].unique():
+        by = _by_fold(fixed, name).dropna()
         if len(by) < 2:
             out[name] = {"rmse": np.nan, "picks": ""}
             continue
@@ -370,8 +375,7 @@ def fold_ratio(table: pd.DataFrame, name: str, method: str) -> tuple[float, floa
     (the ratio is resolved to within ``ratio / factor … ratio × factor``; NaN with fewer than
     two folds). Fold by fold, so that a few splits where every fit does badly do not decide
     it; where ``factor`` exceeds the gap, the folds do not tell the two apart."""
-    rows = table[table["data set"] == name]
-    by = rows.pivot_table(index="fold", columns="method", values="rmse", aggfunc="mean")
+    by = _by_fold(table, name)
     if "FunBaT defaults" not in by or method not in by:
         return np.nan, np.nan
     logs = np.log(by["FunBaT defaults"] / by[method]).dropna().to_numpy()

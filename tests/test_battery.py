@@ -1,21 +1,18 @@
 """The benchmark battery's bookkeeping (benchmarks/battery.py), on tables written by hand."""
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from test_datasets import _script
 
 BATTERY = Path(__file__).parents[1] / "benchmarks" / "battery.py"
 
 
 @pytest.fixture(scope="module")
 def battery():
-    spec = importlib.util.spec_from_file_location("battery_bookkeeping", BATTERY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _script(BATTERY, "battery_bookkeeping")
 
 
 def _table(rmse: dict[str, list[float]], name: str = "set") -> pd.DataFrame:

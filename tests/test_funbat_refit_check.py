@@ -8,8 +8,6 @@ import pytest
 import bayestensor as bt
 import bayestensor.models.funbat.refit_check as check
 
-SHARED_SEALS = "seals"
-
 
 class _Fixed:
     """A stand-in fit predicting ``truth + error`` at every row it is asked about."""
@@ -131,7 +129,7 @@ def test_seals_takes_rank_one_and_predicts_better(monkeypatch):
     4×4, rank 1 with the neighbour GP is far better on the bulk of the refits (median 0.00048
     against 0.00137, measured) and held out (0.0021 against 0.0046)."""
     rng = np.random.default_rng(1)
-    df = bt.datasets.load(SHARED_SEALS)[["lat", "long", "delta_long"]]
+    df = bt.datasets.load("seals")[["lat", "long", "delta_long"]]
     test = rng.random(len(df)) < 0.2
     train, held = df[~test], df[test]
     fit = bt.fit(train, coords=["lat", "long"], value="delta_long", progress=False)
