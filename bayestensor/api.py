@@ -98,7 +98,8 @@ def fit(
         ``max_rank=`` (an option; by default at most 8 per Tucker mode, 10 for CP) and
         reported as ``result.ranks``. On at most 2,000 rows, where the local stage keeps a
         residual process, rank 1 is also checked by refits on half the rows each and taken
-        where it predicts far better (:mod:`bayestensor.models.funbat.refit_check`).
+        where it predicts far better (:mod:`bayestensor.models.funbat.refit_check`; what it
+        found: ``result.rank_check``).
     seed : int
         Random initialisation (and the sampler's key).
     progress : bool
@@ -304,7 +305,8 @@ def fit(
 def _rank_one_check(res, df, ranks, given, options, progress):
     """``res``, or the rank-1 fit where :mod:`~bayestensor.models.funbat.refit_check` finds it
     clearly better by refits (``rank="auto"`` whose local stage kept a residual process, on
-    small data only; both candidates with that process, the kernels the fit chose);
+    small data only; both candidates with that process, the kernels the fit chose), with
+    what the check found as ``rank_check`` (a :class:`~.refit_check.RankCheck`) where it ran;
     ``given`` and ``options``: :func:`fit`'s arguments, for the refits."""
     from bayestensor.models.funbat import refit_check
 
@@ -321,8 +323,12 @@ def _rank_one_check(res, df, ranks, given, options, progress):
 
     categorical = tuple(m.name for m in res.modes if m.kind == "categorical")
     check = refit_check.rank_one_by_refits
-    better, _ = check(df, res.value, res.ranks, refit, given["seed"], progress, categorical)
-    return refit(df, 1) if better else res
+    better, median = check(df, res.value, res.ranks, refit, given["seed"], progress, categorical)
+    out = refit(df, 1) if better else res
+    out.rank_check = refit_check.RankCheck(
+        res.ranks, res.max_ranks, median["learned"], median["rank 1"], better
+    )
+    return out
 
 
 def _fit_parts(

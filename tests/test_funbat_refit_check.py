@@ -1,6 +1,10 @@
 """rank="auto" on small data: rank 1 checked against the learned ranks by refits
 (bayestensor.models.funbat.refit_check, wired into bayestensor.fit)."""
 
+import json
+import shutil
+import zipfile
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -113,14 +117,66 @@ def test_fit_takes_the_rank_one_refit_only_where_the_check_says_so(monkeypatch):
     one = bt.fit(df, coords=["x", "y"], value="v", rank=1, local=taken.local.label, progress=False)
     assert len(asked) == 1  # a given rank: no check
     np.testing.assert_allclose(taken.predict(df)["mean"], one.predict(df)["mean"], rtol=1e-10)
+    # what the check found is kept, and shown
+    found = taken.rank_check
+    assert found.taken and found.learned == asked[0] and one.rank_check is None
+    assert (found.median_learned, found.median_rank_one) == (1.0, 0.1)
+    assert all(r <= m for r, m in zip(found.learned, found.max_ranks, strict=True))
+    table = taken.summary()
+    assert table["rank"].tolist() == [1, 1] and table["learned_rank"].tolist() == [*asked[0]]
+    assert table["max_rank"].tolist() == list(found.max_ranks)
+    assert "taken over the learned" in taken.title() and "0.10×" in taken.title()
 
     monkeypatch.setattr(check, "rank_one_by_refits", says(False))
     kept = bt.fit(df, coords=["x", "y"], value="v", progress=False)
     assert len(asked) == 2 and kept.ranks == asked[1]
+    assert not kept.rank_check.taken and kept.rank_check.learned == kept.ranks
+    assert "learned_rank" not in kept.summary() and "not taken" in kept.title()
     bt.fit(df, coords=["x", "y"], value="v", local=None, progress=False)
     monkeypatch.setattr(check, "MAX_ROWS", len(df) - 1)
     bt.fit(df, coords=["x", "y"], value="v", progress=False)
     assert len(asked) == 2
+
+
+def _rewrite(path, edit):
+    with zipfile.ZipFile(path) as zf:
+        header = json.loads(zf.read("header.json"))
+        arrays = zf.read("arrays.npz")
+    edit(header["rank_check"])
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("header.json", json.dumps(header))
+        zf.writestr("arrays.npz", arrays)
+
+
+#: Broken ``rank_check`` fields of a saved file, and what the error says.
+BROKEN = [
+    (lambda c: c.update(learned=[2]), "learned must hold 2 ranks"),
+    (lambda c: c.update(learned=[9, 9]), "exceeds its max_ranks"),
+    (lambda c: c.update(median_rank_one=-1.0), "finite and ≥ 0"),
+    (lambda c: c.update(taken="yes"), "taken"),
+    (lambda c: c.pop("median_learned"), "median_learned"),
+    (lambda c: c.update(extra=1), "unknown fields"),
+]
+
+
+def test_the_check_is_saved_and_validated_on_load(monkeypatch, tmp_path):
+    """save → load keeps what the check found (title and summary alike); a file whose
+    rank_check field is broken is refused, naming the field."""
+    df = _surface()
+    monkeypatch.setattr(
+        check, "rank_one_by_refits", lambda *a, **k: (True, {"learned": 2.0, "rank 1": 0.5})
+    )
+    res = bt.fit(df, coords=["x", "y"], value="v", progress=False)
+    path = res.save(tmp_path / "checked.bt")
+    back = bt.load(path)
+    assert back.rank_check == res.rank_check and back.title() == res.title()
+    pd.testing.assert_frame_equal(back.summary(), res.summary())
+    for i, (edit, match) in enumerate(BROKEN):
+        broken = tmp_path / f"broken{i}.bt"
+        shutil.copy(path, broken)
+        _rewrite(broken, edit)
+        with pytest.raises(ValueError, match=match):
+            bt.load(broken)
 
 
 @pytest.mark.slow

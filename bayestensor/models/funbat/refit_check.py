@@ -25,13 +25,22 @@ seals and 1.15–1.26 on faithfuld.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
+from bayestensor import io
 from bayestensor.driver import progress_bar
 
-__all__ = ["FOLDS", "MARGIN", "MAX_ROWS", "rank_one_by_refits"]
+__all__ = [
+    "FOLDS",
+    "MARGIN",
+    "MAX_ROWS",
+    "RankCheck",
+    "rank_check_from_record",
+    "rank_one_by_refits",
+]
 
 #: The check runs on at most this many training rows (it costs ``2 × FOLDS`` fits on part of
 #: the rows, and one more on all of them where rank 1 is taken).
@@ -80,3 +89,61 @@ def rank_one_by_refits(
                 bar.update()
     median = {name: float(np.median(np.abs(np.concatenate(e)))) for name, e in errors.items()}
     return bool(median["rank 1"] < MARGIN * median["learned"]), median
+
+
+class RankCheck(NamedTuple):
+    """What the check found, kept on the result it returned (``FitResult.rank_check``).
+
+    Attributes
+    ----------
+    learned, max_ranks : tuple of int
+        The ranks the ARD kept, and its upper bounds.
+    median_learned, median_rank_one : float
+        The median absolute error of the refits' predictions at the learned ranks and at
+        rank 1 (in the value's units).
+    taken : bool
+        Whether rank 1 was taken (``median_rank_one < MARGIN · median_learned``); the result
+        is then the fit ``rank=1`` gives.
+    """
+
+    learned: tuple[int, ...]
+    max_ranks: tuple[int, ...]
+    median_learned: float
+    median_rank_one: float
+    taken: bool
+
+    @property
+    def ratio(self) -> float:
+        """Rank 1's median absolute error over the learned ranks'."""
+        return self.median_rank_one / self.median_learned if self.median_learned > 0 else np.inf
+
+    def describe(self) -> str:
+        """One phrase for a result's title."""
+        learned = "×".join(map(str, self.learned))
+        error = f"its median absolute error {self.ratio:.2f}× the learned {learned}'s"
+        if self.taken:
+            return f"taken over the learned {learned} by refits ({error})"
+        return f"rank 1 checked by refits, not taken ({error})"
+
+
+def rank_check_from_record(raw: Any, K: int) -> RankCheck:
+    """A saved ``rank_check`` header field of a ``K``-mode fit, checked.
+
+    Raises
+    ------
+    ValueError
+        Naming the field that is missing, mistyped or out of range.
+    """
+    check = io.record(RankCheck, raw, "header.rank_check")
+    for name in ("learned", "max_ranks"):
+        ranks = getattr(check, name)
+        if len(ranks) != K or min(ranks) < 1:
+            raise ValueError(
+                f"saved field header.rank_check.{name} must hold {K} ranks ≥ 1, got {list(ranks)}"
+            )
+    if any(r > m for r, m in zip(check.learned, check.max_ranks, strict=True)):
+        raise ValueError("saved field header.rank_check.learned exceeds its max_ranks")
+    medians = (check.median_learned, check.median_rank_one)
+    if not all(np.isfinite(m) and m >= 0 for m in medians):
+        raise ValueError("saved medians of header.rank_check must be finite and ≥ 0")
+    return check._replace(median_learned=float(medians[0]), median_rank_one=float(medians[1]))

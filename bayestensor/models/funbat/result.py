@@ -23,6 +23,7 @@ from bayestensor.models.funbat.ard import ard_record, diagonal_core_view
 from bayestensor.models.funbat.estimator import ESTIMATOR_PARAMS, FunBaT
 from bayestensor.models.funbat.inference import init_state
 from bayestensor.models.funbat.local_record import local_from_record, local_layout, local_record
+from bayestensor.models.funbat.refit_check import rank_check_from_record
 from bayestensor.models.funbat.saved import (
     HEADER_FIELDS,
     check_saved_config,
@@ -70,6 +71,11 @@ class FitResult(Result):
         The fitted estimator (its ``state_`` holds the posterior in z-scored units).
     n_missing : int
         Cells of gridded (xarray) input that were NaN and so left out of the fit.
+    rank_check : RankCheck or None
+        Where ``rank="auto"`` checked rank 1 by refits (small data with a residual process,
+        :mod:`~bayestensor.models.funbat.refit_check`): the learned ranks, both candidates'
+        median absolute errors and whether rank 1 was taken (this result is then the
+        ``rank=1`` fit: ``auto_rank`` is False, ``summary()`` shows the learned ranks).
     """
 
     kind = "funbat"
@@ -93,6 +99,7 @@ class FitResult(Result):
         names = set(self.kernels.values())
         self.kernel = names.pop() if len(names) == 1 else dict(self.kernels)
         self.local = None  # a LocalFit with bt.fit(..., local=...): see funbat.local
+        self.rank_check = None  # a refit_check.RankCheck where rank="auto" checked rank 1
 
     # -- fitted quantities -----------------------------------------------------------------
     @property
@@ -349,6 +356,8 @@ class FitResult(Result):
             f", learned of at most {self.max_ranks[0] if self.model == 'cp' else self.max_ranks}"
         )
         ranks = f"rank {ranks}{learned if self.auto_rank else ''}"
+        if self.rank_check is not None:
+            ranks += f", {self.rank_check.describe()}"
         return (
             f"FunBaT-{self.model} fit of {self.value!r}{missing} ({kernel}; {ranks}): "
             f"{len(est.history_)} sweeps, {state}; training RMSE "
@@ -366,10 +375,12 @@ class FitResult(Result):
 
     def summary(self) -> pd.DataFrame:
         """One row per mode: kind, unique values, rank (with ``rank="auto"`` also the upper
-        bound ``max_rank``), kernel and learned hyperparameters (those of
+        bound ``max_rank``; where the refit check took rank 1, the ARD's ``learned_rank`` and
+        its ``max_rank``), kernel and learned hyperparameters (those of
         :attr:`hyperparameters`; NaN where a mode has none); with ``local=``, the column
         ``local``: the residual process kept (``"fibre:<column>"``, ``"neighbours"`` or
         ``"none"``)."""
+        check = self.rank_check if self.rank_check is not None and self.rank_check.taken else None
         hyper = self.hyperparameters.set_index("mode")
         rows = []
         for mode, R, Rmax in zip(self.modes, self.ranks, self.max_ranks, strict=True):
@@ -377,6 +388,9 @@ class FitResult(Result):
             row = {"mode": mode.name, "kind": mode.kind, "size": mode.size, "rank": R}
             if self.auto_rank:
                 row["max_rank"] = Rmax
+            elif check is not None:
+                k = len(rows)
+                row["learned_rank"], row["max_rank"] = check.learned[k], check.max_ranks[k]
             if not isinstance(self.kernel, str):
                 row["kernel"] = self.kernels.get(mode.name)
             for name in hyper.columns:
@@ -459,6 +473,8 @@ class FitResult(Result):
                 "active": [[int(i) for i in a] for a in self.active],
                 "shares": [[float(v) for v in s] for s in est.shares_],
             }
+        if self.rank_check is not None:
+            header["rank_check"] = self.rank_check._asdict()
         arrays = io.tree_to_arrays(est.state_, "state")
         if self.local is not None:
             header["local"], more = local_record(self.local)
@@ -467,12 +483,15 @@ class FitResult(Result):
 
     @classmethod
     def _from_record(cls, header: dict, arrays: dict[str, np.ndarray]) -> FitResult:
-        io.check_fields(header, (*io.BASE_FIELDS, *HEADER_FIELDS, "n_missing", "ard", "local"))
+        optional = ("n_missing", "ard", "local", "rank_check")
+        io.check_fields(header, (*io.BASE_FIELDS, *HEADER_FIELDS, *optional))
         h = {k: io.field(header, k, tp) for k, tp in HEADER_FIELDS.items()}
         n_missing = io.field(header, "n_missing", int) if "n_missing" in header else 0
         if n_missing < 0:
             raise ValueError(f"saved field header.n_missing must be ≥ 0, got {n_missing}")
         modes = saved_modes(h["modes"])
+        check = header.get("rank_check")
+        check = None if check is None else rank_check_from_record(check, len(modes))
         cfg = io.record(FunBaTConfig, h["config"], "config")
         check_saved_config(cfg, modes)
         est = saved_estimator(h["estimator"], cfg, modes)
@@ -504,6 +523,7 @@ class FitResult(Result):
         est.converged_ = h["converged"]
         est.max_ranks_, est.active_, est.shares_ = ard_record(header, cfg)
         res = cls(est, h["value"], n_missing=n_missing)
+        res.rank_check = check
         if "local" in header:
             res.local = local_from_record(res, header["local"], checked)
         return res

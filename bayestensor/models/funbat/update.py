@@ -140,6 +140,7 @@ def update(result, df: pd.DataFrame, sweeps: int | None = None, scope: str = "ne
         from bayestensor.models.funbat.local import update_local
 
         out.local = update_local(local, out, df, scope)
+    out.rank_check = getattr(result, "rank_check", None)  # (the ranks stay: not checked again)
     return out
 
 
