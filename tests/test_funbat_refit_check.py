@@ -160,8 +160,8 @@ BROKEN = [
 
 
 def test_the_check_is_saved_and_validated_on_load(monkeypatch, tmp_path):
-    """save → load keeps what the check found (title and summary alike); a file whose
-    rank_check field is broken is refused, naming the field."""
+    """save → load and update() keep what the check found (title and summary alike); a file
+    whose rank_check field is broken is refused, naming the field."""
     df = _surface()
     monkeypatch.setattr(
         check, "rank_one_by_refits", lambda *a, **k: (True, {"learned": 2.0, "rank 1": 0.5})
@@ -171,6 +171,10 @@ def test_the_check_is_saved_and_validated_on_load(monkeypatch, tmp_path):
     back = bt.load(path)
     assert back.rank_check == res.rank_check and back.title() == res.title()
     pd.testing.assert_frame_equal(back.summary(), res.summary())
+    more = df.iloc[:8].assign(
+        x=lambda d: d["x"] + 0.01
+    )  # new rows: the ranks are not checked again
+    assert res.update(more).rank_check == res.rank_check
     for i, (edit, match) in enumerate(BROKEN):
         broken = tmp_path / f"broken{i}.bt"
         shutil.copy(path, broken)
