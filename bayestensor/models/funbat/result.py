@@ -383,13 +383,14 @@ class FitResult(Result):
         check = self.rank_check if self.rank_check is not None and self.rank_check.taken else None
         hyper = self.hyperparameters.set_index("mode")
         rows = []
-        for mode, R, Rmax in zip(self.modes, self.ranks, self.max_ranks, strict=True):
+        for k, (mode, R, Rmax) in enumerate(
+            zip(self.modes, self.ranks, self.max_ranks, strict=True)
+        ):
             learned = mode.name in hyper.index
             row = {"mode": mode.name, "kind": mode.kind, "size": mode.size, "rank": R}
             if self.auto_rank:
                 row["max_rank"] = Rmax
             elif check is not None:
-                k = len(rows)
                 row["learned_rank"], row["max_rank"] = check.learned[k], check.max_ranks[k]
             if not isinstance(self.kernel, str):
                 row["kernel"] = self.kernels.get(mode.name)
