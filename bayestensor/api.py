@@ -325,9 +325,10 @@ def _rank_one_check(res, df, ranks, given, options, progress):
     check = refit_check.rank_one_by_refits
     better, median = check(df, res.value, res.ranks, refit, given["seed"], progress, categorical)
     out = refit(df, 1) if better else res
-    out.rank_check = refit_check.RankCheck(
-        res.ranks, res.max_ranks, median["learned"], median["rank 1"], better
-    )
+    if math.isfinite(median["learned"]):  # (NaN: no row could be scored, nothing was compared)
+        out.rank_check = refit_check.RankCheck(
+            res.ranks, res.max_ranks, median["learned"], median["rank 1"], better
+        )
     return out
 
 

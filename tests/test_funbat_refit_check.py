@@ -86,6 +86,21 @@ def test_rows_at_a_level_the_other_folds_lack_are_not_scored():
     assert sum(scored) == 2 * (len(df) - 1)
 
 
+def test_where_no_row_can_be_scored_nothing_is_refitted_and_rank_one_not_taken(monkeypatch):
+    """Every level seen once: no refit could predict any row, so none is made (a predict on no
+    rows would raise), the medians are NaN and rank 1 is not taken; bt.fit then keeps no
+    rank_check (a NaN one could not be saved and loaded)."""
+    df = _rows().assign(g=[f"l{i}" for i in range(60)])
+    refits = []
+    taken, median = check.rank_one_by_refits(
+        df, "v", (2,), lambda rows, rank: refits.append(rank), categorical=("g",)
+    )
+    assert not taken and refits == [] and all(np.isnan(m) for m in median.values())
+    monkeypatch.setattr(check, "rank_one_by_refits", lambda *a, **k: (taken, median))
+    res = bt.fit(_surface(), coords=["x", "y"], value="v", progress=False)
+    assert max(res.ranks) > 1 and res.rank_check is None
+
+
 def _surface(seed=3, n_side=16):
     rng = np.random.default_rng(seed)
     g = np.linspace(0.0, 1.0, n_side)

@@ -66,7 +66,8 @@ def rank_one_by_refits(
     "rank 1": …}``). ``refit(rows, rank)`` fits ``rows`` at ``rank`` (a result with
     ``predict``); the folds are drawn from ``seed``; ``progress``: a bar over the refits. A
     fold's rows at a level of a ``categorical`` column that the other folds lack are not
-    scored (no refit can predict them).
+    scored (no refit can predict them); a fold with none left is not refitted, and where no
+    row is left at all the medians are NaN and rank 1 is not taken.
 
     Raises
     ------
@@ -75,12 +76,18 @@ def rank_one_by_refits(
     """
     y = df[value].to_numpy(np.float64)
     fold = np.random.default_rng(seed).permutation(len(df)) % FOLDS
+    folds = []
+    for k in range(FOLDS):
+        train, scored = df[fold != k], fold == k
+        for column in categorical:
+            scored &= df[column].isin(set(train[column])).to_numpy()
+        if scored.any():
+            folds.append((k, train, scored))
+    if not folds:  # no row can be scored: nothing to compare, rank 1 is not taken
+        return False, {"learned": np.nan, "rank 1": np.nan}
     errors: dict[str, list[np.ndarray]] = {"learned": [], "rank 1": []}
-    with progress_bar(2 * FOLDS, "rank 1 checked by refits", progress) as bar:
-        for k in range(FOLDS):
-            train, scored = df[fold != k], fold == k
-            for column in categorical:
-                scored &= df[column].isin(set(train[column])).to_numpy()
+    with progress_bar(2 * len(folds), "rank 1 checked by refits", progress) as bar:
+        for k, train, scored in folds:
             for name, rank in (("learned", tuple(ranks)), ("rank 1", 1)):
                 mean = np.asarray(refit(train, rank).predict(df[scored])["mean"], np.float64)
                 if not np.all(np.isfinite(mean)):
