@@ -114,9 +114,13 @@ class CachedJit:
         A pure function; its parameters are positional-or-keyword (no ``*args``).
     static_argnames : tuple of str
         Parameters that are static (hashable, with a ``repr`` that names their value).
+    per_fit : int or "mode"
+        The layouts one fit compiles: a number, or ``"mode"`` for one per mode of the fit (for
+        :func:`bayestensor.driver.bound_compiled`).
     """
 
-    def __init__(self, fun, static_argnames: tuple[str, ...] = ()):
+    def __init__(self, fun, static_argnames: tuple[str, ...] = (), per_fit: int | str = 1):
+        self.per_fit = per_fit
         self._fun = fun
         self._static = tuple(static_argnames)
         self._jit = jax.jit(fun, static_argnames=self._static)

@@ -101,16 +101,25 @@ def iterate(
     return carry, n_calls, False
 
 
-def bound_compiled(*fns: Any, keep: int = MAX_COMPILED) -> None:
-    """Release compiled code once one of ``fns`` (``jax.jit`` functions) holds more than ``keep``
-    variants: memory stays flat over many fits of different sizes, while repeated fits of one
-    size keep reusing their compiled functions.
+def bound_compiled(*fns: Any, keep: int = MAX_COMPILED, modes: int = 1) -> None:
+    """Release compiled code once one of ``fns`` (``jax.jit`` functions) holds the variants of
+    more than ``keep`` fits: memory stays flat over many fits of different sizes, while
+    repeated fits of one size keep reusing their compiled functions. A function that one fit
+    compiles several times (``per_fit``, as :class:`~bayestensor._export.CachedJit` sets it: a
+    number, or ``"mode"``: once per mode of a fit of ``modes`` modes) may hold that many times
+    ``keep`` variants. (Bounded at ``keep`` variants, two 3-mode fits of different sizes
+    released everything, so going back to the first recompiled all of it.)
 
     Besides the executables of ``fns``, JAX keeps traced and lowered forms of every shape it has
     seen in its own caches; they are cleared too (``jax.clear_caches``), so other jitted
     functions of the session recompile on their next call — once every ``keep`` new sizes.
     """
-    if any(f._cache_size() > keep for f in fns):
+
+    def bound(f) -> int:
+        per_fit = getattr(f, "per_fit", 1)
+        return keep * (modes if per_fit == "mode" else per_fit)
+
+    if any(f._cache_size() > bound(f) for f in fns):
         for f in fns:
             f.clear_cache()
         release_compiled()

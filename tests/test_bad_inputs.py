@@ -187,6 +187,51 @@ def test_compiled_variants_stay_bounded_over_differently_sized_fits():
             assert f._cache_size() <= 2
 
 
+class _Compiled:
+    """A stand-in jitted function holding ``n`` compiled variants."""
+
+    def __init__(self, n, per_fit=1):
+        self.n, self.per_fit = n, per_fit
+
+    def _cache_size(self):
+        return self.n
+
+    def clear_cache(self):
+        self.n = 0
+
+
+@pytest.mark.parametrize(
+    ("per_fit", "held", "released"),
+    [(1, 4, False), (1, 5, True), (2, 8, False), (2, 9, True), ("mode", 12, False)]
+    + [("mode", 13, True)],
+)
+def test_compiled_variants_are_bounded_per_fit(monkeypatch, per_fit, held, released):
+    """A function one fit compiles several times (per mode: 3 here) holds that many times
+    MAX_COMPILED variants; past it, every function of the call is released."""
+    from bayestensor import driver
+
+    calls = []
+    monkeypatch.setattr(driver, "release_compiled", lambda: calls.append(1))
+    f, other = _Compiled(held, per_fit), _Compiled(1)
+    driver.bound_compiled(f, other, keep=4, modes=3)
+    assert (f.n, other.n, len(calls)) == ((0, 0, 1) if released else (held, 1, 0))
+
+
+def test_going_back_to_an_earlier_size_reuses_its_compiled_sweep():
+    """Three 2-mode fits of different sizes, then the first size again: its sweep is still
+    compiled (the mode marginals, compiled per mode, held 6 variants after the third fit,
+    past the bound of 4, so the fourth released every program and recompiled them)."""
+    from bayestensor.models.funbat import estimator
+
+    programs = (estimator._sweep_jit, estimator._initial_state_jit, estimator._marginals_jit)
+    for f in programs:
+        f.clear_cache()
+    for m in (10, 11, 12, 10):  # each fit and its predictions (where the marginals compile)
+        df = _frame(m=m)
+        _fit(df, max_sweeps=1, learn_hyper=False, local=None).predict(df)
+    assert estimator._sweep_jit._cache_size() == 3
+
+
 # --------------------------------------------------------------------------- bounded fuzz
 
 

@@ -376,7 +376,7 @@ class FunBaT:
         init_means = None
         if self.init == "spectral":
             init_means = spectral_init(index_all, y_all, enc.shape, ranks, self.seed)
-        bound_compiled(_initial_state_jit, _sweep_jit, _marginals_jit, _rows_jit)
+        bound_compiled(_initial_state_jit, _sweep_jit, _marginals_jit, _rows_jit, modes=K)
         state = _initial_state_jit(
             cfg,
             dts,
@@ -566,8 +566,8 @@ class FunBaT:
 # whose traced program is kept on disk beside the compiled one (bayestensor/_export.py)
 _initial_state_jit = CachedJit(initial_state, static_argnames=("cfg",))
 _sweep_jit = CachedJit(sweep, static_argnames=("cfg",))
-_marginals_jit = CachedJit(mode_marginals, static_argnames=("cfg", "k"))
-_rows_jit = CachedJit(row_moments, static_argnames=("cfg",))
+_marginals_jit = CachedJit(mode_marginals, static_argnames=("cfg", "k"), per_fit="mode")
+_rows_jit = CachedJit(row_moments, static_argnames=("cfg",), per_fit=2)  # rows and new rows
 #: Smallest padded size of a prediction block and of a mode's table (see
 #: :meth:`FunBaT.predict`).
 _MIN_PREDICT_BUCKET = 64

@@ -102,11 +102,11 @@ __all__ = [
 ]
 
 
-def _bound_local_programs() -> None:
+def _bound_local_programs(modes: int) -> None:
     """Release the local stage's compiled programs once one holds too many shape variants
-    (:func:`bayestensor.driver.bound_compiled`, as the sweep's): memory stays flat over many
-    fits and predictions of different sizes."""
-    bound_compiled(_fibre_vg, _fibre_post_jit, *PROGRAMS, *CAVITY_PROGRAMS)
+    (:func:`bayestensor.driver.bound_compiled`, as the sweep's; the per-mode ones for fits of
+    ``modes`` modes): memory stays flat over many fits and predictions of different sizes."""
+    bound_compiled(_fibre_vg, _fibre_post_jit, *PROGRAMS, *CAVITY_PROGRAMS, modes=modes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -248,7 +248,7 @@ class LocalFit:
     def combine(self, df: pd.DataFrame, pred: pd.DataFrame, level: float) -> pd.DataFrame:
         """The base prediction ``pred`` at the rows of ``df`` plus the local process (or the
         blend: the weighted means, and the weighted sds, as for errors fully correlated)."""
-        _bound_local_programs()
+        _bound_local_programs(len(self.base.coords))
         if not self.kept_any:
             return pred
         X, s = encoded(self.base, df), self.scale
@@ -371,7 +371,7 @@ def fit_local(
         instead of fitting it again.
     """
     t = time.perf_counter()
-    _bound_local_programs()
+    _bound_local_programs(len(result.coords))
     coords = list(result.coords)
     r, sd_f = _residuals(result, df, sd_f=True)
     scale = rms(r)

@@ -159,7 +159,7 @@ def _row_moments(means, seconds, core, cfg):
 
 # one program per mode, run one after the other: the modes' smoothers side by side in one
 # program could fill XLA's CPU thread pool with batched LAPACK calls (bayestensor._xla)
-_mode_jit = CachedJit(_mode_moments, static_argnames=("cfg", "k"))
+_mode_jit = CachedJit(_mode_moments, static_argnames=("cfg", "k"), per_fit="mode")
 _rows_jit = CachedJit(_row_moments, static_argnames=("cfg",))
 #: the compiled programs of this module (bounded with the local processes' by ``local``)
 PROGRAMS = (_mode_jit, _rows_jit)

@@ -117,8 +117,8 @@ def _fibre_value_grad(theta, kernel, dt, cnt, tot, ss, n):
 
 # traced programs kept on disk with the compiled ones (bayestensor._export): a fresh process
 # neither retraces nor recompiles them
-_fibre_vg = CachedJit(_fibre_value_grad, static_argnames=("kernel",))
-_fibre_post_jit = CachedJit(_fibre_post, static_argnames=("kernel",))
+_fibre_vg = CachedJit(_fibre_value_grad, static_argnames=("kernel",), per_fit="mode")
+_fibre_post_jit = CachedJit(_fibre_post, static_argnames=("kernel",), per_fit="mode")
 
 
 def _fibre_arrays(lay: dict) -> tuple:

@@ -131,7 +131,7 @@ def _krige_rows(theta, Xq, gq, X, g, r, nb):
 # traced programs kept on disk with the compiled ones (bayestensor._export)
 _vecchia_nll = CachedJit(_nll)
 _vecchia_vg = CachedJit(_nll_value_grad)
-_krige = CachedJit(_krige_rows)
+_krige = CachedJit(_krige_rows, per_fit=2)  # at the training rows and at new rows
 #: the neighbour GP's compiled programs (bounded with the fibre GP's by ``local``)
 PROGRAMS = (_vecchia_nll, _vecchia_vg, _krige)
 
