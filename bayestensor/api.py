@@ -322,8 +322,11 @@ def _rank_one_check(res, df, ranks, given, options, progress):
         return fit(rows, rank=rank, progress=False, **given, **options)
 
     categorical = tuple(m.name for m in res.modes if m.kind == "categorical")
+    coords = tuple(m.name for m in res.modes)
     check = refit_check.rank_one_by_refits
-    better, median = check(df, res.value, res.ranks, refit, given["seed"], progress, categorical)
+    better, median = check(
+        df, res.value, res.ranks, refit, given["seed"], progress, categorical, coords
+    )
     out = refit(df, 1) if better else res
     if math.isfinite(median["learned"]):  # (NaN: no row could be scored, nothing was compared)
         out.rank_check = refit_check.RankCheck(

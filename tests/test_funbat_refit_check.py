@@ -86,6 +86,41 @@ def test_rows_at_a_level_the_other_folds_lack_are_not_scored():
     assert sum(scored) == 2 * (len(df) - 1)
 
 
+@pytest.mark.parametrize("levels", [7, 150])
+def test_the_refits_of_one_rank_have_the_same_rows_count_and_coordinates(levels):
+    """Both refits of a rank get as many rows and (where one row per value is at most
+    COVER_SHARE of them) every value of every coordinate, so they share compiled programs;
+    the rows set apart for that are scored by neither, every other row once. With a value
+    per row or two (150 levels over 203 rows) the folds are drawn without that, one size."""
+    rng = np.random.default_rng(5)
+    n = 203  # odd: the row left over is in both refits
+    df = pd.DataFrame({"x": rng.integers(0, 12, n) / 12.0, "g": rng.integers(0, levels, n)})
+    df = df.assign(g=lambda d: "l" + d["g"].astype(str), v=rng.normal(size=n))
+    seen, scored = {}, []
+
+    class _Refit:
+        def __init__(self, rows, rank):
+            seen.setdefault(rank, []).append(rows)
+
+        def predict(self, rows):
+            scored.append(rows.index.to_numpy())
+            return {"mean": rows["v"].to_numpy()}
+
+    check.rank_one_by_refits(df, "v", (2, 2), _Refit, categorical=("g",), coords=("x", "g"))
+    covered = levels == 7
+    for refits in seen.values():
+        assert len(refits) == check.FOLDS and len({len(r) for r in refits}) == 1
+        every = [set(r[c]) == set(df[c]) for r in refits for c in ("x", "g")]
+        assert all(every) is covered  # (uncovered: some level seen once is missing)
+    held = np.concatenate(scored[::2])  # one candidate's scored rows, fold by fold
+    assert len(held) == len(np.unique(held)) and len(held) % check.FOLDS == 0
+    kept = n - len(held)
+    if covered:
+        assert 0 < kept <= check.COVER_SHARE * n and kept >= 12 + 7 - 2  # a row per value
+    else:  # (unscorable rows aside) only the row left over by the division is kept
+        assert (check.fold_of_rows(df, ("x", "g"), 0) < 0).sum() == n % check.FOLDS
+
+
 def test_where_no_row_can_be_scored_nothing_is_refitted_and_rank_one_not_taken(monkeypatch):
     """Every level seen once: no refit could predict any row, so none is made (a predict on no
     rows would raise), the medians are NaN and rank 1 is not taken; bt.fit then keeps no
@@ -119,8 +154,9 @@ def test_fit_takes_the_rank_one_refit_only_where_the_check_says_so(monkeypatch):
     asked = []
 
     def says(answer):
-        def fake(rows, value, ranks, refit, seed=0, progress=False, categorical=()):
+        def fake(rows, value, ranks, refit, seed=0, progress=False, categorical=(), coords=()):
             asked.append(tuple(ranks))
+            assert coords == ("x", "y")  # the folds keep every coordinate in each refit
             return answer, {"learned": 1.0, "rank 1": 0.1 if answer else 1.0}
 
         return fake
