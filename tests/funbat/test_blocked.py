@@ -118,3 +118,18 @@ def test_bad_parts_are_refused(tmp_path):
         bt.fit([df, 3], **opts)
     with pytest.raises(ValueError, match="block_rows"):
         bt.fit([df], block_rows=0, **opts)
+
+
+def test_going_back_to_an_earlier_size_reuses_the_blocked_programs():
+    """Two 3-mode parts fits of different sizes, then the first again: its per-mode programs
+    are still compiled (bounded at 4 variants, the 6 of two fits released everything, so the
+    third fit recompiled them)."""
+    from bayestensor.models.funbat import blocked
+
+    for f in (blocked._messages_jit, blocked._mode_jit):
+        f.clear_cache()
+    for n in (300, 400, 300):
+        df, _ = _frame(n)
+        parts = [df.iloc[: n // 2], df.iloc[n // 2 :]]
+        fit_parts(parts, COORDS, "y", FunBaT(rank=2, max_sweeps=1), block_rows=128)
+    assert blocked._messages_jit._cache_size() == blocked._mode_jit._cache_size() == 6

@@ -249,6 +249,7 @@ _messages_jit = jax.jit(_block_messages, static_argnames=("cfg", "k"))
 _core_jit = jax.jit(_block_core, static_argnames=("cfg",))
 _fit_jit = jax.jit(_block_fit, static_argnames=("cfg",))
 _mode_jit = jax.jit(update_mode, static_argnames=("cfg", "k"))
+_messages_jit.per_fit = _mode_jit.per_fit = "mode"  # one program per mode (bound_compiled)
 
 
 def _add(a, b):
@@ -346,7 +347,7 @@ def _sweeps(est, rows: _Rows, block_rows: int, progress: bool) -> None:
     dts = tuple(
         jnp.asarray(gaps(m.values)) if cfg.continuous[k] else None for k, m in enumerate(est.modes_)
     )
-    bound_compiled(_messages_jit, _core_jit, _fit_jit, _mode_jit)
+    bound_compiled(_messages_jit, _core_jit, _fit_jit, _mode_jit, modes=len(cfg.ranks))
     history = list(est.history_)
 
     def _step(i, carry):
