@@ -202,8 +202,14 @@ class _Compiled:
 
 @pytest.mark.parametrize(
     ("per_fit", "held", "released"),
-    [(1, 4, False), (1, 5, True), (2, 8, False), (2, 9, True), ("mode", 12, False)]
-    + [("mode", 13, True)],
+    [
+        (1, 4, False),
+        (1, 5, True),
+        (2, 8, False),
+        (2, 9, True),
+        ("mode", 12, False),
+        ("mode", 13, True),
+    ],
 )
 def test_compiled_variants_are_bounded_per_fit(monkeypatch, per_fit, held, released):
     """A function one fit compiles several times (per mode: 3 here) holds that many times

@@ -126,10 +126,13 @@ def test_going_back_to_an_earlier_size_reuses_the_blocked_programs():
     third fit recompiled them)."""
     from bayestensor.models.funbat import blocked
 
-    # the warm starts' in-memory fits bound their own programs: start them empty, so that
-    # what earlier tests compiled cannot release everything halfway
-    in_memory = (est_module._initial_state_jit, est_module._sweep_jit, est_module._marginals_jit)
-    for f in (blocked._messages_jit, blocked._mode_jit, *in_memory, est_module._rows_jit):
+    # every program bounded on the way (the blocked sweep's four, the warm starts' in-memory
+    # fit's four) starts empty, so that what earlier tests compiled cannot release everything
+    # halfway
+    parts_programs = (blocked._messages_jit, blocked._core_jit, blocked._fit_jit, blocked._mode_jit)
+    in_memory = (est_module._initial_state_jit, est_module._sweep_jit)
+    in_memory += (est_module._marginals_jit, est_module._rows_jit)
+    for f in (*parts_programs, *in_memory):
         f.clear_cache()
     for n in (300, 400, 300):
         df, _ = _frame(n)

@@ -68,7 +68,7 @@ def fold_of_rows(df: pd.DataFrame, coords: tuple[str, ...], seed: int) -> np.nda
     The folds have one size, and one row of each value of every ``coords`` column, drawn at
     random, is in none of them, so every refit has as many rows and the same coordinates as
     the others: the same array shapes, so the refits at one rank share their compiled programs
-    (each new shape costs a compile: 27–34 s more on a first fit of small data otherwise,
+    (each new shape costs a compile: 27–35 s more on a first fit of small data otherwise,
     ``docs/benchmarks.md``). Where those rows would be more than :data:`COVER_SHARE` of all
     (coordinates mostly seen once), they are not set apart: the folds still have one size."""
     n = len(df)
