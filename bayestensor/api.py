@@ -309,6 +309,7 @@ def _rank_one_check(res, df, ranks, given, options, progress):
     what the check found as ``rank_check`` (a :class:`~.refit_check.RankCheck`) where it ran;
     ``given`` and ``options``: :func:`fit`'s arguments, for the refits."""
     from bayestensor.models.funbat import refit_check
+    from bayestensor.sharding import padded_rows
 
     loc = res.local
     residual = loc is not None and loc.residual is not None and not loc.values_kept
@@ -319,7 +320,10 @@ def _rank_one_check(res, df, ranks, given, options, progress):
     given = {**given, "kernel": res.kernels or None, "local": loc.residual_label}
 
     def refit(rows, rank):
-        return fit(rows, rank=rank, progress=False, **given, **options)
+        # every refit padded to the data's row count: the halves at one rank and the fit of
+        # all rows at rank 1 share one compiled sweep (bayestensor.sharding.padded_rows)
+        with padded_rows(len(df)):
+            return fit(rows, rank=rank, progress=False, **given, **options)
 
     categorical = tuple(m.name for m in res.modes if m.kind == "categorical")
     coords = tuple(m.name for m in res.modes)

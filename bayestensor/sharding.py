@@ -10,15 +10,20 @@ multiple of the device count with rows that contribute nothing (zero mask, zero 
 sharded fit computes the same sums as a single-device fit, in a different order (equal up to
 rounding).
 
-With one device nothing is placed and the estimators run their single-device code unchanged.
-Several hosts (``jax.distributed``, FunBaT only): :mod:`bayestensor.distributed`.
+With one device nothing is placed and the estimators run their single-device code unchanged,
+except inside :func:`padded_rows`: there a FunBaT fit pads its rows to a given count with the
+same zero-mask rows, so that fits of different row counts (the rank-1 check's refits of halves
+of the data and its fit of all of it) run one compiled sweep. Several hosts
+(``jax.distributed``, FunBaT only): :mod:`bayestensor.distributed`.
 """
 
 from __future__ import annotations
 
+import contextvars
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import jax
 import numpy as np
@@ -28,6 +33,9 @@ from bayestensor.checks import is_int
 
 #: Name of the mesh axis over the observation rows.
 ROW_AXIS = "obs"
+
+#: The row count that single-device FunBaT fits pad to (:func:`padded_rows`); None: no padding.
+_PAD_ROWS: contextvars.ContextVar[int | None] = contextvars.ContextVar("pad_rows", default=None)
 
 _DEVICES_EXPECTED = (
     "None or 'auto' (all visible devices), a positive int n (the first n visible devices) or a "
@@ -181,3 +189,35 @@ def shard_rows(arrays: Sequence, devices: Sequence) -> tuple[list, jax.Array]:
     ]
     mask = np.concatenate([np.ones(n), np.zeros(pad)]).astype(jax.numpy.result_type(float))
     return out, jax.device_put(mask, sharding)
+
+
+@contextmanager
+def padded_rows(n: int) -> Iterator[None]:
+    """Within this block, FunBaT fits on one device pad their observation rows to ``n`` with
+    rows that contribute nothing (mask 0, as :func:`shard_rows` pads), and run the masked sweep
+    even with no row to add: fits of up to ``n`` rows then share one compiled sweep and initial
+    state per model layout. A fit of more rows than ``n`` is not padded (its own shapes)."""
+    if not is_int(n) or n < 1:
+        raise ValueError(f"n must be a positive int (the padded row count), got {n!r}")
+    token = _PAD_ROWS.set(int(n))
+    try:
+        yield
+    finally:
+        _PAD_ROWS.reset(token)
+
+
+def placed_rows(index, y, devices: Sequence) -> tuple[list, jax.Array | None]:
+    """A fit's ``[index, y]`` placed for its sweep and their 0/1 row mask: split over
+    ``devices`` when there are several (:func:`shard_rows`); on one device as they are, with
+    no mask, or inside :func:`padded_rows` padded to its row count, with a mask."""
+    if len(devices) > 1:
+        return shard_rows([index, y], devices)
+    target = _PAD_ROWS.get()
+    n = np.shape(index)[0]
+    if target is None or n > target:
+        return [jax.device_put(index), y], None
+    pad = target - n
+    index = np.pad(np.asarray(index), [(0, pad), (0, 0)])
+    y = np.pad(np.asarray(y), (0, pad))
+    mask = np.concatenate([np.ones(n), np.zeros(pad)]).astype(jax.numpy.result_type(float))
+    return [jax.device_put(a) for a in (index, y)], jax.device_put(mask)

@@ -66,6 +66,9 @@ TOL = {
     # a fit on 2 or 4 host devices (rows sharded) vs the one-device fit: the same sums in another
     # order, relative to the largest entry (predictions, factor means, noise, CAVI parameters)
     "sharded_vs_single": 1e-8,
+    # a fit padded with zero-mask rows (sharding.padded_rows) vs the plain fit: the same sums
+    # with zeros added, relative to the largest entry (predictions)
+    "padded_vs_plain": 1e-8,
     # a FunBaT sweep with its Tucker sums through the grid of unique coordinates vs row by row:
     # the same sums in another order, relative to the largest entry
     "grid_vs_rows": 1e-8,

@@ -279,3 +279,49 @@ def test_devices_option_validated():
             method="vi",
             devices=[],
         )
+
+
+def _grid_frame(n: int, seed: int = 1) -> pd.DataFrame:
+    """Noisy values on a few repeated coordinates (10 times, 5 places, 3 groups), so that
+    random halves of the rows hold every coordinate value."""
+    rng = np.random.default_rng(seed)
+    t, s, g = rng.integers(0, 10, n) / 2.0, rng.integers(0, 5, n) * 1.0, rng.integers(0, 3, n)
+    y = np.sin(t) * (1.0 + 0.3 * g) + 0.5 * np.cos(s) + 0.05 * rng.normal(size=n)
+    return pd.DataFrame({"t": t, "s": s, "g": [f"g{v}" for v in g], "y": y})
+
+
+def test_padded_rows_fit_equals_the_plain_fit_and_shares_its_compiled_sweep():
+    """Inside ``padded_rows(n)`` a FunBaT fit pads its rows to ``n`` with zero-mask rows: the
+    same fit as without (the same sums with zeros added), and fits of different row counts
+    with the same modes run one compiled sweep and initial state (the rank-1 check's refits of
+    halves of the data and its fit of all rows)."""
+    import bayestensor as bt
+    from bayestensor.models.funbat import estimator
+    from bayestensor.sharding import padded_rows
+
+    df = _grid_frame(240)
+    half = df.sample(130, random_state=0)
+    assert all(half[c].nunique() == df[c].nunique() for c in ("t", "s", "g"))
+    opts = {"coords": ["t", "s", "g"], "value": "y", "rank": 2, "max_sweeps": 4}
+    opts |= {"local": None, "progress": False}
+    plain = bt.fit(half, **opts)
+    programs = (estimator._sweep_jit, estimator._initial_state_jit)
+    for f in (*programs, estimator._marginals_jit, estimator._rows_jit):
+        f.clear_cache()  # (what earlier tests compiled could release them halfway)
+    with padded_rows(len(df)):
+        padded = bt.fit(half, **opts)
+        whole = bt.fit(df, **opts)
+    assert [f._cache_size() for f in programs] == [1, 1]
+    a, b = plain.predict(df)["mean"].to_numpy(), padded.predict(df)["mean"].to_numpy()
+    assert np.max(np.abs(a - b)) <= TOL["padded_vs_plain"] * np.max(np.abs(a))
+    assert padded.noise_sd == pytest.approx(plain.noise_sd, rel=TOL["padded_vs_plain"])
+    c = bt.fit(df, **opts).predict(df)["mean"].to_numpy()
+    d = whole.predict(df)["mean"].to_numpy()
+    assert np.max(np.abs(c - d)) <= TOL["padded_vs_plain"] * np.max(np.abs(c))
+    with padded_rows(100):  # more rows than n: not padded, the plain fit's own sweep
+        bt.fit(df, **opts)
+    assert estimator._sweep_jit._cache_size() == 2
+    for bad in (0, -3, 2.5, "all", True):
+        with pytest.raises(ValueError, match="n must be a positive int"):
+            with padded_rows(bad):
+                pass

@@ -100,3 +100,25 @@ def test_blocked_predict_with_many_unique_coordinates(monkeypatch):
     monkeypatch.setattr(est_module, "_PREDICT_CHUNK", 64)
     for a, b in zip(fit.predict(new), ref, strict=True):
         np.testing.assert_allclose(a, b, rtol=BLOCKED, atol=BLOCKED)
+
+
+def test_a_refit_at_the_pruned_ranks_shares_the_compiled_marginals():
+    """The marginals are compiled from a mode's posterior and the settings that read it alone
+    (``FunBaTConfig.reading``): the ARD's pruned fit and a fixed-rank fit at its ranks (the
+    rank-1 check's refits) share them, though their states and fitting settings differ."""
+    import bayestensor as bt
+
+    df = _data(np.random.default_rng(3), n=500)[0]
+    programs = (est_module._sweep_jit, est_module._initial_state_jit)
+    programs += (est_module._marginals_jit, est_module._rows_jit)
+    for f in programs:
+        f.clear_cache()
+    opts = {"coords": ["t", "s", "g"], "value": "y", "local": None, "progress": False}
+    auto = bt.fit(df, rank="auto", **opts)
+    auto.predict(df)
+    compiled = est_module._marginals_jit._cache_size()
+    fixed = bt.fit(df, rank=auto.ranks, **opts)
+    fixed.predict(df)
+    assert auto.estimator.cfg_.ard and not fixed.estimator.cfg_.ard
+    assert max(auto.max_ranks) > min(auto.ranks)  # (the ARD pruned: another state)
+    assert est_module._marginals_jit._cache_size() == compiled == 3

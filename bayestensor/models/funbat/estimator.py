@@ -24,8 +24,8 @@ from bayestensor.data import Encoded, NewEncoded
 from bayestensor.driver import DTYPES, Step, bound_compiled, iterate, precision
 from bayestensor.models.funbat.ard import auto_ranks, check_rank_option, prune_fit
 from bayestensor.models.funbat.inference import (
+    factor_marginals,
     initial_state,
-    mode_marginals,
     row_moments,
     spectral_init,
     sweep,
@@ -41,7 +41,7 @@ from bayestensor.models.funbat.options import (
 from bayestensor.models.funbat.select import SELECT_SWEEPS, choose_kernels
 from bayestensor.models.funbat.select import START as SELECT_START
 from bayestensor.models.funbat.state import MODELS, FunBaTConfig, auto_chunk
-from bayestensor.sharding import resolve_devices, shard_rows
+from bayestensor.sharding import placed_rows, resolve_devices
 from bayestensor.ssm import (
     Location,
     gaps,
@@ -326,11 +326,8 @@ class FunBaT:
         y = jax.device_put((enc.y - self.y_mean_) / self.y_scale_)
         y_np = np.asarray(y)
         index_all, y_all = distributed.all_rows(enc.index, y_np)  # every process's rows
-        index = jax.device_put(enc.index)
-        mask = None
-        devices = resolve_devices(self.devices)
-        if len(devices) > 1:  # observation rows split over the devices, padded (mask 0)
-            (index, y), mask = shard_rows([enc.index, y], devices)
+        # split over the devices, or padded to a common size (sharding.padded_rows), mask 0
+        (index, y), mask = placed_rows(enc.index, y, resolve_devices(self.devices))
         ell_given = self._per_mode(self.lengthscale, K, "lengthscale")
         var_given = self._per_mode(self.variance, K, "variance")
         kernels = self._mode_kernels(enc.modes)
@@ -528,8 +525,9 @@ class FunBaT:
                 loc = locate(mode.values, np.concatenate([uniq, pad]))
                 parts = [
                     _marginals_jit(
-                        self.state_,
-                        self.cfg_,
+                        self.state_.factors[k],
+                        self.state_.log_hyper[k],
+                        self.cfg_.reading(),
                         k,
                         Location(*(jax.device_put(a[b : b + size]) for a in loc)),
                     )
@@ -539,7 +537,8 @@ class FunBaT:
                 S = jnp.concatenate([p[1] for p in parts])
             else:
                 index[:, k] = new.index[:, k]
-                m, S = _marginals_jit(self.state_, self.cfg_, k, jnp.arange(len(mode.values)))
+                f, theta = self.state_.factors[k], self.state_.log_hyper[k]
+                m, S = _marginals_jit(f, theta, self.cfg_.reading(), k, jnp.arange(mode.size))
             means.append(m)
             seconds.append(S)
         rows = min(_PREDICT_CHUNK, _bucket(M))
@@ -548,7 +547,7 @@ class FunBaT:
         index = np.concatenate([index, np.zeros((blocks * rows - M, index.shape[1]), np.int32)])
         core = self.state_.core
         out = [
-            _rows_jit(core, self.cfg_, means, seconds, index[b * rows : (b + 1) * rows])
+            _rows_jit(core, self.cfg_.reading(), means, seconds, index[b * rows : (b + 1) * rows])
             for b in range(blocks)
         ]
         # back to the data's units in float64 on the host (in float32, y_mean + Ef · y_scale
@@ -566,7 +565,7 @@ class FunBaT:
 # whose traced program is kept on disk beside the compiled one (bayestensor/_export.py)
 _initial_state_jit = CachedJit(initial_state, static_argnames=("cfg",))
 _sweep_jit = CachedJit(sweep, static_argnames=("cfg",))
-_marginals_jit = CachedJit(mode_marginals, static_argnames=("cfg", "k"), per_fit="mode")
+_marginals_jit = CachedJit(factor_marginals, static_argnames=("cfg", "k"), per_fit="mode")
 _rows_jit = CachedJit(row_moments, static_argnames=("cfg",), per_fit=2)  # rows and new rows
 #: Smallest padded size of a prediction block and of a mode's table (see
 #: :meth:`FunBaT.predict`).

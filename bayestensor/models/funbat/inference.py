@@ -516,9 +516,17 @@ def mode_marginals(
     Continuous: the SDE bridge (:func:`bayestensor.ssm.interpolate`) at a
     :class:`~bayestensor.ssm.Location`; categorical: the rows at an integer index array.
     """
-    f = state.factors[k]
+    return factor_marginals(state.factors[k], state.log_hyper[k], cfg, k, loc)
+
+
+def factor_marginals(
+    f, theta, cfg: FunBaTConfig, k: int, loc
+) -> tuple[Float[Array, "M R"], Float[Array, "M R R"]]:
+    """:func:`mode_marginals` from mode ``k``'s posterior ``f`` and log hyperparameters
+    ``theta`` alone (what the estimator compiles: fits whose other parts differ, such as the
+    ARD's pruned fit and a refit at its ranks, share the program)."""
     if cfg.continuous[k]:
-        m, P = interpolate(mode_sde(cfg, k, state.log_hyper[k]), f, loc)
+        m, P = interpolate(mode_sde(cfg, k, theta), f, loc)
     else:
         m, P = f.mean[loc], f.cov[loc]
     return m, second_moment(m, P)

@@ -197,6 +197,23 @@ class FunBaTConfig(NamedTuple):
             return None
         return self.kernel if isinstance(self.kernel, str) else self.kernel[k]
 
+    def reading(self) -> FunBaTConfig:
+        """This config with only what reading the posterior needs (the model, each mode's rank,
+        size, kind and kernel, the harmonics and the contraction blocks) and every setting of
+        how it was fitted (``ard``, damping, the search, the noise prior) at its default: the
+        static argument of the marginals and row moments, so that fits that differ only in
+        how they were fitted (the ARD's pruned fit and a refit at its ranks) share them."""
+        kernels = tuple(self.mode_kernel(k) for k in range(len(self.ranks)))
+        return FunBaTConfig(
+            self.model,
+            self.ranks,
+            self.sizes,
+            self.continuous,
+            kernels,
+            chunk=self.chunk,
+            harmonics=self.harmonics,
+        )
+
     def hyper_names(self, k: int) -> tuple[str, ...]:
         """Names of mode ``k``'s hyperparameters, in the order of ``log_hyper[k]``."""
         kernel = self.mode_kernel(k)
