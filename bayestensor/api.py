@@ -320,19 +320,18 @@ def _rank_one_check(res, df, ranks, given, options, progress):
     given = {**given, "kernel": res.kernels or None, "local": loc.residual_label}
 
     def refit(rows, rank):
-        return fit(rows, rank=rank, progress=False, **given, **options)
+        # every refit padded to the data's row count: the halves at one rank and the fit of
+        # all rows at rank 1 share one compiled sweep (bayestensor.sharding.padded_rows)
+        with padded_rows(len(df)):
+            return fit(rows, rank=rank, progress=False, **given, **options)
 
     categorical = tuple(m.name for m in res.modes if m.kind == "categorical")
     coords = tuple(m.name for m in res.modes)
     check = refit_check.rank_one_by_refits
-    # the refits and their predictions padded to the data's row count: the halves at one rank
-    # and the fit of all rows at rank 1 share one compiled sweep, and the neighbour GP's
-    # programs are the main fit's (bayestensor.sharding.padded_rows)
-    with padded_rows(len(df)):
-        better, median = check(
-            df, res.value, res.ranks, refit, given["seed"], progress, categorical, coords
-        )
-        out = refit(df, 1) if better else res
+    better, median = check(
+        df, res.value, res.ranks, refit, given["seed"], progress, categorical, coords
+    )
+    out = refit(df, 1) if better else res
     if math.isfinite(median["learned"]):  # (NaN: no row could be scored, nothing was compared)
         out.rank_check = refit_check.RankCheck(
             res.ranks, res.max_ranks, median["learned"], median["rank 1"], better

@@ -13,8 +13,7 @@ rounding).
 With one device nothing is placed and the estimators run their single-device code unchanged,
 except inside :func:`padded_rows`: there a FunBaT fit pads its rows to a given count with the
 same zero-mask rows, so that fits of different row counts (the rank-1 check's refits of halves
-of the data and its fit of all of it) run one compiled sweep (and the local stage's neighbour
-GP pads to the same count: :func:`at_least_padded`). Several hosts
+of the data and its fit of all of it) run one compiled sweep. Several hosts
 (``jax.distributed``, FunBaT only): :mod:`bayestensor.distributed`.
 """
 
@@ -205,13 +204,6 @@ def padded_rows(n: int) -> Iterator[None]:
         yield
     finally:
         _PAD_ROWS.reset(token)
-
-
-def at_least_padded(n: int) -> int:
-    """``n``, or inside :func:`padded_rows` its row count where that is larger: the row count
-    that other per-row arrays (the local stage's neighbour GP) pad to there."""
-    target = _PAD_ROWS.get()
-    return n if target is None else max(n, target)
 
 
 def placed_rows(index, y, devices: Sequence) -> tuple[list, jax.Array | None]:

@@ -325,37 +325,3 @@ def test_padded_rows_fit_equals_the_plain_fit_and_shares_its_compiled_sweep():
         with pytest.raises(ValueError, match="n must be a positive int"):
             with padded_rows(bad):
                 pass
-
-
-def test_padded_rows_neighbour_gp_equals_the_plain_one_and_shares_its_programs():
-    """Inside ``padded_rows(n)`` the local stage's neighbour GP pads its rows to ``n`` too (pad
-    rows: weight 0, no neighbours): the same process as without, and the rank-1 check's refits
-    of halves of the data run the programs of a fit of all rows."""
-    import bayestensor as bt
-    from bayestensor.models.funbat import estimator, local, local_neighbours
-    from bayestensor.sharding import padded_rows
-
-    df = _grid_frame(240)
-    kinds = {"t": "continuous", "s": "continuous", "g": "categorical"}
-    r = df["y"].to_numpy() - df["y"].mean()
-    plain = local_neighbours.NeighbourGP().fit(df, list(kinds), r, 0.01, kinds)
-    with padded_rows(700):  # 512 rows -> 704 in the likelihood, 240 -> 704 in the kriging
-        padded = local_neighbours.NeighbourGP().fit(df, list(kinds), r, 0.01, kinds)
-        m, v = padded.posterior(df)
-    np.testing.assert_allclose(padded.theta, plain.theta, rtol=TOL["padded_vs_plain"])
-    m0, v0 = plain.posterior(df)
-    assert np.max(np.abs(m - m0)) <= TOL["padded_vs_plain"] * np.max(np.abs(m0))
-    assert np.max(np.abs(v - v0)) <= TOL["padded_vs_plain"] * np.max(np.abs(v0))
-
-    opts = {"coords": ["t", "s", "g"], "value": "y", "rank": 1, "max_sweeps": 4}
-    opts |= {"local": "neighbours", "progress": False}
-    fitted = (local_neighbours._vecchia_vg, local_neighbours._krige)
-    for f in (estimator._sweep_jit, estimator._initial_state_jit, estimator._marginals_jit):
-        f.clear_cache()
-    for f in (estimator._rows_jit, local._fibre_vg, local._fibre_post_jit, *local.PROGRAMS):
-        f.clear_cache()  # (what earlier tests compiled could release them halfway)
-    df = _grid_frame(1100)  # halves of 550 rows: buckets of 576, all rows 1152
-    with padded_rows(len(df)):
-        bt.fit(df.sample(550, random_state=0), **opts).predict(df.iloc[:500])
-        bt.fit(df, **opts).predict(df)
-    assert [f._cache_size() for f in fitted] == [1, 1]

@@ -22,7 +22,6 @@ from jax import lax
 from bayestensor._export import CachedJit
 from bayestensor.driver import precision
 from bayestensor.models.funbat.stream import bucket
-from bayestensor.sharding import at_least_padded
 
 #: The smallest shape bucket of the local processes' arrays (rows, fibres; a fibre's steps
 #: have their own rule, see ``local_fibre._fibre_arrays``).
@@ -142,11 +141,11 @@ def _padded(X, g, r, nb, rows=None):
     with ``rows`` (positions), the conditionals of those rows only, their neighbours read from
     every row (the pool, padded to its own bucket)."""
     if rows is None:
-        n = bucket(at_least_padded(len(r)), 512)
+        n = bucket(len(r), 512)
         w = _pad(np.ones(len(r)), n)
         return tuple(jax.device_put((_pad(X, n), _pad(g, n), _pad(r, n), _pad(nb, n, -1), w)))
     query = _padded(X[rows], g[rows], r[rows], nb[rows])
-    n = bucket(at_least_padded(len(r)), 512)
+    n = bucket(len(r), 512)
     return (*query, tuple(jax.device_put((_pad(X, n), _pad(g, n), _pad(r, n)))))
 
 
@@ -302,8 +301,7 @@ class NeighbourGP:
         Z, _ = _scaled(X, g, np.exp(self.theta[:D]), self._far)
         _, nb = self._tree.query(Z, k=min(self.m, len(self._r)))
         nb = np.asarray(nb).reshape(len(Z), -1)
-        # (inside sharding.padded_rows: both padded to its rows, as the fit of all of them)
-        q, n = (bucket(at_least_padded(len(a)), MIN_BUCKET) for a in (Z, self._r))
+        q, n = bucket(len(Z), MIN_BUCKET), bucket(len(self._r), MIN_BUCKET)
         with precision("float64"):
             mean, var = _krige(
                 jax.device_put(self.theta),
