@@ -248,6 +248,7 @@ def fit(
     check_options(model, options, [p for p in ESTIMATOR_PARAMS if p not in shared] + ["devices"])
     # this process's rows against every process's modes (bayestensor.distributed)
     enc = distributed.encode(df, coords, value, time_unit=time_unit)
+    enc, df = _canonical_order(enc, df)
     for mode in enc.modes:  # say now, not after the whole fit, what save() could not write
         try:
             mode.to_dict()
@@ -300,6 +301,25 @@ def fit(
         given |= {"max_sweeps": max_sweeps, "tol": tol, "time_unit": time_unit}
         res = _rank_one_check(res, df, ranks, given, options, progress)
     return res
+
+
+def _canonical_order(enc, df: pd.DataFrame):
+    """``enc`` and ``df`` with their rows in one order for the same rows however they came
+    (by coordinates, then value): what the fit draws by row position (the local stage's
+    neighbour order and row samples, the rank-1 check's halves) then depends on the rows
+    alone, not on how the caller's frame was sorted. ``df`` is reordered in a copy. With
+    several JAX processes each keeps its rows as given (no local stage runs there, and the
+    gathered start is the one process's fit of the rows in process order)."""
+    import dataclasses
+
+    import numpy as np
+
+    if distributed.is_multiprocess():
+        return enc, df
+    order = np.lexsort((enc.y, *enc.index.T[::-1]))  # (the first coordinate varies slowest)
+    if np.array_equal(order, np.arange(len(order))):
+        return enc, df
+    return dataclasses.replace(enc, index=enc.index[order], y=enc.y[order]), df.iloc[order]
 
 
 def _rank_one_check(res, df, ranks, given, options, progress):

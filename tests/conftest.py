@@ -69,6 +69,8 @@ TOL = {
     # a fit padded with zero-mask rows (sharding.padded_rows) vs the plain fit: the same sums
     # with zeros added, relative to the largest entry (predictions)
     "padded_vs_plain": 1e-8,
+    # bt.fit of the same rows in another order: one canonical order, the same arithmetic
+    "row_order": 1e-12,
     # a FunBaT sweep with its Tucker sums through the grid of unique coordinates vs row by row:
     # the same sums in another order, relative to the largest entry
     "grid_vs_rows": 1e-8,

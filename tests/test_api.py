@@ -66,6 +66,21 @@ def test_input_frame_is_unchanged(frame):
     assert frame.columns is cols
 
 
+def test_the_order_of_the_rows_does_not_change_the_fit(frame):
+    """``bt.fit`` puts the rows in one order (by coordinates, then value) first: what it draws
+    by row position (the neighbour GP's order and row samples, the rank-1 check's halves)
+    depends on the rows, not on how the frame was sorted. (Before, shuffling the rows of
+    seals' training split moved its held-out RMSE by up to 28 %.)"""
+    opts = {"coords": ["x", "group"], "value": "y", "rank": 2, "local": "neighbours"}
+    a = bt.fit(frame, progress=False, **opts)
+    b = bt.fit(frame.sample(frac=1.0, random_state=1), progress=False, **opts)
+    assert a.local.label == b.local.label == "neighbours"
+    new = frame.iloc[::5]
+    pa, pb = a.predict(new), b.predict(new)
+    for column in ("mean", "sd"):
+        np.testing.assert_allclose(pb[column], pa[column], rtol=TOL["row_order"])
+
+
 def test_predict_columns_and_intervals(fitted, frame):
     pred = fitted.predict(frame.iloc[::7])
     assert list(pred.index) == list(frame.index[::7])
