@@ -196,6 +196,39 @@ def test_auto_blends_in_the_values_gp_where_it_predicts_as_well(tmp_path, monkey
     assert err(up.predict(test)) < 0.6 * err(pred)  # measured 0.0335 against 0.0690
 
 
+def test_a_blend_without_a_residual_process_predicts_saves_and_updates(tmp_path, monkeypatch):
+    """Where no residual process gains enough but the GP on the values blends in, the low-rank
+    part alone is blended with it (seen on beijing_so2 fold 0 at rank 2; ``predict`` read the
+    missing residual process as the GP on the values alone and failed with AttributeError).
+    Its mean is the weighted mean of the low-rank part's and the GP's; it saves, loads and
+    updates."""
+    import bayestensor.models.funbat.local_cavity as cavity
+
+    train, test = _field(np.random.default_rng(11), 24)
+    monkeypatch.setattr(cavity, "VALUES_MIN_ROWS", 100)
+    res = bt.fit(train, coords=["x", "y"], value="v", rank=2, progress=False)
+    assert res.local.values is not None
+    bare = copy.copy(res)
+    bare.local = copy.copy(res.local)
+    bare.local.process, bare.local.kind, bare.local.mode = None, None, None
+    assert bare.local.label == f"none + {VALUES} ({res.local.weight:.2f})"
+    alone = copy.copy(res)
+    alone.local = copy.copy(res.local)
+    alone.local.process, alone.local.values, alone.local.weight = res.local.values, None, 0.0
+    alone.local.kind, alone.local.calibration = "neighbours", 1.0
+    pred = bare.predict(test)
+    w = res.local.weight
+    blended = w * alone.predict(test)["mean"] + (1 - w) * res.predict(test, local=False)["mean"]
+    np.testing.assert_allclose(pred["mean"], blended, rtol=TOL["local_dense"])
+    assert np.all(np.isfinite(pred["sd"])) and np.all(pred["sd"] > 0)
+    back = bt.load(bare.save(tmp_path / "bare.bt"))
+    assert back.local.label == bare.local.label
+    pd.testing.assert_frame_equal(back.predict(test), pred)
+    up = bare.update(test, sweeps=1)
+    assert up.local.process is None and up.local.values is not None
+    assert np.all(np.isfinite(up.predict(test)["mean"]))
+
+
 def test_student_t_fit_covers_the_scores_it_was_fitted_to():
     """Scores no Student-t fits (most near 0, a fifth of them wide, as on a noise-free field):
     the scale is raised until the 95 % interval holds 95 % of them; t-shaped scores keep their

@@ -253,7 +253,8 @@ class LocalFit:
             return pred
         X, s = encoded(self.base, df), self.scale
         parts = []  # (weight, mean, Var f, noise variance), variances in units of the scale
-        if self.residual is None:  # the GP on the values alone: no low-rank part
+        if self.values is None and self.offset is not None:  # the GP on the values alone
+            # (no low-rank part; a blend without a residual process has none either: below)
             g_mean, g_var = self.process.posterior(X)
             parts.append((1.0, self.offset + s * g_mean, g_var, _noise(self.process)))
         else:
