@@ -177,6 +177,10 @@ def fit_poisson_tucker(
     index = np.stack(
         [category_codes(df[c].to_numpy(), levels[k], c) for k, c in enumerate(coords)], 1
     )
+    # one order for the same cells however the rows came (by coordinates, then count): the
+    # sampler's draws go cell by cell, so the fit depends on the cells, not on their order
+    order = np.lexsort((y, *index.T[::-1]))
+    index, y = index[order], np.asarray(y)[order]
     spec = make_spec(
         tuple(len(lv) for lv in levels),
         ranks,
