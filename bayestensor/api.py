@@ -23,7 +23,7 @@ from bayestensor.checks import (
     check_ranks,
     check_seed,
 )
-from bayestensor.data import parse_coords
+from bayestensor.data import parse_coords, row_order
 from bayestensor.results import Result
 from bayestensor.xr import from_xarray, is_chunked, is_xarray, xarray_parts
 
@@ -316,7 +316,7 @@ def _canonical_order(enc, df: pd.DataFrame):
 
     if distributed.is_multiprocess():
         return enc, df
-    order = np.lexsort((enc.y, *enc.index.T[::-1]))  # (the first coordinate varies slowest)
+    order = row_order(enc.index, enc.y)
     if np.array_equal(order, np.arange(len(order))):
         return enc, df
     return dataclasses.replace(enc, index=enc.index[order], y=enc.y[order]), df.iloc[order]

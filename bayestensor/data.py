@@ -46,6 +46,7 @@ __all__ = [
     "encode",
     "encode_new",
     "parse_coords",
+    "row_order",
 ]
 
 
@@ -168,6 +169,13 @@ def category_codes(values: Any, levels: np.ndarray, name: str) -> np.ndarray:
             f"column {name!r} has categories not seen in training: {_format_unseen(unseen)}"
         )
     return codes.astype(np.int64)
+
+
+def row_order(index: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The permutation that puts encoded rows in one order whatever order they came in: by
+    their coordinate indices (the first mode varying slowest), then by value. The fits apply
+    it first, so that what they draw by row position depends on the rows alone."""
+    return np.lexsort((np.asarray(y), *np.asarray(index).T[::-1]))
 
 
 def _encode_categorical(series: pd.Series, name: str) -> tuple[Mode, np.ndarray]:

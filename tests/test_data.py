@@ -442,3 +442,19 @@ def test_coordinates_unknown_name(small):
     enc = encode(small, ["lat"])
     with pytest.raises(ValueError, match="no mode named 'lon'"):
         enc.coordinates("lon")
+
+
+def test_row_order_is_one_order_for_the_same_rows():
+    """``row_order`` sorts by the coordinate indices (the first mode slowest), then the value:
+    the same rows in any order come out as one sequence (ties are identical rows)."""
+    from bayestensor.data import row_order
+
+    rng = np.random.default_rng(0)
+    index = rng.integers(0, 3, size=(40, 2))
+    y = rng.integers(0, 4, size=40).astype(float)  # (repeated values: ties broken by y)
+    order = row_order(index, y)
+    rows = np.column_stack([index, y])[order]
+    assert all(tuple(a) <= tuple(b) for a, b in zip(rows[:-1], rows[1:], strict=True))
+    perm = rng.permutation(40)
+    again = np.column_stack([index[perm], y[perm]])[row_order(index[perm], y[perm])]
+    np.testing.assert_array_equal(again, rows)

@@ -25,7 +25,7 @@ from bayestensor.checks import (
     check_positive,
     check_ranks,
 )
-from bayestensor.data import category_codes, category_levels, parse_coords
+from bayestensor.data import category_codes, category_levels, parse_coords, row_order
 from bayestensor.distributed import single_process_only
 from bayestensor.driver import Step, bound_compiled, iterate
 from bayestensor.models.poisson_tucker.gibbs import (
@@ -179,7 +179,7 @@ def fit_poisson_tucker(
     )
     # one order for the same cells however the rows came (by coordinates, then count): the
     # sampler's draws go cell by cell, so the fit depends on the cells, not on their order
-    order = np.lexsort((y, *index.T[::-1]))
+    order = row_order(index, y)
     index, y = index[order], np.asarray(y)[order]
     spec = make_spec(
         tuple(len(lv) for lv in levels),
