@@ -71,6 +71,10 @@ TOL = {
     "padded_vs_plain": 1e-8,
     # bt.fit of the same rows in another order: one canonical order, the same arithmetic
     "row_order": 1e-12,
+    # the neighbour GP fitted to residuals changed by 1e-15 (relative) on gridded data: its
+    # hyperparameters (absolute, log scale) and predictions (relative to the residuals' sd);
+    # the round-off of the likelihood and kriging, amplified by nothing
+    "neighbour_perturbed": 1e-9,
     # a FunBaT sweep with its Tucker sums through the grid of unique coordinates vs row by row:
     # the same sums in another order, relative to the largest entry
     "grid_vs_rows": 1e-8,

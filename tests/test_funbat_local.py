@@ -159,6 +159,25 @@ def test_neighbour_gp_learns_on_a_subset_of_the_exact_conditionals():
     assert fit.nll == pytest.approx(_dense_nll(kern, r, np.exp(fit.theta[3])), rel=1e-10)
 
 
+def test_neighbour_gp_on_a_grid_does_not_turn_on_the_last_digits():
+    """On a grid many neighbours are equally far; which ones a search returns must not turn on
+    the last digits of the lengthscales (once it did: residuals changed by 1e-15 moved the
+    hyperparameters through the second round's neighbours, and the predictions by percents)."""
+    rng = np.random.default_rng(4)
+    x, y = np.meshgrid(np.linspace(0, 1, 30), np.linspace(0, 2, 30), indexing="ij")
+    df = pd.DataFrame({"x": x.ravel(), "y": y.ravel()})
+    r = np.sin(4 * df.x) * np.cos(3 * df.y) + 0.01 * rng.normal(size=len(df))
+    r = r.to_numpy()
+    new = pd.DataFrame({"x": rng.uniform(0, 1, 200), "y": rng.uniform(0, 2, 200)})
+    fits = []
+    for rr in (r, r * (1 + 1e-15 * rng.normal(size=len(r)))):
+        gp = NeighbourGP(max_fit=400).fit(df, ["x", "y"], rr, 1e-4)
+        fits.append((gp.theta, np.concatenate([gp.posterior(new)[0], gp.posterior()[0]])))
+    (ta, ma), (tb, mb) = fits
+    np.testing.assert_allclose(tb, ta, rtol=0, atol=TOL["neighbour_perturbed"])
+    np.testing.assert_allclose(mb, ma, rtol=0, atol=TOL["neighbour_perturbed"] * np.std(r))
+
+
 def test_neighbour_gp_is_exact_with_all_neighbours():
     rng = np.random.default_rng(1)
     n = 20
