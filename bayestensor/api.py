@@ -130,7 +130,7 @@ def fit(
         short-range variation a low rank cannot carry. ``"auto"`` (default): the best of the
         processes below by the likelihood of the residuals, or none when none gains more than
         a BIC penalty; skipped (as None) with no continuous coordinate, rows in parts, several
-        processes, fewer than 200 or more than 200,000 rows. None: the low-rank fit alone.
+        processes, fewer than 15 or more than 200,000 rows. None: the low-rank fit alone.
         ``"fibre:<column>"``: ``g`` a Matérn GP along that continuous coordinate, independent
         across the combinations of the others (exact, one Kalman smoother per fibre);
         ``"fibre"``: along the continuous coordinate the evidence prefers; ``"neighbours"``: a

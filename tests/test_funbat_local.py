@@ -437,6 +437,40 @@ def test_auto_local_is_skipped_where_unsupported():
     assert not hasattr(pt, "local") or pt.local is None
 
 
+def test_small_data_get_the_local_stage_by_default():
+    """96 training rows (8 subjects × 12 times): a shared curve scaled per subject (rank 1)
+    plus each subject's own smooth wiggle, a GP draw no low rank carries. With the default
+    ``local="auto"`` the fit keeps a residual process along time and predicts the held-out rows
+    far better than the low-rank fit alone (seeds 0-5: 0.19-0.29 against 0.33-0.48); below 200
+    rows the stage used to be skipped."""
+    import bayestensor as bt
+
+    rng = np.random.default_rng(0)
+    S, T = 8, 15
+    t = np.sort(rng.uniform(0, 1, (S, T)), axis=1)
+    amp = rng.uniform(0.5, 1.5, S)
+    wiggle = np.empty((S, T))
+    for s in range(S):  # squared-exponential GP draws, lengthscale 0.1
+        K = np.exp(-0.5 * (t[s][:, None] - t[s][None, :]) ** 2 / 0.1**2) + 1e-8 * np.eye(T)
+        wiggle[s] = np.linalg.cholesky(K) @ rng.standard_normal(T)
+    y = 3 * amp[:, None] * np.sqrt(t) + 0.5 * wiggle + 0.02 * rng.standard_normal((S, T))
+    df = pd.DataFrame(
+        {"subject": np.repeat([f"s{i}" for i in range(S)], T), "t": t.ravel(), "y": y.ravel()}
+    )
+    test = np.zeros(len(df), dtype=bool)
+    test[rng.choice(len(df), len(df) // 5, replace=False)] = True
+    train, held = df[~test], df[test]
+    assert len(train) < 200
+
+    def rmse(res):
+        return np.sqrt(np.mean((held["y"].to_numpy() - res.predict(held)["mean"].to_numpy()) ** 2))
+
+    res = bt.fit(train, coords=["subject", "t"], value="y", progress=False)
+    alone = bt.fit(train, coords=["subject", "t"], value="y", progress=False, local=None)
+    assert res.local is not None and res.local.kept_any
+    assert rmse(res) < 0.75 * rmse(alone)
+
+
 def test_a_non_finite_local_prediction_is_an_error(planted_fits, monkeypatch):
     _, test, _, res = planted_fits
     process = res.local.process
