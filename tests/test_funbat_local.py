@@ -438,11 +438,11 @@ def test_auto_local_is_skipped_where_unsupported():
 
 
 def test_small_data_get_the_local_stage_by_default():
-    """96 training rows (8 subjects × 12 times): a shared curve scaled per subject (rank 1)
-    plus each subject's own smooth wiggle, a GP draw no low rank carries. With the default
-    ``local="auto"`` the fit keeps a residual process along time and predicts the held-out rows
-    far better than the low-rank fit alone (seeds 0-5: 0.19-0.29 against 0.33-0.48); below 200
-    rows the stage used to be skipped."""
+    """96 training rows (8 subjects × 15 times, a fifth held out): a shared curve scaled per
+    subject (rank 1) plus each subject's own smooth wiggle, a GP draw no low rank carries. With
+    the default ``local="auto"`` the fit keeps a residual process along time and predicts the
+    held-out rows far better than the low-rank fit alone (seeds 0-5: 0.19-0.29 against
+    0.33-0.48); below 200 rows the stage used to be skipped."""
     import bayestensor as bt
 
     rng = np.random.default_rng(0)
