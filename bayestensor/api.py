@@ -25,6 +25,7 @@ from bayestensor.checks import (
 )
 from bayestensor.data import parse_coords, row_order
 from bayestensor.results import Result
+from bayestensor.sharding import padded_rows
 from bayestensor.xr import from_xarray, is_chunked, is_xarray, xarray_parts
 
 __all__ = ["MODELS", "fit"]
@@ -99,7 +100,8 @@ def fit(
         reported as ``result.ranks``. On at most 2,000 rows, where the local stage keeps a
         residual process, rank 1 is also checked by refits on half the rows each and taken
         where it predicts far better (:mod:`bayestensor.models.funbat.refit_check`; what it
-        found: ``result.rank_check``).
+        found: ``result.rank_check``); and where that process stands on ranks pruned for it,
+        the ranks pruned without it are taken instead if their refits predict better.
     seed : int
         Random initialisation (and the sampler's key).
     progress : bool
@@ -273,6 +275,8 @@ def fit(
         from bayestensor.models.funbat.local_cavity import mostly_structure
 
         kept = None
+        given = {"coords": coords, "value": value, "model": model, "seed": seed}
+        given |= {"max_sweeps": max_sweeps, "tol": tol, "time_unit": time_unit}
         if strict is not None:
             res_strict = FitResult(strict, value, n_missing=n_missing)
             res_strict.local = kept = fit_local(res_strict, df, local)
@@ -292,13 +296,11 @@ def fit(
                     res.local = fit_local(res, df, local, values=(kept.values_gp, kept.scale))
                     lenient = res.local.residual is not None and not res.local.values_kept
             if kept.kept_any and not lenient:
-                res = res_strict
+                res = _lenient_by_refits(res, res_strict, kept, df, local, progress, given, options)
         if res.local is None:
             res.local = fit_local(res, df, local)
             if not res.local.kept_any and kept is not None and kept.kept_any:
                 res = res_strict
-        given = {"coords": coords, "value": value, "model": model, "seed": seed}
-        given |= {"max_sweeps": max_sweeps, "tol": tol, "time_unit": time_unit}
         res = _rank_one_check(res, df, ranks, given, options, progress)
     return res
 
@@ -322,6 +324,44 @@ def _canonical_order(enc, df: pd.DataFrame):
     return dataclasses.replace(enc, index=enc.index[order], y=enc.y[order]), df.iloc[order]
 
 
+def _lenient_by_refits(lenient, strict, kept, df, local, progress, given, options):
+    """``strict`` (pruned for the local stage, with the residual process ``kept`` there), or
+    ``lenient`` (the leniently pruned fit) with its own local stage where, on small data, its
+    refits predict the left-out rows better (:func:`.refit_check.lenient_by_refits`; with
+    ``local="auto"``, where the two ranks differ). ``given`` and ``options``: :func:`fit`'s
+    arguments, for the refits."""
+    from bayestensor.models.funbat import refit_check
+    from bayestensor.models.funbat.local import fit_local
+
+    residual = kept.residual is not None and not kept.values_kept
+    small = len(df) <= refit_check.MAX_ROWS
+    if not residual or local != "auto" or not small or lenient.ranks == strict.ranks:
+        return strict
+    options = {k: v for k, v in options.items() if k != "max_rank"}
+    given = {**given, "kernel": strict.kernels or None}
+
+    def refit(rows, spec):  # (padded as in _rank_one_check: one compiled sweep per rank)
+        rank, how = spec
+        with padded_rows(len(df)):
+            return fit(rows, rank=rank, progress=False, local=how, **given, **options)
+
+    taken, _ = refit_check.lenient_by_refits(
+        df,
+        strict.value,
+        (strict.ranks, kept.residual_label),
+        (lenient.ranks, local),
+        refit,
+        given["seed"],
+        progress,
+        tuple(m.name for m in strict.modes if m.kind == "categorical"),
+        tuple(m.name for m in strict.modes),
+    )
+    if not taken:
+        return strict
+    lenient.local = fit_local(lenient, df, local)  # as its refits had it
+    return lenient
+
+
 def _rank_one_check(res, df, ranks, given, options, progress):
     """``res``, or the rank-1 fit where :mod:`~bayestensor.models.funbat.refit_check` finds it
     clearly better by refits (``rank="auto"`` whose local stage kept a residual process, on
@@ -329,7 +369,6 @@ def _rank_one_check(res, df, ranks, given, options, progress):
     what the check found as ``rank_check`` (a :class:`~.refit_check.RankCheck`) where it ran;
     ``given`` and ``options``: :func:`fit`'s arguments, for the refits."""
     from bayestensor.models.funbat import refit_check
-    from bayestensor.sharding import padded_rows
 
     loc = res.local
     residual = loc is not None and loc.residual is not None and not loc.values_kept

@@ -2,6 +2,7 @@
 (bayestensor.models.funbat.refit_check, wired into bayestensor.fit)."""
 
 import json
+import math
 import shutil
 import zipfile
 
@@ -252,3 +253,71 @@ def test_seals_takes_rank_one_and_predicts_better(monkeypatch):
         return float(np.sqrt(np.mean((res.predict(held)["mean"] - held["delta_long"]) ** 2)))
 
     assert rmse(fit) < 0.6 * rmse(learned)
+
+
+@pytest.mark.parametrize(("lenient", "taken"), [(0.9, True), (1.1, False)])
+def test_the_lenient_fit_is_taken_where_its_refits_predict_better(lenient, taken):
+    """The strictly pruned fit (with its process) errs by 1.0 on every row but by 50 on a tenth
+    of them, the lenient one by ``lenient`` everywhere: the medians decide, taken only below
+    LENIENT_MARGIN (1) of the strict one's; each fold refits both, as ``refit`` is asked."""
+    df = _rows()
+    seen = []
+    strict_spec, lenient_spec = ((3, 3), "fibre:x"), ((4, 4), "auto")
+
+    def refit_rows(rows, spec):
+        seen.append((spec, set(rows["x"])))
+        return _Fixed(lenient) if spec == lenient_spec else _Learned()
+
+    better, median = check.lenient_by_refits(df, "v", strict_spec, lenient_spec, refit_rows, 1)
+    assert better is taken
+    assert median == pytest.approx({"strict": 1.0, "lenient": lenient})
+    assert [s for s, _ in seen] == [strict_spec, lenient_spec] * check.FOLDS
+    held = [set(df["x"]) - rows for _, rows in seen[::2]]
+    assert sum(len(h) for h in held) == len(df) and set().union(*held) == set(df["x"])
+
+
+def test_fit_takes_the_lenient_pruning_only_where_the_check_says_so(monkeypatch):
+    """With the local stage's pruning made strict enough to drop components the lenient rule
+    keeps (PRUNE_NOISE_LOCAL raised), and the strict fit's process not still needed on top of
+    the lenient one, bt.fit with defaults on small data asks the check, with
+    the strict ranks and their process against the lenient ranks; where it says so the result
+    is the lenient fit (the low-rank part of local=None's fit, which prunes leniently), else
+    the strict one with its process. With local=None, a local process named, or more than
+    MAX_ROWS rows it does not ask."""
+    import bayestensor.models.funbat.ard as ard
+    import bayestensor.models.funbat.local as local
+
+    df = _surface()
+    monkeypatch.setattr(ard, "PRUNE_NOISE_LOCAL", 5.0)
+    monkeypatch.setattr(local, "still_needed", lambda *a: False)  # (else the lenient fit's own)
+    nan = {"learned": np.nan, "rank 1": np.nan}
+    monkeypatch.setattr(check, "rank_one_by_refits", lambda *a, **k: (False, nan))
+    plain = bt.fit(df, coords=["x", "y"], value="v", local=None, progress=False)
+    asked = []
+
+    def says(answer):
+        def fake(rows, value, strict, lenient, refit, seed=0, progress=False, *rest):
+            asked.append((strict, lenient))
+            return answer, {"strict": 1.0, "lenient": 0.5 if answer else 2.0}
+
+        return fake
+
+    monkeypatch.setattr(check, "lenient_by_refits", says(False))
+    strict = bt.fit(df, coords=["x", "y"], value="v", progress=False)
+    assert len(asked) == 1, "the check was not asked: no strict fit with a residual process"
+    (strict_ranks, process), (lenient_ranks, how) = asked[0]
+    assert strict.ranks == strict_ranks and process == strict.local.residual_label != "none"
+    assert lenient_ranks == plain.ranks and how == "auto"
+    assert math.prod(strict_ranks) < math.prod(lenient_ranks)
+
+    monkeypatch.setattr(check, "lenient_by_refits", says(True))
+    taken = bt.fit(df, coords=["x", "y"], value="v", progress=False)
+    assert len(asked) == 2 and taken.ranks == plain.ranks and taken.local is not None
+    low = taken.predict(df, local=False)["mean"]
+    np.testing.assert_allclose(low, plain.predict(df)["mean"], rtol=1e-10)
+
+    for kwargs in ({"local": None}, {"local": process}):
+        bt.fit(df, coords=["x", "y"], value="v", progress=False, **kwargs)
+    monkeypatch.setattr(check, "MAX_ROWS", len(df) - 1)
+    bt.fit(df, coords=["x", "y"], value="v", progress=False)
+    assert len(asked) == 2

@@ -50,7 +50,9 @@ and with ``local="auto"`` takes it when the residual process kept on the strict 
 needed on top of the lenient one: :func:`~bayestensor.models.funbat.local.still_needed`, or
 when the strict fit's local stage kept the GP on the values where its residuals were mostly
 structure (:func:`~bayestensor.models.funbat.local_cavity.mostly_structure`) or the data are not
-:func:`scattered`, and the lenient fit's own local stage keeps a residual process).
+:func:`scattered`, and the lenient fit's own local stage keeps a residual process; on small data
+also where the lenient fit's refits predict better than the strict one's with its process:
+:func:`~bayestensor.models.funbat.refit_check.lenient_by_refits`).
 
 References
 ----------
