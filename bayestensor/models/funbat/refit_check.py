@@ -44,9 +44,9 @@ __all__ = [
     "MARGIN",
     "MAX_ROWS",
     "RankCheck",
-    "errors_by_refits",
     "fold_of_rows",
     "lenient_by_refits",
+    "medians_by_refits",
     "rank_check_from_record",
     "rank_one_by_refits",
 ]
@@ -96,7 +96,7 @@ def fold_of_rows(df: pd.DataFrame, coords: tuple[str, ...], seed: int) -> np.nda
     return fold
 
 
-def errors_by_refits(
+def medians_by_refits(
     df: pd.DataFrame,
     value: str,
     candidates: dict[str, Any],
@@ -106,10 +106,10 @@ def errors_by_refits(
     categorical: tuple[str, ...] = (),
     coords: tuple[str, ...] = (),
     what: str = "candidates checked by refits",
-) -> dict[str, np.ndarray]:
-    """Each candidate's errors ``y − mean`` on the rows of ``df`` it predicts when refitted
-    without them, fold by fold (one array per candidate, the rows of every scored fold in
-    turn; empty where no row can be scored). ``refit(rows, spec)`` fits ``rows`` as the
+) -> dict[str, float]:
+    """Each candidate's median absolute error ``|y − mean|`` on the rows of ``df`` it predicts
+    when refitted without them, fold by fold (NaN where no row can be scored). ``refit(rows,
+    spec)`` fits ``rows`` as the
     candidate ``candidates[name]`` asks (a result with ``predict``); the folds are drawn from
     ``seed`` (:func:`fold_of_rows` over the ``coords`` columns); ``progress``: a bar titled
     ``what`` over the refits. A fold's rows at a level of a ``categorical`` column that the
@@ -139,11 +139,8 @@ def errors_by_refits(
                     raise ValueError(f"the {name} refit of fold {k} predicted non-finite values")
                 errors[name].append(y[scored] - mean)
                 bar.update()
-    return {name: np.concatenate(e) for name, e in errors.items()}
-
-
-def _median(errors: np.ndarray) -> float:
-    return float(np.median(np.abs(errors))) if errors.size else np.nan
+    pooled = {name: np.abs(np.concatenate(e)) for name, e in errors.items()}
+    return {name: float(np.median(e)) if e.size else np.nan for name, e in pooled.items()}
 
 
 def rank_one_by_refits(
@@ -157,7 +154,7 @@ def rank_one_by_refits(
     coords: tuple[str, ...] = (),
 ) -> tuple[bool, dict[str, float]]:
     """Whether rank 1 predicts the rows of ``df`` clearly better than ``ranks`` when refitted
-    without them, fold by fold (:func:`errors_by_refits`); and the two median absolute errors
+    without them, fold by fold (:func:`medians_by_refits`); and the two median absolute errors
     (``{"learned": …, "rank 1": …}``). ``refit(rows, rank)`` fits ``rows`` at ``rank``; where
     no row can be scored the medians are NaN and rank 1 is not taken.
 
@@ -167,18 +164,9 @@ def rank_one_by_refits(
         If a refit's predictions are not finite (the check would compare nothing).
     """
     candidates = {"learned": tuple(ranks), "rank 1": 1}
-    errors = errors_by_refits(
-        df,
-        value,
-        candidates,
-        refit,
-        seed,
-        progress,
-        categorical,
-        coords,
-        "rank 1 checked by refits",
-    )
-    median = {name: _median(e) for name, e in errors.items()}
+    what = "rank 1 checked by refits"
+    args = (refit, seed, progress, categorical, coords, what)
+    median = medians_by_refits(df, value, candidates, *args)
     return bool(median["rank 1"] < MARGIN * median["learned"]), median
 
 
@@ -194,7 +182,7 @@ def lenient_by_refits(
     coords: tuple[str, ...] = (),
 ) -> tuple[bool, dict[str, float]]:
     """Whether the ``lenient`` fit predicts the rows of ``df`` better than the ``strict`` one
-    when both are refitted without them, fold by fold (:func:`errors_by_refits`): its median
+    when both are refitted without them, fold by fold (:func:`medians_by_refits`): its median
     absolute error below :data:`LENIENT_MARGIN` times the strict one's; and the two medians
     (``{"strict": …, "lenient": …}``, NaN where no row can be scored: then not taken).
 
@@ -211,18 +199,9 @@ def lenient_by_refits(
         If a refit's predictions are not finite (the check would compare nothing).
     """
     candidates = {"strict": strict, "lenient": lenient}
-    errors = errors_by_refits(
-        df,
-        value,
-        candidates,
-        refit,
-        seed,
-        progress,
-        categorical,
-        coords,
-        "the lenient pruning checked by refits",
-    )
-    median = {name: _median(e) for name, e in errors.items()}
+    what = "the lenient pruning checked by refits"
+    args = (refit, seed, progress, categorical, coords, what)
+    median = medians_by_refits(df, value, candidates, *args)
     return bool(median["lenient"] < LENIENT_MARGIN * median["strict"]), median
 
 
