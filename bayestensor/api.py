@@ -337,29 +337,40 @@ def _lenient_by_refits(lenient, strict, kept, df, local, progress, given, option
     small = len(df) <= refit_check.MAX_ROWS
     if not residual or local != "auto" or not small or lenient.ranks == strict.ranks:
         return strict
-    options = {k: v for k, v in options.items() if k != "max_rank"}
-    given = {**given, "kernel": strict.kernels or None}
-
-    def refit(rows, spec):  # (padded as in _rank_one_check: one compiled sweep per rank)
-        rank, how = spec
-        with padded_rows(len(df)):
-            return fit(rows, rank=rank, progress=False, local=how, **given, **options)
-
+    refit, categorical, coords = _refits(strict, df, given, options)
     taken, _ = refit_check.lenient_by_refits(
         df,
         strict.value,
         (strict.ranks, kept.residual_label),
         (lenient.ranks, local),
-        refit,
+        lambda rows, spec: refit(rows, spec[0], local=spec[1]),
         given["seed"],
         progress,
-        tuple(m.name for m in strict.modes if m.kind == "categorical"),
-        tuple(m.name for m in strict.modes),
+        categorical,
+        coords,
     )
     if not taken:
         return strict
     lenient.local = fit_local(lenient, df, local)  # as its refits had it
     return lenient
+
+
+def _refits(res, df, given, options, **fixed):
+    """What a check by refits of ``res``'s fit needs: ``refit(rows, rank, **more)``, the
+    :func:`fit` of ``rows`` at ``rank`` with :func:`fit`'s ``given`` arguments and ``options``
+    (``max_rank`` aside), ``res``'s kernels, ``fixed`` and ``more``, its rows padded to ``df``'s
+    count (the refits at one rank, and a fit of all rows there, share one compiled sweep:
+    :func:`bayestensor.sharding.padded_rows`); and ``res``'s categorical and all mode names
+    (for :func:`~.refit_check.fold_of_rows`)."""
+    options = {k: v for k, v in options.items() if k != "max_rank"}
+    given = {**given, "kernel": res.kernels or None, **fixed}
+
+    def refit(rows, rank, **more):
+        with padded_rows(len(df)):
+            return fit(rows, rank=rank, progress=False, **given, **options, **more)
+
+    categorical = tuple(m.name for m in res.modes if m.kind == "categorical")
+    return refit, categorical, tuple(m.name for m in res.modes)
 
 
 def _rank_one_check(res, df, ranks, given, options, progress):
@@ -375,17 +386,7 @@ def _rank_one_check(res, df, ranks, given, options, progress):
     small = len(df) <= refit_check.MAX_ROWS
     if ranks != "auto" or not residual or not small or max(res.ranks) == 1:
         return res
-    options = {k: v for k, v in options.items() if k != "max_rank"}
-    given = {**given, "kernel": res.kernels or None, "local": loc.residual_label}
-
-    def refit(rows, rank):
-        # every refit padded to the data's row count: the halves at one rank and the fit of
-        # all rows at rank 1 share one compiled sweep (bayestensor.sharding.padded_rows)
-        with padded_rows(len(df)):
-            return fit(rows, rank=rank, progress=False, **given, **options)
-
-    categorical = tuple(m.name for m in res.modes if m.kind == "categorical")
-    coords = tuple(m.name for m in res.modes)
+    refit, categorical, coords = _refits(res, df, given, options, local=loc.residual_label)
     check = refit_check.rank_one_by_refits
     better, median = check(
         df, res.value, res.ranks, refit, given["seed"], progress, categorical, coords

@@ -279,11 +279,11 @@ def test_the_lenient_fit_is_taken_where_its_refits_predict_better(lenient, taken
 def test_fit_takes_the_lenient_pruning_only_where_the_check_says_so(monkeypatch):
     """With the local stage's pruning made strict enough to drop components the lenient rule
     keeps (PRUNE_NOISE_LOCAL raised), and the strict fit's process not still needed on top of
-    the lenient one, bt.fit with defaults on small data asks the check, with
-    the strict ranks and their process against the lenient ranks; where it says so the result
-    is the lenient fit (the low-rank part of local=None's fit, which prunes leniently), else
-    the strict one with its process. With local=None, a local process named, or more than
-    MAX_ROWS rows it does not ask."""
+    the lenient one, bt.fit with defaults on small data asks the check, with the strict ranks
+    and their process against the lenient ranks; where it says so the result is the lenient
+    fit (the low-rank part of local=None's fit, which prunes leniently), else the strict one
+    with its process. With local=None, a local process named, or more than MAX_ROWS rows it
+    does not ask."""
     import bayestensor.models.funbat.ard as ard
     import bayestensor.models.funbat.local as local
 

@@ -108,13 +108,12 @@ def medians_by_refits(
     what: str = "candidates checked by refits",
 ) -> dict[str, float]:
     """Each candidate's median absolute error ``|y − mean|`` on the rows of ``df`` it predicts
-    when refitted without them, fold by fold (NaN where no row can be scored). ``refit(rows,
-    spec)`` fits ``rows`` as the
-    candidate ``candidates[name]`` asks (a result with ``predict``); the folds are drawn from
-    ``seed`` (:func:`fold_of_rows` over the ``coords`` columns); ``progress``: a bar titled
-    ``what`` over the refits. A fold's rows at a level of a ``categorical`` column that the
-    other folds lack are not scored (no refit can predict them); a fold with none left is not
-    refitted.
+    when refitted without them, fold by fold (NaN where no row can be scored).
+    ``refit(rows, spec)`` fits ``rows`` as the candidate ``candidates[name]`` asks (a result
+    with ``predict``); the folds are drawn from ``seed`` (:func:`fold_of_rows` over the
+    ``coords`` columns); ``progress``: a bar titled ``what`` over the refits. A fold's rows at
+    a level of a ``categorical`` column that the other folds lack are not scored (no refit can
+    predict them); a fold with none left is not refitted.
 
     Raises
     ------
