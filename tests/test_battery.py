@@ -81,3 +81,12 @@ def test_fold_ratio_is_the_geometric_mean_with_two_standard_errors(battery):
     one = _table({"FunBaT defaults": [1.0], "FunBaT Tucker R=1": [2.0]})
     assert all(np.isnan(battery.fold_ratio(one, "set", "FunBaT Tucker R=1")))
     assert all(np.isnan(battery.fold_ratio(table, "set", "FunBaT Tucker R=9")))
+
+
+def test_held_out_rows_of_a_category_never_trained_on_are_left_out(battery):
+    """A held-out row whose subject has no training row is dropped (no factor to predict it
+    from); a continuous coordinate outside the training values is kept."""
+    train = pd.DataFrame({"subject": ["a", "a", "b"], "t": [0.0, 1.0, 0.0], "y": [1.0, 2, 3]})
+    test = pd.DataFrame({"subject": ["a", "c", "b"], "t": [5.0, 0.0, 1.0], "y": [4.0, 5, 6]})
+    kept = battery._seen(test, train, ["subject", "t"])
+    assert kept["subject"].tolist() == ["a", "b"] and kept["t"].tolist() == [5.0, 1.0]
