@@ -96,12 +96,13 @@ def fit(
         Number of components per mode (one int for all, or one per mode); for
         ``"poisson-tucker"`` an upper bound (shrinkage prunes; default 3). ``"auto"`` (FunBaT's
         default): the ranks are learned by automatic relevance determination up to
-        ``max_rank=`` (an option; by default at most 8 per Tucker mode, 10 for CP) and
-        reported as ``result.ranks``. On at most 2,000 rows, where the local stage keeps a
-        residual process, rank 1 is also checked by refits on half the rows each and taken
-        where it predicts far better (:mod:`bayestensor.models.funbat.refit_check`; what it
-        found: ``result.rank_check``); and where that process stands on ranks pruned for it,
-        the ranks pruned without it are taken instead if their refits predict better.
+        ``max_rank=`` (an option; by default at most 8 per Tucker mode, 2 on fewer than 200
+        rows, and 10 for CP) and reported as ``result.ranks``. On at most 2,000 rows, where
+        the local stage keeps a residual process, rank 1 is also checked by refits on half
+        the rows each and taken where it predicts far better
+        (:mod:`bayestensor.models.funbat.refit_check`; what it found: ``result.rank_check``);
+        and where that process stands on ranks pruned for it, the ranks pruned without it are
+        taken instead if their refits predict better.
     seed : int
         Random initialisation (and the sampler's key).
     progress : bool

@@ -430,6 +430,28 @@ def test_bad_rank_options_are_refused(kw, match):
         bt.fit(df, coords=["a", "b", "c"], value="value", progress=False, **kw)
 
 
+def test_auto_tucker_bound_on_small_data_is_small_max_rank():
+    """Under SMALL_ROWS rows the default Tucker bound is SMALL_MAX_RANK (a mode's size still
+    caps it); from SMALL_ROWS on it is the usual one; max_rank= and CP are not affected; and
+    bt.fit on such data fits with that bound unless max_rank= is given."""
+    from bayestensor.models.funbat.ard import SMALL_MAX_RANK, SMALL_ROWS, auto_ranks
+
+    shape = (12, 10, 6)
+    small = SMALL_MAX_RANK
+    assert auto_ranks("tucker", shape, n_obs=SMALL_ROWS - 1) == (small,) * 3
+    assert auto_ranks("tucker", (12, 1, 6), n_obs=50) == (small, 1, small)
+    assert min(auto_ranks("tucker", shape, n_obs=SMALL_ROWS)) > small
+    assert auto_ranks("tucker", shape, max_rank=4, n_obs=50) == (4, 4, 4)
+    assert auto_ranks("cp", shape, n_obs=50) == auto_ranks("cp", shape, n_obs=10**4)
+    rng = np.random.default_rng(7)
+    df = pd.DataFrame({"a": rng.integers(0, 12, 120), "t": rng.random(120)})
+    df = df.assign(y=np.sin(3 * df["t"]) * (df["a"] - 5) + 0.1 * rng.normal(size=120))
+    res = bt.fit(df, coords=["a", "t"], value="y", local=None, progress=False)
+    assert res.max_ranks == (small, small)
+    more = bt.fit(df, coords=["a", "t"], value="y", local=None, max_rank=3, progress=False)
+    assert more.max_ranks == (3, 3)
+
+
 @pytest.mark.parametrize("n", [500, 40_000, 300_000, 5_000_000, 10**9])
 def test_auto_tucker_bound_is_the_largest_a_sweep_can_afford(n):
     """The default Tucker bound R is the largest R ≤ AUTO_MAX_RANK with n·R^(2K) within the

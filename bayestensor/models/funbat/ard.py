@@ -98,6 +98,11 @@ AUTO_MAX_RANK = {"tucker": 8, "cp": 10}
 #: data, where the sweep forms those sums on the grid of unique coordinates
 #: (:func:`bayestensor.models.funbat.grid.plan`) at a small part of that cost.
 AUTO_TUCKER_WORK = 1e9
+#: ``rank="auto"``, Tucker, under :data:`SMALL_ROWS` rows: the default bound is SMALL_MAX_RANK.
+#: From 8 the ARD there often ends at rank 1 (many weak components' variance counted as noise);
+#: from 2 it predicted better on 20 of 28 fresh sets of 35-192 rows, worse on 8 (up to 6 %),
+#: and sets of 234-240 rows lost with it (``docs/benchmarks.md``). ``max_rank=`` overrides it.
+SMALL_ROWS, SMALL_MAX_RANK = 200, 2
 #: Gamma prior ``(c₀, d₀)`` of the ARD precisions: broad, as in Bayesian CP / Tucker with ARD.
 ARD_A0 = 1e-6
 ARD_B0 = 1e-6
@@ -169,7 +174,7 @@ def auto_ranks(
     of modes, capped with a warning like a fixed rank) or :data:`AUTO_MAX_RANK` capped silently
     at what the data can identify (``N_k`` per Tucker mode; ``Π N_k / max N_k`` for CP) and,
     for Tucker with ``n_obs`` observations, at what a sweep can afford
-    (:data:`AUTO_TUCKER_WORK`)."""
+    (:data:`AUTO_TUCKER_WORK`), and at :data:`SMALL_MAX_RANK` on fewer than :data:`SMALL_ROWS`."""
     K = len(shape)
     if max_rank is not None:
         try:
@@ -181,6 +186,7 @@ def auto_ranks(
     if model == "cp":
         bound = max(1, int(np.prod(shape)) // max(shape))
         return (min(cap, bound),) * K
+    cap = SMALL_MAX_RANK if n_obs is not None and n_obs < SMALL_ROWS else cap
     if n_obs is not None:
         while (
             cap > 2
