@@ -100,8 +100,8 @@ AUTO_MAX_RANK = {"tucker": 8, "cp": 10}
 AUTO_TUCKER_WORK = 1e9
 #: ``rank="auto"``, Tucker, under :data:`SMALL_ROWS` rows: the default bound is SMALL_MAX_RANK.
 #: From 8 the ARD there often ends at rank 1 (many weak components' variance counted as noise);
-#: from 2 it predicted better on 20 of 28 fresh sets of 35-192 rows, worse on 8 (up to 6 %),
-#: and sets of 234-240 rows lost with it (``docs/benchmarks.md``). ``max_rank=`` overrides it.
+#: from 2 it predicted better on 10 of the 18 sets it was chosen on and on 12 of 14 others, by
+#: 5-7 % in the geometric mean, worse by up to 6 % elsewhere (``docs/benchmarks.md``).
 SMALL_ROWS, SMALL_MAX_RANK = 200, 2
 #: Gamma prior ``(c₀, d₀)`` of the ARD precisions: broad, as in Bayesian CP / Tucker with ARD.
 ARD_A0 = 1e-6
