@@ -62,7 +62,7 @@ rows), added before any fit on them, to judge a change on small data: ``nlme::Or
 averaged), ``nlme::Ovary`` (``ovary``: follicle counts of 11 mares, as mare × time in the
 cycle), ``MASS::Sitka89`` (``sitka89``: log size of 79 spruce trees in 1989, as tree × day)
 and ``nlme::Milk`` (``milk``: protein content of 79 cows' milk, as cow × week); and 28 more
-(54-1,992 rows), chosen before any fit on them: ``benchmarks/panel_sets.py``.
+(60-1,992 rows), chosen before any fit on them: ``benchmarks/panel_sets.py``.
 """
 
 from __future__ import annotations

