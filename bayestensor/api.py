@@ -24,6 +24,7 @@ from bayestensor.checks import (
     check_seed,
 )
 from bayestensor.data import parse_coords, row_order
+from bayestensor.driver import call_scope
 from bayestensor.results import Result
 from bayestensor.sharding import padded_rows
 from bayestensor.xr import from_xarray, is_chunked, is_xarray, xarray_parts
@@ -39,6 +40,7 @@ POISSON_OPTIONS = (
 ).split()
 
 
+@call_scope()  # a fit and its refits keep what they compiled (driver.call_scope)
 def fit(
     df: pd.DataFrame | Any,
     *,

@@ -8,6 +8,7 @@ that loop, with the tqdm bar set up in one place (:func:`progress_bar`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "MAX_COMPILED",
     "Step",
     "bound_compiled",
+    "call_scope",
     "iterate",
     "precision",
     "progress_bar",
@@ -101,6 +103,13 @@ def iterate(
     return carry, n_calls, False
 
 
+#: What :func:`bound_compiled` and :func:`call_scope` know, by the function's ``id``: the
+#: functions passed to ``bound_compiled``, the bound on each (``keep`` times its ``per_fit``),
+#: the most variants one call (an outermost scope) has added to each since the last release, and
+#: the depth of nested scopes.
+_HELD: dict[str, Any] = {"fns": {}, "bounds": {}, "most": {}, "depth": 0}
+
+
 def bound_compiled(*fns: Any, keep: int = MAX_COMPILED, modes: int = 1) -> None:
     """Release compiled code once one of ``fns`` (``jax.jit`` functions) holds the variants of
     more than ``keep`` fits: memory stays flat over many fits of different sizes, while
@@ -109,6 +118,10 @@ def bound_compiled(*fns: Any, keep: int = MAX_COMPILED, modes: int = 1) -> None:
     number, or ``"mode"``: once per mode of a fit of ``modes`` modes) may hold that many times
     ``keep`` variants. (Bounded at ``keep`` variants, two 3-mode fits of different sizes
     released everything, so going back to the first recompiled all of it.)
+
+    A fit counts as many variants as the most one call of :func:`call_scope` (a ``bt.fit`` with
+    its refits) has compiled since the last release, where that is more than ``per_fit``.
+    Inside such a call nothing is released here; the bound is applied when the next begins.
 
     Besides the executables of ``fns``, JAX keeps traced and lowered forms of every shape it has
     seen in its own caches; they are cleared too (``jax.clear_caches``), so other jitted
@@ -119,10 +132,56 @@ def bound_compiled(*fns: Any, keep: int = MAX_COMPILED, modes: int = 1) -> None:
         per_fit = getattr(f, "per_fit", 1)
         return keep * (modes if per_fit == "mode" else per_fit)
 
-    if any(f._cache_size() > bound(f) for f in fns):
-        for f in fns:
-            f.clear_cache()
-        release_compiled()
+    for f in fns:
+        _HELD["fns"][id(f)] = f
+        _HELD["bounds"][id(f)] = bound(f)
+    if not _HELD["depth"] and any(_past(id(f), f, keep) for f in fns):
+        _release(fns)
+
+
+def _past(i: int, f: Any, keep: int) -> bool:
+    """Whether ``f`` holds more variants than its bound, or than ``keep`` of the largest call."""
+    return f._cache_size() > max(_HELD["bounds"][i], keep * _HELD["most"].get(i, 0))
+
+
+def _release(fns) -> None:
+    """Release ``fns`` and JAX's caches; the calls' sizes are counted afresh from here (one
+    large fit early in a session does not loosen the bound for good)."""
+    for f in fns:
+        f.clear_cache()
+    release_compiled()
+    _HELD["most"].clear()
+
+
+@contextmanager
+def call_scope(keep: int = MAX_COMPILED):
+    """One fit as the user calls it: ``bt.fit``, with every refit its checks run inside it.
+
+    Within the scope :func:`bound_compiled` releases nothing. On entering an outermost scope,
+    every function passed to ``bound_compiled`` is released (its compiled code and JAX's
+    caches) once one of them holds more variants than its bound, or than ``keep`` times the
+    most variants one call has added to it since the last release, whichever is larger (the
+    rule ``bound_compiled`` applies outside a scope too, as in a prediction). Where a call
+    compiles no more variants of a function than ``per_fit`` says, that is the bound of
+    :func:`bound_compiled` as before; a call that compiles more (the rank checks' refits at
+    three or four ranks) keeps them all, and the same fit again compiles nothing. (Bounded
+    per function inside the call, a ``bt.fit`` on small data released its programs in the
+    middle of its own refits, and compiled them all again on every later fit of the same rows:
+    ``docs/benchmarks.md``.)
+    """
+    outer = _HELD["depth"] == 0
+    held, most = _HELD["fns"], _HELD["most"]
+    if outer and any(_past(i, f, keep) for i, f in held.items()):
+        _release(list(held.values()))
+    before = {i: f._cache_size() for i, f in held.items()} if outer else {}
+    _HELD["depth"] += 1
+    try:
+        yield
+    finally:
+        _HELD["depth"] -= 1
+        if outer:
+            for i, f in held.items():
+                most[i] = max(most.get(i, 0), f._cache_size() - before.get(i, 0))
 
 
 def release_compiled() -> None:

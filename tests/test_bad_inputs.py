@@ -170,12 +170,16 @@ def test_cli_out_folder_is_refused_before_fitting(tmp_path, capsys):
 # ------------------------------------------------------------------ 1: memory over many fits
 
 
-def test_compiled_variants_stay_bounded_over_differently_sized_fits():
+def test_compiled_variants_stay_bounded_over_differently_sized_fits(monkeypatch):
+    from bayestensor import driver
     from bayestensor.models.funbat import estimator, local, local_neighbours
 
     local_programs = (local._fibre_vg, local_neighbours._vecchia_vg, local_neighbours._vecchia_nll)
-    for f in local_programs:  # count what these fits compile, not earlier tests in the process
+    # count what these fits compile, not earlier tests in the process (nor the size of their
+    # calls, which call_scope's bound follows)
+    for f in (*local_programs, estimator._sweep_jit, estimator._initial_state_jit):
         f.clear_cache()
+    monkeypatch.setitem(driver._HELD, "most", {})
     for i in range(MAX_COMPILED + 2):  # one fit past the bound (MAX_COMPILED + 1 held)
         # a local process asked for by name (local="auto" skips fits this small)
         kind = "fibre" if i % 2 else "neighbours"
@@ -236,6 +240,44 @@ def test_going_back_to_an_earlier_size_reuses_its_compiled_sweep():
         df = _frame(m=m)
         _fit(df, max_sweeps=1, learn_hyper=False, local=None).predict(df)
     assert estimator._sweep_jit._cache_size() == 3
+
+
+def test_a_call_scope_releases_nothing_inside_and_bounds_by_the_largest_call(monkeypatch):
+    """Inside ``call_scope`` ``bound_compiled`` releases nothing, however many variants. On
+    entering an outermost scope everything ``bound_compiled`` has seen is released once a
+    function holds more variants than ``keep`` times the most one call added to it (or its
+    own bound, if larger); nested scopes are part of their call."""
+    from bayestensor import driver
+
+    calls = []
+    monkeypatch.setattr(driver, "release_compiled", lambda: calls.append(1))
+    for key in ("fns", "bounds", "most"):
+        monkeypatch.setitem(driver._HELD, key, {})
+    f, g = _Compiled(0), _Compiled(0)
+
+    def one_call(new):
+        with driver.call_scope(keep=2):
+            with driver.call_scope(keep=2):  # a refit inside the fit
+                f.n += new
+                driver.bound_compiled(f, g, keep=1)
+            f.n += new
+            driver.bound_compiled(f, g, keep=1)
+
+    one_call(2)  # four variants, past keep=1: nothing released inside the call
+    assert (f.n, calls) == (4, [])
+    driver.bound_compiled(f, keep=1)  # nor outside it: the largest call (4) is one fit's
+    assert (f.n, calls) == (4, [])
+    one_call(0)  # the same call again: 4 held, the bound 2 × 4
+    one_call(2)
+    assert (f.n, calls) == (8, [])
+    one_call(1)  # entering it, 8 held: not past the bound
+    assert (f.n, calls) == (10, [])
+    one_call(0)  # entering it, 10 held: past 2 × 4, everything released
+    assert (f.n, g.n, calls) == (0, 0, [1])
+    driver.bound_compiled(g, keep=0)  # the largest call is counted afresh after a release,
+    g.n = 1  # so outside a scope g's own bound (0 here) holds again
+    driver.bound_compiled(g, keep=0)
+    assert (g.n, calls) == (0, [1, 1])
 
 
 # --------------------------------------------------------------------------- bounded fuzz

@@ -147,6 +147,39 @@ def _surface(seed=3, n_side=16):
     )
 
 
+def test_fitting_the_same_rows_again_compiles_nothing(monkeypatch):
+    """``bt.fit`` with defaults on small data refits at several ranks (the rank checks): more
+    compiled variants than a bound per function keeps (here 2; 4 by default, which the checks
+    on prices passed). Fitting the same rows again in the session compiles nothing (with the bound
+    per function it released its programs halfway through every fit and compiled them all
+    again: ``driver.call_scope``)."""
+    import jax
+
+    from bayestensor import driver
+
+    monkeypatch.setitem(driver.bound_compiled.__kwdefaults__, "keep", 2)
+
+    df = _surface()
+    fit = dict(coords=["x", "y"], value="v", progress=False)
+    first = bt.fit(df, **fit)
+    assert first.rank_check is not None  # the check by refits ran
+    expected = first.predict(df)["mean"]
+    compiled = []
+
+    def listen(name, seconds, **kwargs):
+        if name == "/jax/core/compile/backend_compile_duration":
+            compiled.append(seconds)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        again = bt.fit(df, **fit)
+        again.predict(df)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert compiled == []
+    np.testing.assert_allclose(again.predict(df)["mean"], expected, rtol=1e-6)
+
+
 def test_fit_takes_the_rank_one_refit_only_where_the_check_says_so(monkeypatch):
     """bt.fit with defaults on small data asks the check and, where rank 1 is better, returns
     the rank-1 fit with the same local= (its predictions those of rank=1 itself); with a rank
