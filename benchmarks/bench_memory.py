@@ -7,9 +7,10 @@ XLA failed near fit 86 (issue 12); with :func:`bayestensor.driver.bound_compiled
 flat.
 
 With ``--defaults``: ``bt.fit`` with its defaults (learned ranks, the local stage and the
-checks by refits, which fit three or four ranks each time) on smooth surfaces of
-``(14 + i)²`` rows with 1 % noise, ``i = 0 … n−1``, each fitted twice (the second fit of the
-same rows should compile nothing: :func:`bayestensor.driver.call_scope`), then predicted.
+checks that refit small data at other ranks) on smooth surfaces of ``(14 + i)²`` rows with
+noise of sd 0.01, ``i = 0 … n−1``, each fitted twice (the second fit of the same rows
+compiles nothing, except where the bound on held programs is reached:
+:func:`bayestensor.driver.call_scope`), then predicted.
 
 Usage: ``python benchmarks/bench_memory.py [--fits 130] [--defaults]`` (JAX's default float32,
 as users run).
@@ -41,8 +42,8 @@ def _maps() -> int:
 
 
 def _surface_fits(n_side: int, rng):
-    """Defaults on an ``n_side²`` smooth surface with 1 % noise, twice; the result and the
-    second fit's seconds."""
+    """Defaults on an ``n_side²`` smooth surface with noise of sd 0.01, twice; the result and
+    the second fit's seconds."""
     g = np.linspace(0.0, 1.0, n_side)
     X, Y = np.meshgrid(g, g, indexing="ij")
     v = np.sin(3 * X) * np.cos(2 * Y) + 0.5 * np.sin(5 * X * Y)
