@@ -113,6 +113,9 @@ def test_a_refit_at_the_pruned_ranks_shares_the_compiled_marginals():
     programs += (est_module._marginals_jit, est_module._rows_jit)
     for f in programs:
         f.clear_cache()
+    from bayestensor import driver  # nothing else held past its bound (released as a fit begins)
+
+    driver._release(list(driver._HELD["fns"].values()))
     opts = {"coords": ["t", "s", "g"], "value": "y", "local": None, "progress": False}
     auto = bt.fit(df, rank="auto", **opts)
     auto.predict(df)
