@@ -20,6 +20,7 @@ __all__ = [
     "iterate",
     "precision",
     "progress_bar",
+    "release_held",
 ]
 
 #: Compiled variants (input shapes / static settings) kept per jitted function of a fit loop.
@@ -153,6 +154,11 @@ def _release(fns) -> None:
     _HELD["most"].clear()
 
 
+def release_held() -> None:
+    """Release every function :func:`bound_compiled` has seen, and JAX's caches."""
+    _release(list(_HELD["fns"].values()))
+
+
 @contextmanager
 def call_scope(keep: int = MAX_COMPILED):
     """One fit as the user calls it: ``bt.fit``, with every refit its checks run inside it.
@@ -172,7 +178,7 @@ def call_scope(keep: int = MAX_COMPILED):
     outer = _HELD["depth"] == 0
     held, most = _HELD["fns"], _HELD["most"]
     if outer and any(_past(i, f, keep) for i, f in held.items()):
-        _release(list(held.values()))
+        release_held()
     before = {i: f._cache_size() for i, f in held.items()} if outer else {}
     _HELD["depth"] += 1
     try:

@@ -238,7 +238,7 @@ def test_going_back_to_an_earlier_size_reuses_its_compiled_sweep():
     for f in (*programs, estimator._rows_jit):  # what earlier tests compiled counts too
         f.clear_cache()
     # (and whatever else they left held past its bound would be released as a fit begins)
-    driver._release(list(driver._HELD["fns"].values()))
+    driver.release_held()
     for m in (10, 11, 12, 10):  # each fit and its predictions (where the marginals compile)
         df = _frame(m=m)
         _fit(df, max_sweeps=1, learn_hyper=False, local=None).predict(df)

@@ -160,7 +160,7 @@ def test_fitting_the_same_rows_again_compiles_nothing(monkeypatch):
     monkeypatch.setitem(driver.bound_compiled.__kwdefaults__, "keep", 2)
     # what earlier tests in the process left held past its bound would be released as the
     # second fit begins: start from nothing held
-    driver._release(list(driver._HELD["fns"].values()))
+    driver.release_held()
 
     df = _surface()
     fit = dict(coords=["x", "y"], value="v", progress=False)

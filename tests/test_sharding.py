@@ -310,7 +310,7 @@ def test_padded_rows_fit_equals_the_plain_fit_and_shares_its_compiled_sweep():
         f.clear_cache()  # (what earlier tests compiled could release them halfway)
     from bayestensor import driver  # nothing else held past its bound (released as a fit begins)
 
-    driver._release(list(driver._HELD["fns"].values()))
+    driver.release_held()
     with padded_rows(len(df)):
         padded = bt.fit(half, **opts)
         whole = bt.fit(df, **opts)

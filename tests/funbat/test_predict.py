@@ -115,7 +115,7 @@ def test_a_refit_at_the_pruned_ranks_shares_the_compiled_marginals():
         f.clear_cache()
     from bayestensor import driver  # nothing else held past its bound (released as a fit begins)
 
-    driver._release(list(driver._HELD["fns"].values()))
+    driver.release_held()
     opts = {"coords": ["t", "s", "g"], "value": "y", "local": None, "progress": False}
     auto = bt.fit(df, rank="auto", **opts)
     auto.predict(df)
