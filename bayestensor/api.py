@@ -362,14 +362,15 @@ def _refits(res, df, given, options, **fixed):
     """What a check by refits of ``res``'s fit needs: ``refit(rows, rank, **more)``, the
     :func:`fit` of ``rows`` at ``rank`` with :func:`fit`'s ``given`` arguments and ``options``
     (``max_rank`` aside), ``res``'s kernels, ``fixed`` and ``more``, its rows padded to ``df``'s
-    count (the refits at one rank, and a fit of all rows there, share one compiled sweep:
-    :func:`bayestensor.sharding.padded_rows`); and ``res``'s categorical and all mode names
-    (for :func:`~.refit_check.fold_of_rows`)."""
+    count (:func:`bayestensor.sharding.padded_rows`) and encoded on ``res``'s modes, the grid
+    of all rows (:func:`bayestensor.distributed.on_modes`): the refits at one rank, and a fit
+    of all rows there, share their compiled programs; and ``res``'s categorical and all mode
+    names (for :func:`~.refit_check.fold_of_rows`)."""
     options = {k: v for k, v in options.items() if k != "max_rank"}
     given = {**given, "kernel": res.kernels or None, **fixed}
 
     def refit(rows, rank, **more):
-        with padded_rows(len(df)):
+        with padded_rows(len(df)), distributed.on_modes(res.modes):
             return fit(rows, rank=rank, progress=False, **given, **options, **more)
 
     categorical = tuple(m.name for m in res.modes if m.kind == "categorical")

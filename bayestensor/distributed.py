@@ -37,8 +37,11 @@ With one process every function here is the plain single-process code (or the id
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import jax
 import jax.numpy as jnp
@@ -50,6 +53,11 @@ from bayestensor import checks, data
 from bayestensor.checks import CATEGORICAL
 from bayestensor.modes import Encoded, Mode
 from bayestensor.sharding import padded_size, row_sharding
+
+#: The modes single-process fits encode their rows against (:func:`on_modes`); None: their own.
+_ON_MODES: contextvars.ContextVar[tuple[Mode, ...] | None] = contextvars.ContextVar(
+    "on_modes", default=None
+)
 
 
 def is_multiprocess() -> bool:
@@ -163,7 +171,7 @@ def encode(df: pd.DataFrame, coords, value: str | None = None, time_unit=None) -
     """
     local = data.encode(df, coords, value, time_unit=time_unit)
     if not is_multiprocess():
-        return local
+        return local if _ON_MODES.get() is None else _encode_on(local, df, _ON_MODES.get())
     kinds = data.parse_coords(df, coords, value)
     columns = {}
     for mode in local.modes:
@@ -187,6 +195,39 @@ def encode(df: pd.DataFrame, coords, value: str | None = None, time_unit=None) -
     if np.any(index < 0):  # cannot happen: every local coordinate is among the gathered ones
         raise ValueError("internal error: a local coordinate is missing from the global modes")
     return Encoded(modes=modes, index=index.astype(np.int64), y=local.y, value=value)
+
+
+@contextmanager
+def on_modes(modes: Sequence[Mode]) -> Iterator[None]:
+    """Within this block, a single-process :func:`encode` (so :func:`bayestensor.fit`) encodes
+    its rows against ``modes``, e.g. a fit of all rows' modes, instead of their own
+    coordinates: the fit's grid then holds coordinates no row has, where each latent function
+    takes its GP's interpolation between its neighbours (a state-space GP's posterior and
+    evidence at the rows' coordinates are those without them; a category no row has keeps its
+    prior). Fits of different subsets of
+    the rows then have the same grid, so the same array shapes, and share their compiled
+    programs (the check refits of :func:`bayestensor.fit` on small data). The rows' columns
+    must be ``modes``' names, in order, with coordinates among theirs."""
+    modes = tuple(modes)
+    if not modes or not all(isinstance(m, Mode) for m in modes):
+        raise ValueError("modes must be a non-empty sequence of Mode objects")
+    token = _ON_MODES.set(modes)
+    try:
+        yield
+    finally:
+        _ON_MODES.reset(token)
+
+
+def _encode_on(local: Encoded, df: pd.DataFrame, modes: tuple[Mode, ...]) -> Encoded:
+    """``local`` (the rows' own encode) re-encoded against ``modes`` (:func:`on_modes`)."""
+    names = [(m.name, m.kind) for m in local.modes]
+    if names != [(m.name, m.kind) for m in modes]:
+        theirs = [(m.name, m.kind) for m in modes]
+        raise ValueError(f"the rows' modes {names} are not on_modes' {theirs} (name, kind)")
+    index = data.encode_new(df, modes).index
+    if np.any(index < 0):
+        raise ValueError("the rows have coordinates that on_modes' modes lack")
+    return Encoded(modes=modes, index=index.astype(np.int64), y=local.y, value=local.value)
 
 
 def _modes_digest(modes) -> bytes:

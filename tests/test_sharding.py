@@ -328,3 +328,44 @@ def test_padded_rows_fit_equals_the_plain_fit_and_shares_its_compiled_sweep():
         with pytest.raises(ValueError, match="n must be a positive int"):
             with padded_rows(bad):
                 pass
+
+
+def test_fits_on_all_rows_modes_predict_as_on_their_own_and_share_their_compiled_sweep():
+    """Inside ``distributed.on_modes(modes)`` a fit encodes its rows on ``modes`` (all rows'
+    grid), coordinates no row has included: a state-space GP's posterior at the rows'
+    coordinates is the same without them, and at the others its interpolation between
+    neighbours, so it predicts as the fit on its own grid (kriging there). Two subsets lacking
+    different coordinates then have the same shapes: with ``padded_rows`` one compiled sweep
+    and initial state (the check refits of ``bt.fit`` on small data). Rows with a coordinate
+    ``modes`` lack, or other columns, are an error."""
+    import bayestensor as bt
+    from bayestensor import distributed, driver
+    from bayestensor.models.funbat import estimator
+    from bayestensor.sharding import padded_rows
+
+    df = _grid_frame(240)
+    opts = {"coords": ["t", "s", "g"], "value": "y", "rank": 2, "max_sweeps": 100}
+    opts |= {"local": None, "progress": False, "learn_hyper": False, "lengthscale": 1.0}
+    whole = bt.fit(df, **opts)
+    parts = [df[~df["t"].isin([1.0, 3.5]) & (df["s"] != 2.0)], df[df["t"] != 2.0]]
+    programs = (estimator._sweep_jit, estimator._initial_state_jit)
+    for f in (*programs, estimator._marginals_jit, estimator._rows_jit):
+        f.clear_cache()
+    driver.release_held()
+    with padded_rows(len(df)), distributed.on_modes(whole.modes):
+        on = [bt.fit(part, **opts) for part in parts]
+    assert [f._cache_size() for f in programs] == [1, 1]
+    assert [len(m.values) for m in on[0].modes] == [len(m.values) for m in whole.modes]
+    own = bt.fit(parts[0], **opts)
+    assert len(own.modes[0].values) == len(whole.modes[0].values) - 2
+    a, b = own.predict(df)["mean"].to_numpy(), on[0].predict(df)["mean"].to_numpy()
+    assert np.max(np.abs(a - b)) <= TOL["on_modes_vs_own"] * np.max(np.abs(a))
+    assert on[0].noise_sd == pytest.approx(own.noise_sd, rel=TOL["on_modes_vs_own"])
+    wider = df.assign(t=df["t"] + 0.25)
+    with distributed.on_modes(whole.modes), pytest.raises(ValueError, match="lack"):
+        bt.fit(wider, **opts)
+    with distributed.on_modes(whole.modes), pytest.raises(ValueError, match="not on_modes"):
+        bt.fit(df, **{**opts, "coords": ["s", "t", "g"]})
+    with pytest.raises(ValueError, match="non-empty sequence of Mode"):
+        with distributed.on_modes([]):
+            pass

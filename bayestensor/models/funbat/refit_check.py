@@ -10,10 +10,10 @@ and so are 4–10× too pessimistic where a strong residual process stands on a 
 (``docs/benchmarks.md``).
 
 So on small data (at most :data:`MAX_ROWS` rows, where a fit takes seconds) the rows are
-split into :data:`FOLDS` folds of one size at random (:func:`fold_of_rows`: the refits share
-their compiled programs), each fold is predicted by the learned ranks and by
-rank 1 fitted to the other folds (the kernels the fit chose, and the residual process its local
-stage kept: the check runs only where it kept one), and rank 1 is taken when
+split into :data:`FOLDS` folds of one size at random (:func:`fold_of_rows`), each fold is
+predicted by the learned ranks and by rank 1 fitted to the other folds (the kernels the fit
+chose, and the residual process its local stage kept: the check runs only where it kept one),
+and rank 1 is taken when
 the **median** absolute error of its predictions is below :data:`MARGIN` times the learned
 ranks'. The median, not the mean square: on such data a few rows at the edges decide a squared
 error (60–95 % of it from five rows on seals), so a mean square ranks the candidates by where
@@ -74,11 +74,12 @@ def fold_of_rows(df: pd.DataFrame, coords: tuple[str, ...], seed: int) -> np.nda
     """Each row's fold (``0 … FOLDS − 1``, or ``−1``: in every refit's rows, scored by none).
 
     The folds have one size, and one row of each value of every ``coords`` column, drawn at
-    random, is in none of them, so every refit has as many rows and the same coordinates as
-    the others: the same array shapes, so the refits at one rank share their compiled programs
-    (each new shape costs a compile: 27–35 s more on a first fit of small data otherwise,
-    ``docs/benchmarks.md``). Where those rows would be more than :data:`COVER_SHARE` of all
-    (coordinates mostly seen once), they are not set apart: the folds still have one size."""
+    random, is in none of them, so every refit has as many rows and sees every coordinate.
+    Where those rows would be more than :data:`COVER_SHARE` of all (coordinates mostly seen
+    once), they are not set apart: the folds still have one size. (The refits' array shapes
+    do not depend on the folds: :func:`bayestensor.fit` pads their rows to all rows' count and
+    encodes them on all rows' grid, so the refits at one rank share their compiled programs;
+    each new shape costs a compile, ``docs/benchmarks.md``.)"""
     n = len(df)
     rng = np.random.default_rng(seed)
     kept = np.zeros(n, dtype=bool)
