@@ -20,6 +20,7 @@ from bayestensor.models.funbat.local import (
     rms,
     vecchia_neighbours,
 )
+from bayestensor.models.funbat.local_fibre import _fibre_arrays
 from bayestensor.models.funbat.local_neighbours import _vecchia_nll
 from bayestensor.models.funbat.options import LOCAL_AUTO_MAX_ROWS, LOCAL_AUTO_MIN_ROWS, auto_local
 from bayestensor.models.funbat.stream import bucket
@@ -67,11 +68,16 @@ def test_fibre_gp_matches_dense_gp():
     # log marginal likelihood at the fitted and at another point, against the dense Cholesky
     lay = fit._layout(None)
     args = tuple(jnp.asarray(lay[k]) for k in ("dt", "cnt", "sum"))
+    # as the fit runs it: padded with fibres and steps that carry nothing (to 64 fibres here)
+    padded = _fibre_arrays(lay)
+    assert args[0].shape == (5, 6) and padded[0].shape == (64, 6)
     for theta in (fit.theta, np.log([0.7, 1.3, 0.2])):
         e, v, s2 = np.exp(theta)
-        with precision("float64"):
-            nll = float(_fibre_vg(jnp.asarray(theta), "matern32", *args, float(r @ r), len(r))[0])
-        assert nll == pytest.approx(_dense_nll(_fibre_kernel(df, df, e, v), r, s2), rel=1e-10)
+        dense_nll = _dense_nll(_fibre_kernel(df, df, e, v), r, s2)
+        for arrays in (args, padded):
+            with precision("float64"):
+                value = _fibre_vg(jnp.asarray(theta), "matern32", *arrays, float(r @ r), len(r))
+            assert float(value[0]) == pytest.approx(dense_nll, rel=1e-10)
     # the fitted hyperparameters maximise the dense marginal likelihood
 
     def dense(th):
