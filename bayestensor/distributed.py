@@ -204,10 +204,10 @@ def on_modes(modes: Sequence[Mode]) -> Iterator[None]:
     coordinates: the fit's grid then holds coordinates no row has, where each latent function
     takes its GP's interpolation between its neighbours (a state-space GP's posterior and
     evidence at the rows' coordinates are those without them; a category no row has keeps its
-    prior). Fits of different subsets of
-    the rows then have the same grid, so the same array shapes, and share their compiled
-    programs (the check refits of :func:`bayestensor.fit` on small data). The rows' columns
-    must be ``modes``' names, in order, with coordinates among theirs."""
+    prior). Fits of different subsets of the rows then have the same grid, so the same array
+    shapes, and share their compiled programs (the check refits of :func:`bayestensor.fit` on
+    small data). The rows' columns must be ``modes``' names and kinds, in order, with
+    coordinates among theirs."""
     modes = tuple(modes)
     if not modes or not all(isinstance(m, Mode) for m in modes):
         raise ValueError("modes must be a non-empty sequence of Mode objects")
