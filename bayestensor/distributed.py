@@ -220,9 +220,8 @@ def on_modes(modes: Sequence[Mode]) -> Iterator[None]:
 
 def _encode_on(local: Encoded, df: pd.DataFrame, modes: tuple[Mode, ...]) -> Encoded:
     """``local`` (the rows' own encode) re-encoded against ``modes`` (:func:`on_modes`)."""
-    names = [(m.name, m.kind) for m in local.modes]
-    if names != [(m.name, m.kind) for m in modes]:
-        theirs = [(m.name, m.kind) for m in modes]
+    names, theirs = ([(m.name, m.kind) for m in ms] for ms in (local.modes, modes))
+    if names != theirs:
         raise ValueError(f"the rows' modes {names} are not on_modes' {theirs} (name, kind)")
     index = data.encode_new(df, modes).index
     if np.any(index < 0):
