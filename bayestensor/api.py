@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
@@ -277,7 +277,10 @@ def fit(
         from bayestensor.models.funbat.local import fit_local, still_needed
         from bayestensor.models.funbat.local_cavity import mostly_structure
 
-        kept = None
+        kept = None  # the checks' refits of one fit share their memo and ranks (_refits)
+        memo = _Refits(
+            {}, res.ranks if strict is None else tuple(map(max, res.ranks, strict.cfg_.ranks))
+        )
         given = {"coords": coords, "value": value, "model": model, "seed": seed}
         given |= {"max_sweeps": max_sweeps, "tol": tol, "time_unit": time_unit}
         if strict is not None:
@@ -299,13 +302,23 @@ def fit(
                     res.local = fit_local(res, df, local, values=(kept.values_gp, kept.scale))
                     lenient = res.local.residual is not None and not res.local.values_kept
             if kept.kept_any and not lenient:
-                res = _lenient_by_refits(res, res_strict, kept, df, local, progress, given, options)
+                res = _lenient_by_refits(
+                    res, res_strict, kept, df, local, progress, given, options, memo
+                )
         if res.local is None:
             res.local = fit_local(res, df, local)
             if not res.local.kept_any and kept is not None and kept.kept_any:
                 res = res_strict
-        res = _rank_one_check(res, df, ranks, given, options, progress)
+        res = _rank_one_check(res, df, ranks, given, options, progress, memo)
     return res
+
+
+class _Refits(NamedTuple):
+    """What the check refits of one :func:`fit` share (:func:`_refits`): ``fits``, the refits
+    by their rows and arguments, and ``ranks``, the ranks the fixed-rank refits run at."""
+
+    fits: dict
+    ranks: tuple[int, ...]
 
 
 def _canonical_order(enc, df: pd.DataFrame):
@@ -327,12 +340,12 @@ def _canonical_order(enc, df: pd.DataFrame):
     return dataclasses.replace(enc, index=enc.index[order], y=enc.y[order]), df.iloc[order]
 
 
-def _lenient_by_refits(lenient, strict, kept, df, local, progress, given, options):
+def _lenient_by_refits(lenient, strict, kept, df, local, progress, given, options, memo):
     """``strict`` (pruned for the local stage, with the residual process ``kept`` there), or
     ``lenient`` (the leniently pruned fit) with its own local stage where, on small data, its
     refits predict the left-out rows better (:func:`.refit_check.lenient_by_refits`; with
     ``local="auto"``, where the two ranks differ). ``given`` and ``options``: :func:`fit`'s
-    arguments, for the refits."""
+    arguments, for the refits; ``memo``: :func:`_refits`'."""
     from bayestensor.models.funbat import refit_check
     from bayestensor.models.funbat.local import fit_local
 
@@ -340,7 +353,7 @@ def _lenient_by_refits(lenient, strict, kept, df, local, progress, given, option
     small = len(df) <= refit_check.MAX_ROWS
     if not residual or local != "auto" or not small or lenient.ranks == strict.ranks:
         return strict
-    refit, categorical, coords = _refits(strict, df, given, options)
+    refit, categorical, coords = _refits(strict, df, given, options, memo)
     taken, _ = refit_check.lenient_by_refits(
         df,
         strict.value,
@@ -358,31 +371,50 @@ def _lenient_by_refits(lenient, strict, kept, df, local, progress, given, option
     return lenient
 
 
-def _refits(res, df, given, options, **fixed):
+def _refits(res, df, given, options, memo, **fixed):
     """What a check by refits of ``res``'s fit needs: ``refit(rows, rank, **more)``, the
     :func:`fit` of ``rows`` at ``rank`` with :func:`fit`'s ``given`` arguments and ``options``
     (``max_rank`` aside), ``res``'s kernels, ``fixed`` and ``more``, its rows padded to ``df``'s
     count (:func:`bayestensor.sharding.padded_rows`) and encoded on ``res``'s modes, the grid
-    of all rows (:func:`bayestensor.distributed.on_modes`): the refits at one rank, and a fit
-    of all rows there, share their compiled programs; and ``res``'s categorical and all mode
-    names (for :func:`~.refit_check.fold_of_rows`)."""
+    of all rows (:func:`bayestensor.distributed.on_modes`), its local processes padded to the
+    shapes of all rows (:func:`~.local_neighbours.padded_local`): the refits at one rank, and a
+    fit of all rows there, share their compiled programs, and the refits' local processes
+    share theirs with ``res``'s; and ``res``'s categorical and all mode names (for
+    :func:`~.refit_check.fold_of_rows`). ``memo`` (a :class:`_Refits`, one per :func:`fit`):
+    a refit of the same rows with the same arguments is the one it holds (the two checks both
+    refit the folds at the learned ranks with the residual process the local stage kept, where
+    the lenient pruning was not taken), and the refits run at its ranks, the largest any check
+    asks for, with the components they do not fit switched off
+    (:func:`~.padded.padded_ranks`): they share one compiled sweep."""
+    from bayestensor.models.funbat.local_neighbours import padded_local
+    from bayestensor.models.funbat.padded import padded_ranks
+
     options = {k: v for k, v in options.items() if k != "max_rank"}
     given = {**given, "kernel": res.kernels or None, **fixed}
+    coords = tuple(m.name for m in res.modes)
+    rows = df[list(coords)]
 
-    def refit(rows, rank, **more):
-        with padded_rows(len(df)), distributed.on_modes(res.modes):
-            return fit(rows, rank=rank, progress=False, **given, **options, **more)
+    def refit(rows_, rank, **more):
+        rows_hash = pd.util.hash_pandas_object(rows_, index=True).to_numpy().tobytes()
+        key = (rows_hash, repr(rank), repr(sorted({**given, **more}.items(), key=str)))
+        if key not in memo.fits:
+            with padded_rows(len(df)), distributed.on_modes(res.modes), padded_local(rows):
+                with padded_ranks(memo.ranks):
+                    fit_ = fit(rows_, rank=rank, progress=False, **given, **options, **more)
+            memo.fits[key] = fit_
+        return memo.fits[key]
 
     categorical = tuple(m.name for m in res.modes if m.kind == "categorical")
-    return refit, categorical, tuple(m.name for m in res.modes)
+    return refit, categorical, coords
 
 
-def _rank_one_check(res, df, ranks, given, options, progress):
+def _rank_one_check(res, df, ranks, given, options, progress, memo):
     """``res``, or the rank-1 fit where :mod:`~bayestensor.models.funbat.refit_check` finds it
     clearly better by refits (``rank="auto"`` whose local stage kept a residual process, on
     small data only; both candidates with that process, the kernels the fit chose), with
     what the check found as ``rank_check`` (a :class:`~.refit_check.RankCheck`) where it ran;
-    ``given`` and ``options``: :func:`fit`'s arguments, for the refits."""
+    ``given`` and ``options``: :func:`fit`'s arguments, for the refits; ``memo``:
+    :func:`_refits`'."""
     from bayestensor.models.funbat import refit_check
 
     loc = res.local
@@ -390,7 +422,7 @@ def _rank_one_check(res, df, ranks, given, options, progress):
     small = len(df) <= refit_check.MAX_ROWS
     if ranks != "auto" or not residual or not small or max(res.ranks) == 1:
         return res
-    refit, categorical, coords = _refits(res, df, given, options, local=loc.residual_label)
+    refit, categorical, coords = _refits(res, df, given, options, memo, local=loc.residual_label)
     check = refit_check.rank_one_by_refits
     better, median = check(
         df, res.value, res.ranks, refit, given["seed"], progress, categorical, coords

@@ -156,16 +156,23 @@ def test_fitting_the_same_rows_again_compiles_nothing(monkeypatch):
     import jax
 
     from bayestensor import driver
+    from bayestensor.models.funbat.local import PROGRAMS, _fibre_post_jit, _fibre_vg
 
     monkeypatch.setitem(driver.bound_compiled.__kwdefaults__, "keep", 2)
     # what earlier tests in the process left held past its bound would be released as the
     # second fit begins: start from nothing held
     driver.release_held()
+    local_programs = (*PROGRAMS, _fibre_vg, _fibre_post_jit)
+    for f in local_programs:
+        f.clear_cache()
 
     df = _surface()
     fit = dict(coords=["x", "y"], value="v", progress=False)
     first = bt.fit(df, **fit)
     assert first.rank_check is not None  # the check by refits ran
+    # the refits' local processes ran the fit's own programs (padded_local; on a square grid
+    # the fibres along x and along y have one shape): without it, three neighbour posteriors
+    assert max(f._cache_size() for f in local_programs) == 1
     expected = first.predict(df)["mean"]
     compiled = []
 
@@ -357,3 +364,43 @@ def test_fit_takes_the_lenient_pruning_only_where_the_check_says_so(monkeypatch)
     monkeypatch.setattr(check, "MAX_ROWS", len(df) - 1)
     bt.fit(df, coords=["x", "y"], value="v", progress=False)
     assert len(asked) == 2
+
+
+def test_the_checks_refit_the_same_rows_with_the_same_arguments_once(monkeypatch):
+    """Both checks of ``bt.fit`` refit the folds at the learned ranks with the residual
+    process the local stage kept (where the lenient pruning is not taken): one ``memo`` per
+    fit holds each refit, so the second check asks again and fits nothing; other rows, ranks
+    or arguments are fitted."""
+    from types import SimpleNamespace
+
+    from bayestensor import api, distributed
+
+    df = _surface(n_side=6)
+    modes = distributed.encode(df, ["x", "y"], "v").modes
+    res = SimpleNamespace(modes=modes, kernels=None)
+    fitted = []
+
+    def fake_fit(rows, **kwargs):
+        fitted.append((len(rows), kwargs["rank"], kwargs.get("local")))
+        return object()
+
+    monkeypatch.setattr(api, "fit", fake_fit)
+    given = {"coords": ["x", "y"], "value": "v", "seed": 0}
+    memo = api._Refits({}, (2, 2))
+    lenient, _, _ = api._refits(res, df, given, {}, memo)
+    rank_one, _, _ = api._refits(res, df, given, {}, memo, local="fibre:x")
+    half, other = df.iloc[::2], df.iloc[1::2]
+    first = lenient(half, (2, 2), local="fibre:x")
+    assert rank_one(half, (2, 2)) is first  # the same refit: not fitted again
+    rank_one(half, 1)
+    rank_one(other, (2, 2))
+    lenient(half, (2, 2), local="auto")
+    lenient(half.assign(v=half["v"] + 1.0), (2, 2), local="fibre:x")
+    assert fitted == [
+        (18, (2, 2), "fibre:x"),
+        (18, 1, "fibre:x"),
+        (18, (2, 2), "fibre:x"),
+        (18, (2, 2), "auto"),
+        (18, (2, 2), "fibre:x"),
+    ]
+    assert len(memo.fits) == 5

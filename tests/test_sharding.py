@@ -369,3 +369,118 @@ def test_fits_on_all_rows_modes_predict_as_on_their_own_and_share_their_compiled
     with pytest.raises(ValueError, match="non-empty sequence of Mode"):
         with distributed.on_modes([]):
             pass
+
+
+@pytest.mark.x64
+def test_local_processes_padded_to_all_rows_fit_as_plain_and_share_their_programs():
+    """Inside ``padded_local(rows)`` the local processes pad their arrays to the shapes of
+    ``rows``: the fibre GP to their fibres and longest fibre, the neighbour GP to their count
+    (padding carries no messages: the same likelihood, the same fit). Fits of subsets of those
+    rows, and their predictions of other rows among them, then run one compiled likelihood and
+    posterior (the check refits of ``bt.fit`` on small data, and the fit of all rows)."""
+    from bayestensor.models.funbat.local_fibre import (
+        FibreGP,
+        _fibre_arrays,
+        _fibre_post_jit,
+        _fibre_vg,
+    )
+    from bayestensor.models.funbat.local_neighbours import (
+        PROGRAMS,
+        NeighbourGP,
+        _padded,
+        padded_local,
+    )
+
+    rng = np.random.default_rng(5)
+    n = 600
+    df = pd.DataFrame(
+        {"t": rng.integers(0, 40, n) / 4.0, "s": rng.integers(0, 6, n) * 1.0, "x": rng.random(n)}
+    )
+    r = np.sin(df["t"].to_numpy()) * np.cos(df["s"]) + 0.1 * rng.normal(size=n)
+    parts = [np.flatnonzero(rng.random(n) < share) for share in (0.35, 0.5)]
+    rows = df[["t", "s", "x"]]
+    cases = {
+        "fibre": (lambda: FibreGP("t"), ["t", "s"], (_fibre_vg, _fibre_post_jit)),
+        "neighbours": (
+            lambda: NeighbourGP(m=8, m_fit=4, rounds=1, maxiter=15),
+            ["t", "x"],
+            PROGRAMS,
+        ),
+    }
+    for name, (process, coords, programs) in cases.items():
+        fitted = []
+        for f in programs:
+            f.clear_cache()
+        with padded_local(rows[coords]):
+            for part in [*parts, np.arange(n)]:
+                fitted.append(process().fit(df.iloc[part], coords, r[part], 0.05))
+        for part, gp in zip(parts, fitted, strict=False):  # predictions outside the block
+            gp.posterior(df.drop(index=part))
+        assert max(f._cache_size() for f in programs) == 1, name
+        # on its own a part has other shapes (the test would share nothing without the floor)
+        plain = process().fit(df.iloc[parts[0]], coords, r[parts[0]], 0.05)
+        if name == "fibre":
+            assert (
+                _fibre_arrays(plain._layout(None))[0].shape
+                != _fibre_arrays(fitted[-1]._layout(None))[0].shape
+            )
+        else:
+            shapes = [
+                len(_padded(*[np.zeros((k, 1))] * 3, np.zeros((k, 4)))[0])
+                for k in (len(parts[0]), n)
+            ]
+            assert shapes[0] != shapes[1]
+        tol = TOL["padded_local_vs_plain"]
+        np.testing.assert_allclose(fitted[0].theta, plain.theta, rtol=tol, atol=tol)
+        assert fitted[0].nll == pytest.approx(plain.nll, rel=tol)
+        new = df.drop(index=parts[0])
+        for a, b in zip(fitted[0].posterior(new), plain.posterior(new), strict=True):
+            np.testing.assert_allclose(a, b, rtol=tol, atol=tol * np.max(np.abs(b)))
+    with pytest.raises(ValueError, match="non-empty pandas DataFrame"):
+        with padded_local(rows.iloc[:0]):
+            pass
+
+
+def test_fixed_ranks_padded_fit_as_their_own_and_share_one_compiled_sweep():
+    """Inside ``padded_ranks(R)`` a fixed-rank Tucker fit at ranks ``r ≤ R`` runs at ``R``
+    with the core entries of the components past ``r`` held at zero: those components get no
+    message and add nothing, so the fit is the rank-``r`` fit (hyperparameters learned, to
+    rounding), and fits at several ranks run one compiled sweep and initial state (the check
+    refits of ``bt.fit``). Ranks above ``R`` run at their own."""
+    import bayestensor as bt
+    from bayestensor import driver
+    from bayestensor.models.funbat import estimator
+    from bayestensor.models.funbat.padded import padded_ranks
+
+    rng = np.random.default_rng(1)
+    n = 300
+    t, s, g = rng.uniform(0, 5, n), rng.integers(0, 6, n) * 1.0, rng.integers(0, 3, n)
+    y = np.sin(t) * (1.0 + 0.3 * g) * (1 + 0.2 * s) + 0.3 * np.cos(2 * t) * (g == 1) * np.cos(s)
+    df = pd.DataFrame({"t": t, "s": s, "g": [f"g{v}" for v in g], "y": y})
+    df["y"] += 0.05 * rng.normal(size=n)
+    opts = {"coords": ["t", "s", "g"], "value": "y", "local": None, "progress": False}
+    opts |= {"max_sweeps": 25, "tol": 1e-12}  # (every fit runs all its sweeps)
+    ranks = [(1, 1, 1), (2, 1, 2)]
+    plain = [bt.fit(df, rank=r, **opts) for r in ranks]
+    programs = (estimator._sweep_jit, estimator._initial_state_jit)
+    driver.release_held()
+    for f in programs:
+        f.clear_cache()
+    with padded_ranks((2, 2, 2)):
+        padded = [bt.fit(df, rank=r, **opts) for r in ranks]
+        assert [f._cache_size() for f in programs] == [1, 1]
+        assert bt.fit(df, rank=(3, 1, 1), **opts).ranks == (3, 1, 1)  # above R: its own
+        assert [f._cache_size() for f in programs] == [2, 2]
+    for a, b in zip(plain, padded, strict=True):
+        assert b.ranks == a.ranks and b.estimator.state_.core.mean.shape == a.ranks
+        pa, pb = a.predict(df), b.predict(df)
+        for column in ("mean", "sd"):
+            gap = np.max(np.abs(pa[column] - pb[column])) / np.max(np.abs(pa[column]))
+            assert gap <= TOL["padded_vs_plain"], column
+        assert b.noise_sd == pytest.approx(a.noise_sd, rel=TOL["padded_vs_plain"])
+        for k in (0, 2):  # the learned hyperparameters (continuous t, categorical g: None)
+            ha, hb = a.estimator.state_.log_hyper[k], b.estimator.state_.log_hyper[k]
+            assert (ha is None and hb is None) or np.allclose(ha, hb, rtol=1e-10, atol=0)
+    with pytest.raises(ValueError, match="sequence of ints"):
+        with padded_ranks([0, 2]):
+            pass

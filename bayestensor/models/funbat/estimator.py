@@ -37,7 +37,9 @@ from bayestensor.models.funbat.options import (
     Stopping,
     check_kernel_option,
     check_period_option,
+    mode_periods,
 )
+from bayestensor.models.funbat.padded import fit_ranks, padded_means, unpadded
 from bayestensor.models.funbat.select import SELECT_SWEEPS, choose_kernels
 from bayestensor.models.funbat.select import START as SELECT_START
 from bayestensor.models.funbat.state import MODELS, FunBaTConfig, auto_chunk
@@ -259,23 +261,6 @@ class FunBaT:
             self.kernel.get(m.name, DEFAULT_KERNEL) if m.kind == CONTINUOUS else None for m in modes
         )
 
-    def _mode_periods(self, modes, kernels) -> list[float | None]:
-        """Per mode, the period given by the user (``None``: not given, or no period)."""
-        periodic = [m.name for m, k in zip(modes, kernels, strict=True) if k in PERIODIC_KERNELS]
-        if self.period is None:
-            return [None] * len(modes)
-        if not periodic:
-            raise ValueError("period was given but no mode has a periodic or quasiperiodic kernel")
-        if isinstance(self.period, dict):
-            unknown = [c for c in self.period if c not in periodic]
-            if unknown:
-                raise ValueError(
-                    f"period names {unknown}, which are not modes with a periodic or "
-                    f"quasiperiodic kernel ({periodic})"
-                )
-            return [self.period.get(m.name) for m in modes]
-        return [self.period if m.name in periodic else None for m in modes]
-
     @staticmethod
     def _per_mode(value, K: int, name: str) -> list:
         """Broadcast a scalar (or ``None``) to ``K`` modes; check a sequence's length and sign."""
@@ -333,7 +318,7 @@ class FunBaT:
         kernels = self._mode_kernels(enc.modes)
         auto = tuple(k for k, name in enumerate(kernels) if name == AUTO_KERNEL)
         kernels = tuple(SELECT_START if name == AUTO_KERNEL else name for name in kernels)
-        period_given = self._mode_periods(enc.modes, kernels)
+        period_given = mode_periods(self.period, enc.modes, kernels)
         dts, ell0, var0, period0, envelope0 = [], [], [], [], []
         for k, mode in enumerate(enc.modes):
             if continuous[k]:
@@ -354,9 +339,12 @@ class FunBaT:
                 for lst in (dts, ell0, var0, period0, envelope0):
                     lst.append(None)
         dts = tuple(dts)
+        # inside padded.padded_ranks a fixed-rank Tucker fit runs at those ranks (shared programs)
+        tucker_fixed = self.model == "tucker" and not isinstance(self.rank, str)
+        run_ranks, kept = fit_ranks(ranks, tucker_fixed and self.init == "spectral" and not auto)
         cfg = FunBaTConfig(
             self.model,
-            ranks,
+            run_ranks,
             enc.shape,
             continuous,
             kernels,
@@ -366,13 +354,14 @@ class FunBaT:
             self.hyper_step,
             self.a0,
             self.b0,
-            auto_chunk(len(y_all), ranks, self.model) if self.chunk == "auto" else self.chunk,
+            auto_chunk(len(y_all), run_ranks, self.model) if self.chunk == "auto" else self.chunk,
             tuple(p is None for p in period_given),
             ard=isinstance(self.rank, str),
         )
         init_means = None
         if self.init == "spectral":
             init_means = spectral_init(index_all, y_all, enc.shape, ranks, self.seed)
+            init_means = init_means if kept is None else padded_means(init_means, run_ranks)
         bound_compiled(_initial_state_jit, _sweep_jit, _marginals_jit, _rows_jit, modes=K)
         state = _initial_state_jit(
             cfg,
@@ -389,6 +378,7 @@ class FunBaT:
             [None if v is None else float(v) for v in period0],
             [None if v is None else float(v) for v in envelope0],
             mask,
+            kept,
         )
         extra_hyper = [
             name
@@ -400,7 +390,7 @@ class FunBaT:
             # one compiled sweep; the change is the RMS move of the fitted values in units of
             # the current noise sd (both z-scored)
             state, Ef_old, history = carry
-            state, Ef = _sweep_jit(state, index, y, dts, cfg, mask)
+            state, Ef = _sweep_jit(state, index, y, dts, cfg, mask, kept)
             Ef, mse, moved = distributed.row_errors(Ef, Ef_old, y_np, y, mask, len(y_all))
             tau = float(jax.tree.map(np.asarray, state.noise).mean)  # on the host, not eager JAX
             hyper = [None if th is None else np.asarray(th) for th in state.log_hyper]
@@ -456,6 +446,8 @@ class FunBaT:
                 "log-transform them), values far from O(1) after centring, or extreme settings "
                 "(lengthscale, init_scale, init_noise_sd)"
             )
+        if kept is not None:  # the fit at its own ranks
+            state, cfg = unpadded(state, cfg, ranks, len(y_all), self.chunk == "auto")
         self.max_ranks_ = ranks
         self.active_ = tuple(np.arange(R) for R in ranks)
         self.shares_ = None

@@ -29,6 +29,7 @@ from bayestensor.models.funbat.moments import (
     second_moment,
     weight_update,
 )
+from bayestensor.models.funbat.padded import kept_core
 from bayestensor.models.funbat.state import (
     CategoricalPosterior,
     CorePosterior,
@@ -191,6 +192,7 @@ def sweep(
     dts: tuple,
     cfg: FunBaTConfig,
     mask: Float[Array, " n"] | None = None,
+    kept: Float[Array, " P"] | None = None,
 ) -> tuple[FunBaTState, Float[Array, " n"]]:
     """One full update: every mode (messages → hyperparameters → posterior), core, noise.
 
@@ -219,6 +221,8 @@ def sweep(
         1 on real rows, 0 on padding rows (sharded fits, :mod:`bayestensor.sharding`), which
         then send no message and add nothing to the core and noise statistics; ``None``: every
         row is real.
+    kept : Float[Array, "P"], optional
+        Tucker: 0 on the core entries held at zero (:mod:`~.funbat.padded`), else 1.
 
     Returns
     -------
@@ -254,6 +258,8 @@ def sweep(
         core = core_update(y, tau, means, _masked(seconds, mask), cfg.chunk, prior)
     elif core is not None:  # CP weights (ARD)
         core = weight_update(y, tau, means, _masked(seconds, mask), prior)
+    if cfg.model == "tucker":
+        core = kept_core(core, kept)
     if ard is not None:
         ard = ard_update(cfg, core, ard)
     if c is not None:
@@ -471,17 +477,18 @@ def initial_state(
     period0=None,
     envelope0=None,
     mask=None,
+    kept=None,
 ):
     """:func:`init_state`, then (Tucker with given initial means) the core that best explains
     the data given the initial factors; one compiled call instead of many small ones.
-    ``mask``: as in :func:`sweep`."""
+    ``mask`` and ``kept``: as in :func:`sweep`."""
     state = init_state(
         cfg, dts, ell0, var0, key, mean_scale, cov_scale, init_means, noise_sd, period0, envelope0
     )
     if init_means is not None and cfg.model == "tucker":
         means, seconds = gather(state.factors, index)
         core = core_update(y, state.noise.mean, means, _masked(seconds, mask), cfg.chunk)
-        state = state._replace(core=core)
+        state = state._replace(core=kept_core(core, kept))
     return state
 
 

@@ -106,7 +106,9 @@ def rescaled(gp: NeighbourGP, c: float, X, r) -> NeighbourGP:
     out.theta[D:] += 2.0 * np.log(c)
     n = len(r) if not gp.max_fit or gp.max_fit >= len(r) or gp.full_nll else gp.max_fit
     out.nll = float(gp.nll) + n * float(np.log(c))
-    return out._restore(X, r)
+    out = out._restore(X, r)
+    out._floor = gp._floor  # (padded_local's rows: the same shapes as gp's)
+    return out
 
 
 def mode_cavities(state, index, y, dts, cfg, k: int, means, seconds, group=None, rows=None):

@@ -20,7 +20,7 @@ from jax import lax
 from bayestensor._export import CachedJit
 from bayestensor.driver import precision
 from bayestensor.kernels import kernel_sde
-from bayestensor.models.funbat.local_neighbours import MIN_BUCKET, _lbfgs
+from bayestensor.models.funbat.local_neighbours import MIN_BUCKET, _lbfgs, floor_rows
 from bayestensor.models.funbat.stream import bucket
 
 __all__ = ["FibreGP", "fibre_layout"]
@@ -121,10 +121,11 @@ _fibre_vg = CachedJit(_fibre_value_grad, static_argnames=("kernel",), per_fit="m
 _fibre_post_jit = CachedJit(_fibre_post, static_argnames=("kernel",), per_fit="mode")
 
 
-def _fibre_arrays(lay: dict) -> tuple:
-    """``dt, cnt, sum`` of a layout padded to a shape bucket: extra fibres and extra steps at
-    the end of a fibre have gap 0 and no messages, so they add nothing to the likelihood."""
-    F, L = lay["dt"].shape
+def _fibre_arrays(lay: dict, floor: tuple[int, int] = (0, 0)) -> tuple:
+    """``dt, cnt, sum`` of a layout padded to a shape bucket of at least ``floor`` fibres and
+    steps: extra fibres and extra steps at the end of a fibre have gap 0 and no messages, so
+    they add nothing to the likelihood."""
+    F, L = (int(v) for v in np.maximum(lay["dt"].shape, floor))
     # the scan runs over the L steps of every fibre at once, so padding costs in proportion: up
     # to 8 steps the length is kept (us_temp's 5-step latitude fibres: 45 ms per likelihood and
     # gradient padded to 8, 18 ms at 5), up to 16 rounded up to a multiple of 4, then bucketed
@@ -132,9 +133,23 @@ def _fibre_arrays(lay: dict) -> tuple:
     Lb = L if L <= 8 else -(-L // 4) * 4 if L < 16 else bucket(L, 16)
     out = []
     for k in ("dt", "cnt", "sum"):
-        a = np.pad(lay[k], ((0, Fb - F), (0, Lb - L)))
+        a = lay[k]
+        a = np.pad(a, ((0, Fb - a.shape[0]), (0, Lb - a.shape[1])))
         out.append(jax.device_put(a))
     return tuple(out)
+
+
+def _floor_shape(mode: str, coords: list[str]) -> tuple[int, int]:
+    """The fibres along ``mode`` of :func:`~.local_neighbours.padded_local`'s rows and their
+    most coordinates (``(0, 0)`` outside one, or where its rows lack a column of ``coords``):
+    the rows of a fit inside it and the rows it predicts are some of those rows, so their
+    layouts fit in this shape."""
+    rows = floor_rows()
+    if rows is None or not set(coords) <= set(rows.columns):
+        return (0, 0)
+    x = pd.factorize(rows[mode])[0].astype(np.float64)  # distinct coordinates are all it needs
+    others = rows[[c for c in coords if c != mode]].reset_index(drop=True)
+    return fibre_layout(others, x, 0, np.zeros(0))["dt"].shape
 
 
 @dataclass
@@ -157,6 +172,7 @@ class FibreGP:
         t = time.perf_counter()
         r = np.asarray(r, dtype=np.float64)
         self._restore(df[coords], r)
+        self._floor = _floor_shape(self.mode, coords)
         lay = self._layout(None)
         gaps = lay["dt"][lay["dt"] > 0]
         gap = float(np.median(gaps)) if gaps.size else 1.0
@@ -167,7 +183,7 @@ class FibreGP:
         theta0 = np.log([2 * gap, max(v - noise0, 0.1 * v), noise0])
         theta0 = theta0 if self.start is None else np.asarray(self.start, np.float64)
         with precision("float64"):
-            args = _fibre_arrays(lay)
+            args = _fibre_arrays(lay, self._floor)
             ss, n = float(np.sum(r**2)), float(len(r))
             vg = lambda th: _fibre_vg(th, self.kernel, *args, ss, n)  # noqa: E731
             self.theta, self.nll = _lbfgs(vg, theta0, lo, hi, self.maxiter)
@@ -177,6 +193,7 @@ class FibreGP:
     def _restore(self, train: pd.DataFrame, r: np.ndarray) -> FibreGP:
         """Set the training rows (their coordinate columns) and residuals (fit and load)."""
         self._coords, self._train, self._r = list(train.columns), train.reset_index(drop=True), r
+        self._floor = (0, 0)  # padded_local's shape, where fitted inside one
         return self
 
     def _layout(self, new: pd.DataFrame | None) -> dict:
@@ -201,7 +218,7 @@ class FibreGP:
         lay = self._layout(new)
         with precision("float64"):
             theta = jax.device_put(self.theta)
-            mean, var = _fibre_post_jit(theta, self.kernel, *_fibre_arrays(lay))
+            mean, var = _fibre_post_jit(theta, self.kernel, *_fibre_arrays(lay, self._floor))
         rows = slice(0, len(self._train)) if new is None else slice(len(self._train), None)
         f, p = lay["fibre"][rows], lay["pos"][rows]
         return np.asarray(mean)[f, p], np.maximum(np.asarray(var)[f, p], 0.0)

@@ -10,7 +10,10 @@ from the ``m`` nearest training rows. Cost O(n m³).
 
 from __future__ import annotations
 
+import contextvars
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import jax
@@ -27,7 +30,37 @@ from bayestensor.models.funbat.stream import bucket
 #: have their own rule, see ``local_fibre._fibre_arrays``).
 MIN_BUCKET = 64
 
-__all__ = ["NeighbourGP", "vecchia_neighbours"]
+__all__ = ["NeighbourGP", "padded_local", "vecchia_neighbours"]
+
+#: The rows whose shapes the local processes pad their arrays to (:func:`padded_local`).
+_FLOOR: contextvars.ContextVar[pd.DataFrame | None] = contextvars.ContextVar(
+    "local_floor", default=None
+)
+
+
+@contextmanager
+def padded_local(rows: pd.DataFrame) -> Iterator[None]:
+    """Within this block, the local processes fitted pad their arrays to at least the shapes
+    that ``rows`` (a frame of the coordinate columns) would give them: the neighbour GP to
+    ``len(rows)`` rows, the fibre GP along a column to the fibres of ``rows`` and their most
+    coordinates (``local_fibre``). A process keeps the floor for its predictions.
+
+    The check refits of :func:`bayestensor.fit` on small data fit subsets of one frame's rows
+    and predict others of its rows; inside this block, with the frame, they share one compiled
+    likelihood and posterior per process and column with the fit of all rows. Padded rows,
+    fibres and steps carry no messages, so they change nothing but rounding."""
+    if not isinstance(rows, pd.DataFrame) or rows.empty:
+        raise ValueError(f"rows must be a non-empty pandas DataFrame, got {type(rows).__name__}")
+    token = _FLOOR.set(rows)
+    try:
+        yield
+    finally:
+        _FLOOR.reset(token)
+
+
+def floor_rows() -> pd.DataFrame | None:
+    """The rows of the enclosing :func:`padded_local` block (None outside one)."""
+    return _FLOOR.get()
 
 
 def _pad(a: np.ndarray, n: int, value=0) -> np.ndarray:
@@ -136,16 +169,16 @@ _krige = CachedJit(_krige_rows, per_fit=2)  # at the training rows and at new ro
 PROGRAMS = (_vecchia_nll, _vecchia_vg, _krige)
 
 
-def _padded(X, g, r, nb, rows=None):
-    """The likelihood's arrays padded to a shape bucket (pad rows: no neighbours, weight 0);
-    with ``rows`` (positions), the conditionals of those rows only, their neighbours read from
-    every row (the pool, padded to its own bucket)."""
+def _padded(X, g, r, nb, rows=None, floor=0):
+    """The likelihood's arrays padded to a shape bucket of at least ``floor`` rows (pad rows:
+    no neighbours, weight 0); with ``rows`` (positions), the conditionals of those rows only,
+    their neighbours read from every row (the pool, padded to its own bucket)."""
     if rows is None:
-        n = bucket(len(r), 512)
+        n = bucket(max(len(r), floor), 512)
         w = _pad(np.ones(len(r)), n)
         return tuple(jax.device_put((_pad(X, n), _pad(g, n), _pad(r, n), _pad(nb, n, -1), w)))
     query = _padded(X[rows], g[rows], r[rows], nb[rows])
-    n = bucket(len(r), 512)
+    n = bucket(max(len(r), floor), 512)
     return (*query, tuple(jax.device_put((_pad(X, n), _pad(g, n), _pad(r, n)))))
 
 
@@ -241,6 +274,7 @@ class NeighbourGP:
         """``kinds``: ``{column: "continuous"|"categorical"}`` (default: numeric columns are
         continuous)."""
         t = time.perf_counter()
+        floor = 0 if (frame := floor_rows()) is None else len(frame)
         if kinds is None:
             kinds = {
                 c: "continuous" if pd.api.types.is_numeric_dtype(df[c]) else "categorical"
@@ -270,15 +304,17 @@ class NeighbourGP:
         with precision("float64"):
             for _ in range(self.rounds):
                 nb = vecchia_neighbours(_scaled(Xo, go, np.exp(theta[:D]))[0], self.m_fit, rows)
-                args = _padded(Xo, go, ro, nb, rows)
+                args = _padded(Xo, go, ro, nb, rows, floor)
                 theta, self.nll = _lbfgs(
                     lambda th, a=args: _vecchia_vg(th, *a), theta, lo, hi, self.maxiter
                 )
             if rows is not None and self.full_nll:  # every row's likelihood at the learned θ
                 nb = vecchia_neighbours(_scaled(Xo, go, np.exp(theta[:D]))[0], self.m_fit)
-                self.nll = float(_vecchia_nll(jax.device_put(theta), *_padded(Xo, go, ro, nb)))
+                args = _padded(Xo, go, ro, nb, floor=floor)
+                self.nll = float(_vecchia_nll(jax.device_put(theta), *args))
         self.theta = theta
         self._restore(df, r)
+        self._floor = floor
         self.seconds = time.perf_counter() - t
         return self
 
@@ -293,6 +329,7 @@ class NeighbourGP:
         self._X, self._g, self._r = X, g, np.asarray(r, dtype=np.float64)
         Z, self._far = _scaled(X, g, np.exp(self.theta[: X.shape[1]]))
         self._tree = cKDTree(Z)
+        self._floor = 0  # the rows of padded_local, where fitted inside one
         return self
 
     @property
@@ -312,7 +349,8 @@ class NeighbourGP:
         Z, _ = _scaled(X, g, np.exp(self.theta[:D]), self._far)
         _, nb = self._tree.query(Z, k=min(self.m, len(self._r)))
         nb = np.asarray(nb).reshape(len(Z), -1)
-        q, n = bucket(len(Z), MIN_BUCKET), bucket(len(self._r), MIN_BUCKET)
+        floor = self._floor
+        q, n = (bucket(max(k, floor), MIN_BUCKET) for k in (len(Z), len(self._r)))
         with precision("float64"):
             mean, var = _krige(
                 jax.device_put(self.theta),

@@ -79,6 +79,25 @@ def check_period_option(period):
     return check_positive("period", period)
 
 
+def mode_periods(period, modes, kernels) -> list[float | None]:
+    """Per mode, the period given by the user (``period``: :func:`check_period_option`'s
+    value; ``None``: not given, or no period); ``kernels``: per mode, its kernel's name."""
+    periodic = [m.name for m, k in zip(modes, kernels, strict=True) if k in PERIODIC_KERNELS]
+    if period is None:
+        return [None] * len(modes)
+    if not periodic:
+        raise ValueError("period was given but no mode has a periodic or quasiperiodic kernel")
+    if isinstance(period, dict):
+        unknown = [c for c in period if c not in periodic]
+        if unknown:
+            raise ValueError(
+                f"period names {unknown}, which are not modes with a periodic or "
+                f"quasiperiodic kernel ({periodic})"
+            )
+        return [period.get(m.name) for m in modes]
+    return [period if m.name in periodic else None for m in modes]
+
+
 #: Sweeps that met ``tol`` but are not counted as converged because the hyperparameter search
 #: stepped in them (bounded: the discrete search can step every sweep).
 MAX_SEARCH_SWEEPS = 4
