@@ -171,7 +171,8 @@ def test_fitting_the_same_rows_again_compiles_nothing(monkeypatch):
     first = bt.fit(df, **fit)
     assert first.rank_check is not None  # the check by refits ran
     # the refits' local processes ran the fit's own programs (padded_local; on a square grid
-    # the fibres along x and along y have one shape): without it, three neighbour posteriors
+    # the fibres along x and along y have one shape, and the refits' neighbour likelihoods have
+    # the fit's bucket of rows): without it, three neighbour krigings
     assert max(f._cache_size() for f in local_programs) == 1
     expected = first.predict(df)["mean"]
     compiled = []

@@ -374,22 +374,19 @@ def test_fits_on_all_rows_modes_predict_as_on_their_own_and_share_their_compiled
 @pytest.mark.x64
 def test_local_processes_padded_to_all_rows_fit_as_plain_and_share_their_programs():
     """Inside ``padded_local(rows)`` the local processes pad their arrays to the shapes of
-    ``rows``: the fibre GP to their fibres and longest fibre, the neighbour GP to their count
-    (padding carries no messages: the same likelihood, the same fit). Fits of subsets of those
-    rows, and their predictions of other rows among them, then run one compiled likelihood and
-    posterior (the check refits of ``bt.fit`` on small data, and the fit of all rows)."""
+    ``rows``: the fibre GP to their fibres and longest fibre, the neighbour GP's kriging to
+    their count (padding carries no messages: the same likelihood, the same fit). Fits of
+    subsets of those rows, and their predictions of other rows among them, then run one
+    compiled fibre likelihood and posterior, and one kriging (the check refits of ``bt.fit``
+    on small data, and the fit of all rows)."""
     from bayestensor.models.funbat.local_fibre import (
         FibreGP,
         _fibre_arrays,
         _fibre_post_jit,
         _fibre_vg,
     )
-    from bayestensor.models.funbat.local_neighbours import (
-        PROGRAMS,
-        NeighbourGP,
-        _padded,
-        padded_local,
-    )
+    from bayestensor.models.funbat.local_neighbours import NeighbourGP, _krige, padded_local
+    from bayestensor.models.funbat.stream import bucket
 
     rng = np.random.default_rng(5)
     n = 600
@@ -404,7 +401,7 @@ def test_local_processes_padded_to_all_rows_fit_as_plain_and_share_their_program
         "neighbours": (
             lambda: NeighbourGP(m=8, m_fit=4, rounds=1, maxiter=15),
             ["t", "x"],
-            PROGRAMS,
+            (_krige,),
         ),
     }
     for name, (process, coords, programs) in cases.items():
@@ -425,11 +422,7 @@ def test_local_processes_padded_to_all_rows_fit_as_plain_and_share_their_program
                 != _fibre_arrays(fitted[-1]._layout(None))[0].shape
             )
         else:
-            shapes = [
-                len(_padded(*[np.zeros((k, 1))] * 3, np.zeros((k, 4)))[0])
-                for k in (len(parts[0]), n)
-            ]
-            assert shapes[0] != shapes[1]
+            assert bucket(len(parts[0]), 64) != bucket(n, 64)
         tol = TOL["padded_local_vs_plain"]
         np.testing.assert_allclose(fitted[0].theta, plain.theta, rtol=tol, atol=tol)
         assert fitted[0].nll == pytest.approx(plain.nll, rel=tol)

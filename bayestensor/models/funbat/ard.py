@@ -304,10 +304,10 @@ def active_components(
 
 
 def _slice_rows(a, keep: np.ndarray, axes: tuple[int, ...]):
-    """``a`` restricted to ``keep`` along each of ``axes``."""
+    """``a`` restricted to ``keep`` along each of ``axes`` (on the host: no compile per shape)."""
     for ax in axes:
-        a = jnp.take(a, jnp.asarray(keep), axis=ax)
-    return a
+        a = np.take(np.asarray(a), keep, axis=ax)
+    return jax.device_put(a)
 
 
 def prune(

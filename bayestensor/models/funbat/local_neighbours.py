@@ -41,14 +41,17 @@ _FLOOR: contextvars.ContextVar[pd.DataFrame | None] = contextvars.ContextVar(
 @contextmanager
 def padded_local(rows: pd.DataFrame) -> Iterator[None]:
     """Within this block, the local processes fitted pad their arrays to at least the shapes
-    that ``rows`` (a frame of the coordinate columns) would give them: the neighbour GP to
-    ``len(rows)`` rows, the fibre GP along a column to the fibres of ``rows`` and their most
-    coordinates (``local_fibre``). A process keeps the floor for its predictions.
+    that ``rows`` (a frame of the coordinate columns) would give them: the fibre GP along a
+    column, likelihood and posterior, to the fibres of ``rows`` and their most coordinates
+    (``local_fibre``); the neighbour GP's kriging to ``len(rows)`` rows, queries and pool. A
+    process keeps the floor for its predictions. (Not the neighbour GP's likelihood: L-BFGS-B
+    evaluates it some 70 times a fit, each on twice the rows costs twice as much, and that
+    outweighed the one compile saved: seals' fit again took 3.6 s against 1.6 s.)
 
     The check refits of :func:`bayestensor.fit` on small data fit subsets of one frame's rows
-    and predict others of its rows; inside this block, with the frame, they share one compiled
-    likelihood and posterior per process and column with the fit of all rows. Padded rows,
-    fibres and steps carry no messages, so they change nothing but rounding."""
+    and predict others of its rows; inside this block, with the frame, they share those
+    programs with the fit of all rows. Padded rows, fibres and steps carry no messages, so
+    they change nothing but rounding."""
     if not isinstance(rows, pd.DataFrame) or rows.empty:
         raise ValueError(f"rows must be a non-empty pandas DataFrame, got {type(rows).__name__}")
     token = _FLOOR.set(rows)
@@ -169,16 +172,16 @@ _krige = CachedJit(_krige_rows, per_fit=2)  # at the training rows and at new ro
 PROGRAMS = (_vecchia_nll, _vecchia_vg, _krige)
 
 
-def _padded(X, g, r, nb, rows=None, floor=0):
-    """The likelihood's arrays padded to a shape bucket of at least ``floor`` rows (pad rows:
-    no neighbours, weight 0); with ``rows`` (positions), the conditionals of those rows only,
-    their neighbours read from every row (the pool, padded to its own bucket)."""
+def _padded(X, g, r, nb, rows=None):
+    """The likelihood's arrays padded to a shape bucket (pad rows: no neighbours, weight 0);
+    with ``rows`` (positions), the conditionals of those rows only, their neighbours read from
+    every row (the pool, padded to its own bucket)."""
     if rows is None:
-        n = bucket(max(len(r), floor), 512)
+        n = bucket(len(r), 512)
         w = _pad(np.ones(len(r)), n)
         return tuple(jax.device_put((_pad(X, n), _pad(g, n), _pad(r, n), _pad(nb, n, -1), w)))
     query = _padded(X[rows], g[rows], r[rows], nb[rows])
-    n = bucket(max(len(r), floor), 512)
+    n = bucket(len(r), 512)
     return (*query, tuple(jax.device_put((_pad(X, n), _pad(g, n), _pad(r, n)))))
 
 
@@ -304,14 +307,13 @@ class NeighbourGP:
         with precision("float64"):
             for _ in range(self.rounds):
                 nb = vecchia_neighbours(_scaled(Xo, go, np.exp(theta[:D]))[0], self.m_fit, rows)
-                args = _padded(Xo, go, ro, nb, rows, floor)
+                args = _padded(Xo, go, ro, nb, rows)
                 theta, self.nll = _lbfgs(
                     lambda th, a=args: _vecchia_vg(th, *a), theta, lo, hi, self.maxiter
                 )
             if rows is not None and self.full_nll:  # every row's likelihood at the learned θ
                 nb = vecchia_neighbours(_scaled(Xo, go, np.exp(theta[:D]))[0], self.m_fit)
-                args = _padded(Xo, go, ro, nb, floor=floor)
-                self.nll = float(_vecchia_nll(jax.device_put(theta), *args))
+                self.nll = float(_vecchia_nll(jax.device_put(theta), *_padded(Xo, go, ro, nb)))
         self.theta = theta
         self._restore(df, r)
         self._floor = floor

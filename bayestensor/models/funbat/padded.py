@@ -61,8 +61,8 @@ def fit_ranks(ranks: tuple[int, ...], padded: bool) -> tuple[tuple[int, ...], np
     C order; None: not padded). ``padded``: the fit may be padded (a fixed-rank Tucker fit with
     the spectral start and its kernels given)."""
     pad = _PAD_RANKS.get()
-    if not padded or pad is None or len(pad) != len(ranks) or tuple(ranks) == pad:
-        return ranks, None
+    if not padded or pad is None or len(pad) != len(ranks):
+        return ranks, None  # (at ``pad`` itself: all ones, the same program as the others)
     if any(r > p for r, p in zip(ranks, pad, strict=True)):
         return ranks, None
     kept = np.zeros(pad, dtype=float)
