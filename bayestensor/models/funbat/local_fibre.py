@@ -133,8 +133,7 @@ def _fibre_arrays(lay: dict, floor: tuple[int, int] = (0, 0)) -> tuple:
     Lb = L if L <= 8 else -(-L // 4) * 4 if L < 16 else bucket(L, 16)
     out = []
     for k in ("dt", "cnt", "sum"):
-        a = lay[k]
-        a = np.pad(a, ((0, Fb - a.shape[0]), (0, Lb - a.shape[1])))
+        a = np.pad(lay[k], ((0, Fb - lay[k].shape[0]), (0, Lb - lay[k].shape[1])))
         out.append(jax.device_put(a))
     return tuple(out)
 

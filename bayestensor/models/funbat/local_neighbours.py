@@ -277,7 +277,6 @@ class NeighbourGP:
         """``kinds``: ``{column: "continuous"|"categorical"}`` (default: numeric columns are
         continuous)."""
         t = time.perf_counter()
-        floor = 0 if (frame := floor_rows()) is None else len(frame)
         if kinds is None:
             kinds = {
                 c: "continuous" if pd.api.types.is_numeric_dtype(df[c]) else "categorical"
@@ -316,7 +315,7 @@ class NeighbourGP:
                 self.nll = float(_vecchia_nll(jax.device_put(theta), *_padded(Xo, go, ro, nb)))
         self.theta = theta
         self._restore(df, r)
-        self._floor = floor
+        self._floor = 0 if (rows := floor_rows()) is None else len(rows)  # (for its kriging)
         self.seconds = time.perf_counter() - t
         return self
 
@@ -351,8 +350,7 @@ class NeighbourGP:
         Z, _ = _scaled(X, g, np.exp(self.theta[:D]), self._far)
         _, nb = self._tree.query(Z, k=min(self.m, len(self._r)))
         nb = np.asarray(nb).reshape(len(Z), -1)
-        floor = self._floor
-        q, n = (bucket(max(k, floor), MIN_BUCKET) for k in (len(Z), len(self._r)))
+        q, n = (bucket(max(k, self._floor), MIN_BUCKET) for k in (len(Z), len(self._r)))
         with precision("float64"):
             mean, var = _krige(
                 jax.device_put(self.theta),

@@ -62,9 +62,10 @@ def fit_ranks(ranks: tuple[int, ...], padded: bool) -> tuple[tuple[int, ...], np
     the spectral start and its kernels given)."""
     pad = _PAD_RANKS.get()
     if not padded or pad is None or len(pad) != len(ranks):
-        return ranks, None  # (at ``pad`` itself: all ones, the same program as the others)
+        return ranks, None
     if any(r > p for r, p in zip(ranks, pad, strict=True)):
         return ranks, None
+    # (at ``pad`` itself too: all ones, so the same compiled sweep as the smaller ranks')
     kept = np.zeros(pad, dtype=float)
     kept[tuple(slice(0, r) for r in ranks)] = 1.0
     return pad, kept.reshape(-1)
