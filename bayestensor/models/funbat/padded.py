@@ -26,6 +26,7 @@ import contextvars
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -56,7 +57,7 @@ def padded_ranks(ranks) -> Iterator[None]:
         _PAD_RANKS.reset(token)
 
 
-def fit_ranks(ranks: tuple[int, ...], padded: bool) -> tuple[tuple[int, ...], np.ndarray | None]:
+def fit_ranks(ranks: tuple[int, ...], padded: bool) -> tuple[tuple[int, ...], jax.Array | None]:
     """The ranks a fit at ``ranks`` runs at, and the 0/1 mask of its core entries (flattened,
     C order; None: not padded). ``padded``: the fit may be padded (a fixed-rank Tucker fit with
     the spectral start and its kernels given)."""
@@ -68,7 +69,7 @@ def fit_ranks(ranks: tuple[int, ...], padded: bool) -> tuple[tuple[int, ...], np
     # (at ``pad`` itself too: all ones, so the same compiled sweep as the smaller ranks')
     kept = np.zeros(pad, dtype=float)
     kept[tuple(slice(0, r) for r in ranks)] = 1.0
-    return pad, kept.reshape(-1)
+    return pad, jax.device_put(kept.reshape(-1))  # (placed once, not at every sweep)
 
 
 def padded_means(means: list[np.ndarray], ranks: tuple[int, ...]) -> list[np.ndarray]:
