@@ -386,6 +386,7 @@ def _refits(res, df, given, options, memo, **fixed):
     the lenient pruning was not taken), and the refits run at its ranks, the largest any check
     asks for, with the components they do not fit switched off
     (:func:`~.padded.padded_ranks`): they share one compiled sweep."""
+    from bayestensor.models.funbat.local import warm_starts
     from bayestensor.models.funbat.local_neighbours import padded_local
     from bayestensor.models.funbat.padded import padded_ranks
 
@@ -393,13 +394,21 @@ def _refits(res, df, given, options, memo, **fixed):
     given = {**given, "kernel": res.kernels or None, **fixed}
     coords = tuple(m.name for m in res.modes)
     rows = df[list(coords)]
+    loc = res.local
+    own = (
+        {}
+        if loc is None or loc.residual is None or loc.values_kept
+        else {loc.residual_label: loc.residual.theta}
+    )
 
     def refit(rows_, rank, **more):
+        starts = own if rank == res.ranks else {}  # at res's ranks: from res's process
         rows_hash = pd.util.hash_pandas_object(rows_, index=True).to_numpy().tobytes()
-        key = (rows_hash, repr(rank), repr(sorted({**given, **more}.items(), key=str)))
+        args = repr(sorted({**given, **more}.items(), key=str))
+        key = (rows_hash, repr(rank), args, repr({k: v.tolist() for k, v in starts.items()}))
         if key not in memo.fits:
             with padded_rows(len(df)), distributed.on_modes(res.modes), padded_local(rows):
-                with padded_ranks(memo.ranks):
+                with padded_ranks(memo.ranks), warm_starts(starts):
                     fit_ = fit(rows_, rank=rank, progress=False, **given, **options, **more)
             memo.fits[key] = fit_
         return memo.fits[key]

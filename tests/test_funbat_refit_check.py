@@ -375,14 +375,19 @@ def test_the_checks_refit_the_same_rows_with_the_same_arguments_once(monkeypatch
     from types import SimpleNamespace
 
     from bayestensor import api, distributed
+    from bayestensor.models.funbat import local
 
     df = _surface(n_side=6)
     modes = distributed.encode(df, ["x", "y"], "v").modes
-    res = SimpleNamespace(modes=modes, kernels=None)
-    fitted = []
+    theta = np.array([0.1, -0.2, -3.0])
+    process = SimpleNamespace(residual=SimpleNamespace(theta=theta), values_kept=False)
+    process.residual_label = "fibre:x"
+    res = SimpleNamespace(modes=modes, kernels=None, ranks=(2, 2), local=process)
+    fitted, starts = [], []
 
     def fake_fit(rows, **kwargs):
         fitted.append((len(rows), kwargs["rank"], kwargs.get("local")))
+        starts.append(local._STARTS.get())
         return object()
 
     monkeypatch.setattr(api, "fit", fake_fit)
@@ -405,3 +410,41 @@ def test_the_checks_refit_the_same_rows_with_the_same_arguments_once(monkeypatch
         (18, (2, 2), "fibre:x"),
     ]
     assert len(memo.fits) == 5
+    # the refits at the fit's own ranks start its residual process where the fit's ended
+    # (local.warm_starts), the others from the data
+    assert [list(s) for s in starts] == [["fibre:x"], [], ["fibre:x"], ["fibre:x"], ["fibre:x"]]
+    assert all(s["fibre:x"] is theta for s in starts if s)
+    assert local._STARTS.get() is None
+
+
+def test_a_warm_start_is_where_the_hyperparameter_search_begins(monkeypatch):
+    """Inside ``local.warm_starts`` the local stage's candidate of that label searches from the
+    given hyperparameters, as with ``start=`` itself (and from the data outside the block or
+    for another label); from a fit's own optimum it ends there, in fewer evaluations."""
+    from bayestensor.models.funbat import local, local_fibre
+
+    df = _surface(n_side=12)
+    rng = np.random.default_rng(0)
+    r = np.sin(9 * df["x"].to_numpy()) + 0.3 * rng.normal(size=len(df))
+    r = r / np.sqrt(np.mean(r**2))
+    kinds = {"x": "continuous", "y": "continuous"}
+    calls = []
+    lbfgs = local_fibre._lbfgs
+
+    def counted(vg, theta0, lo, hi, maxiter):
+        calls.append(0)
+
+        def vg_(th):
+            calls[-1] += 1
+            return vg(th)
+
+        return lbfgs(vg_, theta0, lo, hi, maxiter)
+
+    monkeypatch.setattr(local_fibre, "_lbfgs", counted)
+    cold = local._candidate("fibre:x", df[["x", "y"]], r, 0.1, kinds)
+    with local.warm_starts({"fibre:x": cold.theta, "fibre:y": np.zeros(3)}):
+        warm = local._candidate("fibre:x", df[["x", "y"]], r, 0.1, kinds)
+    given = local._candidate("fibre:x", df[["x", "y"]], r, 0.1, kinds, start=cold.theta)
+    np.testing.assert_array_equal(warm.theta, given.theta)
+    np.testing.assert_allclose(warm.theta, cold.theta, atol=1e-3)
+    assert calls[1] == calls[2] < calls[0]

@@ -61,6 +61,9 @@ Saving and loading: :mod:`bayestensor.models.funbat.local_record`.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -311,8 +314,30 @@ def _kept_rows(result, df: pd.DataFrame) -> pd.DataFrame:
     return df[[*result.coords, result.value]].reset_index(drop=True)
 
 
+_STARTS: ContextVar[Mapping[str, np.ndarray] | None] = ContextVar(
+    "bayestensor_local_starts", default=None
+)
+
+
+@contextmanager
+def warm_starts(starts: Mapping[str, np.ndarray]) -> Iterator[None]:
+    """Inside this block the local stage's candidate ``label`` (a key of ``starts``) starts its
+    hyperparameter search at ``starts[label]`` (a process's ``theta``, in the residuals' RMS
+    units) instead of at the data's default. ``bt.fit``'s check refits at a fit's own ranks
+    start where that fit's residual process ended (``bayestensor.api._refits``): their
+    residuals are those of the same model on half the rows, and L-BFGS-B then needs fewer
+    evaluations."""
+    token = _STARTS.set(dict(starts))
+    try:
+        yield
+    finally:
+        _STARTS.reset(token)
+
+
 def _candidate(label, X, rs, noise, kinds, kernel="matern32", neighbours=16, start=None):
-    """The residual process ``label`` (``"fibre:<col>"`` or ``"neighbours"``) fitted to ``rs``."""
+    """The residual process ``label`` (``"fibre:<col>"`` or ``"neighbours"``) fitted to ``rs``
+    (its hyperparameter search from ``start``, else from :func:`warm_starts`' or the data's)."""
+    start = (_STARTS.get() or {}).get(label) if start is None else start
     if label.startswith("fibre:"):
         fibre = FibreGP(label.split(":", 1)[1], kernel=kernel, start=start)
         return fibre.fit(X, list(kinds), rs, noise)
