@@ -190,14 +190,16 @@ def write(path: str | Path, kind: str, header: Mapping, arrays: Mapping[str, Any
     Raises
     ------
     ValueError
-        If the folder of ``path`` does not exist or the header cannot be written as JSON —
-        before anything is written.
+        If the folder of ``path`` does not exist, ``path`` is a folder, or the header cannot be
+        written as JSON — before anything is written.
     """
     path = Path(path)
     if not path.parent.is_dir():
         raise ValueError(
             f"cannot save to {str(path)!r}: folder {str(path.parent)!r} does not exist"
         )
+    if path.is_dir():
+        raise ValueError(f"cannot save to {str(path)!r}: it is a folder; give a file name")
     full = {"format": FORMAT, "version": VERSION, "kind": kind, **header}
     try:
         text = json.dumps(full, default=_json_default, allow_nan=True)

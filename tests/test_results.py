@@ -21,11 +21,16 @@ import bayestensor as bt
 from bayestensor.cli import main, read_csv_exact
 
 
-def _funbat():
+def _funbat_rows():
     rng = np.random.default_rng(0)
     t, s = np.meshgrid(np.linspace(0, 1, 12), np.linspace(0, 1, 9), indexing="ij")
     df = pd.DataFrame({"t": t.ravel(), "s": s.ravel()})
     df["y"] = np.sin(3 * df["t"]) * np.cos(2 * df["s"]) + 0.05 * rng.standard_normal(len(df))
+    return df
+
+
+def _funbat():
+    df = _funbat_rows()
     res = bt.fit(df, coords=["t", "s"], value="y", rank=2, max_sweeps=5, progress=False)
     new = pd.DataFrame({"t": [0.05, 0.5, 0.97], "s": [0.1, 0.33, 0.9]}, index=[7, 3, 11])
     return res, new, ("t", "s"), ["FunBaT-tucker", "'y'", "sweeps"]
@@ -116,8 +121,8 @@ def test_cli_predict_reads_every_kind(fitted, tmp_path, capsys):
     np.testing.assert_array_equal(out["mean"].to_numpy().astype(mean.dtype), mean)
 
 
-def _rewrite(path, edit_header=None, drop_array=None):
-    """Rewrite a saved file with an edited header or one array removed."""
+def _rewrite(path, edit_header=None, drop_array=None, edit_arrays=None):
+    """Rewrite a saved file with an edited header or arrays, or one array removed."""
     with zipfile.ZipFile(path) as zf:
         header = json.loads(zf.read("header.json"))
         arrays = dict(np.load(io.BytesIO(zf.read("arrays.npz"))))
@@ -125,6 +130,8 @@ def _rewrite(path, edit_header=None, drop_array=None):
         edit_header(header)
     if drop_array:
         arrays.pop(drop_array)
+    if edit_arrays:
+        edit_arrays(arrays)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     with zipfile.ZipFile(path, "w") as zf:
@@ -155,3 +162,48 @@ def test_load_checks_version_kind_and_named_fields(tmp_path):
         bt.load(tmp_path / "junk.bt")
     with pytest.raises(ValueError, match="does not exist"):
         res.save(tmp_path / "no" / "such" / "m.bt")
+
+
+def test_load_refuses_states_no_fit_makes(tmp_path):
+    """A file whose posterior covariances are not covariances (negated), or whose neighbour GP
+    asks for no neighbours, is refused on load, naming what is wrong (it loaded before, and
+    predicted the same sd at every row, or failed inside the prediction)."""
+    res, new, *_ = _funbat()
+    path = res.save(tmp_path / "m.bt")
+
+    def negated(arrays):
+        arrays["state/core/cov"] = -arrays["state/core/cov"]
+
+    _rewrite(path, edit_arrays=negated)
+    with pytest.raises(ValueError, match="'state/core/cov' is not a covariance"):
+        bt.load(path)
+    df = _funbat_rows()
+    local = bt.fit(df, coords=["t", "s"], value="y", rank=1, local="neighbours", progress=False)
+    path = local.save(tmp_path / "local.bt")
+    bt.load(path)  # as saved: fine
+    _rewrite(path, edit_header=lambda h: h["local"]["process"].update(m=0))
+    with pytest.raises(ValueError, match="local neighbour process: its m, .* must be ≥ 1"):
+        bt.load(path)
+
+
+def test_save_plot_and_title_say_what_is_wrong_or_missing(tmp_path):
+    """Saving to a folder, or plotting a fit against rows without the value column, is a
+    ValueError saying so; a fit without continuous modes has no kernel in its title or table;
+    a prediction whose intervals overflow is an error, not infinities."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    res, new, *_ = _funbat()
+    with pytest.raises(ValueError, match="is a folder; give a file name"):
+        res.save(tmp_path)
+    with pytest.raises(ValueError, match="plot_fit needs rows with the value column 'y'"):
+        res.plot_fit(new)
+    df = _funbat_rows()
+    labels = df.assign(t=df["t"].round(3).astype(str), s=df["s"].round(3).astype(str))
+    plain = bt.fit(labels, coords=["t", "s"], value="y", rank=2, max_sweeps=3, progress=False)
+    assert "FunBaT-tucker fit of 'y' (rank (2, 2)):" in plain.title()
+    assert "kernel" not in plain.summary().columns
+    local = bt.fit(df, coords=["t", "s"], value="y", rank=1, local="neighbours", progress=False)
+    local.local.scale = 1e308  # (as a file edited to it would load)
+    with np.errstate(over="ignore"), pytest.raises(ValueError, match="came out non-finite"):
+        local.predict(new)

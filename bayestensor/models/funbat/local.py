@@ -279,8 +279,10 @@ class LocalFit:
         # the Student-t scale: c times the Gaussian sd (the sd itself when nu is inf)
         c = self.t_scale * s
         sd_f, sd = c * root_f, c * root
-        check_finite_result("the prediction with the local process", mean, sd)
         z = float(student_t_quantile(level, self.nu))
+        check_finite_result(
+            "the prediction with the local process", mean, mean - z * sd, mean + z * sd
+        )
         out = pd.DataFrame(
             {
                 "mean": mean,

@@ -115,6 +115,9 @@ def _neighbours(settings, arrays, prefix: str, names: dict, what: str) -> Neighb
     io.check_fields(settings, _NEIGHBOURS, what)
     s = {k: io.field(settings, k, tp, what) for k, tp in _NEIGHBOURS.items()}
     columns = s.pop("columns")
+    counts = ("m", "m_fit", "rounds", "maxiter")
+    if any(s[k] < 1 for k in counts) or (s["max_fit"] is not None and s["max_fit"] < 1):
+        raise ValueError(f"saved {what}: its {', '.join(counts)} and max_fit must be ≥ 1")
     theta = arrays[f"{prefix}/theta"]
     fits = s["continuous"] + s["categorical"] == columns and theta.shape == (
         len(s["continuous"]) + 2,

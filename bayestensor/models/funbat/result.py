@@ -27,6 +27,7 @@ from bayestensor.models.funbat.refit_check import rank_check_from_record
 from bayestensor.models.funbat.saved import (
     HEADER_FIELDS,
     check_saved_config,
+    check_saved_covariances,
     is_number,
     saved_estimator,
     saved_modes,
@@ -181,8 +182,8 @@ class FitResult(Result):
             raise ValueError(f"local must be True or False, got {local!r}")
         new = encode_new(df, self.modes)
         mean, sd_f, sd_y = self.estimator.predict(new)
-        check_finite_result("the prediction", mean, sd_y)
         z = normal_quantile(level)
+        check_finite_result("the prediction", mean - z * sd_y, mean + z * sd_y)
         pred = prediction_frame(
             df.index,
             mean=mean,
@@ -350,6 +351,7 @@ class FitResult(Result):
             if isinstance(self.kernel, str)
             else ", ".join(f"{c}: {k}" for c, k in self.kernels.items())
         )
+        kernel = f"{kernel}; " if kernel else ""  # (none: no continuous mode)
         missing = f" ({self.n_missing} missing cells left out)" if self.n_missing else ""
         ranks = self.ranks[0] if self.model == "cp" else self.ranks
         learned = (
@@ -359,7 +361,7 @@ class FitResult(Result):
         if self.rank_check is not None:
             ranks += f", {self.rank_check.describe()}"
         return (
-            f"FunBaT-{self.model} fit of {self.value!r}{missing} ({kernel}; {ranks}): "
+            f"FunBaT-{self.model} fit of {self.value!r}{missing} ({kernel}{ranks}): "
             f"{len(est.history_)} sweeps, {state}; training RMSE "
             f"{est.history_[-1]['rmse']:.4g}, noise sd {self.noise_sd:.4g}"
         ) + self._local_title()
@@ -392,7 +394,7 @@ class FitResult(Result):
                 row["max_rank"] = Rmax
             elif check is not None:
                 row["learned_rank"], row["max_rank"] = check.learned[k], check.max_ranks[k]
-            if not isinstance(self.kernel, str):
+            if not isinstance(self.kernel, str) and self.kernels:  # (per mode, where mixed)
                 row["kernel"] = self.kernels.get(mode.name)
             for name in hyper.columns:
                 row[name] = hyper.loc[mode.name, name] if learned else np.nan
@@ -442,6 +444,11 @@ class FitResult(Result):
         matplotlib.figure.Figure
             See :func:`bayestensor.plotting.plot_observed_vs_predicted`.
         """
+        if not isinstance(df, pd.DataFrame) or self.value not in df.columns:
+            raise ValueError(
+                f"plot_fit needs rows with the value column {self.value!r} (observed values to "
+                "plot against the predictions)"
+            )
         pred = self.predict(df, level=level)
         from bayestensor import plotting
 
@@ -509,6 +516,7 @@ class FitResult(Result):
         )
         layout = {**io.tree_layout(template, "state"), **local_layout(header.get("local"))}
         checked = io.check_arrays(arrays, layout)
+        check_saved_covariances(checked)
         if not (checked["state/noise/shape"] > 0 and checked["state/noise/rate"] > 0):
             raise ValueError("saved arrays state/noise/shape and rate must be positive")
         # in the fit's precision, as the fit made it: outside JAX's x64 mode a float64 state

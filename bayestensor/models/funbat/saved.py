@@ -139,3 +139,20 @@ def saved_estimator(raw: dict, cfg: FunBaTConfig, modes: tuple[Mode, ...]) -> Fu
 
 #: Estimator settings added after the format's first version: absent from older files.
 _ADDED_PARAMS = ("period", "max_rank")
+
+
+def check_saved_covariances(arrays: dict[str, np.ndarray]) -> None:
+    """The saved posterior covariances (arrays named ``…/cov`` or ``…/state_cov``, each a
+    stack of square matrices) must be symmetric with a non-negative diagonal, up to rounding:
+    anything else is not a posterior a fit made, and would predict meaningless sds."""
+    for name, a in arrays.items():
+        if not name.endswith(("/cov", "/state_cov")) or a.ndim < 2 or a.shape[-1] != a.shape[-2]:
+            continue
+        scale = float(np.max(np.abs(a), initial=0.0))  # (rounding: relative to the largest)
+        diagonal = np.diagonal(a, axis1=-2, axis2=-1)
+        asymmetry = np.abs(a - np.swapaxes(a, -1, -2))
+        if np.any(diagonal < -1e-6 * scale) or np.any(asymmetry > 1e-4 * scale):
+            raise ValueError(
+                f"saved array {name!r} is not a covariance (a symmetric stack of matrices with "
+                "a non-negative diagonal)"
+            )
