@@ -385,7 +385,9 @@ def _refits(res, df, given, options, memo, **fixed):
     refit the folds at the learned ranks with the residual process the local stage kept, where
     the lenient pruning was not taken), and the refits run at its ranks, the largest any check
     asks for, with the components they do not fit switched off
-    (:func:`~.padded.padded_ranks`): they share one compiled sweep."""
+    (:func:`~.padded.padded_ranks`): they share one compiled sweep. The refits at ``res``'s
+    own ranks start the search for their residual process's hyperparameters where ``res``'s
+    process ended (:func:`~.local.warm_starts`)."""
     from bayestensor.models.funbat.local import warm_starts
     from bayestensor.models.funbat.local_neighbours import padded_local
     from bayestensor.models.funbat.padded import padded_ranks
