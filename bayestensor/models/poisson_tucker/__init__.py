@@ -72,6 +72,7 @@ from bayestensor.models.poisson_tucker.spec import (
     make_spec,
     prepare_data,
     region_mask,
+    with_exact_counts,
 )
 from bayestensor.models.poisson_tucker.vi import VIState, cavi_step, elbo, vi_init
 
@@ -105,4 +106,5 @@ __all__ = [
     "shard_tokens",
     "total_rate",
     "vi_init",
+    "with_exact_counts",
 ]

@@ -40,6 +40,7 @@ from bayestensor.models.poisson_tucker.spec import (
     make_spec,
     prepare_data,
     region_mask,
+    with_exact_counts,
 )
 from bayestensor.models.poisson_tucker.vi import VIState, cavi_step, vi_init, vi_point
 from bayestensor.sharding import resolve_devices, shard_rows
@@ -91,8 +92,9 @@ def fit_poisson_tucker(
     Parameters
     ----------
     df : pandas.DataFrame
-        One row per observed nonzero cell (rows with zero counts are allowed). Cells not listed
-        are zeros unless ``mask`` marks them missing. It is never modified.
+        One row per observed nonzero cell (rows with zero counts are allowed, but at least one
+        count must be nonzero). Cells not listed are zeros unless ``mask`` marks them missing.
+        It is never modified.
     coords : list of str
         Categorical coordinate columns, one per mode.
     value : str
@@ -134,14 +136,20 @@ def fit_poisson_tucker(
     Raises
     ------
     ValueError
-        For bad columns, counts (negative, non-integer, NaN), ranks, options or mask, before any
-        computation; in a multi-process run (``jax.process_count() > 1``), not supported.
+        For bad columns, counts (negative, non-integer, NaN, or none of them nonzero), ranks,
+        options or mask, before any computation; in a multi-process run
+        (``jax.process_count() > 1``), not supported.
     """
     single_process_only("the Poisson Tucker model")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     coords = _check_coords(df, coords, value)
     y = check_counts(df, value)
+    if not np.any(y > 0):
+        raise ValueError(
+            f"count column {value!r} has no nonzero count (all {y.size} rows are 0); a Poisson "
+            "Tucker model of all-zero counts has nothing to decompose"
+        )
     K = len(coords)
     ranks = check_ranks(rank, K)
     check_int("num_warmup", num_warmup, minimum=0)
@@ -169,9 +177,10 @@ def fit_poisson_tucker(
     columns = [[df[c].to_numpy()] for c in coords]
     for c in mcols:
         columns[coords.index(c)].append(mask[c].to_numpy())
-    levels = [category_levels(*cols) for cols in columns]
+    levels = [category_levels(*cols, name=c) for cols, c in zip(columns, coords, strict=True)]
     if pair_idx is not None:
-        joint = category_levels(*columns[pair_idx[0]], *columns[pair_idx[1]])
+        pair = " and ".join(coords[k] for k in pair_idx)
+        joint = category_levels(*columns[pair_idx[0]], *columns[pair_idx[1]], name=pair)
         for k in pair_idx:
             levels[k] = joint
     index = np.stack(
@@ -215,7 +224,9 @@ def fit_poisson_tucker(
             spec, shard_cells(data, devices), key, max_iter, vi_tol, progress
         )
         info.update(elbo=elbos, n_iter=len(elbos))
-    return PoissonTuckerResult(spec, coords, value, levels, data, draws, mean, info)
+    # the result reports the exact counts (the device's copy is in the working dtype)
+    cells = with_exact_counts(data, y)
+    return PoissonTuckerResult(spec, coords, value, levels, cells, draws, mean, info)
 
 
 def shard_cells(data: PoissonData, devices) -> PoissonData:

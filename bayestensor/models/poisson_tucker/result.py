@@ -11,7 +11,7 @@ import pandas as pd
 from scipy import special
 
 from bayestensor import io
-from bayestensor.checks import CATEGORICAL, check_counts, check_level
+from bayestensor.checks import CATEGORICAL, check_counts, check_frame, check_level
 from bayestensor.data import category_codes
 from bayestensor.models.poisson_tucker.rates import (
     cell_rates,
@@ -25,6 +25,7 @@ from bayestensor.models.poisson_tucker.spec import (
     make_spec,
     prepare_data,
     region_mask,
+    with_exact_counts,
 )
 from bayestensor.results import Result, prediction_frame
 
@@ -51,7 +52,7 @@ class PoissonTuckerResult(Result):
     info : dict
         ``elbo`` trace (VI) or the numbers of sweeps (Gibbs).
     data : PoissonData
-        The nonzero cells the model was fitted to.
+        The nonzero cells the model was fitted to: ``y`` their exact counts (int64 numpy).
     draws, mean : dict of str to numpy.ndarray
         Kept posterior draws (or draws from ``q``) and posterior means of the parameters.
     """
@@ -123,7 +124,10 @@ class PoissonTuckerResult(Result):
 
     # -- prediction -------------------------------------------------------------------------
 
-    def _index(self, df: pd.DataFrame) -> np.ndarray:
+    def _index(self, df: pd.DataFrame, empty_ok: bool = False) -> np.ndarray:
+        """Level codes (n, K) of the rows of ``df``; an empty ``df`` only if ``empty_ok``."""
+        if not (empty_ok and isinstance(df, pd.DataFrame)):
+            check_frame(df)
         for c in self.coords:
             if c not in df.columns:
                 raise ValueError(f"column {c!r} not found in the DataFrame")
@@ -139,7 +143,14 @@ class PoissonTuckerResult(Result):
         return np.asarray(f({k: jnp.asarray(self.draws[k]) for k in keys}))
 
     def rates(self, df: pd.DataFrame) -> np.ndarray:
-        """Posterior mean rate ``E[μ]`` at the rows of ``df`` (from the posterior mean draws)."""
+        """Posterior mean rate ``E[μ]`` at the rows of ``df`` (from the posterior mean draws).
+
+        Raises
+        ------
+        ValueError
+            If ``df`` is not a non-empty DataFrame, lacks a coordinate column or has unseen
+            levels.
+        """
         return self._draw_rates(self._index(df)).mean(0)
 
     def predict(self, df: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
@@ -152,6 +163,12 @@ class PoissonTuckerResult(Result):
             ``lower``, ``upper`` (posterior predictive sd and central interval of a new
             count), ``sd_f``, ``lower_f``, ``upper_f`` (posterior sd and central interval of
             the rate).
+
+        Raises
+        ------
+        ValueError
+            If ``df`` is not a non-empty DataFrame, lacks a coordinate column or has unseen
+            levels, or ``level`` is not in (0, 1).
         """
         level = check_level(level)
         R = self._draw_rates(self._index(df))
@@ -177,6 +194,7 @@ class PoissonTuckerResult(Result):
         ----------
         df : pandas.DataFrame
             Held-out nonzero cells (coords and the value column); they must lie in ``mask``.
+            It may have no rows: a region without events (the likelihood is then ``-Σ μ``).
         mask : pandas.DataFrame
             The held-out region: rows of levels on a subset of the coords (whole slices).
 
@@ -184,10 +202,22 @@ class PoissonTuckerResult(Result):
         -------
         dict
             ``total``, ``per_cell`` (total / number of cells in the region) and ``n_cells``.
+
+        Raises
+        ------
+        ValueError
+            If ``df`` is not a DataFrame, has bad counts or rows outside the region, or
+            ``mask`` is not a non-empty DataFrame with coordinate columns.
         """
+        index = self._index(df, empty_ok=True)
         y = check_counts(df, self.value)
-        index = self._index(df)
+        check_frame(mask, "mask")
         mcols = [c for c in mask.columns if c in self.coords]
+        if not mcols:
+            raise ValueError(
+                f"mask must have columns among the coords {list(self.coords)}; got "
+                f"{list(mask.columns)}"
+            )
         mm = [list(self.coords).index(c) for c in mcols]
         rows = np.stack([category_codes(mask[c].to_numpy(), self.levels[c], c) for c in mcols], 1)
         modes, region = region_mask(self.spec, mm, rows)
@@ -246,7 +276,7 @@ class PoissonTuckerResult(Result):
 
     def title(self) -> str:
         """One line: method, events, nonzero cells, iterations or sweeps."""
-        n_events = int(np.sum(np.asarray(self.data.y)))
+        n_events = int(np.sum(np.asarray(self.data.y, dtype=np.int64)))
         text = (
             f"Bayesian Poisson Tucker fit of {self.value!r} by {self.method}: {n_events} events "
             f"in {self.data.y.shape[0]} nonzero cells; "
@@ -369,7 +399,7 @@ class PoissonTuckerResult(Result):
         arrays = {f"mean/{k}": np.asarray(v) for k, v in self.mean.items()}
         arrays.update({f"draws/{k}": np.asarray(v) for k, v in self.draws.items()})
         arrays["data/index"] = np.asarray(self.data.index)
-        arrays["data/y"] = np.asarray(self.data.y)
+        arrays["data/y"] = np.asarray(self.data.y, dtype=np.float64)  # exact up to 2**53
         if self.data.mask is not None:
             arrays["data/mask"] = np.asarray(self.data.mask)
         return header, arrays
@@ -387,9 +417,11 @@ class PoissonTuckerResult(Result):
             if k.startswith(("mean/", "draws/")) and np.any(v < 0):
                 raise ValueError(f"saved array {k!r} must be non-negative (gamma variables)")
         try:
+            y = checked["data/y"]
             data = prepare_data(
-                spec, checked["data/index"], checked["data/y"], checked.get("data/mask")
+                spec, checked["data/index"], y, checked.get("data/mask"), allocation=False
             )
+            data = with_exact_counts(data, y)
         except ValueError as err:
             raise ValueError(f"saved arrays data/*: {err}") from None
         mean = {k[5:]: v for k, v in checked.items() if k.startswith("mean/")}

@@ -208,16 +208,18 @@ TOKEN_BUDGET = 1 << 22
 class PoissonData(NamedTuple):
     """Nonzero cells, their tokens and the missing-cell mask (arrays only; a pytree).
 
-    ``index`` (n, K) and ``y`` (n,) are the nonzero cells. Cells with small counts are
-    allocated token by token: ``tok_x`` (K, T) holds each token's level per mode, ``tok_f``
-    (K, T) its row in the contraction table of each sampling stage (before adding the rank
-    prefix). Cells with large counts (``big``, rows of ``index``; ``big_y`` their exact
-    counts as JAX's default integer) are allocated with one multinomial draw per cell, so
-    nothing grows with the number of events. ``mask`` is the dense 0/1 missing mask over
-    ``spec.mask_modes`` (None without one). Without allocation arrays (``tok_x`` None, as
-    built for CAVI) the data serve the likelihood only. ``tok_w`` (T,) is set only when the
-    tokens are padded and split over devices (``gibbs.shard_tokens``): 1 for a real token, 0
-    for padding (None: every token is real).
+    ``index`` (n, K) and ``y`` (n,) are the nonzero cells; ``y`` is in the working floating
+    dtype (what the device computes with: exact integers only up to 2**24 in float32), except
+    in a result's copy (:func:`with_exact_counts`), which holds the exact counts as int64
+    numpy. Cells with small counts are allocated token by token: ``tok_x`` (K, T) holds each
+    token's level per mode, ``tok_f`` (K, T) its row in the contraction table of each sampling
+    stage (before adding the rank prefix). Cells with large counts (``big``, rows of
+    ``index``; ``big_y`` their exact counts as JAX's default integer) are allocated with one
+    multinomial draw per cell, so nothing grows with the number of events. ``mask`` is the
+    dense 0/1 missing mask over ``spec.mask_modes`` (None without one). Without allocation
+    arrays (``tok_x`` None, as built for CAVI) the data serve the likelihood only. ``tok_w``
+    (T,) is set only when the tokens are padded and split over devices
+    (``gibbs.shard_tokens``): 1 for a real token, 0 for padding (None: every token is real).
     """
 
     index: jax.Array
@@ -422,6 +424,41 @@ def prepare_data(
         big=jnp.asarray(np.flatnonzero(big), dtype=jnp.int32),
         big_y=jnp.asarray(reps[big], dtype=int_dtype),
     )
+
+
+def with_exact_counts(data: PoissonData, counts: np.ndarray) -> PoissonData:
+    """``data`` for reporting: ``y`` the exact nonzero counts on the host, as int64.
+
+    :func:`prepare_data` stores the counts in the working floating dtype, which in float32
+    holds integers exactly only up to 2**24; what a result reports about the data (totals,
+    the observed counts, saved files) comes from this copy instead. The allocation arrays
+    (the sampler's alone) are left out; ``index`` and ``mask`` are kept as they are.
+
+    Parameters
+    ----------
+    data : PoissonData
+        Built by :func:`prepare_data` from ``counts``.
+    counts : (n,) array
+        The counts given to :func:`prepare_data` (zeros included, in the same order).
+
+    Returns
+    -------
+    PoissonData
+
+    Raises
+    ------
+    ValueError
+        If the nonzero entries of ``counts`` are not integers or do not match ``data``'s cells.
+    """
+    counts = np.asarray(counts)
+    y = counts[counts > 0]
+    exact = y.astype(np.int64)
+    if exact.shape != tuple(data.y.shape) or np.any(exact != y):
+        raise ValueError(
+            f"counts must hold the {data.y.shape[0]} nonzero integer counts of data, got "
+            f"{y.shape[0]} nonzero values"
+        )
+    return PoissonData(index=data.index, y=exact, tok_x=None, tok_f=None, mask=data.mask)
 
 
 def count_limit() -> int:
