@@ -83,9 +83,23 @@ def _write_csv(table, target: str | None) -> None:
 
 
 def _times(series, name: str, time):
-    """A CSV column of dates/times (or durations) as datetimes (timedeltas)."""
+    """A CSV column of dates/times (or durations) as datetimes (timedeltas).
+
+    The column must hold text that parses as dates and times (durations for a timedelta
+    ``time``) or be a datetime (timedelta) column already; a column of numbers is refused
+    (pandas would read them as nanoseconds since 1970), as is text that does not parse.
+    """
     import pandas as pd
 
+    if pd.api.types.is_numeric_dtype(series.dtype) and series.notna().any():
+        hint = "leave out ':time' for a numeric coordinate, or " if time is None else ""
+        durations = time is not None and time.kind == "timedelta"
+        example = "1 days 02:00:00" if durations else "2021-03-01 12:00"
+        raise CommandError(
+            f"column {name!r} does not hold dates/times: it holds numbers (dtype "
+            f"{series.dtype}), which are not read as times; {hint}write the times as text "
+            f"such as {example}"
+        )
     try:
         if time is not None and time.kind == "timedelta":
             return pd.to_timedelta(series)

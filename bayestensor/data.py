@@ -11,6 +11,7 @@ locates new rows (for prediction) relative to the modes learned from training da
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -152,9 +153,45 @@ def _sort_order(uniques: np.ndarray) -> np.ndarray:
     return np.asarray(order, dtype=np.int64)
 
 
-def category_levels(*columns: Any) -> np.ndarray:
-    """Sorted unique categories of one or more columns (their union), as an object array."""
+def check_labels(values: np.ndarray, name: str | None = None) -> None:
+    """Raise if categorical labels mix bool with other numbers.
+
+    pandas treats ``True`` as ``1`` and ``False`` as ``0`` when it hashes labels, so such
+    labels would merge into one category (and prediction would then refuse the other one).
+    Equal numbers of different types (``1`` and ``1.0``) are one label and are left alone.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        The labels of a categorical column (only ``object`` arrays can mix types).
+    name : str, optional
+        The column's name, for the message.
+
+    Raises
+    ------
+    ValueError
+        If ``values`` holds bools and numbers that are not bools.
+    """
+    if values.dtype != object:
+        return
+    types = set(map(type, values.ravel()))
+    bools = {t for t in types if issubclass(t, bool | np.bool_)}
+    if bools and any(issubclass(t, numbers.Number) for t in types - bools):
+        column = "a categorical column" if name is None else f"categorical column {name!r}"
+        raise ValueError(
+            f"{column} has labels that mix bool with numbers (e.g. True and 1), which pandas "
+            "cannot keep apart; convert the column to str first (e.g. df[col].astype(str))"
+        )
+
+
+def category_levels(*columns: Any, name: str | None = None) -> np.ndarray:
+    """Sorted unique categories of one or more columns (their union), as an object array.
+
+    A ValueError (naming ``name`` if given) refuses labels that mix bool with numbers (see
+    :func:`check_labels`).
+    """
     values = np.concatenate([np.asarray(c, dtype=object).ravel() for c in columns])
+    check_labels(values, name)
     uniques = np.asarray(pd.unique(values), dtype=object)
     return uniques[_sort_order(uniques)]
 
@@ -179,8 +216,11 @@ def row_order(index: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _encode_categorical(series: pd.Series, name: str) -> tuple[Mode, np.ndarray]:
-    """Sorted unique categories of a column and each row's code."""
-    codes, uniques = pd.factorize(series.to_numpy())
+    """Sorted unique categories of a column and each row's code; a ValueError refuses
+    labels that mix bool with numbers (see :func:`check_labels`)."""
+    values = series.to_numpy()
+    check_labels(values, name)
+    codes, uniques = pd.factorize(values)
     uniques = np.asarray(uniques)
     order = _sort_order(uniques)
     rank = np.empty(order.size, dtype=np.int64)
@@ -203,11 +243,16 @@ def check_time_unit(
         return {c: DEFAULT_TIME_UNIT for c in time_columns}
     given = dict(time_unit) if isinstance(time_unit, Mapping) else None
     units = given if given is not None else {c: time_unit for c in time_columns}
-    if not time_columns or (given is not None and set(given) - set(time_columns)):
-        extra = sorted(set(given or {}) - set(time_columns))
+    if not time_columns:
         raise ValueError(
-            f"time_unit is given but {extra or 'no coordinate'} is not a continuous datetime "
-            f"or timedelta coordinate (those are {list(time_columns)})"
+            "time_unit is given but no coordinate is a continuous datetime or timedelta "
+            "column; leave time_unit out, or pass times (e.g. pd.to_datetime(...))"
+        )
+    extra = sorted(set(given or {}) - set(time_columns))
+    if extra:
+        raise ValueError(
+            f"time_unit is given but {extra} is not a continuous datetime or timedelta "
+            f"coordinate (those are {list(time_columns)})"
         )
     for c, unit in units.items():
         if not isinstance(unit, str) or unit not in TIME_UNITS:
@@ -257,6 +302,16 @@ def _time_scale(series: pd.Series, name: str, unit: str) -> tuple[TimeScale, np.
     return scale, scale.to_float(times)
 
 
+def _check_times(series: pd.Series, mode: Mode) -> None:
+    """Raise unless a new column of the time mode ``mode`` holds times (datetime64 or
+    timedelta64); numbers and strings are not read as times."""
+    if not is_time(series):
+        raise ValueError(
+            f"column {mode.name!r} is a {mode.time.describe()} time in the model but has "
+            f"dtype {series.dtype}; pass times (e.g. pd.to_datetime(...))"
+        )
+
+
 def new_time_floats(series: pd.Series, mode: Mode) -> np.ndarray:
     """New times of a time mode as its float coordinates, or a ValueError naming the column.
 
@@ -264,11 +319,7 @@ def new_time_floats(series: pd.Series, mode: Mode) -> np.ndarray:
     datetime, equally tz-aware or naive (any zone: times are compared in UTC).
     """
     scale = mode.time
-    if not is_time(series):
-        raise ValueError(
-            f"column {mode.name!r} is a {scale.describe()} time in the model but has dtype "
-            f"{series.dtype}; pass times (e.g. pd.to_datetime(...))"
-        )
+    _check_times(series, mode)
     times, kind, tz = _naive_times(series)
     if kind != scale.kind or (tz is None) != (scale.tz is None):
         aware = "tz-aware" if scale.tz is not None else "tz-naive"
@@ -319,7 +370,8 @@ def encode(
     ValueError
         If ``df`` is not a DataFrame;
         For any problem reported by :func:`parse_coords`, if a coordinate or the value
-        column has NaN, inf or missing values, or for a bad ``time_unit``.
+        column has NaN, inf or missing values, a categorical column's labels mix bool with
+        numbers (pandas would merge ``True`` and ``1``), or for a bad ``time_unit``.
     """
     kinds = parse_coords(df, coords, value)
     for name, kind in kinds.items():
@@ -406,6 +458,8 @@ def encode_new(df: pd.DataFrame, modes: Sequence[Mode]) -> NewEncoded:
                 f"column {mode.name!r} is continuous in the model but has dtype "
                 f"{df[mode.name].dtype}; expected a numeric (integer or float) column"
             )
+        if mode.time is not None:  # before check_finite, which reads the column as numbers
+            _check_times(df[mode.name], mode)
         check_finite(df[mode.name], mode.name, mode.kind)
     codes_by_mode = {
         mode.name: category_codes(df[mode.name].to_numpy(), mode.values, mode.name)

@@ -96,6 +96,11 @@ def select(
         if not isinstance(value, str):
             raise ValueError(f"value must be a name (str), got {value!r}")
     dims = [str(d) for d in da.dims]
+    if not dims:
+        raise ValueError(
+            f"{value!r} is a 0-d array (a single value with no dimension); the array needs at "
+            "least one dimension, one per coordinate of the tensor"
+        )
     if coords is None:
         coords = list(dims)
     if isinstance(coords, str):
@@ -159,9 +164,9 @@ def from_xarray(
     Raises
     ------
     ValueError
-        If ``value`` names no data variable of a Dataset (or is missing with several),
-        ``coords`` is not exactly the dimensions, a dimension is named like the value, every
-        cell is NaN, or the values are not numeric.
+        If ``value`` names no data variable of a Dataset (or is missing with several), the
+        array has no dimension (0-d), ``coords`` is not exactly the dimensions, a dimension
+        is named like the value, every cell is NaN, or the values are not numeric.
     """
     da, coords, value, order = select(obj, coords, value)
     values = np.asarray(da.values, dtype=np.float64)
@@ -332,7 +337,8 @@ def factors_dataset(frame: pd.DataFrame):
     xr = require_xarray()
     variables = {}
     for mode, part in frame.groupby("mode", sort=False):
-        coords = pd.unique(part["coordinate"])
+        # (the long table's column is of object dtype where modes of several kinds meet)
+        coords = pd.unique(part["coordinate"].infer_objects())
         R = int(part["component"].max()) + 1
         dims = (str(mode), f"{mode}_component")
         shape = (len(coords), R)

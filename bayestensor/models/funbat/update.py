@@ -178,7 +178,7 @@ def _encode_rows(df: pd.DataFrame, modes: tuple[Mode, ...], value: str):
 def _categorical_union(mode: Mode, column: pd.Series) -> Mode:
     """``mode`` with the new categories of ``column`` among its levels (sorted as in
     :func:`bayestensor.data.encode`); the mode itself when there are none."""
-    levels = category_levels(mode.values, column.to_numpy())
+    levels = category_levels(mode.values, column.to_numpy(), name=mode.name)
     if levels.size == mode.values.size:
         return mode
     if mode.values.dtype != object:  # keep the column's dtype (e.g. integer categories)
