@@ -118,6 +118,18 @@ def test_bad_parts_are_refused(tmp_path):
         bt.fit([df, 3], **opts)
     with pytest.raises(ValueError, match="block_rows"):
         bt.fit([df], block_rows=0, **opts)
+    # named: which part is empty, an empty list, a label type that differs between parts (a
+    # CSV part reads the labels "2" as numbers: they were other categories than the frame's)
+    with pytest.raises(ValueError, match="part 1 is empty"):
+        bt.fit([df, df.iloc[:0], df], **opts)
+    with pytest.raises(ValueError, match="empty list of parts"):
+        bt.fit([], **opts)
+    codes = df.assign(g=df["g"].map({"a": 1, "b": 2, "c": 3}))
+    path = tmp_path / "codes.csv"
+    codes.iloc[100:].to_csv(path, index=False)
+    with pytest.raises(ValueError, match="'g' holds numbers in part 1 .*codes.csv.* other labels"):
+        bt.fit([codes.iloc[:100].astype({"g": str}), path], **opts)
+    bt.fit([codes.iloc[:100], path], max_sweeps=2, **opts)  # numbers in both: one type
 
 
 def test_going_back_to_an_earlier_size_reuses_the_blocked_programs():

@@ -104,6 +104,11 @@ def test_update_with_a_new_day_improves_it(base, new_day, tmp_path):
     rmse = np.sqrt(np.mean((Ef - new["y"].to_numpy()) ** 2))
     assert abs(up.history["rmse"].iloc[-1] - rmse) <= TOL["update_history_rmse"] * rmse
     assert up.estimator.cfg_.sizes[0] == res.estimator.cfg_.sizes[0] + 1
+    # and the title says whose RMSE it is (it said "training RMSE"), also once loaded
+    assert f"RMSE on the update's new rows {up.history['rmse'].iloc[-1]:.4g}" in up.title()
+    assert "update's new rows" in bt.load(tmp_path / "updated").title()
+    assert "training RMSE" in res.title()
+    assert "training RMSE" in res.update(new, scope="all").title()
 
 
 def test_new_rows_sweep_against_the_closed_form():

@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from bayestensor.checks import (
+    CATEGORICAL,
     CONTINUOUS,
     check_finite,
     check_frame,
@@ -73,10 +74,9 @@ _SUFFIXES = (".csv", ".parquet", ".pq")
 
 
 def is_parts(df) -> bool:
-    """Whether ``bt.fit``'s data argument is a set of parts (paths or a list of frames)."""
-    if isinstance(df, (str, os.PathLike)):
-        return True
-    return isinstance(df, (list, tuple)) and len(df) > 0
+    """Whether ``bt.fit``'s data argument is a set of parts (paths or a list of frames; an
+    empty list is one, refused as having no part)."""
+    return isinstance(df, (str, os.PathLike, list, tuple))
 
 
 def _paths(spec) -> list:
@@ -137,19 +137,24 @@ def _union_modes(parts: list, coords, value: str, time_unit, progress: bool = Fa
     """First pass: check every part and build the modes from the union of its coordinates."""
     if isinstance(coords, (str, bytes)) or not isinstance(coords, (list, tuple, dict)):
         raise ValueError(f"coords must be a list/tuple/dict of column names, got {coords!r}")
+    if not parts:
+        raise ValueError("df is an empty list of parts; give at least one DataFrame or file")
     columns = [*coords, value]
-    kinds, uniques, n = None, None, 0
+    kinds, uniques, n, first = None, None, 0, None
     bar = progress_bar(len(parts), "checking the parts (pass 1 of 2)", progress)
-    for part in parts:
+    for i, part in enumerate(parts):
         bar.update(1)
         df = _read(part, columns)
         if _skip(part, df):
             continue
-        check_frame(df, "each part")
+        name = f"part {i}" + ("" if isinstance(part, pd.DataFrame) else f" ({str(part)!r})")
+        check_frame(df, name)
         if kinds is None:  # every part is checked against the first one's kinds
             kinds = parse_coords(df, coords, value)
             uniques = {c: [] for c in kinds}
+            first = (name, df)
         parse_coords(df, kinds, value)
+        _same_label_types(df, first, kinds, name)
         check_finite(df[value], value, CONTINUOUS, value=True)
         for c in kinds:
             uniques[c].append(df[c].drop_duplicates())
@@ -168,6 +173,23 @@ def _union_modes(parts: list, coords, value: str, time_unit, progress: bool = Fa
     )
     enc = encode(frame, kinds, None, time_unit)
     return enc.modes, names, n
+
+
+def _same_label_types(df: pd.DataFrame, first: tuple, kinds: dict, name: str) -> None:
+    """Refuse a categorical column that holds numbers in one part and other labels in another
+    (a CSV part reads the codes ``"2"`` as the number 2): they would be two categories."""
+    first_name, first_df = first
+    for c, kind in kinds.items():
+        if kind != CATEGORICAL:
+            continue
+        numbers = pd.api.types.is_numeric_dtype(df[c])
+        if numbers != pd.api.types.is_numeric_dtype(first_df[c]):
+            a, b = (name, first_name) if numbers else (first_name, name)
+            raise ValueError(
+                f"categorical column {c!r} holds numbers in {a} and other labels in {b}: the "
+                "same label would be two categories (2 and '2'); give every part the same "
+                "type (e.g. .astype(str))"
+            )
 
 
 class _Rows:

@@ -360,10 +360,12 @@ class FitResult(Result):
         ranks = f"rank {ranks}{learned if self.auto_rank else ''}"
         if self.rank_check is not None:
             ranks += f", {self.rank_check.describe()}"
+        last = est.history_[-1]  # (after update(..., scope="new"): over the new rows)
+        rows = "RMSE on the update's new rows" if last.get("rows") == "new" else "training RMSE"
         return (
             f"FunBaT-{self.model} fit of {self.value!r}{missing} ({kernel}{ranks}): "
-            f"{len(est.history_)} sweeps, {state}; training RMSE "
-            f"{est.history_[-1]['rmse']:.4g}, noise sd {self.noise_sd:.4g}"
+            f"{len(est.history_)} sweeps, {state}; {rows} "
+            f"{last['rmse']:.4g}, noise sd {self.noise_sd:.4g}"
         ) + self._local_title()
 
     def _local_title(self) -> str:

@@ -103,8 +103,8 @@ def update(result, df: pd.DataFrame, sweeps: int | None = None, scope: str = "ne
     FitResult
         The model of the combined rows; its ``history`` continues the fit's with one record
         per update sweep (with ``scope="new"``, its ``rmse`` and ``change`` are over the new
-        rows), ``converged`` says whether the last one moved the fitted values by less than
-        ``tol`` noise sds.
+        rows, and it says so: ``"rows": "new"``; the title then names them), ``converged``
+        says whether the last one moved the fitted values by less than ``tol`` noise sds.
 
     Raises
     ------
@@ -129,8 +129,9 @@ def update(result, df: pd.DataFrame, sweeps: int | None = None, scope: str = "ne
     train = getattr(est, "train_", None)
     if train is None:
         raise ValueError(
-            "update needs the model's training rows, which are kept in memory by a fit but not "
-            "saved with the model; fit the combined data instead (or fit again, then update)"
+            "update needs the model's training rows, which a fit of rows in memory keeps but "
+            "a model loaded from a file or fitted from rows in parts does not; fit the "
+            "combined data instead (or fit again, then update)"
         )
     modes, index_new, y_new = _encode_rows(df, tuple(est.modes_), result.value)
     with precision(est.dtype):
@@ -257,9 +258,8 @@ def _update(result, train: Encoded, modes, index_new, y_new, sweeps: int, scope:
     last = []  # E[f] at the swept rows after the previous sweep
 
     def on_sweep(state, Ef):
-        history.append(
-            _record(state, new_cfg, Ef, last[-1] if last else None, rows_y, est.y_scale_)
-        )
+        record = _record(state, new_cfg, Ef, last[-1] if last else None, rows_y, est.y_scale_)
+        history.append(record if scope == "all" else {**record, "rows": "new"})
         last.append(Ef)
 
     if scope == "new":
