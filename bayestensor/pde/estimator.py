@@ -119,8 +119,25 @@ def fit(
         raise ValueError(f"problem must be a bayestensor.pde.Problem, got {type(problem)}")
     problem = problem.validate()
     config = resolve_config(problem, config)
+    if params is not None:
+        _check_params(params, problem, config)
     with scope(config.dtype):
         return _fit(problem.astype(config.dtype), config, params, progress)
+
+
+def _check_params(params: object, problem: Problem, config: GPHMConfig) -> None:
+    """A ValueError unless ``params`` has the layout :func:`init_params` gives ``problem``."""
+    template = jax.eval_shape(lambda: init_params(problem, config))
+    want, want_def = jax.tree.flatten(template)
+    got, got_def = jax.tree.flatten(params)
+    want_shapes = [tuple(a.shape) for a in want]
+    got_shapes = [tuple(np.shape(a)) for a in got]
+    if got_def != want_def or got_shapes != want_shapes:
+        raise ValueError(
+            f"params must be GPHMParams for this problem and config (U of the grid shape "
+            f"{problem.shape}, {config.n_components} mixture components per dimension): "
+            f"expected array shapes {want_shapes}, got {got_shapes}"
+        )
 
 
 def _check_result(U, trace: FitTrace) -> None:

@@ -116,7 +116,98 @@ def _check_variables(variables: Sequence[str] | None, D: int) -> tuple[str, ...]
         raise ValueError(f"variables must be {D} names (str), one per dimension, got {names}")
     if len(set(names)) != D:
         raise ValueError(f"variables must be distinct, got {names}")
+    owners: dict[str, list[str]] = {}
+    for v in names:
+        for k, what in ((f"u_{v}", f"∂u/∂{v}"), (f"u_{v}{v}", f"∂²u/∂{v}²")):
+            owners.setdefault(k, []).append(what)
+    clashes = {k: w for k, w in owners.items() if len(w) > 1}
+    if clashes:
+        k, w = next(iter(clashes.items()))
+        raise ValueError(
+            f"variables {names} give colliding derivative keys: {k!r} would be both "
+            f"{' and '.join(w)}; rename them (e.g. so that no name is another one doubled)"
+        )
     return names
+
+
+def variables_of(keys: Sequence[str]) -> tuple[str, ...]:
+    """The variables whose derivative grids have exactly ``keys`` (see :func:`derivative_keys`).
+
+    A key ``u_s`` with the shortest unassigned ``s`` can only be a first derivative (a second
+    derivative ``u_vv`` has a shorter ``u_v`` that was already paired with it), so the names are
+    recovered uniquely for variables without colliding keys (:func:`_check_variables`).
+
+    Raises
+    ------
+    ValueError
+        If ``keys`` are not the derivative grids of any variables.
+    """
+    if "u" not in keys:
+        raise ValueError(f"derivative grids must hold 'u', got keys {sorted(keys)}")
+    rest = {k[2:] for k in keys if k != "u" and k.startswith("u_")}
+    if len(rest) != len(keys) - 1:
+        raise ValueError(f"derivative grid keys must be 'u', 'u_v', 'u_vv', got {sorted(keys)}")
+    out = []
+    for s in sorted(rest, key=len):
+        if s not in rest:
+            continue
+        if s + s not in rest:
+            raise ValueError(
+                f"derivative grid keys {sorted(keys)} are not 'u', 'u_v', 'u_vv' for any names v"
+            )
+        rest -= {s, s + s}
+        out.append(s)
+    return tuple(out)
+
+
+def check_grid_spans_box(
+    box: Sequence[tuple[float, float]], coords: Sequence[np.ndarray], name: str = "grid"
+) -> None:
+    """A ValueError unless each ``coords[d]`` starts at ``box[d][0]`` and ends at ``box[d][1]``.
+
+    The tolerance is a millionth of the box's width plus a few units of round-off of the
+    coordinates' precision at the box's magnitude (a float32 grid of a float64 box).
+    """
+    for d, ((a, b), c) in enumerate(zip(box, coords, strict=True)):
+        c = np.asarray(c)
+        dtype = c.dtype if np.issubdtype(c.dtype, np.floating) else np.float64
+        tol = 1e-6 * (b - a) + 4 * float(np.finfo(dtype).eps) * max(abs(a), abs(b))
+        first, last = float(c[0]), float(c[-1])
+        if abs(first - a) > tol or abs(last - b) > tol:
+            raise ValueError(
+                f"{name}[{d}] must run from the box's lower to its upper bound ({a!r}, {b!r}) "
+                f"in dimension {d}, got {first!r} … {last!r}"
+            )
+
+
+def _check_source_fn(source_fn: Callable[..., Array], grid: Sequence[Array]) -> None:
+    """A ValueError unless ``source_fn`` gives a finite value per cell midpoint (where the solver
+    and the reliability check call it)."""
+    mids = [0.5 * (jnp.asarray(x)[1:] + jnp.asarray(x)[:-1]) for x in grid]
+    mesh = jnp.meshgrid(*mids, indexing="ij")
+    shape = tuple(len(m) for m in mids)
+    expected = (
+        f"a JAX function f(x_1, …, x_D) of coordinate arrays returning an array of their "
+        f"broadcast shape (here {shape}, the cell midpoints)"
+    )
+    try:
+        out = source_fn(*mesh)
+        got = tuple(np.shape(out))
+    except Exception as e:
+        raise ValueError(
+            f"source_fn must be {expected}; it failed on the midpoint mesh: {type(e).__name__}: {e}"
+        ) from e
+    try:
+        fits = np.broadcast_shapes(got, shape) == shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"source_fn must be {expected}, got shape {got}")
+    if not np.issubdtype(np.asarray(out).dtype, np.number) or np.iscomplexobj(out):
+        raise ValueError(f"source_fn must return real numbers, got dtype {np.asarray(out).dtype}")
+    n_bad = _count_bad(out)
+    if n_bad:
+        raise ValueError(f"source_fn is NaN or inf at {n_bad} of {np.size(out)} cell midpoints")
 
 
 def _check_callable(name: str, fn: object, what: str) -> None:
@@ -149,7 +240,12 @@ def apply_operator(
             f"operator must return an array of the grid shape {tuple(shape)} (one value per "
             f"grid point), got shape {tuple(np.shape(out))}"
         )
-    return jnp.asarray(out)
+    out = jnp.asarray(out)
+    if not (jnp.issubdtype(out.dtype, jnp.floating) or jnp.issubdtype(out.dtype, jnp.integer)):
+        raise ValueError(
+            f"operator must return real numbers (one per grid point), got dtype {out.dtype}"
+        )
+    return out
 
 
 def _grid_points(grid: Sequence[Float[Array, " n_d"]]) -> Float[Array, "N D"]:
@@ -226,15 +322,17 @@ class Problem(NamedTuple):
         return jax.vmap(lambda p: self.exact(*p))(pts).reshape(self.shape)
 
     def validate(self) -> Problem:
-        """Check a (possibly hand-built) problem before solving it; return it unchanged.
+        """Check a (possibly hand-built) problem before solving it; return it (unchanged but
+        for grid coordinates given as lists, which are converted to arrays).
 
         Raises
         ------
         ValueError
             Naming the offending field: a bad box, grid coordinates that are not finite and
-            increasing, bad variables, a non-callable operator or one that
-            does not give one value per grid point, or a source or boundary values of the wrong
-            shape or with NaN or inf.
+            increasing or do not run from the box's lower to its upper bound, bad (or colliding)
+            variables, a non-callable operator or one that does not give one value per grid
+            point, a source or boundary values of the wrong shape or with NaN or inf, or a
+            ``source_fn`` that fails, gives the wrong shape or NaN / inf at the cell midpoints.
         """
         box = check_box(self.box)
         D = len(box)
@@ -248,8 +346,13 @@ class Problem(NamedTuple):
                 f"points, got shapes {[np.shape(c) for c in coords]}"
             )
         for d, c in enumerate(coords):
+            if not np.issubdtype(c.dtype, np.number) or np.iscomplexobj(c):
+                raise ValueError(f"grid[{d}] must hold real numbers, got dtype {c.dtype}")
             if not np.all(np.isfinite(c)) or not np.all(np.diff(c) > 0):
                 raise ValueError(f"grid[{d}] must be finite and strictly increasing")
+        check_grid_spans_box(box, coords)
+        if not all(hasattr(g, "shape") for g in self.grid):
+            self = self._replace(grid=tuple(jnp.asarray(c) for c in coords))
         _check_variables(self.variables, D)
         _check_callable(
             "operator", self.operator, "a function of the dict of derivative grids (e.g. laplacian)"
@@ -281,6 +384,8 @@ class Problem(NamedTuple):
         with jax.ensure_compile_time_eval():
             zeros = {k: jnp.zeros(shape, dtype) for k in derivative_keys(self.variables)}
             apply_operator(self.operator, zeros, shape)
+        if self.source_fn is not None:
+            _check_source_fn(self.source_fn, self.grid)
         return self
 
     def astype(self, dtype: str) -> Problem:
@@ -384,7 +489,20 @@ class Problem(NamedTuple):
             return out.reshape(p.shape[:-1])
 
         pts = _grid_points(coords)
-        grids = {k: a.reshape(sizes) for k, a in jax.vmap(derivs)(pts).items()}
+        expected = (
+            "a JAX-traceable real function u(x_1, …, x_D) of the variables (written with jnp, "
+            "not np or math), returning one real value per point"
+        )
+        try:
+            derived = jax.vmap(derivs)(pts)
+        except Exception as e:
+            raise ValueError(
+                f"exact_u must be {expected}; differentiating it by jax.grad failed: "
+                f"{type(e).__name__}: {e}"
+            ) from e
+        if any(not jnp.issubdtype(a.dtype, jnp.floating) for a in derived.values()):
+            raise ValueError(f"exact_u must be {expected}, got dtype {derived['u'].dtype}")
+        grids = {k: a.reshape(sizes) for k, a in derived.items()}
         mask = boundary_mask(sizes)
         n_bad = _count_bad(grids["u"])
         if n_bad:
@@ -446,7 +564,7 @@ def _zero_round_off(operator: Operator, grids: dict[str, Array], source: Array) 
 
 def laplacian(grids: dict[str, Array]) -> Array:
     """``Σ_v u_vv``, the Laplacian, from the derivative grids (any dimension)."""
-    return sum(a for k, a in grids.items() if len(k) == 4 and k[2] == k[3])
+    return sum(grids[f"u_{v}{v}"] for v in variables_of(tuple(grids)))
 
 
 def allen_cahn(grids: dict[str, Array]) -> Array:

@@ -17,7 +17,7 @@ import pandas as pd
 from jaxtyping import Array, Float
 
 from bayestensor import io
-from bayestensor.checks import check_column, check_finite, check_frame
+from bayestensor.checks import check_column, check_finite, check_frame, is_int
 from bayestensor.driver import DTYPES, precision
 from bayestensor.pde.branches import NEAR_SOLUTION
 from bayestensor.pde.config import (
@@ -29,7 +29,7 @@ from bayestensor.pde.config import (
 )
 from bayestensor.pde.factors import dimension_factors, solution_weights
 from bayestensor.pde.inference import cross_kernel
-from bayestensor.pde.problems import Problem
+from bayestensor.pde.problems import Problem, _check_variables, check_grid_spans_box
 from bayestensor.pde.reliability import Reliability
 from bayestensor.results import Result, prediction_frame
 from bayestensor.tensor import multi_mode_dot
@@ -155,12 +155,25 @@ class PDESolution(Result):
         -------
         np.ndarray
             The mean, with the broadcast shape of ``xs``.
+
+        Raises
+        ------
+        ValueError
+            For NaN or inf coordinates, or points outside the problem's box (beyond
+            :data:`BOX_TOLERANCE` of its width): the GP mean decays to 0 away from the grid, so
+            it is no extrapolation.
         """
         D = len(self.problem.shape)
         if len(xs) != D:
             raise ValueError(f"give {D} coordinate arrays (one per dimension), got {len(xs)}")
+        try:
+            pts = np.broadcast_arrays(*(np.asarray(x, float) for x in xs))
+        except (TypeError, ValueError) as e:
+            raise ValueError(
+                f"coordinates must be real numbers broadcasting against each other: {e}"
+            ) from None
+        _check_in_box(pts, self.problem.box, self.problem.variables)
         A = self._weights()
-        pts = np.broadcast_arrays(*(np.asarray(x, float) for x in xs))
         shape = pts[0].shape
         mats = [
             cross_kernel(k, jnp.asarray(p.ravel(), A.dtype), x, self.config)
@@ -172,10 +185,16 @@ class PDESolution(Result):
 
     def test_grid(self, factor: int | None = None) -> tuple[np.ndarray, ...]:
         """A finer tensor grid: ``factor · (n_d − 1) + 1`` points per dimension (default 4 in
-        1-D, 2 otherwise)."""
-        factor = (4 if len(self.problem.shape) == 1 else 2) if factor is None else int(factor)
+        1-D, 2 otherwise); ``factor`` must be a positive int (1 is the collocation grid)."""
+        if factor is None:
+            factor = 4 if len(self.problem.shape) == 1 else 2
+        elif not is_int(factor) or factor < 1:
+            raise ValueError(
+                f"factor must be a positive int (points per grid cell of the test grid), "
+                f"got {factor!r}"
+            )
         return tuple(
-            np.linspace(a, b, factor * (n - 1) + 1)
+            np.linspace(a, b, int(factor) * (n - 1) + 1)
             for (a, b), n in zip(self.problem.box, self.problem.shape, strict=True)
         )
 
@@ -189,7 +208,13 @@ class PDESolution(Result):
         return np.asarray(jax.vmap(self.problem.exact)(*flat)).reshape(mesh[0].shape)
 
     def relative_l2(self, factor: int | None = None) -> float:
-        """``‖ū − u⋆‖ / ‖u⋆‖`` on :meth:`test_grid` (needs ``problem.exact``)."""
+        """``‖ū − u⋆‖ / ‖u⋆‖`` on :meth:`test_grid` (needs ``problem.exact``).
+
+        Parameters
+        ----------
+        factor : int, optional
+            Refinement of the test grid (a positive int, see :meth:`test_grid`).
+        """
         coords = self.test_grid(factor)
         exact = self.exact_on(coords)
         return float(np.linalg.norm(self.on_grid(*coords) - exact) / np.linalg.norm(exact))
@@ -342,6 +367,10 @@ class PDESolution(Result):
         for d in range(D):
             if np.any(np.diff(checked[f"grid/{d}"]) <= 0):
                 raise ValueError(f"saved array 'grid/{d}' must be strictly increasing")
+        try:
+            check_grid_spans_box(box, [checked[f"grid/{d}"] for d in range(D)])
+        except ValueError as e:
+            raise ValueError(f"saved field box and arrays 'grid/*' disagree: {e}") from None
         if not 0 <= h["best_step"] < L[0] or not 0 <= h["n_adam"] <= config.n_steps:
             raise ValueError("saved fields best_step, n_adam out of range of the saved trace")
         problem = Problem(
@@ -382,10 +411,37 @@ def _box(box: tuple, variables: list) -> tuple[tuple, tuple]:
             f"saved fields box and variables must give one interval per distinct variable, "
             f"got {len(box)} intervals for {variables}"
         )
+    try:
+        _check_variables(variables, len(variables))
+    except ValueError as e:
+        raise ValueError(f"saved field variables: {e}") from None
     box = tuple((float(a), float(b)) for a, b in box)
     if not all(np.isfinite(a) and np.isfinite(b) and a < b for a, b in box):
         raise ValueError(f"saved field box must hold finite intervals lower < upper, got {box}")
     return box, tuple(variables)
+
+
+#: Points this fraction of the box's width outside it, plus float32 rounding at the box's size,
+#: count as on its edge (a float32 grid's last point can lie past a float64 bound: 2π).
+BOX_TOLERANCE = 1e-6
+
+
+def _check_in_box(
+    pts: Sequence[np.ndarray], box: Sequence[tuple[float, float]], variables: Sequence[str]
+) -> None:
+    """A ValueError for NaN / inf coordinates or points outside ``box`` (naming the variable)."""
+    for x, (a, b), v in zip(pts, box, variables, strict=True):
+        n_bad = int(x.size - np.count_nonzero(np.isfinite(x)))
+        if n_bad:
+            raise ValueError(f"coordinate {v!r} has {n_bad} NaN or inf values")
+        tol = BOX_TOLERANCE * (b - a) + 4 * float(np.finfo(np.float32).eps) * max(abs(a), abs(b))
+        outside = (x < a - tol) | (x > b + tol)
+        if np.any(outside):
+            raise ValueError(
+                f"coordinate {v!r} has {int(outside.sum())} values outside the box "
+                f"[{a!r}, {b!r}] (e.g. {float(x[outside].flat[0])!r}); the solution is defined "
+                "on the box only"
+            )
 
 
 def _grid_length(arrays, d: int) -> int:
