@@ -109,7 +109,8 @@ def run(
     Parameters
     ----------
     out : str or Path
-        Folder for the figures (created if needed, before anything is fitted).
+        Folder for the figures (created if needed, before anything is fitted; a ValueError
+        if it is a file).
     tiny : bool
         A quick run on a subset (every third latitude and longitude, the first 24 months).
     rank : int
@@ -132,6 +133,8 @@ def run(
     from bayestensor.api import fit
 
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out {str(out)!r} is a file; give a folder for the figures")
     out.mkdir(parents=True, exist_ok=True)  # fail before fitting if it cannot be written
     df = datasets.load("ozone")
     if tiny:

@@ -71,3 +71,14 @@ def test_demo_tiny_beats_the_baseline_and_writes_plots(tmp_path, capsys):
     forest.fit(df.loc[~held, cols], df.loc[~held, "ozone"])
     rmse = np.sqrt(np.mean((df.loc[held, "ozone"] - forest.predict(df.loc[held, cols])) ** 2))
     assert float(line.group(1)) == pytest.approx(rmse, abs=TOL["printed_3_decimals"])
+
+
+def test_demo_into_a_file_says_so_before_fitting(tmp_path, capsys):
+    """``--out`` naming a file, not a folder: one error line saying so (it printed the bare
+    OS error "[Errno 17] File exists"), and nothing is fitted."""
+    target = tmp_path / "figs"
+    target.write_text("not a folder")
+    assert main(["demo", "--tiny", "--out", str(target)]) == 1
+    err = capsys.readouterr().err
+    assert "is a file; give a folder for the figures" in err and "Errno" not in err
+    assert target.read_text() == "not a folder"
