@@ -160,18 +160,28 @@ def variables_of(keys: Sequence[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+#: Coordinates this fraction of the box's width past a bound, plus a few units of round-off
+#: at the box's size, count as on it (a float32 grid's last point lies past a float64 2π).
+EDGE_TOLERANCE = 1e-6
+
+
+def edge_tolerance(a: float, b: float, dtype=np.float32) -> float:
+    """How far past the interval ``[a, b]`` a coordinate of ``dtype`` still counts as on its
+    edge: :data:`EDGE_TOLERANCE` of the width plus four units of round-off at its size."""
+    return EDGE_TOLERANCE * (b - a) + 4 * float(np.finfo(dtype).eps) * max(abs(a), abs(b))
+
+
 def check_grid_spans_box(
     box: Sequence[tuple[float, float]], coords: Sequence[np.ndarray], name: str = "grid"
 ) -> None:
     """A ValueError unless each ``coords[d]`` starts at ``box[d][0]`` and ends at ``box[d][1]``.
 
-    The tolerance is a millionth of the box's width plus a few units of round-off of the
-    coordinates' precision at the box's magnitude (a float32 grid of a float64 box).
+    The tolerance is :func:`edge_tolerance` in the coordinates' precision.
     """
     for d, ((a, b), c) in enumerate(zip(box, coords, strict=True)):
         c = np.asarray(c)
         dtype = c.dtype if np.issubdtype(c.dtype, np.floating) else np.float64
-        tol = 1e-6 * (b - a) + 4 * float(np.finfo(dtype).eps) * max(abs(a), abs(b))
+        tol = edge_tolerance(a, b, dtype)
         first, last = float(c[0]), float(c[-1])
         if abs(first - a) > tol or abs(last - b) > tol:
             raise ValueError(

@@ -29,7 +29,12 @@ from bayestensor.pde.config import (
 )
 from bayestensor.pde.factors import dimension_factors, solution_weights
 from bayestensor.pde.inference import cross_kernel
-from bayestensor.pde.problems import Problem, _check_variables, check_grid_spans_box
+from bayestensor.pde.problems import (
+    Problem,
+    _check_variables,
+    check_grid_spans_box,
+    edge_tolerance,
+)
 from bayestensor.pde.reliability import Reliability
 from bayestensor.results import Result, prediction_frame
 from bayestensor.tensor import multi_mode_dot
@@ -160,8 +165,8 @@ class PDESolution(Result):
         ------
         ValueError
             For NaN or inf coordinates, or points outside the problem's box (beyond
-            :data:`BOX_TOLERANCE` of its width): the GP mean decays to 0 away from the grid, so
-            it is no extrapolation.
+            :func:`~bayestensor.pde.problems.edge_tolerance`): the GP mean decays to 0 away
+            from the grid, so it is no extrapolation.
         """
         D = len(self.problem.shape)
         if len(xs) != D:
@@ -421,11 +426,6 @@ def _box(box: tuple, variables: list) -> tuple[tuple, tuple]:
     return box, tuple(variables)
 
 
-#: Points this fraction of the box's width outside it, plus float32 rounding at the box's size,
-#: count as on its edge (a float32 grid's last point can lie past a float64 bound: 2π).
-BOX_TOLERANCE = 1e-6
-
-
 def _check_in_box(
     pts: Sequence[np.ndarray], box: Sequence[tuple[float, float]], variables: Sequence[str]
 ) -> None:
@@ -434,7 +434,7 @@ def _check_in_box(
         n_bad = int(x.size - np.count_nonzero(np.isfinite(x)))
         if n_bad:
             raise ValueError(f"coordinate {v!r} has {n_bad} NaN or inf values")
-        tol = BOX_TOLERANCE * (b - a) + 4 * float(np.finfo(np.float32).eps) * max(abs(a), abs(b))
+        tol = edge_tolerance(a, b)  # (float32 round-off: points from any user's grid)
         outside = (x < a - tol) | (x > b + tol)
         if np.any(outside):
             raise ValueError(
