@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 KINDS = ("continuous", "categorical", "time")
@@ -88,6 +89,10 @@ def _times(series, name: str, time):
     The column must hold text that parses as dates and times (durations for a timedelta
     ``time``) or be a datetime (timedelta) column already; a column of numbers is refused
     (pandas would read them as nanoseconds since 1970), as is text that does not parse.
+    At fit (``time`` None) text that parses as durations (``"3 days"``, ``"1h"``,
+    ``"01:30:00"``) is read as durations, other text as dates and times; times of day without
+    a date are refused (pandas would put today's date on them, so the same file read on
+    another day would give other coordinates).
     """
     import pandas as pd
 
@@ -105,14 +110,57 @@ def _times(series, name: str, time):
             return pd.to_timedelta(series)
         if time is not None and time.tz is not None:  # any offsets, shown in the model's zone
             return pd.to_datetime(series, utc=True).dt.tz_convert(time.tz)
-        try:
-            return pd.to_datetime(series)
-        except ValueError as err:  # several UTC offsets (e.g. across a DST change)
-            if "utc=True" not in str(err):
-                raise
-            return pd.to_datetime(series, utc=True)
+        if time is None and _durations(series):
+            return pd.to_timedelta(series)
+        with warnings.catch_warnings():  # (text of no one format is read item by item)
+            warnings.filterwarnings("ignore", "Could not infer format", UserWarning)
+            try:
+                out = pd.to_datetime(series)
+            except ValueError as err:  # several UTC offsets (e.g. across a DST change)
+                if "utc=True" not in str(err):
+                    raise
+                out = pd.to_datetime(series, utc=True)
+        if time is None and _times_of_day(series, out):
+            raise CommandError(
+                f"column {name!r} holds times of day without a date (e.g. "
+                f"{series.dropna().iloc[0]!r}); write dates with them (2021-03-01 12:00) or "
+                "durations (0 days 12:00:00)"
+            )
+        return out
+    except CommandError:
+        raise
     except (ValueError, TypeError) as err:
         raise CommandError(f"column {name!r} does not hold dates/times: {err}") from None
+
+
+def _durations(series) -> bool:
+    """Whether a column of text parses as durations throughout (a datetime column does not)."""
+    import pandas as pd
+
+    if not (pd.api.types.is_object_dtype(series.dtype) or pd.api.types.is_string_dtype(series)):
+        return pd.api.types.is_timedelta64_dtype(series.dtype)
+    try:
+        pd.to_timedelta(series)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def _times_of_day(series, parsed) -> bool:
+    """Whether ``parsed`` (the column read as datetimes) got today's date from pandas: every
+    value on today's date while no text names today's year."""
+    import pandas as pd
+
+    if not (pd.api.types.is_object_dtype(series.dtype) or pd.api.types.is_string_dtype(series)):
+        return False
+    valid = parsed.dropna()
+    if valid.empty:
+        return False
+    naive = valid.dt.tz_localize(None) if valid.dt.tz is not None else valid
+    today = pd.Timestamp.now().normalize()
+    if not (naive.dt.normalize() == today).all():
+        return False
+    return not series.dropna().astype(str).str.contains(str(today.year)).any()
 
 
 def _parse_coords(items: list[str]) -> dict[str, str | None]:

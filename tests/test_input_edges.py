@@ -5,12 +5,14 @@ the column or argument, instead of a silent misreading or an unclear error."""
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
 
 import bayestensor as bt
-from bayestensor.cli import main
+from bayestensor.cli import main, read_csv_exact
 from bayestensor.data import CATEGORICAL, CONTINUOUS, encode, encode_new
 
 FIT = {"rank": 2, "progress": False, "max_sweeps": 3}
@@ -63,6 +65,40 @@ def test_cli_time_columns_of_text_still_fit_and_numbers_do_not_predict(tmp_path,
     assert main(["predict", str(tmp_path / "w.bt"), str(tmp_path / "new.csv")]) == 1
     line = _one_error_line(capsys, "predict")
     assert "column 'when' does not hold dates/times: it holds numbers" in line
+
+
+def test_cli_reads_durations_at_fit_as_at_prediction(tmp_path, capsys):
+    # text such as "3 days" was refused at fit and "2h" read as 2 a.m. of the year 1
+    df = _grid()
+    hours = np.round(df["x"] * 7).astype(np.int64)
+    df["after"] = [f"{h}h" for h in hours]  # "0h" ... "7h"
+    df.drop(columns="x").to_csv(tmp_path / "g.csv", index=False)
+    args = ["fit", str(tmp_path / "g.csv"), "--coords", "after:time", "c", "--value", "y"]
+    args += ["--rank", "2", "--max-sweeps", "3", "--quiet", "--out", str(tmp_path / "d.bt")]
+    assert main(args) == 0
+    res = bt.load(tmp_path / "d.bt")
+    mode = res.modes[0]
+    assert mode.time.kind == "timedelta" and mode.values.size == 8
+    capsys.readouterr()
+    new = pd.DataFrame({"after": ["0 days 03:00:00", "5h"], "c": ["c0", "c1"]})
+    new.to_csv(tmp_path / "new.csv", index=False)
+    assert main(["predict", str(tmp_path / "d.bt"), str(tmp_path / "new.csv")]) == 0
+    pred = read_csv_exact(io.StringIO(capsys.readouterr().out))
+    ref = res.predict(new.assign(after=pd.to_timedelta(new["after"])))
+    np.testing.assert_array_equal(pred["mean"].to_numpy(), ref["mean"].to_numpy())
+
+
+def test_cli_refuses_times_of_day_without_a_date(tmp_path, capsys):
+    # pandas puts today's date on "07:30": the same file fitted another day moved every row
+    df = _grid()
+    minutes = 420 + np.round(df["x"] * 7).astype(np.int64) * 15
+    df["at"] = [f"{m // 60:02d}:{m % 60:02d}" for m in minutes]
+    df.drop(columns="x").to_csv(tmp_path / "g.csv", index=False)
+    args = ["fit", str(tmp_path / "g.csv"), "--coords", "at:time", "c", "--value", "y"]
+    assert main([*args, "--quiet", "--out", str(tmp_path / "t.bt")]) == 1
+    line = _one_error_line(capsys, "fit")
+    assert "column 'at' holds times of day without a date" in line
+    assert not (tmp_path / "t.bt").exists()
 
 
 # ------------------------------------------------------- categorical labels: bool with numbers
