@@ -47,9 +47,10 @@ def check_seed(seed: Any) -> int:
 
 
 def check_positive(name: str, v: Any) -> float:
-    """``v`` as a float, or a ValueError unless it is a finite positive number."""
+    """``v`` as a float, or a ValueError unless it is a finite positive number (not a bool:
+    ``True`` is no setting's 1)."""
     try:
-        x = float(v)
+        x = float("nan") if isinstance(v, bool | np.bool_) else float(v)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a positive number, got {v!r}") from None
     if not (np.isfinite(x) and x > 0):
@@ -58,9 +59,9 @@ def check_positive(name: str, v: Any) -> float:
 
 
 def check_nonnegative(name: str, v: Any) -> float:
-    """``v`` as a float, or a ValueError unless it is a finite number ≥ 0."""
+    """``v`` as a float, or a ValueError unless it is a finite number ≥ 0 (not a bool)."""
     try:
-        x = float(v)
+        x = float("nan") if isinstance(v, bool | np.bool_) else float(v)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a number ≥ 0, got {v!r}") from None
     if not (np.isfinite(x) and x >= 0):
@@ -144,6 +145,8 @@ def standardisation(y: np.ndarray) -> tuple[float, float]:
     """``(mean, sd)`` of ``y`` in float64, safe from overflow and underflow (``sd`` is 1 for a
     constant ``y``); values are z-scored with them before any float32 computation."""
     y = np.asarray(y, dtype=np.float64)
+    if y.size and np.all(y == y.flat[0]):  # constant: its value (a mean of copies of 0.1 is
+        return float(y.flat[0]), 1.0  # not 0.1, and the deviations' sd then came out 0)
     mean = float(np.mean(y / 2.0) * 2.0)  # halves: no overflow near the float64 limit
     dev = y / 2.0 - mean / 2.0
     top = float(np.max(np.abs(dev)))
@@ -265,6 +268,17 @@ def check_value_column(df: pd.DataFrame, value: Any, coords: Sequence[str]) -> N
             f"value column {value!r} has dtype {df[value].dtype}; expected a numeric "
             "(integer or float) column"
         )
+
+
+def observed_values(df: pd.DataFrame, value: str) -> np.ndarray:
+    """The value column of rows to compare with predictions (plots, observed data) as float64,
+    missing values as NaN; a ValueError naming the column unless it is numeric."""
+    if not is_numeric(df[value]):
+        raise ValueError(
+            f"value column {value!r} has dtype {df[value].dtype}; expected a numeric "
+            "(integer or float) column of observed values"
+        )
+    return float_array(df[value])
 
 
 def check_counts(df: pd.DataFrame, value: Any) -> np.ndarray:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bayestensor.checks import CONTINUOUS, check_int, check_seed
+from bayestensor.checks import CONTINUOUS, check_int, check_seed, observed_values
 
 __all__ = ["funbat_inference_data", "poisson_inference_data", "require_arviz"]
 
@@ -99,7 +99,7 @@ def funbat_inference_data(
         dims["f"] = ["obs"]
         coords["obs"] = np.asarray(df.index)
         if result.value in df.columns:
-            observed = {"y": df[result.value].to_numpy(dtype=np.float64)}
+            observed = {"y": observed_values(df, result.value)}
             dims["y"] = ["obs"]
     return az.from_dict(
         posterior={k: v.reshape(chains, per_chain, *v.shape[1:]) for k, v in posterior.items()},

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from bayestensor.checks import is_int
 from bayestensor.plotting._common import (
     TIME_UNIT_NAMES,
     axis_label,
@@ -203,8 +204,8 @@ def plot_factors(
     ------
     ValueError
         If a column is missing, ``factors`` is empty, ``level`` is not in (0, 1), ``minor``
-        not in [0, 1), ``per_panel`` not a positive int, or a mode's shares do not have one
-        entry per component.
+        not in [0, 1), ``per_panel`` or ``max_components`` not a positive int, ``units`` not
+        a dict, or a mode's shares do not have one entry per component.
     """
     missing = [c for c in FACTOR_COLUMNS if c not in factors.columns]
     if missing:
@@ -215,6 +216,10 @@ def plot_factors(
         raise ValueError(f"minor must be in [0, 1), got {minor!r}")
     if not isinstance(per_panel, int | np.integer) or per_panel < 1:
         raise ValueError(f"per_panel must be a positive int, got {per_panel!r}")
+    if max_components is not None and not (is_int(max_components) and max_components >= 1):
+        raise ValueError(f"max_components must be a positive int or None, got {max_components!r}")
+    if units is not None and not isinstance(units, Mapping):
+        raise ValueError(f"units must be a dict {{column: unit}}, got {units!r}")
     z = z_of(level)
     modes = list(dict.fromkeys(factors["mode"]))
     plans = {}

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Mapping
+
+import numpy as np
 
 from bayestensor.checks import check_positive
 from bayestensor.kernels import check_kernel
@@ -74,9 +77,20 @@ def check_period_option(period):
         for column, value in period.items():
             if not isinstance(column, str):
                 raise ValueError(f"period keys must be column names (str), got {column!r}")
-            out[column] = check_positive(f"period[{column!r}]", value)
+            out[column] = _check_period(f"period[{column!r}]", value)
         return out
-    return check_positive("period", period)
+    return _check_period("period", period)
+
+
+def _check_period(name: str, value) -> float:
+    """One period: a positive number; a time span is refused with the unit it must be in."""
+    if isinstance(value, datetime.timedelta | np.timedelta64):
+        raise ValueError(
+            f"{name} must be a positive number in the coordinate's units, got {value!r}; for a "
+            "datetime or timedelta coordinate that is its time_unit (days by default), e.g. "
+            "365.25 for a yearly cycle"
+        )
+    return check_positive(name, value)
 
 
 def mode_periods(period, modes, kernels) -> list[float | None]:

@@ -15,6 +15,9 @@ from bayestensor.checks import (
     check_finite_result,
     check_int,
     check_level,
+    float_array,
+    is_numeric,
+    observed_values,
 )
 from bayestensor.data import encode_new
 from bayestensor.driver import precision
@@ -227,8 +230,8 @@ class FitResult(Result):
         Raises
         ------
         ValueError
-            For an unknown mode, coordinates that are not a non-empty 1-D array, or a
-            category not seen in training.
+            For an unknown mode, coordinates that are not a non-empty 1-D array or hold
+            missing values (NaN, NaT, None, inf), or a category not seen in training.
         ImportError
             If xarray is not installed.
         """
@@ -251,6 +254,15 @@ class FitResult(Result):
                 values = np.asarray(values)
             if values.ndim != 1 or len(values) == 0:
                 raise ValueError(f"coords[{mode.name!r}] must be a non-empty 1-D array")
+            column = pd.Series(values)
+            missing = column.isna().to_numpy()
+            if is_numeric(column):
+                missing = missing | ~np.isfinite(float_array(column))
+            if missing.any():
+                raise ValueError(
+                    f"coords[{mode.name!r}] has {int(missing.sum())} NaN, NaT, None or inf "
+                    "values; every grid coordinate must be a value"
+                )
             axes[mode.name] = values
         attrs = {"value": self.value, "level": level, "model": f"FunBaT-{self.model}"}
         tails = self.local is not None and np.isfinite(self.local.nu)
@@ -317,6 +329,8 @@ class FitResult(Result):
             Long format: ``mode``, ``coordinate``, ``component``, ``mean``, ``sd`` (times again
             for a datetime mode); ``as_xarray=True``: :func:`bayestensor.xr.factors_dataset`.
         """
+        if not isinstance(as_xarray, bool | np.bool_):
+            raise ValueError(f"as_xarray must be True or False, got {as_xarray!r}")
         frames = []
         for k, mode in enumerate(self.modes):
             mean, sd = self.estimator.factor_moments(k)
@@ -455,7 +469,7 @@ class FitResult(Result):
         from bayestensor import plotting
 
         return plotting.plot_observed_vs_predicted(
-            df[self.value].to_numpy(dtype=float),
+            observed_values(df, self.value),
             pred["mean"],
             pred["lower"],
             pred["upper"],

@@ -160,7 +160,8 @@ def fit_poisson_tucker(
     devices = resolve_devices(devices)
     pair_idx = None
     if pair is not None:
-        if len(pair) != 2 or any(c not in coords for c in pair) or pair[0] == pair[1]:
+        named = not isinstance(pair, str) and isinstance(pair, Sequence) and len(pair) == 2
+        if not named or any(c not in coords for c in pair) or pair[0] == pair[1]:
             raise ValueError(f"pair must name two different columns of coords, got {pair!r}")
         pair_idx = (coords.index(pair[0]), coords.index(pair[1]))
     mcols: list[str] = []

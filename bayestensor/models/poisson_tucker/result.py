@@ -31,6 +31,10 @@ from bayestensor.results import Result, prediction_frame
 
 #: Posterior draws kept for prediction intervals.
 MAX_DRAWS = 200
+#: Fewest simulated counts per cell behind a predictive interval: 4 per rate draw, more where
+#: there are fewer than 200 draws (a Gibbs run of few samples), so that the interval of a new
+#: count is never the range of a handful of counts.
+MIN_SIMULATED = 4 * MAX_DRAWS
 
 
 class PoissonTuckerResult(Result):
@@ -114,7 +118,9 @@ class PoissonTuckerResult(Result):
         """Per mode, the fewest components carrying ``level`` of the expected total count.
 
         Computed per posterior draw (largest shares first) and summarised by the median.
+        ``level`` must lie in (0, 1).
         """
+        level = check_level(level)
         out = {}
         for c, m in self.component_mass(draws=True).items():
             cum = np.cumsum(np.sort(m, axis=1)[:, ::-1], axis=1)
@@ -174,7 +180,8 @@ class PoissonTuckerResult(Result):
         R = self._draw_rates(self._index(df))
         lo, hi = (1 - level) / 2, (1 + level) / 2
         rng = np.random.default_rng(0)
-        ysim = rng.poisson(np.broadcast_to(R, (4,) + R.shape)).reshape(-1, R.shape[1])
+        reps = max(4, -(-MIN_SIMULATED // R.shape[0]))  # (4 from 200 draws on)
+        ysim = rng.poisson(np.broadcast_to(R, (reps,) + R.shape)).reshape(-1, R.shape[1])
         mean = R.mean(0)
         return prediction_frame(
             df.index,

@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayestensor.checks import check_positive
+
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -142,8 +144,12 @@ def make_spec(
         raise ValueError(f"ranks has {len(ranks)} entries but the tensor has {K} modes")
     if any(r < 1 for r in ranks):
         raise ValueError(f"ranks must be positive integers, got {ranks}")
-    if exclude_diagonal is None:
-        exclude_diagonal = bool(share)
+    flags = {"share": share, "within_between": within_between, "shrinkage": shrinkage}
+    flags["exclude_diagonal"] = bool(share) if exclude_diagonal is None else exclude_diagonal
+    for name, flag in flags.items():
+        if not isinstance(flag, bool | np.bool_):
+            raise ValueError(f"{name} must be True or False, got {flag!r}")
+    exclude_diagonal = flags["exclude_diagonal"]
     if pair is not None:
         pair = (int(pair[0]), int(pair[1]))
         a, b = pair
@@ -177,8 +183,7 @@ def make_spec(
         ("e0", e0),
         ("f0", f0),
     ]:
-        if not (np.isfinite(v) and v > 0):
-            raise ValueError(f"{name} must be a positive number, got {v!r}")
+        check_positive(name, v)
     mask_modes = tuple(sorted(int(k) for k in mask_modes))
     return PoissonTuckerSpec(
         shape=shape,
