@@ -269,6 +269,48 @@ def xarray_parts(
     return XarrayParts(parts, coords, value, missing)
 
 
+def grid_axes(coords: Mapping[str, Any] | None, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The axes of a prediction grid: per mode (the keys of ``defaults``, in order) the
+    coordinates ``coords`` gives, else its default ones; a pandas Index or Series stays an Index
+    (times and zones kept), anything else becomes a NumPy array.
+
+    Raises
+    ------
+    ValueError
+        If ``coords`` is not a dict, names a mode that is not one, or gives coordinates that
+        are not a non-empty 1-D array or hold missing values (NaN, NaT, None, inf).
+    """
+    from bayestensor.checks import float_array, is_numeric
+
+    coords = {} if coords is None else coords
+    if not isinstance(coords, Mapping):
+        raise ValueError(f"coords must be a dict of mode -> 1-D coordinates, got {coords!r}")
+    names = list(defaults)
+    unknown = [c for c in coords if c not in names]
+    if unknown:
+        raise ValueError(f"coords names {unknown}, which are not modes; modes are {names}")
+    axes = {}
+    for name in names:
+        values = coords.get(name, defaults[name])
+        if isinstance(values, pd.Index | pd.Series):
+            values = pd.Index(values)
+        else:
+            values = np.asarray(values)
+        if values.ndim != 1 or len(values) == 0:
+            raise ValueError(f"coords[{name!r}] must be a non-empty 1-D array")
+        column = pd.Series(values)
+        missing = column.isna().to_numpy()
+        if is_numeric(column):
+            missing = missing | ~np.isfinite(float_array(column))
+        if missing.any():
+            raise ValueError(
+                f"coords[{name!r}] has {int(missing.sum())} NaN, NaT, None or inf values; "
+                "every grid coordinate must be a value"
+            )
+        axes[name] = values
+    return axes
+
+
 def grid_dataset(
     axes: Mapping[str, Any],
     predict: Callable[[pd.DataFrame], pd.DataFrame],

@@ -91,6 +91,8 @@ TOL = {
     "grid_vs_rows_f32": 1e-4,
     # FunBaT's blocked prediction (unique coordinates, padded row blocks) vs row by row
     "predict_blocked_vs_rows": 1e-10,
+    # Poisson Tucker rates predicted in chunks of another size (relative; float32 in its pass)
+    "poisson_chunks": 1e-6,
     # a fit of y·scale + shift vs the fit of y, in units of y (z-scoring makes them one fit)
     "rescaled_fit_vs_unit": 1e-6,
     # float32 fit of y + 1e8 (noise sd 0.1): training RMSE and predictive sd bound

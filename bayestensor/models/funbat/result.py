@@ -15,8 +15,6 @@ from bayestensor.checks import (
     check_finite_result,
     check_int,
     check_level,
-    float_array,
-    is_numeric,
     observed_values,
 )
 from bayestensor.data import encode_new
@@ -39,7 +37,7 @@ from bayestensor.models.funbat.state import FunBaTConfig
 from bayestensor.models.funbat.update import update as _update
 from bayestensor.results import PREDICTION_COLUMNS, Result, prediction_frame
 from bayestensor.ssm import gaps
-from bayestensor.xr import GRID_CHUNK, factors_dataset, grid_dataset, require_xarray
+from bayestensor.xr import GRID_CHUNK, factors_dataset, grid_axes, grid_dataset, require_xarray
 
 
 class FitResult(Result):
@@ -238,32 +236,7 @@ class FitResult(Result):
         level = check_level(level)
         chunk = check_int("chunk", chunk)
         require_xarray()
-        coords = {} if coords is None else coords
-        if not isinstance(coords, Mapping):
-            raise ValueError(f"coords must be a dict of mode -> 1-D coordinates, got {coords!r}")
-        names = [m.name for m in self.modes]
-        unknown = [c for c in coords if c not in names]
-        if unknown:
-            raise ValueError(f"coords names {unknown}, which are not modes; modes are {names}")
-        axes = {}
-        for mode in self.modes:
-            values = coords.get(mode.name, mode.coordinates())
-            if isinstance(values, pd.Index | pd.Series):
-                values = pd.Index(values)
-            else:
-                values = np.asarray(values)
-            if values.ndim != 1 or len(values) == 0:
-                raise ValueError(f"coords[{mode.name!r}] must be a non-empty 1-D array")
-            column = pd.Series(values)
-            missing = column.isna().to_numpy()
-            if is_numeric(column):
-                missing = missing | ~np.isfinite(float_array(column))
-            if missing.any():
-                raise ValueError(
-                    f"coords[{mode.name!r}] has {int(missing.sum())} NaN, NaT, None or inf "
-                    "values; every grid coordinate must be a value"
-                )
-            axes[mode.name] = values
+        axes = grid_axes(coords, {m.name: m.coordinates() for m in self.modes})
         attrs = {"value": self.value, "level": level, "model": f"FunBaT-{self.model}"}
         tails = self.local is not None and np.isfinite(self.local.nu)
         return grid_dataset(

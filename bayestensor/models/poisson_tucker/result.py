@@ -11,7 +11,7 @@ import pandas as pd
 from scipy import special
 
 from bayestensor import io
-from bayestensor.checks import CATEGORICAL, check_counts, check_frame, check_level
+from bayestensor.checks import CATEGORICAL, check_counts, check_frame, check_int, check_level
 from bayestensor.data import category_codes
 from bayestensor.models.poisson_tucker.rates import (
     cell_rates,
@@ -27,7 +27,8 @@ from bayestensor.models.poisson_tucker.spec import (
     region_mask,
     with_exact_counts,
 )
-from bayestensor.results import Result, prediction_frame
+from bayestensor.results import PREDICTION_COLUMNS, Result, prediction_frame
+from bayestensor.xr import GRID_CHUNK, grid_axes, grid_dataset, require_xarray
 
 #: Posterior draws kept for prediction intervals.
 MAX_DRAWS = 200
@@ -192,6 +193,32 @@ class PoissonTuckerResult(Result):
             sd_f=R.std(0),
             lower_f=np.quantile(R, lo, axis=0),
             upper_f=np.quantile(R, hi, axis=0),
+        )
+
+    def predict_grid(self, coords=None, level: float = 0.95, chunk: int = GRID_CHUNK):
+        """:meth:`predict` on every cell of a grid of levels, as an :class:`xarray.Dataset`.
+
+        ``coords``: per mode the levels to predict (seen in training); modes left out take
+        all their fitted levels, the default for all. ``chunk``: cells predicted at a time.
+        Dimensions: the modes, in order; variables as :meth:`predict`'s columns (float64), each
+        equal to :meth:`predict` at that cell.
+
+        Raises
+        ------
+        ValueError
+            For an unknown mode, levels that are not a non-empty 1-D array, hold missing
+            values or were not seen in training, or ``level`` not in (0, 1).
+        ImportError
+            If xarray is not installed.
+        """
+        level = check_level(level)
+        chunk = check_int("chunk", chunk)
+        require_xarray()
+        axes = grid_axes(coords, self.levels)
+        attrs = {"value": self.value, "level": level, "model": f"poisson-tucker ({self.method})"}
+        columns = [c for c in PREDICTION_COLUMNS if c != "nu"]
+        return grid_dataset(
+            axes, lambda cells: self.predict(cells, level), columns, chunk=chunk, attrs=attrs
         )
 
     def heldout_loglik(self, df: pd.DataFrame, mask: pd.DataFrame) -> dict[str, float]:
