@@ -307,6 +307,11 @@ def grid_axes(coords: Mapping[str, Any] | None, defaults: Mapping[str, Any]) -> 
                 f"coords[{name!r}] has {int(missing.sum())} NaN, NaT, None or inf values; "
                 "every grid coordinate must be a value"
             )
+        if column.duplicated().any():
+            raise ValueError(
+                f"coords[{name!r}] repeats {column[column.duplicated()].iloc[0]!r}; a grid's "
+                "coordinates along a mode must be distinct"
+            )
         axes[name] = values
     return axes
 

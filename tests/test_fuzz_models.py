@@ -165,3 +165,13 @@ def test_a_constant_value_column_is_predicted_as_that_constant(constant):
     df = _grid().assign(y=constant)
     pred = bt.fit(df, coords=["x", "t"], value="y", **QUICK).predict(df.iloc[:3])
     np.testing.assert_allclose(pred["mean"], constant, rtol=1e-12)
+
+
+def test_a_non_finite_fit_names_the_precision_it_ran_in():
+    # the message blamed float32 in a fit that computes in float64 (the default)
+    rng = np.random.default_rng(5)
+    df = pd.DataFrame({"x": np.repeat(np.arange(6.0), 5), "t": np.tile(np.arange(5.0), 6)})
+    df["y"] = np.sin(df["x"]) + np.cos(df["t"]) + 0.1 * rng.normal(size=len(df))
+    with pytest.raises(ValueError, match="orders of magnitude for the fit's float64"):
+        bt.fit(df.assign(x=df["x"] * 1e300), coords=["x", "t"], value="y", rank=1,
+               max_sweeps=3, local=None, progress=False)  # fmt: skip

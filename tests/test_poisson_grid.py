@@ -58,6 +58,7 @@ def test_given_levels_and_small_chunks_give_the_same_cells(fitted):
         ({"a": []}, r"coords\['a'\] must be a non-empty 1-D array"),
         ({"year": [2020.0, np.nan]}, r"coords\['year'\] has 1 NaN"),
         ({"a": ["p", "zz"]}, "zz"),
+        ({"b": ["u", "v", "u"]}, r"coords\['b'\] repeats 'u'"),
         (["a"], "coords must be a dict"),
     ],
 )
@@ -65,3 +66,11 @@ def test_bad_grids_are_refused_by_name(fitted, coords, match):
     res, _ = fitted
     with pytest.raises(ValueError, match=match):
         res.predict_grid(coords)
+
+
+def test_switches_are_booleans(fitted):
+    res, _ = fitted
+    with pytest.raises(ValueError, match="normalize must be True or False, got 'x'"):
+        res.plot_factors(normalize="x")
+    with pytest.raises(ValueError, match="draws must be True or False, got 'x'"):
+        res.component_mass(draws="x")

@@ -442,9 +442,9 @@ class FunBaT:
         ):
             raise ValueError(
                 "the fit came out non-finite (NaN or inf in the posterior); likely causes: "
-                "coordinates spanning too many orders of magnitude for float32 (rescale or "
-                "log-transform them), values far from O(1) after centring, or extreme settings "
-                "(lengthscale, init_scale, init_noise_sd)"
+                f"coordinates spanning too many orders of magnitude for the fit's {self.dtype} "
+                "(rescale or log-transform them), values far from O(1) after centring, or "
+                "extreme settings (lengthscale, init_scale, init_noise_sd)"
             )
         if kept is not None:  # the fit at its own ranks
             state, cfg = unpadded(state, cfg, ranks, len(y_all), self.chunk == "auto")

@@ -38,6 +38,12 @@ MAX_DRAWS = 200
 MIN_SIMULATED = 4 * MAX_DRAWS
 
 
+def _check_flag(name: str, value) -> None:
+    """A ValueError unless ``value`` is True or False (a string is no switch)."""
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
 class PoissonTuckerResult(Result):
     """A fitted Bayesian Poisson Tucker model (returned by ``bt.fit(..., model="poisson-tucker")``).
 
@@ -105,6 +111,7 @@ class PoissonTuckerResult(Result):
             average over draws. Shares are computed draw by draw, so label switching between
             draws does not blur them.
         """
+        _check_flag("draws", draws)
         n = len(next(iter(self.draws.values())))
         per = [
             component_mass(
@@ -358,6 +365,7 @@ class PoissonTuckerResult(Result):
         -------
         matplotlib.figure.Figure
         """
+        _check_flag("normalize", normalize)
         z = {k: jnp.asarray(v) for k, v in self.mean.items()}
         mass = component_mass(self.spec, z, self.data.mask)
         mats, labels, columns = {}, {}, {}
