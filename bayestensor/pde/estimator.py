@@ -45,8 +45,9 @@ from bayestensor.pde.inference import (
 )
 from bayestensor.pde.kron_gn import coarse_problem, solve_kron_gn
 from bayestensor.pde.problems import Problem, check_grid_sizes
-from bayestensor.pde.reliability import WARN_ERROR, assess, likely_cause
+from bayestensor.pde.reliability import WARN_ERROR, assess, is_uniform, likely_cause
 from bayestensor.pde.result import PDESolution
+from bayestensor.pde.scaling import check_coordinates, rescale_factor, rescaled
 
 try:  # a declared dependency; without it BLAS keeps its own thread count
     from threadpoolctl import threadpool_limits
@@ -87,6 +88,9 @@ def fit(
     progress: bool = False,
 ) -> tuple[GPHMParams, FitTrace]:
     """Minimise ``𝒥``: ``U`` solved for, kernels by Adam (then optionally L-BFGS), early stopping.
+
+    The problem is solved at its own scale (:func:`solve` rescales linear problems to O(1),
+    :mod:`bayestensor.pde.scaling`).
 
     Every Adam step is one jitted function — kernel matrices, per-dimension Cholesky factors,
     the ``U``-step (:func:`solve_grid`, under ``stop_gradient``), ``𝒥`` and its gradient with
@@ -418,6 +422,11 @@ def solve(
     Returns
     -------
     PDESolution
+        A linear problem whose solution's scale (estimated by finite differences) is outside
+        1e-2 … 1e2 is solved for ``u / c`` at O(1), ``c`` a power of two, and ``U`` scaled
+        back (exact; :mod:`bayestensor.pde.scaling`): its kernels and losses are those of the
+        rescaled problem. Nonlinear problems are solved as they are; far from O(1) (RMS outside
+        1e-3 … 1e3) they lose accuracy, and the warning names the scale.
 
     Raises
     ------
@@ -468,7 +477,11 @@ def solve(
                 problem.operator, problem.exact, problem.box, grid, problem.variables
             )
         problem = problem.astype(config.dtype)
-        params, trace = _fit(problem, config, None, progress)
+        check_coordinates(problem, config.dtype)
+        # a linear problem is solved for u / c, c its solution's scale (scaling.py): exact
+        c = rescale_factor(problem) if is_linear(problem) else 1.0
+        params, trace = _fit(rescaled(problem, c) if c != 1.0 else problem, config, None, progress)
+        params = params._replace(U=params.U * c)
         jax.block_until_ready(params)
         solution = PDESolution(problem, config, params, trace, time.perf_counter() - start)
         rel = assess(solution)
@@ -480,6 +493,16 @@ def solve(
             f"the solution may be inaccurate: estimated relative error {rel.error_estimate:.2g} "
             f"(PDE residual between grid points {rel.residual:.2g} of the source, boundary "
             f"misfit {rel.boundary:.2g}). Likely cause — {likely_cause(solution, rel)}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    if not rel.between_points and not all(is_uniform(x) for x in problem.grid):
+        warnings.warn(
+            "the reliability check could not look between the grid points: the problem has no "
+            "source_fn and its grid is not uniform, so the estimated error "
+            f"{rel.error_estimate:.2g} sees the collocation points only (round-off, boundary "
+            "misfit), not whether the grid resolves the solution. Give source_fn= (f anywhere "
+            "in the box) to check it",
             RuntimeWarning,
             stacklevel=2,
         )

@@ -15,6 +15,7 @@ Allen–Cahn :math:`u_{xx} + u(u^2 - 1) = f` is ``lambda g: g["u_xx"] + g["u"] *
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -359,7 +360,11 @@ class Problem(NamedTuple):
             if not np.issubdtype(c.dtype, np.number) or np.iscomplexobj(c):
                 raise ValueError(f"grid[{d}] must hold real numbers, got dtype {c.dtype}")
             if not np.all(np.isfinite(c)) or not np.all(np.diff(c) > 0):
-                raise ValueError(f"grid[{d}] must be finite and strictly increasing")
+                from bayestensor.pde import scaling  # (it imports this module)
+
+                floating = np.issubdtype(c.dtype, np.floating) and np.all(np.isfinite(c))
+                why = floating and scaling.offset_message(d, *box[d], c.shape[0], c.dtype)
+                raise ValueError(why or f"grid[{d}] must be finite and strictly increasing")
         check_grid_spans_box(box, coords)
         if not all(hasattr(g, "shape") for g in self.grid):
             self = self._replace(grid=tuple(jnp.asarray(c) for c in coords))
@@ -391,11 +396,14 @@ class Problem(NamedTuple):
                 "boundary points"
             )
         dtype = jnp.asarray(self.source).dtype
-        with jax.ensure_compile_time_eval():
-            zeros = {k: jnp.zeros(shape, dtype) for k in derivative_keys(self.variables)}
-            apply_operator(self.operator, zeros, shape)
-        if self.source_fn is not None:
-            _check_source_fn(self.source_fn, self.grid)
+        # float64 arrays (a float64 build in a float32 session) are checked in float64
+        wide = any(np.asarray(a).dtype == np.float64 for a in (*self.grid, self.source))
+        with jax.enable_x64(True) if wide else contextlib.nullcontext():
+            with jax.ensure_compile_time_eval():
+                zeros = {k: jnp.zeros(shape, dtype) for k in derivative_keys(self.variables)}
+                apply_operator(self.operator, zeros, shape)
+            if self.source_fn is not None:
+                _check_source_fn(self.source_fn, self.grid)
         return self
 
     def astype(self, dtype: str) -> Problem:
@@ -455,6 +463,8 @@ class Problem(NamedTuple):
         Returns
         -------
         Problem
+            In JAX's default precision; in float64 where float32 numbers cannot resolve the
+            grid (a box far from 0 relative to its width, e.g. ``[(1e6, 1e6 + 1)]``).
 
         Raises
         ------
@@ -475,6 +485,17 @@ class Problem(NamedTuple):
         D = len(box)
         sizes = check_grid_sizes(grid, D)
         variables = _check_variables(variables, D)
+        from bayestensor.pde import scaling  # (it imports this module)
+
+        messages = [
+            scaling.offset_message(d, *ab, n, jnp.result_type(float))
+            for d, (ab, n) in enumerate(zip(box, sizes, strict=True))
+        ]
+        if any(messages) and jnp.result_type(float) != jnp.float64:  # built in float64 instead
+            with jax.enable_x64(True):
+                return cls.manufactured(operator, exact_u, box, sizes, variables)
+        if any(messages):
+            raise ValueError(next(m for m in messages if m))
         coords = tuple(jnp.linspace(a, b, n) for (a, b), n in zip(box, sizes, strict=True))
         mid = [0.5 * (a + b) for a, b in box]
         try:

@@ -259,7 +259,8 @@ class PDESolution(Result):
     def summary(self) -> pd.DataFrame:
         """One row per dimension: points, interval, mixture components, initial top frequency;
         then the reliability check (:mod:`bayestensor.pde.reliability`), the same on every row:
-        ``error_estimate``, ``residual``, ``boundary``, ``high_frequency``, ``other_solution``."""
+        ``error_estimate``, ``residual``, ``boundary``, ``high_frequency``, ``other_solution``,
+        ``between_points``."""
         rel = self.reliability
         checks = dict.fromkeys(Reliability._fields, np.nan) if rel is None else rel._asdict()
         rows = [
