@@ -17,6 +17,7 @@ import pandas as pd
 from bayestensor import distributed
 from bayestensor.checks import (
     DEFAULT_RANK,
+    check_bool,
     check_int,
     check_options,
     check_positive,
@@ -213,8 +214,7 @@ def fit(
     check_seed(seed)
     if not isinstance(value, str):
         raise ValueError(f"value must be the name of the value column (a str), got {value!r}")
-    if not isinstance(progress, bool):
-        raise ValueError(f"progress must be True or False, got {progress!r}")
+    check_bool("progress", progress)
     kinds = parse_coords(df, coords, value)
     K = len(kinds)
     if rank is None:
@@ -462,8 +462,7 @@ def _fit_parts(
     if not isinstance(value, str):
         raise ValueError(f"value must be the name of the value column (a str), got {value!r}")
     check_seed(seed)
-    if not isinstance(progress, bool):
-        raise ValueError(f"progress must be True or False, got {progress!r}")
+    check_bool("progress", progress)
     options = dict(options)
     sizes = {k: options.pop(k) for k in ("block_rows", "sample_rows") if k in options}
     shared = ("model", "rank", "kernel", "max_sweeps", "tol", "seed")

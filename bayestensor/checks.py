@@ -46,6 +46,14 @@ def check_seed(seed: Any) -> int:
     return int(seed)
 
 
+def check_bool(name: str, v: Any) -> bool:
+    """``v`` as a bool, or a ValueError unless it is True or False (a string or number is no
+    switch)."""
+    if not isinstance(v, bool | np.bool_):
+        raise ValueError(f"{name} must be True or False, got {v!r}")
+    return bool(v)
+
+
 def check_positive(name: str, v: Any) -> float:
     """``v`` as a float, or a ValueError unless it is a finite positive number (not a bool:
     ``True`` is no setting's 1)."""

@@ -133,11 +133,18 @@ def _times(series, name: str, time):
         raise CommandError(f"column {name!r} does not hold dates/times: {err}") from None
 
 
+def _is_text(series) -> bool:
+    """Whether a column holds text (object or string dtype), as a CSV file's times do."""
+    import pandas as pd
+
+    return pd.api.types.is_object_dtype(series.dtype) or pd.api.types.is_string_dtype(series)
+
+
 def _durations(series) -> bool:
     """Whether a column of text parses as durations throughout (a datetime column does not)."""
     import pandas as pd
 
-    if not (pd.api.types.is_object_dtype(series.dtype) or pd.api.types.is_string_dtype(series)):
+    if not _is_text(series):
         return pd.api.types.is_timedelta64_dtype(series.dtype)
     try:
         pd.to_timedelta(series)
@@ -151,7 +158,7 @@ def _times_of_day(series, parsed) -> bool:
     value on today's date while no text names today's year."""
     import pandas as pd
 
-    if not (pd.api.types.is_object_dtype(series.dtype) or pd.api.types.is_string_dtype(series)):
+    if not _is_text(series):
         return False
     valid = parsed.dropna()
     if valid.empty:

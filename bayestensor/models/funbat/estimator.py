@@ -13,6 +13,7 @@ from bayestensor._export import CachedJit
 from bayestensor.checks import (
     CONTINUOUS,
     cap_ranks,
+    check_bool,
     check_int,
     check_nonnegative,
     check_positive,
@@ -210,9 +211,7 @@ class FunBaT:
         if not 0.0 < self.damping <= 1.0:
             raise ValueError(f"damping must be in (0, 1], got {damping!r}")
         self.seed = check_seed(seed)
-        if not isinstance(learn_hyper, bool | np.bool_):
-            raise ValueError(f"learn_hyper must be True or False, got {learn_hyper!r}")
-        self.learn_hyper = bool(learn_hyper)
+        self.learn_hyper = check_bool("learn_hyper", learn_hyper)
         if init not in ("spectral", "random"):
             raise ValueError(f"init must be 'spectral' or 'random', got {init!r}")
         self.init = init

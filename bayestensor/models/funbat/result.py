@@ -12,6 +12,7 @@ import pandas as pd
 from bayestensor import io
 from bayestensor.checks import (
     CONTINUOUS,
+    check_bool,
     check_finite_result,
     check_int,
     check_level,
@@ -179,8 +180,7 @@ class FitResult(Result):
             scale ``sd`` (or ``sd_f``) and quantiles ``lower``, ``upper``.
         """
         level = check_level(level)
-        if not isinstance(local, bool):
-            raise ValueError(f"local must be True or False, got {local!r}")
+        check_bool("local", local)
         new = encode_new(df, self.modes)
         mean, sd_f, sd_y = self.estimator.predict(new)
         z = normal_quantile(level)
@@ -302,8 +302,7 @@ class FitResult(Result):
             Long format: ``mode``, ``coordinate``, ``component``, ``mean``, ``sd`` (times again
             for a datetime mode); ``as_xarray=True``: :func:`bayestensor.xr.factors_dataset`.
         """
-        if not isinstance(as_xarray, bool | np.bool_):
-            raise ValueError(f"as_xarray must be True or False, got {as_xarray!r}")
+        check_bool("as_xarray", as_xarray)
         frames = []
         for k, mode in enumerate(self.modes):
             mean, sd = self.estimator.factor_moments(k)

@@ -11,7 +11,14 @@ import pandas as pd
 from scipy import special
 
 from bayestensor import io
-from bayestensor.checks import CATEGORICAL, check_counts, check_frame, check_int, check_level
+from bayestensor.checks import (
+    CATEGORICAL,
+    check_bool,
+    check_counts,
+    check_frame,
+    check_int,
+    check_level,
+)
 from bayestensor.data import category_codes
 from bayestensor.models.poisson_tucker.rates import (
     cell_rates,
@@ -36,12 +43,6 @@ MAX_DRAWS = 200
 #: there are fewer than 200 draws (a Gibbs run of few samples), so that the interval of a new
 #: count is never the range of a handful of counts.
 MIN_SIMULATED = 4 * MAX_DRAWS
-
-
-def _check_flag(name: str, value) -> None:
-    """A ValueError unless ``value`` is True or False (a string is no switch)."""
-    if not isinstance(value, bool | np.bool_):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
 
 
 class PoissonTuckerResult(Result):
@@ -111,7 +112,7 @@ class PoissonTuckerResult(Result):
             average over draws. Shares are computed draw by draw, so label switching between
             draws does not blur them.
         """
-        _check_flag("draws", draws)
+        check_bool("draws", draws)
         n = len(next(iter(self.draws.values())))
         per = [
             component_mass(
@@ -365,7 +366,7 @@ class PoissonTuckerResult(Result):
         -------
         matplotlib.figure.Figure
         """
-        _check_flag("normalize", normalize)
+        check_bool("normalize", normalize)
         z = {k: jnp.asarray(v) for k, v in self.mean.items()}
         mass = component_mass(self.spec, z, self.data.mask)
         mats, labels, columns = {}, {}, {}

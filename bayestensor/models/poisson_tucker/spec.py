@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bayestensor.checks import check_positive
+from bayestensor.checks import check_bool, check_positive
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -147,8 +147,7 @@ def make_spec(
     flags = {"share": share, "within_between": within_between, "shrinkage": shrinkage}
     flags["exclude_diagonal"] = bool(share) if exclude_diagonal is None else exclude_diagonal
     for name, flag in flags.items():
-        if not isinstance(flag, bool | np.bool_):
-            raise ValueError(f"{name} must be True or False, got {flag!r}")
+        check_bool(name, flag)
     exclude_diagonal = flags["exclude_diagonal"]
     if pair is not None:
         pair = (int(pair[0]), int(pair[1]))
