@@ -230,7 +230,7 @@ def source_high_frequency(problem: Problem, seed: int = JITTER_SEED) -> float:
     dimensions and rates. Aliasing hides no frequency below ``K`` times the Nyquist frequency.
     """
     rng = np.random.default_rng([seed, len(problem.shape)])
-    share = 0.0
+    share, sampled = 0.0, False
     for d, ((a, b), x) in enumerate(zip(problem.box, problem.grid, strict=True)):
         h_max = float(np.max(np.diff(np.asarray(x, np.float64))))
         for K in OVERSAMPLING:
@@ -250,8 +250,10 @@ def source_high_frequency(problem: Problem, seed: int = JITTER_SEED) -> float:
             except Exception:  # noqa: BLE001
                 continue
             if np.all(np.isfinite(f)):
+                sampled = True
                 share = max(share, _share_above(f - f.mean(-1, keepdims=True), cut))
-    return share
+    # nothing sampled between the points: the share on the grid, not a silent 0
+    return share if sampled else high_frequency_share(np.asarray(problem.source, np.float64))
 
 
 def _fine_fields(U, kernels, problem: Problem, config: GPHMConfig, coords):
