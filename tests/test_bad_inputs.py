@@ -170,6 +170,7 @@ def test_cli_out_folder_is_refused_before_fitting(tmp_path, capsys):
 # ------------------------------------------------------------------ 1: memory over many fits
 
 
+@pytest.mark.slow  # 36 s over both passes; bench_memory.py measures the same (nox -s bench)
 def test_compiled_variants_stay_bounded_over_differently_sized_fits(monkeypatch):
     from bayestensor import driver
     from bayestensor.models.funbat import estimator, local, local_neighbours

@@ -137,6 +137,7 @@ def test_blend_weight_minimises_the_blended_errors():
     assert blend_weight(common, 0.5 * common) == 1.0  # clipped at 1 (the optimum is 2)
 
 
+@pytest.mark.slow  # 18 s; the blend weight itself is tested above (nox -s bench runs it)
 def test_auto_blends_in_the_values_gp_where_it_predicts_as_well(tmp_path, monkeypatch):
     """A smooth field no low rank carries: the GP on the values alone predicts left-out rows
     better than rank 2 with its residual process, and the predictions blend the two at the

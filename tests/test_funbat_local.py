@@ -647,6 +647,7 @@ def test_shrinkage_is_the_leverage_of_a_least_squares_fit():
     assert shrinkage(1.0, 0.0, np.full(n, 0.1)) == 1.0  # an interpolating fit
 
 
+@pytest.mark.slow  # 25 s; the shrinkage factor itself is tested above (nox -s bench runs it)
 def test_noise_free_data_get_calibrated_intervals():
     """A smooth field without noise: the noise prior's floor leaves FunBaT's noise sd hundreds of
     times the residuals (the intervals covered every held-out cell, with the local stage's

@@ -101,6 +101,7 @@ def test_linear_problem_is_solved_at_unit_scale(unit_solution, s, tol):
     )
 
 
+@pytest.mark.slow  # 15 s over both passes; the linear scale tests stay (nox -s bench)
 def test_nonlinear_problem_far_from_unit_scale_names_the_scale():
     prob = Problem.manufactured(allen_cahn, lambda x: 1e-6 * jnp.sin(6 * x), [(0.0, 2 * np.pi)], 60)
     sol, messages = _solve(prob, steps=10)

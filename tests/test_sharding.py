@@ -434,6 +434,7 @@ def test_local_processes_padded_to_all_rows_fit_as_plain_and_share_their_program
             pass
 
 
+@pytest.mark.slow  # 36 s over both passes; other padded-fit tests check the values (nox -s bench)
 def test_fixed_ranks_padded_fit_as_their_own_and_share_one_compiled_sweep():
     """Inside ``padded_ranks(R)`` a fixed-rank Tucker fit at ranks ``r ≤ R`` runs at ``R``
     with the core entries of the components past ``r`` held at zero: those components get no

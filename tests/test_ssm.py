@@ -165,19 +165,20 @@ def test_filter_cholesky_and_solve_equal_numpy(R, rng, tol):
 
 
 @pytest.mark.parametrize(
-    ("kernel", "R"),
+    ("jit", "kernel", "R"),
     [
-        # three stacked periodic / quasi-periodic functions: 15–30 s each, slow marker (R = 1
-        # checks the same algebra)
-        pytest.param(k, R, marks=pytest.mark.slow)
-        if R == 3 and k in ("periodic", "quasiperiodic")
-        else (k, R)
+        # three stacked periodic / quasi-periodic functions: 15–30 s each, and three stacked
+        # functions op by op (jit=False: 8–10 s each): slow marker (R = 1 checks the same
+        # algebra op by op, and R = 3 compiled checks the stacking)
+        pytest.param(jit, k, R, marks=pytest.mark.slow)
+        if R == 3 and (k in ("periodic", "quasiperiodic") or not jit)
+        else (jit, k, R)
+        for jit in (False, True)
         for k in ALL_KERNELS
         for R in (1, 3)
     ],
 )
-@pytest.mark.parametrize("jit", [False, True])
-def test_smoother_and_interpolation_equal_dense_gp(kernel, R, jit, rng, tol):
+def test_smoother_and_interpolation_equal_dense_gp(jit, kernel, R, rng, tol):
     x, prec, shift, has_msg = _problem(rng, R)
     ell, var = _hyper(R, kernel)
     xnew = _new_points(rng, x)

@@ -367,6 +367,7 @@ def _weighted(w, noise, shape=(24, 20)):
     return pd.DataFrame({"a": grids[0][idx[:, 0]], "b": grids[1][idx[:, 1]], "value": y})
 
 
+@pytest.mark.slow  # 20 s (nox -s bench runs it)
 def test_a_local_stage_takes_over_the_components_under_half_a_noise_sd():
     """A planted third component at 0.4 noise sd: kept without a local stage; with
     ``local="fibre:a"`` the fit prunes it (under PRUNE_NOISE_LOCAL) and the local process

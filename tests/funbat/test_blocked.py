@@ -132,6 +132,7 @@ def test_bad_parts_are_refused(tmp_path):
     bt.fit([codes.iloc[:100], path], max_sweeps=2, **opts)  # numbers in both: one type
 
 
+@pytest.mark.slow  # 17 s of compiles (nox -s bench runs it)
 def test_going_back_to_an_earlier_size_reuses_the_blocked_programs():
     """Two 3-mode parts fits of different sizes, then the first again: its per-mode programs
     are still compiled (bounded at 4 variants, the 6 of two fits released everything, so the

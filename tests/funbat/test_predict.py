@@ -102,6 +102,7 @@ def test_blocked_predict_with_many_unique_coordinates(monkeypatch):
         np.testing.assert_allclose(a, b, rtol=BLOCKED, atol=BLOCKED)
 
 
+@pytest.mark.slow  # 17 s of compiles (nox -s bench runs it)
 def test_a_refit_at_the_pruned_ranks_shares_the_compiled_marginals():
     """The marginals are compiled from a mode's posterior and the settings that read it alone
     (``FunBaTConfig.reading``): the ARD's pruned fit and a fixed-rank fit at its ranks (the

@@ -87,6 +87,7 @@ def test_update_at_fitted_coordinates_continues_the_sweeps(base):
     assert len(up.history) == len(res.history) + 2
 
 
+@pytest.mark.slow  # 31 s over both passes; the closed-form update tests stay (nox -s bench runs it)
 def test_update_with_a_new_day_improves_it(base, new_day, tmp_path):
     res, _ = base
     new, test, f_test = new_day
