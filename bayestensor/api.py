@@ -240,8 +240,13 @@ def fit(
     from bayestensor.models.funbat import FitResult, FunBaT
     from bayestensor.models.funbat.ard import pruned_for_local, scattered
     from bayestensor.models.funbat.estimator import ESTIMATOR_PARAMS
-    from bayestensor.models.funbat.options import auto_local, check_kernel_option
+    from bayestensor.models.funbat.options import (
+        auto_local,
+        check_kernel_applies,
+        check_kernel_option,
+    )
 
+    kernel_given = isinstance(kernel, str)  # (a dict names its columns: checked by FunBaT)
     kernel = check_kernel_option("matern32" if kernel is None else kernel)
     local = auto_local(local, kinds, len(df), distributed.is_multiprocess())
     check_local_option(local, kinds)
@@ -254,6 +259,8 @@ def fit(
     # this process's rows against every process's modes (bayestensor.distributed)
     enc = distributed.encode(df, coords, value, time_unit=time_unit)
     enc, df = _canonical_order(enc, df)
+    if kernel_given:
+        check_kernel_applies(kernel, enc.modes)
     for mode in enc.modes:  # say now, not after the whole fit, what save() could not write
         try:
             mode.to_dict()
@@ -483,5 +490,8 @@ def _fit_parts(
         seed=seed,
         **options,
     )
-    est = fit_parts(parts, coords, value, est, time_unit=time_unit, progress=progress, **sizes)
+    est = fit_parts(
+        parts, coords, value, est, time_unit=time_unit, progress=progress,
+        kernel_given=isinstance(kernel, str), **sizes,
+    )  # fmt: skip
     return FitResult(est, value)

@@ -246,7 +246,7 @@ def _cmd_fit(args) -> int:
         }
     else:
         options = {
-            "kernel": args.kernel or "matern32",
+            "kernel": args.kernel,  # (None: bt.fit's default)
             "max_sweeps": 100 if args.max_sweeps is None else args.max_sweeps,
             "time_unit": args.time_unit,
         }

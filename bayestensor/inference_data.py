@@ -8,6 +8,8 @@ the CAVI ``q``) with the result. arviz is optional (``pip install "bayestensor[a
 
 from __future__ import annotations
 
+import math
+import os
 from typing import Any
 
 import numpy as np
@@ -19,6 +21,35 @@ __all__ = ["funbat_inference_data", "poisson_inference_data", "require_arviz"]
 
 #: Rows of ``df`` whose ``f`` draws are contracted at a time (bounds the memory).
 ROW_CHUNK = 4096
+
+
+def _memory_bytes() -> float:
+    """This machine's physical memory in bytes (8 GB where the system does not say)."""
+    try:
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return 8e9
+
+
+def check_draws_fit(per_chain: int, chains: int, per_draw: int) -> None:
+    """Refuse draws whose arrays (``per_draw`` float64 values each, about three copies held
+    at once while they are drawn and reshaped) would need more than half of this machine's
+    memory: a clear ValueError, not a MemoryError halfway through.
+
+    Raises
+    ------
+    ValueError
+        Naming ``draws`` and ``chains``, the memory needed and the most draws that fit.
+    """
+    need = 3 * 8 * per_chain * chains * per_draw
+    have = _memory_bytes() / 2
+    if need > have:
+        most = max(1, int(have // (3 * 8 * chains * per_draw)))
+        raise ValueError(
+            f"draws={per_chain} with chains={chains} would need about {need / 1e9:.3g} GB "
+            f"({per_draw} values a draw), more than half of this machine's memory "
+            f"({2 * have / 1e9:.3g} GB); ask for at most draws={most} per chain"
+        )
 
 
 def require_arviz():
@@ -68,6 +99,9 @@ def funbat_inference_data(
     rng = np.random.default_rng(check_seed(seed))
     est = result.estimator
     state = est.state_
+    per_draw = sum(m.size * r for m, r in zip(result.modes, result.ranks, strict=True))
+    per_draw += (math.prod(result.ranks) if state.core is not None else 0) + 1
+    check_draws_fit(per_chain, chains, per_draw + (0 if df is None else 2 * len(df)))
     posterior: dict[str, np.ndarray] = {}
     dims: dict[str, list[str]] = {}
     coords: dict[str, Any] = {}

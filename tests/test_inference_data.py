@@ -93,6 +93,24 @@ def test_funbat_f_only_at_training_coordinates(funbat):
         res.to_inference_data(draws=0)
 
 
+def test_draws_beyond_memory_are_refused_with_the_most_that_fit(funbat, monkeypatch):
+    """draws=10**9 ran into a MemoryError halfway through drawing."""
+    import re
+
+    from bayestensor import inference_data
+
+    df, res = funbat
+    with pytest.raises(ValueError, match=r"draws=1000000000 with chains=4 would need about"):
+        res.to_inference_data(draws=10**9)
+    monkeypatch.setattr(inference_data, "_memory_bytes", lambda: 2e6)
+    with pytest.raises(ValueError, match=r"ask for at most draws=\d+ per chain") as err:
+        res.to_inference_data(df, draws=1000)
+    most = int(re.search(r"at most draws=(\d+)", str(err.value)).group(1))
+    assert res.to_inference_data(df, draws=most).posterior.sizes["draw"] == most
+    with pytest.raises(ValueError, match="would need about"):
+        res.to_inference_data(df, draws=most + 1)
+
+
 def test_funbat_cp_has_no_core_variable(funbat):
     df, _ = funbat
     res = bt.fit(df, coords=["day", "site"], value="y", model="cp", rank=2, max_sweeps=3,

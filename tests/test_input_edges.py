@@ -193,3 +193,27 @@ def test_xarray_factors_keep_a_continuous_mode_numeric_beside_a_categorical_one(
     assert float(ds["x_mean"].sel(x=1.0, x_component=0)) == pytest.approx(
         float(res.factors().query("mode == 'x' and component == 0")["mean"].iloc[-1])
     )
+
+
+# ------------------------------------------- a kernel where no coordinate is continuous
+
+
+def test_one_kernel_for_data_without_a_continuous_coordinate_is_refused(tmp_path, capsys):
+    """It was silently ignored (and the CLI passed matern32 whatever the user gave)."""
+    df = _grid(4, 3)
+    coords = {"x": "categorical", "c": "categorical"}
+    message = r"kernel='periodic' was given, but none of the coordinates \['x', 'c'\]"
+    with pytest.raises(ValueError, match=message):
+        bt.fit(df, coords=coords, value="y", kernel="periodic", **FIT)
+    with pytest.raises(ValueError, match=message):  # rows in parts: refused before the sweeps
+        bt.fit([df.iloc[:6], df.iloc[6:]], coords=coords, value="y", kernel="periodic", **FIT)
+    res = bt.fit(df, coords=coords, value="y", **FIT)  # no kernel: the categorical fit
+    assert res.coords == coords
+    df.to_csv(tmp_path / "g.csv", index=False)
+    args = ["fit", str(tmp_path / "g.csv"), "--coords", "x:categorical", "c", "--value", "y"]
+    out = ["--quiet", "--rank", "2", "--out", str(tmp_path / "z.bt")]
+    assert main([*args, "--kernel", "matern12", *out]) == 1
+    assert "kernel='matern12' was given, but none of the coordinates" in _one_error_line(
+        capsys, "fit"
+    )
+    assert main([*args, *out]) == 0

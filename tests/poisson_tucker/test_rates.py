@@ -44,3 +44,20 @@ def test_total_rate_exposures_and_cell_rates_match_dense(name, tol):
     np.testing.assert_allclose(
         pt.cell_rates(spec, fs, c, idx), mu[tuple(idx.T)], rtol=tol["poisson_closed_form"]
     )
+
+
+@pytest.mark.parametrize("q", [0.025, 0.5, 0.975])
+def test_a_new_counts_quantile_is_the_mixtures_by_enumeration(q):
+    """The predictive quantile of a count under rate draws (a mixture of Poissons) against the
+    mixture's CDF summed on every integer up to the largest draw's far tail."""
+    from scipy import stats
+
+    rng = np.random.default_rng(3)
+    R = rng.gamma(2.0, [0.0, 0.02, 1.0, 7.0, 40.0, 900.0], size=(60, 6))
+    got = pt.mixture_quantiles(R, q)
+    ys = np.arange(int(stats.poisson.ppf(1 - 1e-12, R.max())) + 1)
+    cdf = stats.poisson.cdf(ys[:, None, None], R[None]).mean(1)  # (y, cells)
+    expect = np.array([ys[np.argmax(cdf[:, i] >= q)] for i in range(R.shape[1])])
+    np.testing.assert_array_equal(got, expect)
+    # one draw: the Poisson quantile itself
+    np.testing.assert_array_equal(pt.mixture_quantiles(R[:1], q), stats.poisson.ppf(q, R[0]))

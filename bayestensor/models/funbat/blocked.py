@@ -63,6 +63,7 @@ from bayestensor.models.funbat.moments import (
     weight_from_sums,
     weight_sums,
 )
+from bayestensor.models.funbat.options import check_kernel_applies
 from bayestensor.models.funbat.state import NoisePosterior, auto_chunk
 from bayestensor.modes import Encoded
 from bayestensor.ssm import gaps
@@ -335,12 +336,14 @@ def fit_parts(
     sample_rows: int = SAMPLE_ROWS,
     progress: bool = False,
     folder: str | None = None,
+    kernel_given: bool = False,
 ):
     """Fit ``estimator`` (a :class:`FunBaT`, its options set) to rows read part by part (see
     the module docstring); returns the fitted estimator.
 
     ``folder``: where the encoded rows are written (default: a temporary folder, removed
-    afterwards).
+    afterwards). ``kernel_given``: the user named one kernel (refused where no mode is
+    continuous).
     """
     block_rows = check_int("block_rows", block_rows)
     sample_rows = check_int("sample_rows", sample_rows)
@@ -348,6 +351,8 @@ def fit_parts(
         raise ValueError("out-of-core fits run on one device: leave devices= unset")
     parts = _paths(parts)
     modes, names, n = _union_modes(parts, coords, value, time_unit, progress)
+    if kernel_given:
+        check_kernel_applies(estimator.kernel, modes)
     with tempfile.TemporaryDirectory(dir=folder) as scratch:
         rows = _Rows(
             parts, modes, names, value, Path(scratch), sample_rows, n, estimator.seed, progress

@@ -61,6 +61,23 @@ def check_kernel_option(kernel):
     return _check_name(kernel)
 
 
+def check_kernel_applies(kernel, modes) -> None:
+    """Refuse one kernel name given for data with no continuous mode (it would be ignored).
+
+    Raises
+    ------
+    ValueError
+        Naming ``kernel`` and the coordinates when none of ``modes`` is continuous.
+    """
+    if not any(m.kind == "continuous" for m in modes):
+        raise ValueError(
+            f"kernel={kernel!r} was given, but none of the coordinates "
+            f"{[m.name for m in modes]} is continuous (a kernel is the prior along a "
+            "continuous coordinate); leave kernel out, or name the continuous columns in "
+            "coords (e.g. {'time': 'continuous'})"
+        )
+
+
 def check_period_option(period):
     """``period`` as :class:`FunBaT` takes it: ``None``, one positive number, or
     ``{column: positive number}``.

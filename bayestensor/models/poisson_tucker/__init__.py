@@ -62,6 +62,7 @@ from bayestensor.models.poisson_tucker.rates import (
     core_shape,
     exposures,
     masked_rate,
+    mixture_quantiles,
     mode_factors,
     total_rate,
 )
@@ -98,6 +99,7 @@ __all__ = [
     "init_params",
     "make_spec",
     "masked_rate",
+    "mixture_quantiles",
     "mode_factors",
     "poisson_tucker_model",
     "prepare_data",

@@ -188,3 +188,36 @@ def component_mass(spec: PoissonTuckerSpec, params: dict, mask=None) -> list[np.
     w = np.asarray(params["core"] * Z, dtype=np.float64)
     w = w / w.sum()
     return [w.sum(axis=tuple(j for j in range(spec.K) if j != k)) for k in range(spec.K)]
+
+
+def mixture_quantiles(rates: np.ndarray, q: float) -> np.ndarray:
+    """The ``q``-quantile of a new count at each cell: the smallest integer ``y`` with
+    ``mean_s P(Y ≤ y | μ_s) ≥ q``, ``Y ~ Poisson(μ_s)`` over the draws ``s`` (exact, not
+    simulated: a cell's interval is the same whichever cells share the call).
+
+    Parameters
+    ----------
+    rates : numpy.ndarray
+        ``(draws, cells)`` rates ``μ_s`` (non-negative).
+    q : float
+        A probability in (0, 1).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(cells,)`` float64 integers.
+    """
+    from scipy import special, stats
+
+    rates = np.asarray(rates, dtype=np.float64)
+    # the mixture's quantile lies between its components' quantiles
+    each = stats.poisson.ppf(q, rates)
+    lo, hi = each.min(0) - 1, each.max(0)  # F(lo) < q ≤ F(hi)
+    lo = np.maximum(lo, -1.0)
+    while np.any(hi - lo > 1):  # bisection on the integers, every cell at once
+        mid = np.floor((lo + hi) / 2)
+        below = special.pdtr(np.maximum(mid, 0.0), rates).mean(0) < q
+        below |= mid < 0
+        lo = np.where(below, mid, lo)
+        hi = np.where(below, hi, mid)
+    return hi

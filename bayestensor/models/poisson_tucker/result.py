@@ -25,6 +25,7 @@ from bayestensor.models.poisson_tucker.rates import (
     component_mass,
     exposures,
     masked_rate,
+    mixture_quantiles,
     mode_factors,
 )
 from bayestensor.models.poisson_tucker.spec import (
@@ -39,10 +40,6 @@ from bayestensor.xr import GRID_CHUNK, grid_axes, grid_dataset, require_xarray
 
 #: Posterior draws kept for prediction intervals.
 MAX_DRAWS = 200
-#: Fewest simulated counts per cell behind a predictive interval: 4 per rate draw, more where
-#: there are fewer than 200 draws (a Gibbs run of few samples), so that the interval of a new
-#: count is never the range of a handful of counts.
-MIN_SIMULATED = 4 * MAX_DRAWS
 
 
 class PoissonTuckerResult(Result):
@@ -195,16 +192,13 @@ class PoissonTuckerResult(Result):
         level = check_level(level)
         R = self._draw_rates(self._index(df))
         lo, hi = (1 - level) / 2, (1 + level) / 2
-        rng = np.random.default_rng(0)
-        reps = max(4, -(-MIN_SIMULATED // R.shape[0]))  # (4 from 200 draws on)
-        ysim = rng.poisson(np.broadcast_to(R, (reps,) + R.shape)).reshape(-1, R.shape[1])
         mean = R.mean(0)
         return prediction_frame(
             df.index,
             mean=mean,
             sd=np.sqrt(mean + R.var(0)),
-            lower=np.quantile(ysim, lo, axis=0),
-            upper=np.quantile(ysim, hi, axis=0),
+            lower=mixture_quantiles(R, lo),  # exact: the same whichever cells share a call
+            upper=mixture_quantiles(R, hi),
             sd_f=R.std(0),
             lower_f=np.quantile(R, lo, axis=0),
             upper_f=np.quantile(R, hi, axis=0),
