@@ -6,7 +6,9 @@ Users run JAX's default float32; the suite runs in float64 (``tests/conftest.py`
 ``-n``, ...), restricted to the tests **not** marked ``x64``. Those marked ``x64`` compare with
 float64 references and run with 64-bit scoped on in the float32 pass too (see
 ``conftest._x64_marked``) — the same computation as in the float64 run — so they run once.
-``nox -s tests_f32`` runs the whole suite in float32, ``x64`` tests included.
+``nox -s tests_f32`` runs the whole suite in float32, ``x64`` tests included. Tests marked
+``once`` do their work in processes of their own whose precision does not follow the suite's
+(e.g. a child without x64): the float32 pass would repeat them exactly, so it leaves them out.
 
 The two runs share one persistent compilation cache, a temporary folder removed at the end
 (:func:`shared_compile_cache`): the library's solvers compute in float64 whatever the global
@@ -84,10 +86,10 @@ def _wanted(config, x64: bool) -> bool:
 
 
 def _args(config) -> list[str]:
-    """The invocation's arguments with the x64-marked tests deselected."""
+    """The invocation's arguments with the x64- and once-marked tests deselected."""
     args = list(config.invocation_params.args)
     marks = config.getoption("markexpr") or ""
-    keep = f"({marks}) and not x64" if marks.strip() else "not x64"
+    keep = f"({marks}) and not x64 and not once" if marks.strip() else "not x64 and not once"
     return [*args, "-m", keep, "--no-float32-pass", "-p", "no:cacheprovider"]
 
 

@@ -271,6 +271,7 @@ def test_saved_time_scale_is_checked_on_load(weather_fits, tmp_path):
             bt.load(out)
 
 
+@pytest.mark.once  # its child runs without x64 in both passes
 def test_load_keeps_the_fit_precision_outside_x64_mode(tmp_path):
     """Without JAX's global x64 (the default), a saved float64 model predicts identically
     after loading (the state was once read back as float32)."""
