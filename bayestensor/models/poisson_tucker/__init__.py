@@ -57,6 +57,7 @@ from bayestensor.models.poisson_tucker.gibbs import (
 )
 from bayestensor.models.poisson_tucker.model import poisson_tucker_model
 from bayestensor.models.poisson_tucker.rates import (
+    QUANTILE_RESOLUTION,
     cell_rates,
     component_mass,
     core_shape,
@@ -78,6 +79,7 @@ from bayestensor.models.poisson_tucker.spec import (
 from bayestensor.models.poisson_tucker.vi import VIState, cavi_step, elbo, vi_init
 
 __all__ = [
+    "QUANTILE_RESOLUTION",
     "GibbsState",
     "PoissonData",
     "PoissonTuckerGibbs",

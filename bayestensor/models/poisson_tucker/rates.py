@@ -190,15 +190,34 @@ def component_mass(spec: PoissonTuckerSpec, params: dict, mask=None) -> list[np.
     return [w.sum(axis=tuple(j for j in range(spec.K) if j != k)) for k in range(spec.K)]
 
 
+#: The quantile of a new count is exact where the predictive sd is under 2 /
+#: QUANTILE_RESOLUTION (200), and at most QUANTILE_RESOLUTION of the sd above it beyond (the
+#: bisection stops there: each step evaluates the Poisson CDF at every draw).
+QUANTILE_RESOLUTION = 0.01
+
+
+def _below(y: np.ndarray, rates: np.ndarray, q: float) -> np.ndarray:
+    """Per cell, whether ``mean_s P(Poisson(μ_s) ≤ y) < q`` (True for ``y < 0``)."""
+    from scipy import special
+
+    return (y < 0) | (special.pdtr(np.maximum(y, 0.0), rates).mean(0) < q)
+
+
 def mixture_quantiles(rates: np.ndarray, q: float) -> np.ndarray:
     """The ``q``-quantile of a new count at each cell: the smallest integer ``y`` with
-    ``mean_s P(Y ≤ y | μ_s) ≥ q``, ``Y ~ Poisson(μ_s)`` over the draws ``s`` (exact, not
-    simulated: a cell's interval is the same whichever cells share the call).
+    ``mean_s P(Y ≤ y | μ_s) ≥ q``, ``Y ~ Poisson(μ_s)`` over the draws ``s``. Not simulated:
+    a cell's interval is the same whichever cells share the call (800 simulated counts a
+    cell missed the tail quantiles by up to half a predictive sd).
+
+    It starts at the quantile of a negative binomial with the mixture's mean and variance,
+    gallops (steps of 5 % of the predictive sd, doubling) to a bracket and bisects it: exact
+    where the predictive sd is under 200, beyond that at most 1 % of the sd above the exact
+    quantile (:data:`QUANTILE_RESOLUTION`).
 
     Parameters
     ----------
     rates : numpy.ndarray
-        ``(draws, cells)`` rates ``μ_s`` (non-negative).
+        ``(draws, cells)`` rates ``μ_s`` (finite, non-negative).
     q : float
         A probability in (0, 1).
 
@@ -207,17 +226,36 @@ def mixture_quantiles(rates: np.ndarray, q: float) -> np.ndarray:
     numpy.ndarray
         ``(cells,)`` float64 integers.
     """
-    from scipy import special, stats
+    from scipy import stats
 
     rates = np.asarray(rates, dtype=np.float64)
-    # the mixture's quantile lies between its components' quantiles
-    each = stats.poisson.ppf(q, rates)
-    lo, hi = each.min(0) - 1, each.max(0)  # F(lo) < q ≤ F(hi)
-    lo = np.maximum(lo, -1.0)
-    while np.any(hi - lo > 1):  # bisection on the integers, every cell at once
-        mid = np.floor((lo + hi) / 2)
-        below = special.pdtr(np.maximum(mid, 0.0), rates).mean(0) < q
-        below |= mid < 0
-        lo = np.where(below, mid, lo)
-        hi = np.where(below, hi, mid)
-    return hi
+    mean, extra = rates.mean(0), rates.var(0)  # the draws' own spread: overdispersion
+    with np.errstate(divide="ignore", invalid="ignore"):
+        start = np.where(
+            extra > 1e-9 * mean,
+            stats.nbinom.ppf(q, mean * mean / extra, mean / (mean + extra)),
+            stats.poisson.ppf(q, mean),
+        )
+    y = np.maximum(np.nan_to_num(start, nan=0.0, posinf=0.0), 0.0)
+    up = _below(y, rates, q)  # the quantile lies above the start
+    lo, hi = np.where(up, y, -1.0), np.where(up, np.inf, y)  # F(lo) < q ≤ F(hi) when closed
+    sd = np.sqrt(mean + extra)
+    step = np.maximum(1.0, np.floor(5 * QUANTILE_RESOLUTION * sd))
+    resolution = np.maximum(1.0, np.floor(QUANTILE_RESOLUTION * sd))
+    open_ = up | (y > 0)
+    while open_.any():  # gallop away from the start until the bracket closes
+        i = np.flatnonzero(open_)
+        probe = np.where(up[i], lo[i] + step[i], np.maximum(hi[i] - step[i], -1.0))
+        below = _below(probe, rates[:, i], q)
+        lo[i] = np.where(below, probe, lo[i])
+        hi[i] = np.where(below, hi[i], probe)
+        open_[i[np.where(up[i], ~below, below)]] = False
+        step[i] *= 2
+    while True:  # bisect, only the cells not yet resolved
+        i = np.flatnonzero(hi - lo > resolution)
+        if i.size == 0:
+            return hi
+        mid = np.floor((lo[i] + hi[i]) / 2)
+        below = _below(mid, rates[:, i], q)
+        lo[i] = np.where(below, mid, lo[i])
+        hi[i] = np.where(below, hi[i], mid)
