@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from bayestensor.checks import check_positive
+from bayestensor.checks import CONTINUOUS, check_positive
 from bayestensor.kernels import check_kernel
 
 #: Kernel of a continuous mode that ``kernel={column: name}`` does not name.
@@ -69,7 +69,7 @@ def check_kernel_applies(kernel, modes) -> None:
     ValueError
         Naming ``kernel`` and the coordinates when none of ``modes`` is continuous.
     """
-    if not any(m.kind == "continuous" for m in modes):
+    if not any(m.kind == CONTINUOUS for m in modes):
         raise ValueError(
             f"kernel={kernel!r} was given, but none of the coordinates "
             f"{[m.name for m in modes]} is continuous (a kernel is the prior along a "
