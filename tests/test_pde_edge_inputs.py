@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 import bayestensor as bt
-from bayestensor.pde.problems import Problem, laplacian, variables_of
+from bayestensor.pde.checks import variables_of
+from bayestensor.pde.problems import Problem, laplacian
 
 # a few steps only: these tests check inputs, not accuracy
 pytestmark = pytest.mark.filterwarnings("ignore:the solution may be inaccurate:RuntimeWarning")

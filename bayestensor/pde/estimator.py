@@ -21,6 +21,7 @@ from bayestensor.checks import check_finite_result, check_int
 from bayestensor.driver import Step, iterate, release_compiled
 from bayestensor.driver import precision as scope
 from bayestensor.pde.branches import NEAR_SOLUTION
+from bayestensor.pde.checks import check_grid_sizes
 from bayestensor.pde.config import (
     DENSE_MAX_POINTS,
     LBFGS_LINESEARCH_STEPS,
@@ -44,7 +45,7 @@ from bayestensor.pde.inference import (
     solve_grid,
 )
 from bayestensor.pde.kron_gn import coarse_problem, solve_kron_gn
-from bayestensor.pde.problems import Problem, check_grid_sizes
+from bayestensor.pde.problems import Problem
 from bayestensor.pde.reliability import WARN_ERROR, assess, is_uniform, likely_cause
 from bayestensor.pde.result import PDESolution
 from bayestensor.pde.scaling import check_coordinates, rescale_factor, rescaled

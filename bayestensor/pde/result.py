@@ -20,6 +20,7 @@ from bayestensor import io
 from bayestensor.checks import check_column, check_finite, check_frame, is_int
 from bayestensor.driver import DTYPES, precision
 from bayestensor.pde.branches import NEAR_SOLUTION
+from bayestensor.pde.checks import _check_variables, check_grid_spans_box, edge_tolerance
 from bayestensor.pde.config import (
     FitTrace,
     GPHMConfig,
@@ -29,12 +30,7 @@ from bayestensor.pde.config import (
 )
 from bayestensor.pde.factors import dimension_factors, solution_weights
 from bayestensor.pde.inference import cross_kernel
-from bayestensor.pde.problems import (
-    Problem,
-    _check_variables,
-    check_grid_spans_box,
-    edge_tolerance,
-)
+from bayestensor.pde.problems import Problem
 from bayestensor.pde.reliability import Reliability
 from bayestensor.results import Result, prediction_frame
 from bayestensor.tensor import multi_mode_dot
@@ -165,7 +161,7 @@ class PDESolution(Result):
         ------
         ValueError
             For NaN or inf coordinates, or points outside the problem's box (beyond
-            :func:`~bayestensor.pde.problems.edge_tolerance`): the GP mean decays to 0 away
+            :func:`~bayestensor.pde.checks.edge_tolerance`): the GP mean decays to 0 away
             from the grid, so it is no extrapolation.
         """
         D = len(self.problem.shape)
