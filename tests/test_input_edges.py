@@ -199,7 +199,8 @@ def test_xarray_factors_keep_a_continuous_mode_numeric_beside_a_categorical_one(
 
 
 def test_one_kernel_for_data_without_a_continuous_coordinate_is_refused(tmp_path, capsys):
-    """It was silently ignored (and the CLI passed matern32 whatever the user gave)."""
+    """It was silently ignored (and the CLI passed matern32 even without --kernel, so a fit of
+    categorical coordinates from the CLI could not have told a given kernel from none)."""
     df = _grid(4, 3)
     coords = {"x": "categorical", "c": "categorical"}
     message = r"kernel='periodic' was given, but none of the coordinates \['x', 'c'\]"
