@@ -249,6 +249,7 @@ def test_student_t_fit_covers_the_scores_it_was_fitted_to():
     assert nu == pytest.approx(3.0, rel=0.2) and c == pytest.approx(0.3, rel=0.1)
 
 
+@pytest.mark.slow  # 12 s; the rescaling is tested on its own above (CI time; nox -s bench runs it)
 def test_values_gp_rescaled_from_another_fit_is_the_one_fitted_again(monkeypatch):
     """``fit_local(values=...)`` (``bt.fit``'s second local stage) rescales the GP on the values
     that another fit's stage fitted to the same rows instead of fitting it again: exactly the

@@ -342,6 +342,7 @@ def test_local_process_fits_far_from_unit_scale_as_well(planted_fits, factor):
         np.testing.assert_allclose(got[col] / factor, want[col], rtol=TOL["rescaled_fit_vs_unit"])
 
 
+@pytest.mark.slow  # 15 s (CI time; nox -s bench runs it)
 def test_update_keeps_the_local_process_on_all_rows(planted_fits):
     """update(scope="new"): the process and its hyperparameters held, its posterior conditioned
     on every row's residual under the updated low-rank part — against a dense GP."""

@@ -147,6 +147,7 @@ def _surface(seed=3, n_side=16):
     )
 
 
+@pytest.mark.slow  # 20 s of compiles (CI time; nox -s bench runs it)
 def test_fitting_the_same_rows_again_compiles_nothing(monkeypatch):
     """``bt.fit`` with defaults on small data refits at several ranks (the rank checks): more
     compiled variants than a bound per function keeps (here 2; 4 by default, which the checks

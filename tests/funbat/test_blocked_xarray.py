@@ -145,6 +145,7 @@ def test_parts_hold_the_in_memory_rows():
     assert source.n_missing == int(np.isnan(y).sum())
 
 
+@pytest.mark.slow  # 14 s; the other chunked tests stay (CI time; nox -s bench runs it)
 def test_a_chunked_netcdf_dataset_with_a_named_variable(tmp_path):
     """A Dataset opened from NetCDF with ``chunks=`` (two variables, ``value=`` picks one) is the
     fit of its chunks' rows; a NumPy-backed Dataset keeps the in-memory path."""

@@ -49,9 +49,10 @@ def test_solve_low_frequency_poisson_1d_student_t(tol):
     assert sol.relative_l2() < tol["pde_low_freq_rel_l2"]
 
 
-# the dense method on 2-D: slow marker (CI time; the same solve through "kron" stays in the
-# default run, and the dense path is covered on 1-D problems)
-@pytest.mark.parametrize("method", [pytest.param("dense", marks=pytest.mark.slow), "kron"])
+# both methods on 2-D: slow marker (CI time, 27-39 s each over both passes; the dense path is
+# covered on 1-D problems, the kron path by test_kron_gn.py against dense references)
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["dense", "kron"])
 def test_solve_low_frequency_poisson_2d(method, tol, tmp_path):
     def exact(x, y):
         return jnp.sin(jnp.pi * x) * jnp.cos(1.5 * y) + 0.5 * x * y
@@ -84,6 +85,7 @@ def test_lbfgs_polish_lowers_the_loss():
     assert losses[-1] < losses[3]  # L-BFGS steps after the last Adam step lowered 𝒥
 
 
+@pytest.mark.slow  # 18 s over both passes (CI time; nox -s bench runs it)
 def test_lbfgs_stops_at_its_time_budget():
     prob = Problem.manufactured(laplacian, lambda x: jnp.sin(2 * jnp.pi * x), [(0, 1)], 48)
     sol = bt.pde.solve(prob, steps=2, lbfgs_steps=50, lbfgs_time=1e-9, max_freq=3.0, patience=100)
@@ -135,6 +137,7 @@ def test_benchmark_allen_cahn_2d(tol):
     assert sol.relative_l2() <= tol["pde_benchmark_2d_rel_l2"]
 
 
+@pytest.mark.slow  # 21 s over both passes (CI time; nox -s bench runs it)
 def test_kron_warns_for_a_nonlinear_operator():
     prob = problem_2d((6, 6), operator=allen_cahn)
     with pytest.warns(RuntimeWarning) as caught:
