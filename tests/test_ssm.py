@@ -164,16 +164,19 @@ def test_filter_cholesky_and_solve_equal_numpy(R, rng, tol):
     )
 
 
+def _slow_smoother_case(jit: bool, kernel: str, R: int) -> bool:
+    """Slow marker (CI time): three stacked periodic / quasi-periodic functions (15–30 s each)
+    and every op-by-op run (jit=False: 8–12 s each) but Matérn-3/2 at R = 1; the compiled runs
+    check every kernel at R = 1 and the stacking of the Matérn ones."""
+    periodic_stack = R == 3 and kernel in ("periodic", "quasiperiodic")
+    return periodic_stack or (not jit and (kernel, R) != ("matern32", 1))
+
+
 @pytest.mark.parametrize(
     ("jit", "kernel", "R"),
     [
-        # slow marker (CI time): three stacked periodic / quasi-periodic functions (15–30 s
-        # each) and every op-by-op run (jit=False: 8–12 s each) but Matérn-3/2 at R = 1; the
-        # compiled runs check every kernel at R = 1 and the stacking of the Matérn ones
         pytest.param(jit, k, R, marks=pytest.mark.slow)
-        if (R == 3 or not jit)
-        and (k in ("periodic", "quasiperiodic") or not jit)
-        and not (R == 1 and k == "matern32")
+        if _slow_smoother_case(jit, k, R)
         else (jit, k, R)
         for jit in (False, True)
         for k in ALL_KERNELS

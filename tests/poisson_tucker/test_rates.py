@@ -72,3 +72,11 @@ def test_a_new_counts_quantile_is_the_mixtures_by_enumeration(q):
     # one draw: the Poisson quantile itself
     small = R[:1, :5]
     np.testing.assert_array_equal(pt.mixture_quantiles(small, q), stats.poisson.ppf(q, small[0]))
+
+
+def test_a_quantile_of_non_finite_rates_is_an_error():
+    R = np.ones((4, 3))
+    for bad in (np.nan, np.inf):
+        R[2, 1] = bad
+        with pytest.raises(ValueError, match="rate draws hold NaN or inf"):
+            pt.mixture_quantiles(R, 0.975)

@@ -217,7 +217,7 @@ def mixture_quantiles(rates: np.ndarray, q: float) -> np.ndarray:
     Parameters
     ----------
     rates : numpy.ndarray
-        ``(draws, cells)`` rates ``μ_s`` (finite, non-negative).
+        ``(draws, cells)`` rates ``μ_s`` (non-negative).
     q : float
         A probability in (0, 1).
 
@@ -225,10 +225,17 @@ def mixture_quantiles(rates: np.ndarray, q: float) -> np.ndarray:
     -------
     numpy.ndarray
         ``(cells,)`` float64 integers.
+
+    Raises
+    ------
+    ValueError
+        If a rate is NaN or infinite.
     """
     from scipy import stats
 
     rates = np.asarray(rates, dtype=np.float64)
+    if not np.isfinite(rates).all():  # (the search would gallop to inf and return it)
+        raise ValueError("the rate draws hold NaN or inf; the fit cannot give intervals")
     mean, extra = rates.mean(0), rates.var(0)  # the draws' own spread: overdispersion
     with np.errstate(divide="ignore", invalid="ignore"):
         start = np.where(
