@@ -331,8 +331,12 @@ def shard_local_rows(arrays, devices) -> tuple[list, jax.Array]:
 
 
 def _squared_errors(Ef, y, Ef_old, mask):
-    """``Σ mask (E[f] − y)²`` and ``Σ mask (E[f] − E[f]_old)²``."""
-    return jnp.sum(mask * (Ef - y) ** 2), jnp.sum(mask * (Ef - Ef_old) ** 2)
+    """``Σ mask (E[f] − y)²``, ``Σ mask (E[f] − E[f]_old)²`` and ``Σ mask (y − E[f])``."""
+    return (
+        jnp.sum(mask * (Ef - y) ** 2),
+        jnp.sum(mask * (Ef - Ef_old) ** 2),
+        jnp.sum(mask * (y - Ef)),
+    )
 
 
 _squared_errors_jit = jax.jit(_squared_errors)
@@ -340,8 +344,9 @@ _squared_errors_jit = jax.jit(_squared_errors)
 
 def row_errors(Ef, Ef_old, y_np: np.ndarray, y, mask, n_rows: int):
     """After a sweep: the fitted values to keep for the next, the mean squared training error
-    ``mean (E[f] − y)²`` and the mean squared move ``mean (E[f] − E[f]_old)²`` (``None``
-    after the first sweep), over the ``n_rows`` real rows.
+    ``mean (E[f] − y)²``, the mean squared move ``mean (E[f] − E[f]_old)²`` (``None``
+    after the first sweep) and the mean residual ``mean (y − E[f])``, over the ``n_rows``
+    real rows.
 
     With one process ``E[f]`` comes to the host (its padding rows dropped); with several it
     stays on the devices and the sums are reduced there, the results replicated.
@@ -349,10 +354,11 @@ def row_errors(Ef, Ef_old, y_np: np.ndarray, y, mask, n_rows: int):
     if not is_multiprocess():
         Ef = np.asarray(Ef)[: y_np.shape[0]]
         moved = None if Ef_old is None else float(np.mean((Ef - Ef_old) ** 2))
-        return Ef, float(np.mean((Ef - y_np) ** 2)), moved
+        return Ef, float(np.mean((Ef - y_np) ** 2)), moved, float(np.mean(y_np - Ef))
     # full reductions: the scalars come out replicated on every process
-    sq, moved = _squared_errors_jit(Ef, y, Ef if Ef_old is None else Ef_old, mask)
-    return Ef, float(sq) / n_rows, None if Ef_old is None else float(moved) / n_rows
+    sq, moved, res = _squared_errors_jit(Ef, y, Ef if Ef_old is None else Ef_old, mask)
+    moved = None if Ef_old is None else float(moved) / n_rows
+    return Ef, float(sq) / n_rows, moved, float(res) / n_rows
 
 
 def to_local(tree):

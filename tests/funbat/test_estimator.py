@@ -17,6 +17,7 @@ from bayestensor.models.funbat import (
     FunBaT,
     init_state,
 )
+from bayestensor.models.funbat.options import MAX_JUMP, MAX_JUMP_SIZE, InterceptSteps
 from bayestensor.ssm import gaps
 
 # FunBaT computes in float64 whatever JAX's flag says: the float32 pass would repeat these
@@ -108,6 +109,57 @@ def test_single_mode_fit_equals_dense_gp_regression():
     np.testing.assert_allclose(mean, m_ref * y.std() + y.mean(), rtol=GP_EXACT, atol=GP_EXACT)
     np.testing.assert_allclose(sd_f, np.sqrt(v_ref) * y.std(), rtol=GP_EXACT, atol=GP_EXACT)
     np.testing.assert_allclose(sd_y, np.sqrt(v_ref + noise) * y.std(), rtol=GP_EXACT)
+
+
+@pytest.mark.x64
+def test_the_intercept_is_the_dense_gp_generalised_least_squares_mean():
+    """K = 1, CP rank 1, the intercept learned: at convergence ``b`` is the flat-prior
+    (generalised least squares) mean ``1ᵀC⁻¹z / 1ᵀC⁻¹1`` of the dense GP, ``C = K + σ²I`` at
+    noise 1/E[τ], and the fit predicts ``b`` plus the GP posterior of ``z − b``."""
+    x, y, enc, new, xnew = _gp_regression_data()
+    kw = dict(model="cp", rank=1, learn_hyper=False, lengthscale=0.7, variance=1.3, tol=1e-12)
+    fit = FunBaT(**kw, max_sweeps=1000, intercept=True).fit(enc)
+    assert fit.converged_
+    mean, sd_f, _ = fit.predict(new)
+    noise = 1.0 / float(fit.state_.noise.mean)
+    z = (y - y.mean()) / y.std()
+    C = np.asarray(matern_cov("matern32", x, x, 0.7, 1.3)) + noise * np.eye(x.size)
+    ones = np.ones(x.size)
+    b = ones @ np.linalg.solve(C, z) / (ones @ np.linalg.solve(C, ones))
+    assert abs(b) > 0.1  # far from the centring's 0: the test tells the two apart
+    np.testing.assert_allclose(fit.y_mean_, y.mean() + b * y.std(), rtol=GP_EXACT)
+    m_ref, v_ref, _ = _dense_gp(x, z - b, 0.7, 1.3, noise, xnew)
+    np.testing.assert_allclose(mean, (m_ref + b) * y.std() + y.mean(), rtol=GP_EXACT)
+    np.testing.assert_allclose(sd_f, np.sqrt(v_ref) * y.std(), rtol=GP_EXACT, atol=GP_EXACT)
+
+
+def test_with_the_intercept_a_rank_two_tensor_with_a_mean_fits_at_rank_two(tmp_path):
+    """u C vᵀ with a nonzero mean: centred at its mean it is rank 3, so ``rank=2`` misses
+    structure; with the intercept ``rank=2`` reaches the noise. The intercept survives a save
+    and load."""
+    rng = np.random.default_rng(0)
+    x, t = np.linspace(0, 10, 30), np.linspace(0, 5, 20)
+    u = np.stack([np.sin(0.3 * x), np.sin(2 * x)], 1)
+    v = np.stack([np.cos(0.5 * t), np.sin(1.5 * t)], 1)
+    f = (u @ np.array([[1.0, 0.3], [0.2, 0.6]]) @ v.T).ravel()
+    X, T = np.meshgrid(x, t, indexing="ij")
+    df = pd.DataFrame({"x": X.ravel(), "t": T.ravel(), "y": f + 0.05 * rng.normal(size=f.size)})
+    errors = {}
+    for intercept in (False, True):
+        res = bt.fit(
+            df,
+            coords=["x", "t"],
+            value="y",
+            rank=2,
+            local=None,
+            intercept=intercept,
+            progress=False,
+        )
+        errors[intercept] = np.sqrt(np.mean((res.predict(df)["mean"].to_numpy() - f) ** 2))
+    assert errors[True] < 0.5 * 0.05 and errors[False] > 2 * errors[True], errors
+    back = bt.load(res.save(tmp_path / "intercept.bt"))
+    assert back.estimator.intercept and back.estimator.y_mean_ == res.estimator.y_mean_
+    pd.testing.assert_frame_equal(back.predict(df), res.predict(df))
 
 
 @pytest.mark.x64
@@ -265,3 +317,25 @@ def test_sweeps_stop_only_once_the_hyperparameter_search_rests_or_its_holds_run_
         assert not met[i] or (stepped[i] and held.index(i) < MAX_SEARCH_SWEEPS)
     if res.converged:
         assert met[-1] and (not stepped[-1] or len(held) == MAX_SEARCH_SWEEPS + 1)
+
+
+@pytest.mark.parametrize("rate, target", [(0.5, 0.7), (0.9, 0.7), (0.995, 0.7), (0.9, 50.0)])
+def test_intercept_steps_sum_a_geometric_approach_within_their_caps(rate, target):
+    """On a linear fixed-point map (the residual ``δ = (1 − ρ)(b* − b)``, as for a GP with
+    fixed hyperparameters) the second step jumps by ``δ/(1 − ρ)``, landing on ``b*``, its
+    factor capped at ``MAX_JUMP`` and its size at ``MAX_JUMP_SIZE`` (or ``|δ|``); the step
+    after a jump and steps whose residuals change sign are plain."""
+    values = InterceptSteps(np.zeros(3), jnp.zeros(3))
+    b, steps = 0.0, []
+    for _ in range(3):
+        steps.append(values((1 - rate) * (target - b)))
+        b += steps[-1]
+    np.testing.assert_allclose(values.rows[0], -b)  # the steps are taken off the values
+    delta = (1 - rate) * (target - steps[0])
+    jump = min(delta * min(MAX_JUMP, 1 / (1 - rate)), max(MAX_JUMP_SIZE, delta))
+    np.testing.assert_allclose(steps[1], jump, rtol=1e-12)
+    if jump == delta / (1 - rate):
+        np.testing.assert_allclose(b, target, rtol=1e-12)
+    np.testing.assert_allclose(steps[2], (1 - rate) * (target - steps[0] - steps[1]), rtol=1e-12)
+    values = InterceptSteps(np.zeros(3), jnp.zeros(3))
+    assert [values(d) for d in (0.2, -0.1, 0.05, 0.0, 0.01)] == [0.2, -0.1, 0.05, 0.0, 0.01]

@@ -123,10 +123,12 @@ def test_files_written_before_per_mode_kernels_still_load(seasonal, tmp_path):
         for key in ("learn_period", "harmonics"):
             del h["config"][key]
         del h["estimator"]["period"]
+        del h["estimator"]["intercept"]
 
     _rewrite(path, _old)
     back = bt.load(path)
     assert back.kernel == "matern32" and back.estimator.period is None
+    assert back.estimator.intercept is False
     pd.testing.assert_frame_equal(back.predict(held), res.predict(held))
 
 

@@ -35,6 +35,7 @@ from bayestensor.models.funbat.options import (
     AUTO_KERNEL,
     DEFAULT_KERNEL,
     PERIODIC_KERNELS,
+    InterceptSteps,
     Stopping,
     check_kernel_option,
     check_period_option,
@@ -55,7 +56,7 @@ from bayestensor.ssm import (
 ESTIMATOR_PARAMS = (
     "model rank kernel max_sweeps tol damping seed learn_hyper init init_scale init_cov_scale "
     "init_noise_sd lengthscale variance lengthscale_fraction hyper_steps hyper_step a0 b0 chunk "
-    "dtype period max_rank"
+    "dtype period max_rank intercept"
 ).split()
 
 
@@ -96,6 +97,10 @@ class FunBaT:
         data make ``E[τ]`` large, so such fits run longer, as they should. A sweep in which
         the hyperparameter search took a step does not count (at most
         :data:`~.options.MAX_SEARCH_SWEEPS` times: a step changes what the next sweeps converge to).
+    intercept : bool
+        Learn a constant ``b`` beside the low-rank part, ``y = b + f + ε`` (flat prior; updated
+        after every sweep by :class:`~.options.InterceptSteps`; fixed by ``update``). Default:
+        the values centred at their mean (a rank-R tensor with a nonzero mean needs rank R+1).
     damping : float
         ρ ∈ (0, 1]: weight of the new messages (1, the default, is no damping; lower it if
         sweeps oscillate).
@@ -193,6 +198,7 @@ class FunBaT:
         period: float | dict[str, float] | None = None,
         max_rank: int | tuple[int, ...] | None = None,
         devices=None,
+        intercept: bool = False,
     ):
         if model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, got {model!r}")
@@ -212,6 +218,7 @@ class FunBaT:
             raise ValueError(f"damping must be in (0, 1], got {damping!r}")
         self.seed = check_seed(seed)
         self.learn_hyper = check_bool("learn_hyper", learn_hyper)
+        self.intercept = check_bool("intercept", intercept)
         if init not in ("spectral", "random"):
             raise ValueError(f"init must be 'spectral' or 'random', got {init!r}")
         self.init = init
@@ -389,8 +396,10 @@ class FunBaT:
             # one compiled sweep; the change is the RMS move of the fitted values in units of
             # the current noise sd (both z-scored)
             state, Ef_old, history = carry
-            state, Ef = _sweep_jit(state, index, y, dts, cfg, mask, kept)
-            Ef, mse, moved = distributed.row_errors(Ef, Ef_old, y_np, y, mask, len(y_all))
+            state, Ef = _sweep_jit(state, index, values.rows[1], dts, cfg, mask, kept)
+            Ef, mse, moved, b = distributed.row_errors(Ef, Ef_old, *values.rows, mask, len(y_all))
+            if self.intercept:  # its step (z-scored units), taken off the values
+                self.y_mean_ += values(b) * self.y_scale_
             tau = float(jax.tree.map(np.asarray, state.noise).mean)  # on the host, not eager JAX
             hyper = [None if th is None else np.asarray(th) for th in state.log_hyper]
             change = np.inf if moved is None else float(np.sqrt(moved * tau))
@@ -416,6 +425,7 @@ class FunBaT:
             return Step((state, Ef, history), stopping(history, change), postfix)
 
         stopping = Stopping(self.tol, ("lengthscale", "variance", *extra_hyper))
+        values = InterceptSteps(y_np, y)  # the values less the learned intercept
 
         (state, _, history), _, converged = iterate(
             _step,

@@ -154,6 +154,40 @@ class Stopping:
         return change < self.tol
 
 
+#: Caps of :class:`InterceptSteps`' jump: the factor 1/(1 − ρ), and the step in z-scored units.
+MAX_JUMP, MAX_JUMP_SIZE = 100.0, 1.0
+
+
+class InterceptSteps:
+    """The learned intercept's step after each sweep (``FunBaT(intercept=True)``).
+
+    Given the rest, the intercept's exact update is the mean training residual ``δ``. Where
+    the low-rank part can carry a constant too, these updates shrink geometrically at a rate ρ
+    near 1 (for a smooth GP, thousands of sweeps). Where two plain steps point the same way and
+    shrink (ρ = δ_t / δ_{t−1} in (0, 1)), the step is ``δ_t / (1 − ρ)``, the sum of that
+    geometric series (exact for a fixed linear map: Steffensen's method), its factor capped at
+    :data:`MAX_JUMP` and its size at :data:`MAX_JUMP_SIZE`; the step after a jump is a plain
+    one (it measures ρ afresh).
+
+    ``rows``: the training values (on the host, and as placed) less the intercept; a call takes
+    the step off them and returns it.
+    """
+
+    def __init__(self, y_host, y):
+        self.rows = (y_host, y)
+        self.last = None
+
+    def __call__(self, delta: float) -> float:
+        last, self.last = self.last, delta
+        step = delta
+        if last and 0.0 < delta / last < 1.0:  # (None or 0: no rate yet)
+            self.last = None
+            size = max(MAX_JUMP_SIZE, abs(delta))
+            step = float(np.clip(delta * min(MAX_JUMP, 1.0 / (1.0 - delta / last)), -size, size))
+        self.rows = tuple(r - step for r in self.rows)
+        return step
+
+
 #: What ``local=`` of :func:`bayestensor.fit` takes (besides ``"fibre:<column>"``).
 LOCAL_CHOICES = (None, "auto", "fibre", "neighbours")
 #: ``local="auto"`` (the default) is skipped above this many rows: its neighbour GP and its

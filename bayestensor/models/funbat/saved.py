@@ -123,6 +123,7 @@ def saved_estimator(raw: dict, cfg: FunBaTConfig, modes: tuple[Mode, ...]) -> Fu
         for n in ESTIMATOR_PARAMS
         if n in raw or n not in _ADDED_PARAMS  # files written before these were added
     }
+    params.setdefault("intercept", False)  # (fitted before the intercept was learned)
     try:
         est = FunBaT(**params)
     except (TypeError, ValueError, OverflowError) as err:
@@ -138,7 +139,7 @@ def saved_estimator(raw: dict, cfg: FunBaTConfig, modes: tuple[Mode, ...]) -> Fu
 
 
 #: Estimator settings added after the format's first version: absent from older files.
-_ADDED_PARAMS = ("period", "max_rank")
+_ADDED_PARAMS = ("period", "max_rank", "intercept")
 
 
 def check_saved_covariances(arrays: dict[str, np.ndarray]) -> None:
