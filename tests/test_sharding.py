@@ -290,6 +290,26 @@ def _grid_frame(n: int, seed: int = 1) -> pd.DataFrame:
     return pd.DataFrame({"t": t, "s": s, "g": [f"g{v}" for v in g], "y": y})
 
 
+def test_the_intercept_leaves_padding_rows_at_zero():
+    """``intercept=True`` inside ``padded_rows``: its steps come off the real rows only (a
+    padding row must stay 0: the sums count it with a zero value), so the padded fit is the
+    plain one (the rank-1 check refits halves of the data so)."""
+    import bayestensor as bt
+    from bayestensor.sharding import padded_rows
+
+    df = _grid_frame(240)
+    half = df.sample(130, random_state=0).assign(y=lambda d: np.exp(d["y"]))  # a mean to move
+    opts = {"coords": ["t", "s", "g"], "value": "y", "rank": 2, "max_sweeps": 4}
+    opts |= {"local": None, "progress": False, "intercept": True}
+    plain = bt.fit(half, **opts)
+    with padded_rows(len(df)):
+        padded = bt.fit(half, **opts)
+    assert abs(plain.estimator.y_mean_ - half["y"].mean()) > 0.01  # the intercept moved
+    a, b = plain.predict(df)["mean"].to_numpy(), padded.predict(df)["mean"].to_numpy()
+    assert np.max(np.abs(a - b)) <= TOL["padded_vs_plain"] * np.max(np.abs(a))
+    assert padded.estimator.y_mean_ == pytest.approx(plain.estimator.y_mean_, rel=1e-9)
+
+
 def test_padded_rows_fit_equals_the_plain_fit_and_shares_its_compiled_sweep():
     """Inside ``padded_rows(n)`` a FunBaT fit pads its rows to ``n`` with zero-mask rows: the
     same fit as without (the same sums with zeros added), and fits of different row counts

@@ -398,11 +398,11 @@ class FunBaT:
             state, Ef_old, history = carry
             state, Ef = _sweep_jit(state, index, values.rows[1], dts, cfg, mask, kept)
             Ef, mse, moved, b = distributed.row_errors(Ef, Ef_old, *values.rows, mask, len(y_all))
-            if self.intercept:  # its step (z-scored units), taken off the values
-                self.y_mean_ += values(b) * self.y_scale_
+            step = values(b) if self.intercept else 0.0  # the intercept's, z-scored units
+            self.y_mean_ += step * self.y_scale_
             tau = float(jax.tree.map(np.asarray, state.noise).mean)  # on the host, not eager JAX
             hyper = [None if th is None else np.asarray(th) for th in state.log_hyper]
-            change = np.inf if moved is None else float(np.sqrt(moved * tau))
+            change = np.inf if moved is None else float(np.sqrt(max(moved, step**2) * tau))
             record = {
                 "rmse": float(np.sqrt(mse)) * self.y_scale_,
                 "tau": tau,
@@ -425,7 +425,7 @@ class FunBaT:
             return Step((state, Ef, history), stopping(history, change), postfix)
 
         stopping = Stopping(self.tol, ("lengthscale", "variance", *extra_hyper))
-        values = InterceptSteps(y_np, y)  # the values less the learned intercept
+        values = InterceptSteps(y_np, y, mask)  # the values less the learned intercept
 
         (state, _, history), _, converged = iterate(
             _step,

@@ -170,11 +170,12 @@ class InterceptSteps:
     one (it measures ρ afresh).
 
     ``rows``: the training values (on the host, and as placed) less the intercept; a call takes
-    the step off them and returns it.
+    the step off them (off the placed rows where ``mask`` is 1: padding rows stay 0) and
+    returns it.
     """
 
-    def __init__(self, y_host, y):
-        self.rows = (y_host, y)
+    def __init__(self, y_host, y, mask=None):
+        self.rows, self.mask = (y_host, y), 1.0 if mask is None else mask
         self.last = None
 
     def __call__(self, delta: float) -> float:
@@ -184,7 +185,7 @@ class InterceptSteps:
             self.last = None
             size = max(MAX_JUMP_SIZE, abs(delta))
             step = float(np.clip(delta * min(MAX_JUMP, 1.0 / (1.0 - delta / last)), -size, size))
-        self.rows = tuple(r - step for r in self.rows)
+        self.rows = (self.rows[0] - step, self.rows[1] - step * self.mask)
         return step
 
 
