@@ -48,6 +48,7 @@ def _funbat(model: str) -> np.ndarray:
         rank=2,
         max_sweeps=15,
         progress=False,
+        intercept=False,  # recorded before the intercept (its default since)
     )
     return res.predict(test)[PRED_COLUMNS].to_numpy()
 
@@ -74,6 +75,7 @@ def case_funbat_mixed() -> np.ndarray:
         rank=(2, 2),
         max_sweeps=15,
         progress=False,
+        intercept=False,
     )
     return res.predict(test)[PRED_COLUMNS].to_numpy()
 

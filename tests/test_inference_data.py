@@ -24,7 +24,7 @@ def funbat():
     df = pd.DataFrame({"day": day, "site": np.array(["a", "b", "c", "d"])[s.ravel()]})
     df["y"] = np.sin(t.ravel() / 3) * (1 + s.ravel()) + 0.1 * rng.standard_normal(len(df))
     df.index = [f"row{i}" for i in range(len(df))]
-    res = bt.fit(df, coords=["day", "site"], value="y", rank=2, max_sweeps=10, progress=False)
+    res = bt.fit(df, coords=["day", "site"], value="y", rank=2, max_sweeps=40, progress=False)
     return df, res
 
 

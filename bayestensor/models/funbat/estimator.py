@@ -99,7 +99,7 @@ class FunBaT:
         :data:`~.options.MAX_SEARCH_SWEEPS` times: a step changes what the next sweeps converge to).
     intercept : bool
         Learn a constant ``b`` beside the low-rank part, ``y = b + f + ε`` (flat prior; updated
-        after every sweep by :class:`~.options.InterceptSteps`; fixed by ``update``). Default:
+        after every sweep by :class:`~.options.InterceptSteps`; fixed by ``update``). ``False``:
         the values centred at their mean (a rank-R tensor with a nonzero mean needs rank R+1).
     damping : float
         ρ ∈ (0, 1]: weight of the new messages (1, the default, is no damping; lower it if
@@ -198,7 +198,7 @@ class FunBaT:
         period: float | dict[str, float] | None = None,
         max_rank: int | tuple[int, ...] | None = None,
         devices=None,
-        intercept: bool = False,
+        intercept: bool = True,
     ):
         if model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, got {model!r}")
