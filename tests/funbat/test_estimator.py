@@ -327,23 +327,30 @@ def test_sweeps_stop_only_once_the_hyperparameter_search_rests_or_its_holds_run_
         assert met[-1] and (not stepped[-1] or len(held) == MAX_SEARCH_SWEEPS + 1)
 
 
-@pytest.mark.parametrize("rate, target", [(0.5, 0.7), (0.9, 0.7), (0.995, 0.7), (0.9, 50.0)])
-def test_intercept_steps_sum_a_geometric_approach_within_their_caps(rate, target):
+@pytest.mark.parametrize(
+    "rate, target, jump",
+    [
+        (0.5, 0.7, 0.35),  # lands on b* = 0.7 after 0.35
+        (0.9, 0.7, 0.63),  # lands on 0.7 after 0.07
+        (0.995, 0.7, 100 * 0.005 * (0.7 - 0.0035)),  # 1/(1 − ρ) = 200: the factor cap, 100
+        (0.9, 50.0, 0.1 * (50.0 - 5.0)),  # 45 capped at max(MAX_JUMP_SIZE, |δ|) = δ: plain
+    ],
+)
+def test_intercept_steps_sum_a_geometric_approach_within_their_caps(rate, target, jump):
     """On a linear fixed-point map (the residual ``δ = (1 − ρ)(b* − b)``, as for a GP with
     fixed hyperparameters) the second step jumps by ``δ/(1 − ρ)``, landing on ``b*``, its
     factor capped at ``MAX_JUMP`` and its size at ``MAX_JUMP_SIZE`` (or ``|δ|``); the step
     after a jump and steps whose residuals change sign are plain."""
+    assert MAX_JUMP == 100.0 and MAX_JUMP_SIZE == 1.0  # (the expected jumps above)
     values = InterceptSteps(np.zeros(3), jnp.zeros(3))
     b, steps = 0.0, []
     for _ in range(3):
         steps.append(values((1 - rate) * (target - b)))
         b += steps[-1]
     np.testing.assert_allclose(values.rows[0], -b)  # the steps are taken off the values
-    delta = (1 - rate) * (target - steps[0])
-    jump = min(delta * min(MAX_JUMP, 1 / (1 - rate)), max(MAX_JUMP_SIZE, delta))
+    np.testing.assert_allclose(values.total, b)
+    np.testing.assert_allclose(steps[0], (1 - rate) * target, rtol=1e-12)
     np.testing.assert_allclose(steps[1], jump, rtol=1e-12)
-    if jump == delta / (1 - rate):
-        np.testing.assert_allclose(b, target, rtol=1e-12)
     np.testing.assert_allclose(steps[2], (1 - rate) * (target - steps[0] - steps[1]), rtol=1e-12)
     values = InterceptSteps(np.zeros(3), jnp.zeros(3))
     assert [values(d) for d in (0.2, -0.1, 0.05, 0.0, 0.01)] == [0.2, -0.1, 0.05, 0.0, 0.01]

@@ -169,14 +169,15 @@ class InterceptSteps:
     :data:`MAX_JUMP` and its size at :data:`MAX_JUMP_SIZE`; the step after a jump is a plain
     one (it measures ρ afresh).
 
-    ``rows``: the training values (on the host, and as placed) less the intercept; a call takes
-    the step off them (off the placed rows where ``mask`` is 1: padding rows stay 0) and
-    returns it.
+    ``rows``: the training values (on the host, and as placed) less the steps so far
+    (``total``), recomputed from the values at each call (no rounding builds up over sweeps in
+    float32; on the placed rows only where ``mask`` is 1: padding rows stay 0). A call returns
+    its step.
     """
 
     def __init__(self, y_host, y, mask=None):
-        self.rows, self.mask = (y_host, y), 1.0 if mask is None else mask
-        self.last = None
+        self.values, self.mask = (y_host, y), 1.0 if mask is None else mask
+        self.rows, self.total, self.last = self.values, 0.0, None
 
     def __call__(self, delta: float) -> float:
         last, self.last = self.last, delta
@@ -185,7 +186,8 @@ class InterceptSteps:
             self.last = None
             size = max(MAX_JUMP_SIZE, abs(delta))
             step = float(np.clip(delta * min(MAX_JUMP, 1.0 / (1.0 - delta / last)), -size, size))
-        self.rows = (self.rows[0] - step, self.rows[1] - step * self.mask)
+        self.total += step
+        self.rows = (self.values[0] - self.total, self.values[1] - self.total * self.mask)
         return step
 
 
