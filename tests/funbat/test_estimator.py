@@ -168,6 +168,28 @@ def test_with_the_intercept_a_rank_two_tensor_with_a_mean_fits_at_rank_two(tmp_p
     pd.testing.assert_frame_equal(back.predict(df), res.predict(df))
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_fit_does_not_stop_on_a_large_intercept_step(seed):
+    """A sweep converges only when the intercept's step is below ``tol`` noise sds too. After a
+    plain step the training residuals' mean is 0; after a jump (``InterceptSteps``) it is
+    ``−ρ`` times the step, so at the stop it is below ``tol`` noise sds. Counting only how far
+    the fitted values moved, these fits (rank 1 of a rank-2 tensor with a mean) stop right
+    after a jump, 1.06–1.13 ``tol`` noise sds off."""
+    rng = np.random.default_rng(seed)
+    x, t = np.linspace(0, 10, 30), np.linspace(0, 5, 20)
+    u = np.stack([np.sin(0.3 * x), np.sin(2 * x)], 1)
+    v = np.stack([np.cos(0.5 * t), np.sin(1.5 * t)], 1)
+    f = (u @ np.array([[1.0, 0.3], [0.2, 0.6]]) @ v.T).ravel() + 0.5
+    X, T = np.meshgrid(x, t, indexing="ij")
+    df = pd.DataFrame({"x": X.ravel(), "t": T.ravel(), "y": f + 0.05 * rng.normal(size=f.size)})
+    tol = 0.03
+    res = bt.fit(df, coords=["x", "t"], value="y", rank=1, local=None, tol=tol, progress=False)
+    est = res.estimator
+    assert est.converged_
+    noise_sd = est.y_scale_ / np.sqrt(float(est.state_.noise.mean))
+    assert abs(np.mean(df["y"] - res.predict(df)["mean"])) < tol * noise_sd
+
+
 @pytest.mark.x64
 def test_learned_hyperparameters_maximise_the_marginal_likelihood():
     """K = 1 with a flat noise prior: the sweeps are EM for the noise and gradient ascent for
