@@ -26,6 +26,7 @@ from bayestensor.checks import (
 )
 from bayestensor.data import parse_coords, row_order
 from bayestensor.driver import call_scope
+from bayestensor.log_scale import check_log_coords
 from bayestensor.results import Result
 from bayestensor.sharding import padded_rows
 from bayestensor.xr import from_xarray, is_chunked, is_xarray, xarray_parts
@@ -56,6 +57,7 @@ def fit(
     tol: float | None = None,
     time_unit: str | Mapping[str, str] | None = None,
     local: str | None = "auto",
+    log_coords: str | Sequence[str] | None = "auto",
     **options: Any,
 ) -> Result:
     """Fit a Bayesian tensor model to a long-format DataFrame or an xarray grid.
@@ -154,6 +156,13 @@ def fit(
         100 training rows per coordinate on average (``funbat.ard.DENSE_ROWS``), and the fit
         with them, given its own local stage, keeps a residual process. See
         :mod:`bayestensor.models.funbat.local` and the FunBaT guide.
+    log_coords : "auto", None, str or list of str, optional
+        FunBaT only: continuous numeric coordinates modelled on the log scale (their latent
+        functions are GPs in ``log x``; every value must be > 0, in new rows too). ``"auto"``
+        (default): those whose distinct values form a geometric design — a dilution series,
+        doses that double — and none with rows in parts or several processes (see
+        :mod:`bayestensor.log_scale`); None: none. ``result.log_coords`` says which;
+        coordinates are reported in their own units, lengthscales in ``log x``.
     **options
         FunBaT: passed to :class:`bayestensor.models.funbat.FunBaT` (``period``, ``damping``,
         ``learn_hyper``, ``lengthscale``, ``hyper_steps`` …). Poisson Tucker: passed to
@@ -192,6 +201,11 @@ def fit(
     if chunked or is_parts(df):
         if local not in (None, "auto"):  # "auto" (the default) does not apply to parts
             raise ValueError("local= is not supported for rows in parts (a list, files, dask)")
+        if log_coords not in (None, "auto"):
+            raise ValueError(
+                "log_coords= is not supported for rows in parts (a list, files, dask); "
+                "log-transform the column instead"
+            )
         source = xarray_parts(df, coords, value) if chunked else None
         if source is not None:  # dask-backed: read chunk by chunk, never loaded whole
             df, coords, value = source.parts, source.coords, source.value
@@ -229,6 +243,7 @@ def fit(
     if model == "poisson-tucker":
         given = {"kernel": kernel, "max_sweeps": max_sweeps, "tol": tol, "time_unit": time_unit}
         given["local"] = None if local == "auto" else local  # the default: FunBaT's only
+        given["log_coords"] = None if log_coords == "auto" else log_coords
         check_options(model, {k: v for k, v in given.items() if v is not None}, POISSON_OPTIONS)
         check_options(model, options, POISSON_OPTIONS)
         from bayestensor.models.poisson_tucker import fit_poisson_tucker
@@ -256,8 +271,9 @@ def fit(
     tol = check_positive("tol", 0.02 if tol is None else tol)
     shared = ("model", "rank", "kernel", "max_sweeps", "tol", "seed")
     check_options(model, options, [p for p in ESTIMATOR_PARAMS if p not in shared] + ["devices"])
+    logs = check_log_coords(log_coords, df, kinds, auto=not distributed.is_multiprocess())
     # this process's rows against every process's modes (bayestensor.distributed)
-    enc = distributed.encode(df, coords, value, time_unit=time_unit)
+    enc = distributed.encode(df, coords, value, time_unit=time_unit, log=logs)
     enc, df = _canonical_order(enc, df)
     if kernel_given:
         check_kernel_applies(kernel, enc.modes)
@@ -290,6 +306,7 @@ def fit(
         )
         given = {"coords": coords, "value": value, "model": model, "seed": seed}
         given |= {"max_sweeps": max_sweeps, "tol": tol, "time_unit": time_unit}
+        given["log_coords"] = logs or None
         if strict is not None:
             res_strict = FitResult(strict, value, n_missing=n_missing)
             res_strict.local = kept = fit_local(res_strict, df, local)

@@ -31,6 +31,7 @@ from bayestensor.checks import (
     is_time,
     python_scalar,
 )
+from bayestensor.log_scale import to_log
 from bayestensor.modes import TIME_UNITS, Encoded, Mode, NewEncoded, TimeScale
 
 __all__ = [
@@ -340,6 +341,7 @@ def encode(
     coords: Sequence[str] | Mapping[str, str],
     value: str | None = None,
     time_unit: str | Mapping[str, str] | None = None,
+    log: Sequence[str] = (),
 ) -> Encoded:
     """Encode a long DataFrame as per-mode unique coordinates and integer indices.
 
@@ -357,6 +359,9 @@ def encode(
         columns or per column; default days. A datetime ``t`` becomes ``(t − t_min) / unit``
         (``t_min`` the earliest training time; UTC for tz-aware columns), a timedelta
         ``t / unit``; the mode's :class:`TimeScale` records how.
+    log : sequence of str, optional
+        Continuous numeric columns whose modes hold ``log x`` (``Mode.log``; every value must
+        be > 0): see :mod:`bayestensor.log_scale`.
 
     Returns
     -------
@@ -390,8 +395,9 @@ def encode(
             uniques, codes = np.unique(x, return_inverse=True)
             mode = Mode(name, CONTINUOUS, uniques, time=scale)
         elif kind == CONTINUOUS:
-            uniques, codes = np.unique(float_array(df[name]), return_inverse=True)
-            mode = Mode(name, CONTINUOUS, uniques)
+            x = float_array(df[name])
+            uniques, codes = np.unique(to_log(x, name) if name in log else x, return_inverse=True)
+            mode = Mode(name, CONTINUOUS, uniques, log=name in log)
         else:
             mode, codes = _encode_categorical(df[name], name)
         modes.append(mode)
@@ -435,7 +441,8 @@ def encode_new(df: pd.DataFrame, modes: Sequence[Mode]) -> NewEncoded:
         :class:`Mode`; ``modes`` is empty or has duplicated names; a column is missing
         (or duplicated in ``df``); a continuous mode's column is not numeric (a time mode's
         not a time of the same kind and tz-awareness); a column has NaN, inf or missing
-        values; or a categorical column has categories not seen in training.
+        values; a log-scale mode's column has a value ≤ 0; or a categorical column has
+        categories not seen in training.
     """
     check_frame(df)
     if isinstance(modes, Mode):
@@ -481,6 +488,7 @@ def encode_new(df: pd.DataFrame, modes: Sequence[Mode]) -> NewEncoded:
             x = new_time_floats(df[mode.name], mode)
         else:
             x = float_array(df[mode.name])
+            x = to_log(x, mode.name) if mode.log else x
         # rows at known coordinates by hash (several times faster than a binary search over
         # many rows); only the others are searched
         index = pd.Index(mode.values).get_indexer(x).astype(np.int64)

@@ -181,19 +181,25 @@ class Mode:
     time : TimeScale, optional
         For a continuous mode of a datetime or timedelta column: how its times map to
         ``values`` (which then hold ``(t − origin) / unit``). ``None`` for a numeric column.
+    log : bool, optional
+        For a continuous mode of a positive numeric column: ``values`` hold the natural
+        logarithms of the coordinates (the latent functions are GPs in ``log x``; see
+        :func:`bayestensor.data.log_scale_columns`). Default False.
 
     Raises
     ------
     ValueError
         If ``kind`` is unknown, ``values`` is not a non-empty 1-D array, a continuous mode's
         values are not strictly increasing finite ``float64``, a categorical mode's
-        values are not unique, or a categorical mode has a ``time``.
+        values are not unique, a categorical mode has a ``time``, or ``log`` is not a bool
+        or is set on a categorical or time mode.
     """
 
     name: str
     kind: str
     values: np.ndarray
     time: TimeScale | None = None
+    log: bool = False
 
     def __post_init__(self) -> None:
         """Check the invariants described in the class docstring."""
@@ -226,14 +232,23 @@ class Mode:
             self.kind != CONTINUOUS or not isinstance(self.time, TimeScale)
         ):
             raise ValueError(f"mode {self.name!r}: only a continuous mode has a TimeScale")
+        if not isinstance(self.log, bool):
+            raise ValueError(f"mode {self.name!r}: log must be a bool, got {self.log!r}")
+        if self.log and (self.kind != CONTINUOUS or self.time is not None):
+            raise ValueError(
+                f"mode {self.name!r}: only a continuous mode of a numeric column can be on the "
+                "log scale"
+            )
 
     def coordinates(self, positions: np.ndarray | None = None) -> np.ndarray | pd.Index:
         """The known coordinates (at ``positions``) in the column's own type.
 
         Floats or categories as stored; a time mode's as datetimes (zone included) or
-        timedeltas, via :meth:`TimeScale.to_pandas`.
+        timedeltas, via :meth:`TimeScale.to_pandas`; a log-scale mode's as ``exp(values)``.
         """
         values = self.values if positions is None else self.values[positions]
+        if self.log:
+            return np.exp(values)
         return values if self.time is None else self.time.to_pandas(values)
 
     @property
@@ -252,6 +267,7 @@ class Mode:
             and self.values.shape == other.values.shape
             and bool(np.all(self.values == other.values))
             and self.time == other.time
+            and self.log == other.log
         )
 
     def __hash__(self) -> int:
@@ -267,7 +283,8 @@ class Mode:
             ``{"name": str, "kind": str, "dtype": str, "values": list}``; continuous values
             are Python floats, categories Python scalars (``str``, ``int``, ``float`` or
             ``bool``; datetime and timedelta categories as their integer ticks). A time mode
-            adds ``"time"``: :meth:`TimeScale.to_dict`. :meth:`from_dict` inverts it.
+            adds ``"time"``: :meth:`TimeScale.to_dict`; a log-scale mode ``"log": True``.
+            :meth:`from_dict` inverts it.
 
         Raises
         ------
@@ -299,6 +316,8 @@ class Mode:
         }
         if self.time is not None:
             out["time"] = self.time.to_dict()
+        if self.log:
+            out["log"] = True
         return out
 
     @classmethod
@@ -310,7 +329,8 @@ class Mode:
         d : Mapping
             Mapping with keys ``"name"``, ``"kind"`` and ``"values"`` and, optionally,
             ``"dtype"`` (the NumPy dtype of the values; ``"object"`` if absent for a
-            categorical mode) and ``"time"`` (a :class:`TimeScale` as a dict).
+            categorical mode), ``"time"`` (a :class:`TimeScale` as a dict) and ``"log"`` (a
+            bool; False if absent, as in files written before it existed).
 
         Returns
         -------
@@ -339,7 +359,7 @@ class Mode:
                 values = np.asarray(raw, dtype=np.int64).view(np.dtype(dtype))
             else:
                 values = np.asarray(raw, dtype=np.dtype(dtype))
-        return cls(name=d["name"], kind=kind, values=values, time=time)
+        return cls(name=d["name"], kind=kind, values=values, time=time, log=d.get("log", False))
 
 
 @dataclass(frozen=True, eq=False)
@@ -428,8 +448,9 @@ class NewEncoded:
     modes : tuple of Mode
         The known modes, as passed to :func:`encode_new`.
     x : list of numpy.ndarray
-        Per mode, an ``(n,)`` ``float64`` array: the raw coordinate for a continuous mode,
-        the category code (as a float) for a categorical mode.
+        Per mode, an ``(n,)`` ``float64`` array: the coordinate as a continuous mode holds it
+        (times as floats, ``log x`` on a log-scale mode), the category code (as a float) for
+        a categorical mode.
     index : numpy.ndarray
         ``(n, K)`` ``int64``. Categorical: the category code. Continuous: the position of
         the known coordinate equal to ``x``, or ``-1`` if ``x`` is not a known coordinate.

@@ -80,6 +80,9 @@ TOL = {
     "padded_local_vs_plain": 1e-10,
     # bt.fit of the same rows in another order: one canonical order, the same arithmetic
     "row_order": 1e-12,
+    # a fit with a coordinate on the log scale vs the fit of the column logged beforehand: the
+    # same coordinates (np.log of the same floats), the same arithmetic
+    "log_scale_vs_prelogged": 1e-12,
     # the neighbour GP fitted to residuals changed by 1e-15 (relative) on gridded data: its
     # hyperparameters (absolute, log scale) and predictions (relative to the residuals' sd);
     # the round-off of the likelihood and kriging, amplified by nothing

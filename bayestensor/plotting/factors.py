@@ -157,6 +157,7 @@ def plot_factors(
     per_panel: int = 4,
     units: Mapping[str, str] | None = None,
     time_units: Mapping[str, str] | None = None,
+    log_axes: Sequence[str] | None = None,
 ) -> Figure:
     """Latent functions ``u^k_r`` with central posterior bands, ordered by their share.
 
@@ -193,6 +194,8 @@ def plot_factors(
     time_units : dict, optional
         ``{mode: unit}`` in which a timedelta mode is drawn (``"D"`` by default; keys of
         :data:`bayestensor.modes.TIME_UNITS`).
+    log_axes : sequence of str, optional
+        Continuous modes drawn on a logarithmic axis (e.g. ``result.log_coords``).
 
     Returns
     -------
@@ -287,6 +290,8 @@ def plot_factors(
                     xlabel = axis_label(mode, TIME_UNIT_NAMES[unit])
                 else:
                     xlabel = axis_label(mode, (units or {}).get(mode))
+                if mode in (log_axes or ()):
+                    ax.set_xscale("log")
             else:
                 ax.set_xticks(np.arange(len(labels)), [str(v) for v in labels], rotation=90)
                 xlabel = axis_label(mode, (units or {}).get(mode))

@@ -85,7 +85,7 @@ def _map_axis(result, name: str, values, n: int):
 
     Returns ``(predict_at, drawn, (time kind or None, zone), unit)``: without ``values``,
     the training coordinates (``n`` None) or ``n`` points over their range (times for a time
-    mode); a datetime mode is drawn
+    mode; evenly spaced in ``log x`` for a log-scale mode); a datetime mode is drawn
     at matplotlib date numbers, a timedelta mode in its time unit.
     """
     modes = {m.name: m for m in result.modes}
@@ -96,8 +96,9 @@ def _map_axis(result, name: str, values, n: int):
         raise ValueError(f"mode {name!r} is {mode.kind}; a map needs continuous modes")
     time = getattr(mode, "time", None)
     if values is None:
-        v = np.asarray(mode.values, dtype=np.float64)
+        v = np.asarray(mode.values, dtype=np.float64)  # (a log-scale mode's: logs)
         grid = v if n is None else np.linspace(v.min(), v.max(), n)
+        grid = np.exp(grid) if getattr(mode, "log", False) else grid
         at = grid if time is None else time.to_pandas(grid)
     else:
         at = np.asarray(values, dtype=np.float64) if time is None else pd.Index(values)

@@ -111,6 +111,12 @@ class FitResult(Result):
         return {m.name: m.kind for m in self.modes}
 
     @property
+    def log_coords(self) -> tuple[str, ...]:
+        """The coordinates modelled on the log scale (``bt.fit(..., log_coords=...)``): their
+        latent functions and lengthscales are in ``log x``, their coordinates reported in ``x``."""
+        return tuple(m.name for m in self.modes if m.log)
+
+    @property
     def noise_sd(self) -> float:
         """Posterior-mean noise standard deviation ``E[τ]^{-1/2}``, in the value's units."""
         return self.estimator.noise_sd_
@@ -311,7 +317,7 @@ class FitResult(Result):
                 pd.DataFrame(
                     {
                         "mode": mode.name,
-                        "coordinate": np.repeat(mode.values, R)
+                        "coordinate": np.repeat(mode.coordinates() if mode.log else mode.values, R)
                         if mode.time is None
                         else mode.coordinates().repeat(R),
                         "component": np.tile(np.arange(R), N),
@@ -369,7 +375,8 @@ class FitResult(Result):
         its ``max_rank``), kernel and learned hyperparameters (those of
         :attr:`hyperparameters`; NaN where a mode has none); with ``local=``, the column
         ``local``: the residual process kept (``"fibre:<column>"``, ``"neighbours"`` or
-        ``"none"``)."""
+        ``"none"``); with coordinates on the log scale, the column ``scale`` (``"log"`` or
+        ``"linear"``; None for a categorical mode)."""
         check = self.rank_check if self.rank_check is not None and self.rank_check.taken else None
         hyper = self.hyperparameters.set_index("mode")
         rows = []
@@ -384,6 +391,9 @@ class FitResult(Result):
                 row["learned_rank"], row["max_rank"] = check.learned[k], check.max_ranks[k]
             if not isinstance(self.kernel, str) and self.kernels:  # (per mode, where mixed)
                 row["kernel"] = self.kernels.get(mode.name)
+            if self.log_coords:
+                linear = "linear" if mode.kind == "continuous" else None
+                row["scale"] = "log" if mode.log else linear
             for name in hyper.columns:
                 row[name] = hyper.loc[mode.name, name] if learned else np.nan
             rows.append(row if self.local is None else {**row, "local": self.local.label})
@@ -408,7 +418,7 @@ class FitResult(Result):
         -------
         matplotlib.figure.Figure
             See :func:`bayestensor.plotting.plot_factors`; a datetime mode's axis shows dates,
-            a timedelta mode's its time unit.
+            a timedelta mode's its time unit, a log-scale mode's is logarithmic.
         """
         from bayestensor import plotting
 
@@ -422,6 +432,7 @@ class FitResult(Result):
             per_panel=per_panel,
             units=units,
             time_units={m.name: m.time.unit for m in self.modes if m.time is not None},
+            log_axes=self.log_coords,
         )
 
     def plot_fit(self, df: pd.DataFrame, level: float = 0.95):

@@ -50,9 +50,11 @@ def saved_modes(raw: list[dict]) -> tuple[Mode, ...]:
     modes = []
     for k, d in enumerate(raw):
         where = f"modes[{k}]"
-        io.check_fields(d, ("name", "kind", "dtype", "values", "time"), where)
+        io.check_fields(d, ("name", "kind", "dtype", "values", "time", "log"), where)
         for key, tp in (("name", str), ("kind", str), ("values", list[str | int | float | bool])):
             io.field(d, key, tp, where)
+        if "log" in d:
+            io.field(d, "log", bool, where)
         if "time" in d:
             time = io.field(d, "time", dict, where)
             io.check_fields(time, _TIME_FIELDS, f"{where}.time")

@@ -171,7 +171,7 @@ def _encode_rows(df: pd.DataFrame, modes: tuple[Mode, ...], value: str):
             continue
         x = np.asarray(new.x[k], dtype=np.float64)
         values = np.union1d(mode.values, x)
-        out.append(Mode(mode.name, CONTINUOUS, values, time=mode.time))
+        out.append(Mode(mode.name, CONTINUOUS, values, time=mode.time, log=mode.log))
         index[:, k] = np.searchsorted(values, x)
     return tuple(out), index, float_array(df[value])
 
