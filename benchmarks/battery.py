@@ -420,6 +420,7 @@ def run_funbat(train, test, coords, value, **options):
     metrics = heldout_metrics(test[value], pred["mean"], pred["sd"], nu=pred.get("nu"))
     kernels = res.kernel if isinstance(res.kernel, str) else ",".join(res.kernels.values())
     local = "" if res.local is None else f" local={res.local.label}"
+    local += "".join(f" log={c}" for c in res.log_coords)
     return metrics, seconds, f"R={'x'.join(str(r) for r in res.ranks)} {kernels}{local}"
 
 
