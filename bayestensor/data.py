@@ -396,8 +396,10 @@ def encode(
             mode = Mode(name, CONTINUOUS, uniques, time=scale)
         elif kind == CONTINUOUS:
             x = float_array(df[name])
-            uniques, codes = np.unique(to_log(x, name) if name in log else x, return_inverse=True)
-            mode = Mode(name, CONTINUOUS, uniques, log=name in log)
+            if name in log:
+                to_log(x, name)  # (every value > 0, or a ValueError naming the column)
+            uniques, codes = np.unique(x, return_inverse=True)
+            mode = Mode.on_log_scale(name, uniques) if name in log else Mode(name, kind, uniques)
         else:
             mode, codes = _encode_categorical(df[name], name)
         modes.append(mode)

@@ -184,15 +184,19 @@ class Mode:
     log : bool, optional
         For a continuous mode of a positive numeric column: ``values`` hold the natural
         logarithms of the coordinates (the latent functions are GPs in ``log x``; see
-        :func:`bayestensor.data.log_scale_columns`). Default False.
+        :mod:`bayestensor.log_scale`). Default False. Build one with :meth:`on_log_scale`.
+    raw : numpy.ndarray, optional
+        With ``log``: the coordinates themselves (``values == log(raw)``), reported by
+        :meth:`coordinates` as they were given (``exp(log x)`` can be off by a rounding).
 
     Raises
     ------
     ValueError
         If ``kind`` is unknown, ``values`` is not a non-empty 1-D array, a continuous mode's
         values are not strictly increasing finite ``float64``, a categorical mode's
-        values are not unique, a categorical mode has a ``time``, or ``log`` is not a bool
-        or is set on a categorical or time mode.
+        values are not unique, a categorical mode has a ``time``, or ``log`` is not a bool,
+        is set on a categorical or time mode, or does not come with ``raw`` whose logs are
+        ``values`` (and ``raw`` without ``log``).
     """
 
     name: str
@@ -200,6 +204,7 @@ class Mode:
     values: np.ndarray
     time: TimeScale | None = None
     log: bool = False
+    raw: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         """Check the invariants described in the class docstring."""
@@ -239,16 +244,35 @@ class Mode:
                 f"mode {self.name!r}: only a continuous mode of a numeric column can be on the "
                 "log scale"
             )
+        if self.log != (self.raw is not None) or (
+            self.log
+            and not (
+                isinstance(self.raw, np.ndarray)
+                and self.raw.shape == self.values.shape
+                and np.array_equal(np.log(self.raw), self.values)
+            )
+        ):
+            raise ValueError(
+                f"mode {self.name!r}: a log-scale mode needs raw coordinates whose logs are its "
+                "values (and only a log-scale mode has them); build it with Mode.on_log_scale"
+            )
+
+    @classmethod
+    def on_log_scale(cls, name: str, raw: np.ndarray) -> Mode:
+        """A continuous mode on the log scale of the sorted distinct positive coordinates
+        ``raw`` (its values are ``log(raw)``)."""
+        raw = np.asarray(raw, dtype=np.float64)
+        return cls(name, CONTINUOUS, np.log(raw), log=True, raw=raw)
 
     def coordinates(self, positions: np.ndarray | None = None) -> np.ndarray | pd.Index:
         """The known coordinates (at ``positions``) in the column's own type.
 
         Floats or categories as stored; a time mode's as datetimes (zone included) or
-        timedeltas, via :meth:`TimeScale.to_pandas`; a log-scale mode's as ``exp(values)``.
+        timedeltas, via :meth:`TimeScale.to_pandas`; a log-scale mode's as given (``raw``).
         """
-        values = self.values if positions is None else self.values[positions]
         if self.log:
-            return np.exp(values)
+            return self.raw if positions is None else self.raw[positions]
+        values = self.values if positions is None else self.values[positions]
         return values if self.time is None else self.time.to_pandas(values)
 
     @property
@@ -283,7 +307,8 @@ class Mode:
             ``{"name": str, "kind": str, "dtype": str, "values": list}``; continuous values
             are Python floats, categories Python scalars (``str``, ``int``, ``float`` or
             ``bool``; datetime and timedelta categories as their integer ticks). A time mode
-            adds ``"time"``: :meth:`TimeScale.to_dict`; a log-scale mode ``"log": True``.
+            adds ``"time"``: :meth:`TimeScale.to_dict`; a log-scale mode ``"log": True``, its
+            ``"values"`` the coordinates as given (``raw``; the logs are taken again on load).
             :meth:`from_dict` inverts it.
 
         Raises
@@ -293,7 +318,7 @@ class Mode:
             cannot be written as JSON.
         """
         if self.kind == CONTINUOUS:
-            values: list[Any] = [float(v) for v in self.values]
+            values: list[Any] = [float(v) for v in (self.raw if self.log else self.values)]
         elif self.values.dtype.kind in "mM":
             # datetime / timedelta categories: their integer ticks, restored with the dtype
             values = self.values.view(np.int64).tolist()
@@ -359,6 +384,8 @@ class Mode:
                 values = np.asarray(raw, dtype=np.int64).view(np.dtype(dtype))
             else:
                 values = np.asarray(raw, dtype=np.dtype(dtype))
+        if d.get("log", False) is True and kind == CONTINUOUS:
+            return cls.on_log_scale(d["name"], values)
         return cls(name=d["name"], kind=kind, values=values, time=time, log=d.get("log", False))
 
 

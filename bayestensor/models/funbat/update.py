@@ -170,9 +170,13 @@ def _encode_rows(df: pd.DataFrame, modes: tuple[Mode, ...], value: str):
             index[:, k] = new.index[:, k]
             continue
         x = np.asarray(new.x[k], dtype=np.float64)
-        values = np.union1d(mode.values, x)
-        out.append(Mode(mode.name, CONTINUOUS, values, time=mode.time, log=mode.log))
-        index[:, k] = np.searchsorted(values, x)
+        if mode.log:  # (x: the logs of the new rows' coordinates, encode_new's)
+            raw = np.union1d(mode.raw, float_array(df[mode.name]))
+            grown_mode = Mode.on_log_scale(mode.name, raw)
+        else:
+            grown_mode = Mode(mode.name, CONTINUOUS, np.union1d(mode.values, x), time=mode.time)
+        out.append(grown_mode)
+        index[:, k] = np.searchsorted(grown_mode.values, x)
     return tuple(out), index, float_array(df[value])
 
 
