@@ -384,9 +384,12 @@ class Mode:
                 values = np.asarray(raw, dtype=np.int64).view(np.dtype(dtype))
             else:
                 values = np.asarray(raw, dtype=np.dtype(dtype))
-        if d.get("log", False) is True and kind == CONTINUOUS:
-            return cls.on_log_scale(d["name"], values)
-        return cls(name=d["name"], kind=kind, values=values, time=time, log=d.get("log", False))
+        log = d.get("log", False)
+        if log is True and kind == CONTINUOUS:  # (the saved values are the coordinates)
+            with np.errstate(divide="ignore", invalid="ignore"):  # (≤ 0: refused below)
+                values, raw = np.log(values), values
+            return cls(d["name"], kind, values, time=time, log=True, raw=raw)
+        return cls(name=d["name"], kind=kind, values=values, time=time, log=log)
 
 
 @dataclass(frozen=True, eq=False)

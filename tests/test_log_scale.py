@@ -140,3 +140,24 @@ def test_poisson_tucker_takes_no_log_coords():
     df = pd.DataFrame({"a": ["x", "y", "x"], "b": ["p", "p", "q"], "n": [1, 2, 3]})
     with pytest.raises(ValueError, match="log_coords"):
         bt.fit(df, coords=["a", "b"], value="n", model="poisson-tucker", log_coords=["a"])
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"values": [0.0, 1.0, 2.0, 4.0]}, "finite"),  # a coordinate ≤ 0
+        ({"log": "yes"}, "log must be a bool"),
+    ],
+)
+def test_a_saved_log_scale_mode_is_checked_on_load(change, match):
+    d = Mode.on_log_scale("conc", np.array([0.5, 1.0, 2.0, 4.0])).to_dict() | change
+    with pytest.raises(ValueError, match=match):
+        Mode.from_dict(d)
+
+
+def test_a_time_mode_has_no_log_scale():
+    df = pd.DataFrame({"t": pd.to_timedelta([1, 2, 4, 8], unit="D"), "y": [1.0, 2.0, 3.0, 4.0]})
+    time_mode = encode(df, ["t"], "y").modes[0]
+    d = time_mode.to_dict() | {"log": True}
+    with pytest.raises(ValueError, match="numeric column can be on the log scale"):
+        Mode.from_dict(d)

@@ -98,7 +98,8 @@ def _map_axis(result, name: str, values, n: int):
     if values is None:
         v = np.asarray(mode.values, dtype=np.float64)  # (a log-scale mode's: logs)
         grid = v if n is None else np.linspace(v.min(), v.max(), n)
-        grid = np.exp(grid) if getattr(mode, "log", False) else grid
+        if getattr(mode, "log", False):  # its coordinates as given, or the grid's exp
+            grid = mode.raw if n is None else np.exp(grid)
         at = grid if time is None else time.to_pandas(grid)
     else:
         at = np.asarray(values, dtype=np.float64) if time is None else pd.Index(values)
