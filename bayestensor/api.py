@@ -26,7 +26,7 @@ from bayestensor.checks import (
 )
 from bayestensor.data import parse_coords, row_order
 from bayestensor.driver import call_scope
-from bayestensor.log_scale import check_log_coords
+from bayestensor.log_scale import check_log_coords, on_log_scale
 from bayestensor.results import Result
 from bayestensor.sharding import padded_rows
 from bayestensor.xr import from_xarray, is_chunked, is_xarray, xarray_parts
@@ -271,9 +271,10 @@ def fit(
     tol = check_positive("tol", 0.02 if tol is None else tol)
     shared = ("model", "rank", "kernel", "max_sweeps", "tol", "seed")
     check_options(model, options, [p for p in ESTIMATOR_PARAMS if p not in shared] + ["devices"])
-    logs = check_log_coords(log_coords, df, kinds, auto=not distributed.is_multiprocess())
     # this process's rows against every process's modes (bayestensor.distributed)
-    enc = distributed.encode(df, coords, value, time_unit=time_unit, log=logs)
+    enc = distributed.encode(df, coords, value, time_unit=time_unit)
+    logs = check_log_coords(log_coords, enc.modes, auto=not distributed.is_multiprocess())
+    enc = on_log_scale(enc, logs)
     enc, df = _canonical_order(enc, df)
     if kernel_given:
         check_kernel_applies(kernel, enc.modes)

@@ -341,7 +341,6 @@ def encode(
     coords: Sequence[str] | Mapping[str, str],
     value: str | None = None,
     time_unit: str | Mapping[str, str] | None = None,
-    log: Sequence[str] = (),
 ) -> Encoded:
     """Encode a long DataFrame as per-mode unique coordinates and integer indices.
 
@@ -359,9 +358,6 @@ def encode(
         columns or per column; default days. A datetime ``t`` becomes ``(t − t_min) / unit``
         (``t_min`` the earliest training time; UTC for tz-aware columns), a timedelta
         ``t / unit``; the mode's :class:`TimeScale` records how.
-    log : sequence of str, optional
-        Continuous numeric columns whose modes hold ``log x`` (``Mode.log``; every value must
-        be > 0): see :mod:`bayestensor.log_scale`.
 
     Returns
     -------
@@ -395,11 +391,8 @@ def encode(
             uniques, codes = np.unique(x, return_inverse=True)
             mode = Mode(name, CONTINUOUS, uniques, time=scale)
         elif kind == CONTINUOUS:
-            x = float_array(df[name])
-            if name in log:
-                to_log(x, name)  # (every value > 0, or a ValueError naming the column)
-            uniques, codes = np.unique(x, return_inverse=True)
-            mode = Mode.on_log_scale(name, uniques) if name in log else Mode(name, kind, uniques)
+            uniques, codes = np.unique(float_array(df[name]), return_inverse=True)
+            mode = Mode(name, CONTINUOUS, uniques)
         else:
             mode, codes = _encode_categorical(df[name], name)
         modes.append(mode)

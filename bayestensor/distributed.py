@@ -123,9 +123,7 @@ def _local_uniques(df: pd.DataFrame, mode: Mode) -> tuple[bytes, dict]:
                 ".astype(str))"
             ) from None
         return blob, {"categorical": True}
-    # the column's own values (a log-scale mode's are logs: encode takes them again)
-    raw = np.unique(data.float_array(series))
-    return np.ascontiguousarray(raw, dtype=np.float64).tobytes(), {"float": True}
+    return np.ascontiguousarray(mode.values, dtype=np.float64).tobytes(), {"float": True}
 
 
 def _global_column(blobs: list[bytes], desc: dict) -> pd.Series:
@@ -144,7 +142,7 @@ def _global_column(blobs: list[bytes], desc: dict) -> pd.Series:
     return pd.Series(np.unique(np.concatenate([np.frombuffer(b, np.float64) for b in blobs])))
 
 
-def encode(df: pd.DataFrame, coords, value: str | None = None, time_unit=None, log=()) -> Encoded:
+def encode(df: pd.DataFrame, coords, value: str | None = None, time_unit=None) -> Encoded:
     """:func:`bayestensor.data.encode` of this process's rows against the modes of all
     processes' rows.
 
@@ -157,7 +155,7 @@ def encode(df: pd.DataFrame, coords, value: str | None = None, time_unit=None, l
 
     Parameters
     ----------
-    df, coords, value, time_unit, log
+    df, coords, value, time_unit
         As for :func:`bayestensor.data.encode` (``df``: this process's rows).
 
     Returns
@@ -171,7 +169,7 @@ def encode(df: pd.DataFrame, coords, value: str | None = None, time_unit=None, l
         As :func:`bayestensor.data.encode`; if a column's type differs between processes; for
         categories that are not str, int, float or bool.
     """
-    local = data.encode(df, coords, value, time_unit=time_unit, log=log)
+    local = data.encode(df, coords, value, time_unit=time_unit)
     if not is_multiprocess():
         return local if _ON_MODES.get() is None else _encode_on(local, df, _ON_MODES.get())
     kinds = data.parse_coords(df, coords, value)
@@ -192,7 +190,7 @@ def encode(df: pd.DataFrame, coords, value: str | None = None, time_unit=None, l
             for name, c in columns.items()
         }
     )
-    modes = data.encode(frame, dict(kinds), None, time_unit=time_unit, log=log).modes
+    modes = data.encode(frame, dict(kinds), None, time_unit=time_unit).modes
     index = data.encode_new(df, modes).index
     if np.any(index < 0):  # cannot happen: every local coordinate is among the gathered ones
         raise ValueError("internal error: a local coordinate is missing from the global modes")

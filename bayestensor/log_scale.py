@@ -19,19 +19,22 @@ column with a zero or a negative value stay as they are. Measured in ``docs/benc
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
-import pandas as pd
 
-from bayestensor.checks import CONTINUOUS, float_array, is_time
+from bayestensor.checks import CONTINUOUS
+from bayestensor.modes import Encoded, Mode
 
 __all__ = [
     "MAX_UNEVEN",
     "MIN_SPAN",
     "MIN_VALUES",
     "check_log_coords",
+    "is_geometric",
     "log_scale_columns",
+    "on_log_scale",
     "to_log",
 ]
 
@@ -58,14 +61,15 @@ def is_geometric(values: np.ndarray) -> bool:
     return on_log <= MAX_UNEVEN and on_log < _unevenness(u)
 
 
-def log_scale_columns(df: pd.DataFrame, kinds: Mapping[str, str]) -> tuple[str, ...]:
-    """The continuous numeric columns of ``df`` (``kinds``: ``{column: kind}``) that
-    ``log_coords="auto"`` puts on the log scale (:func:`is_geometric`), in ``kinds`` order."""
-    return tuple(
-        c
-        for c, kind in kinds.items()
-        if kind == CONTINUOUS and not is_time(df[c]) and is_geometric(float_array(df[c]))
-    )
+def _numeric(mode: Mode) -> bool:
+    """A continuous mode of a numeric (not datetime / timedelta) column."""
+    return mode.kind == CONTINUOUS and mode.time is None
+
+
+def log_scale_columns(modes: Sequence[Mode]) -> tuple[str, ...]:
+    """The columns of the encoded ``modes`` that ``log_coords="auto"`` puts on the log scale
+    (:func:`is_geometric` of their distinct training values), in mode order."""
+    return tuple(m.name for m in modes if _numeric(m) and is_geometric(m.coordinates()))
 
 
 def to_log(x: np.ndarray, name: str) -> np.ndarray:
@@ -81,10 +85,9 @@ def to_log(x: np.ndarray, name: str) -> np.ndarray:
     return np.log(x)
 
 
-def check_log_coords(
-    log_coords, df: pd.DataFrame, kinds: Mapping[str, str], auto: bool = True
-) -> tuple[str, ...]:
-    """``log_coords`` of :func:`bayestensor.fit` as the columns to put on the log scale.
+def check_log_coords(log_coords, modes: Sequence[Mode], auto: bool = True) -> tuple[str, ...]:
+    """``log_coords`` of :func:`bayestensor.fit` as the columns to put on the log scale, read
+    off the encoded ``modes`` (their distinct training values: no pass over the rows).
 
     ``"auto"``: :func:`log_scale_columns` where ``auto`` (else none); ``None``: none; a column
     name or a sequence of them: those, each a continuous numeric (not datetime) coordinate
@@ -96,7 +99,7 @@ def check_log_coords(
         Naming ``log_coords`` and what it takes, or the column and what is wrong with it.
     """
     if isinstance(log_coords, str) and log_coords == "auto":
-        return log_scale_columns(df, kinds) if auto else ()
+        return log_scale_columns(modes) if auto else ()
     if log_coords is None:
         return ()
     names = [log_coords] if isinstance(log_coords, str) else log_coords
@@ -107,13 +110,26 @@ def check_log_coords(
         )
     if len(set(names)) != len(names):
         raise ValueError(f"log_coords names a column twice: {list(names)}")
+    by_name = {m.name: m for m in modes}
     for c in names:
-        if c not in kinds:
-            raise ValueError(f"log_coords names {c!r}, which is not one of coords {list(kinds)}")
-        if kinds[c] != CONTINUOUS or is_time(df[c]):
+        if c not in by_name:
+            raise ValueError(f"log_coords names {c!r}, which is not one of coords {list(by_name)}")
+        if not _numeric(by_name[c]):
             raise ValueError(
                 f"log_coords names {c!r}, which is not a continuous numeric coordinate (a "
                 "categorical or datetime column has no log scale)"
             )
-        to_log(float_array(df[c]), c)
-    return tuple(c for c in kinds if c in names)
+        if not by_name[c].log:  # (a mode already on the log scale: a refit on its modes)
+            to_log(by_name[c].values, c)
+    return tuple(m.name for m in modes if m.name in names)
+
+
+def on_log_scale(enc: Encoded, names: Sequence[str]) -> Encoded:
+    """``enc`` with the modes ``names`` on the log scale (:meth:`Mode.on_log_scale` of their
+    values; the rows' positions stay, ``log`` keeping the order); modes already on it (a fit
+    encoded on another fit's modes, :func:`bayestensor.distributed.on_modes`) as they are."""
+    modes = tuple(
+        Mode.on_log_scale(m.name, m.values) if m.name in names and not m.log else m
+        for m in enc.modes
+    )
+    return dataclasses.replace(enc, modes=modes)

@@ -9,7 +9,7 @@ from conftest import TOL
 
 import bayestensor as bt
 from bayestensor.data import decode, encode, encode_new
-from bayestensor.log_scale import is_geometric
+from bayestensor.log_scale import is_geometric, on_log_scale
 from bayestensor.modes import Mode
 
 
@@ -44,7 +44,7 @@ def test_auto_takes_geometric_designs_only(values, expected):
 
 def test_a_log_scale_mode_holds_logs_and_reports_its_own_units():
     df = _dilution_panel()
-    enc = encode(df, ["unit", "conc"], "y", log=("conc",))
+    enc = on_log_scale(encode(df, ["unit", "conc"], "y"), ["conc"])
     mode = enc.modes[1]
     conc = np.unique(df["conc"])
     assert mode.log and not enc.modes[0].log
