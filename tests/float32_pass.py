@@ -8,7 +8,9 @@ float64 references and run with 64-bit scoped on in the float32 pass too (see
 ``conftest._x64_marked``) — the same computation as in the float64 run — so they run once.
 ``nox -s tests_f32`` runs the whole suite in float32, ``x64`` tests included. Tests marked
 ``once`` do their work in processes of their own whose precision does not follow the suite's
-(e.g. a child without x64): the float32 pass would repeat them exactly, so it leaves them out.
+(e.g. a child without x64), or in a precision they set themselves (the README's quick start and
+the demo, run with x64 off as users run them): the float32 pass would repeat them exactly, so it
+leaves them out.
 
 The two runs share one persistent compilation cache, a temporary folder removed at the end
 (:func:`shared_compile_cache`): the library's solvers compute in float64 whatever the global

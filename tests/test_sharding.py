@@ -131,7 +131,10 @@ def _max_rel(a, b) -> float:
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
 
 
-@pytest.mark.parametrize("run", ["quick", pytest.param("full", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "run",  # the worker runs float64 in both passes (forced_devices): once
+    [pytest.param("quick", marks=pytest.mark.once), pytest.param("full", marks=pytest.mark.slow)],
+)
 def test_sharded_fits_equal_single_device(tmp_path, run):
     """FunBaT (and in the full run CP and Poisson CAVI) on 2 (and 4) host devices equals the
     one-device fit: predictions (also after an update), factor means, noise, training RMSE per

@@ -60,8 +60,15 @@ def _new_rows(rng, t, s, cats, n):
     return pd.concat([rows, rows.iloc[:7]], ignore_index=True)  # repeated rows
 
 
-@pytest.mark.parametrize("model", ["tucker", "cp"])
-@pytest.mark.parametrize("categorical", [False, True])
+@pytest.mark.parametrize(
+    ("model", "categorical"),
+    [  # slow marker (CI time, 8-10 s each): each model once, with and without a category
+        ("tucker", True),
+        ("cp", False),
+        pytest.param("tucker", False, marks=pytest.mark.slow),
+        pytest.param("cp", True, marks=pytest.mark.slow),
+    ],
+)
 def test_blocked_predict_equals_row_by_row(model, categorical, monkeypatch):
     rng = np.random.default_rng(5)
     df, t, s, cats = _data(rng)

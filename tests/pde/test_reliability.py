@@ -51,6 +51,7 @@ def solves():
     return out
 
 
+@pytest.mark.once  # the solves fixture sets its own precision
 def test_solve_computes_in_float64_and_leaves_the_flag_alone(solves, tol):
     prob, sol, messages, flag = solves["float64"]
     assert prob.source.dtype == np.float32
@@ -64,11 +65,13 @@ def test_solve_computes_in_float64_and_leaves_the_flag_alone(solves, tol):
     np.testing.assert_allclose(sol.problem.grid[0], x, rtol=tol["pde_grid"], atol=tol["pde_grid"])
 
 
+@pytest.mark.once  # the solves fixture sets its own precision
 def test_forced_float32_is_float32(solves):
     _, sol, _, _ = solves["float32"]
     assert sol.values.dtype == np.float32 and sol.config.dtype == "float32"
 
 
+@pytest.mark.once  # the solves fixture sets its own precision
 @pytest.mark.parametrize("name", list(CASES))
 def test_estimate_tracks_the_true_error(solves, name, tol):
     _, sol, _, _ = solves[name]
@@ -77,6 +80,7 @@ def test_estimate_tracks_the_true_error(solves, name, tol):
     assert true / factor < est < true * factor, (true, est)
 
 
+@pytest.mark.once  # the solves fixture sets its own precision
 @pytest.mark.parametrize("name", list(CASES))
 def test_warns_on_untrustworthy_solutions(solves, name, tol):
     _, sol, messages, _ = solves[name]
@@ -88,6 +92,7 @@ def test_warns_on_untrustworthy_solutions(solves, name, tol):
         assert any(cause[name] in m for m in messages), messages
 
 
+@pytest.mark.once  # the solves fixture sets its own precision
 def test_reliability_is_shown_and_saved(solves, tmp_path):
     _, sol, _, _ = solves["coarse"]
     table = sol.summary()
@@ -119,7 +124,17 @@ def test_fine_grid_and_high_frequency_share():
     assert high_frequency_share((-1.0) ** n) > 0.99
 
 
-@pytest.mark.parametrize("kind", list(RANDOM_KINDS))
+#: Slow marker (CI time): two of the 2-D kinds (7–12 s each in each pass); poisson_2d stays.
+SLOW_RANDOM_KINDS = ("allen_cahn_2d", "advection_2d")
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param(k, marks=pytest.mark.slow) if k in SLOW_RANDOM_KINDS else k
+        for k in RANDOM_KINDS
+    ],
+)
 def test_random_problems_are_seeded_and_resolvable(kind):
     draws = [random_problem(seed, kind) for seed in range(3)]
     np.testing.assert_array_equal(random_problem(0, kind).source, draws[0].source)

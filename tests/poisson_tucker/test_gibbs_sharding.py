@@ -200,7 +200,10 @@ def _rates(arrays, prefix, index) -> np.ndarray:
     return np.einsum("sxyz,snx,sny,snz->sn", core, th[0][:, a], th[1][:, b], th[2][:, c])
 
 
-@pytest.mark.parametrize("run", ["quick", pytest.param("full", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "run",  # the worker runs float64 in both passes (forced_devices): once
+    [pytest.param("quick", marks=pytest.mark.once), pytest.param("full", marks=pytest.mark.slow)],
+)
 def test_sharded_gibbs_draws_what_one_device_draws(tmp_path, run):
     arrays, info = _run_worker(tmp_path, run)
     opts = RUNS[run]
