@@ -15,6 +15,16 @@ import bayestensor as bt
 from bayestensor.pde.problems import Problem, allen_cahn, laplacian
 from bayestensor.pde.reliability import WARN_ERROR
 
+# As users run: every solve here runs with JAX's global x64 off, in both passes, so the float32
+# pass leaves the module out (it would repeat it exactly).
+pytestmark = pytest.mark.once
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _as_users_run():
+    with jax.enable_x64(False):
+        yield
+
 
 def _solve(prob, **kw):
     """``solve`` with its warnings recorded (not raised)."""
