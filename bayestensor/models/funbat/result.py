@@ -313,13 +313,13 @@ class FitResult(Result):
         for k, mode in enumerate(self.modes):
             mean, sd = self.estimator.factor_moments(k)
             N, R = mean.shape
+            coords = mode.coordinates()  # (a time mode's: a pandas Index, keeping its zone)
+            coords = np.repeat(coords, R) if mode.time is None else coords.repeat(R)
             frames.append(
                 pd.DataFrame(
                     {
                         "mode": mode.name,
-                        "coordinate": np.repeat(mode.coordinates() if mode.log else mode.values, R)
-                        if mode.time is None
-                        else mode.coordinates().repeat(R),
+                        "coordinate": coords,
                         "component": np.tile(np.arange(R), N),
                         "mean": mean.ravel(),
                         "sd": sd.ravel(),
