@@ -31,12 +31,15 @@ a smooth field) over one that predicts unseen cells better. With no candidate qu
 base predictions are returned unchanged. A process the data do not need also switches itself
 off (its variance goes to the lower bound), so the rule mostly saves prediction time.
 
-``"auto"`` then compares the result with a neighbour GP on the values alone
-(``"neighbours:values"``, :mod:`.local_cavity`), the low-rank part's leave-one-out predictions
-taken from its cavities so that its in-sample fit does not flatter it. Where the GP predicts the
-left-out rows clearly better, the predictions blend the two (:attr:`LocalFit.weight`, the
-weight with the smallest left-out error of the blend); where that weight is 1, the GP replaces
-the low-rank part.
+``"auto"`` then compares the result with a GP on the values alone (:mod:`.local_cavity`), the
+low-rank part's leave-one-out predictions taken from its cavities so that its in-sample fit
+does not flatter it: from 5,000 training rows the neighbour GP (``"neighbours:values"``), up to
+256 an exact GP whose kernel adds main effects — each unit's offset, a curve shared by all —
+to the product (``"anova:values"``, :mod:`.local_anova`; a low rank carries an additive offset
+only at the cost of a rank). Where the GP predicts the left-out rows clearly better, the
+predictions blend the two (:attr:`LocalFit.weight`, the weight with the smallest left-out error
+of the blend, at most one half on small data); where that weight is 1, the GP replaces the
+low-rank part.
 
 Prediction: ``E[y*] = E[f*] + E[g* | r]``, ``Var[f* + g*] = Var[f*] + Var[g* | r]`` (``f`` and
 ``g`` treated as independent), ``Var[y*] = Var[f* + g*] + c · σ²_g`` with ``σ²_g`` the residual
@@ -72,6 +75,8 @@ import pandas as pd
 from bayestensor.checks import check_finite_result
 from bayestensor.driver import bound_compiled
 from bayestensor.metrics import student_t_quantile
+from bayestensor.models.funbat.local_anova import PROGRAMS as ANOVA_PROGRAMS
+from bayestensor.models.funbat.local_anova import AnovaGP
 from bayestensor.models.funbat.local_cavity import PROGRAMS as CAVITY_PROGRAMS
 from bayestensor.models.funbat.local_cavity import VALUES, values_alone
 from bayestensor.models.funbat.local_fibre import (  # (_fibre_vg: tests use it from here)
@@ -94,6 +99,9 @@ from bayestensor.models.funbat.local_tails import (
     shrinkage,
 )
 
+#: The label of the exact GP on the values alone (small data, :mod:`.local_anova`).
+ANOVA_VALUES = "anova:values"
+
 __all__ = [
     "FibreGP",
     "NeighbourGP",
@@ -109,7 +117,9 @@ def _bound_local_programs(modes: int) -> None:
     """Release the local stage's compiled programs once one holds too many shape variants
     (:func:`bayestensor.driver.bound_compiled`, as the sweep's; the per-mode ones for fits of
     ``modes`` modes): memory stays flat over many fits and predictions of different sizes."""
-    bound_compiled(_fibre_vg, _fibre_post_jit, *PROGRAMS, *CAVITY_PROGRAMS, modes=modes)
+    bound_compiled(
+        _fibre_vg, _fibre_post_jit, *PROGRAMS, *CAVITY_PROGRAMS, *ANOVA_PROGRAMS, modes=modes
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -202,8 +212,9 @@ class LocalFit:
         if p is None:
             return {}
         out = dict(p.hyperparameters)
-        for k in ("variance", "noise"):
-            out[k] = float(out[k]) * self.scale**2
+        for k in out:  # (the exact GP on the values has a variance per coordinate too)
+            if k in ("noise", "constant") or k.startswith("variance"):
+                out[k] = float(out[k]) * self.scale**2
         return out
 
     @property
@@ -238,11 +249,13 @@ class LocalFit:
 
     @property
     def label(self) -> str:
-        """``"fibre:<column>"``, ``"neighbours"``, ``"neighbours:values"`` or ``"none"``; a
-        blend as ``"<residual> + neighbours:values (<weight>)"``."""
+        """``"fibre:<column>"``, ``"neighbours"``, ``"neighbours:values"`` (``"anova:values"``
+        for the exact GP of small data) or ``"none"``; a blend as
+        ``"<residual> + neighbours:values (<weight>)"``."""
+        values = ANOVA_VALUES if isinstance(self.values_gp, AnovaGP) else VALUES
         if self.values is not None:
-            return f"{self.residual_label} + {VALUES} ({self.weight:.2f})"
-        return VALUES if self.offset is not None else self.residual_label
+            return f"{self.residual_label} + {values} ({self.weight:.2f})"
+        return values if self.offset is not None else self.residual_label
 
     def predict(self, df: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
         """``mean, sd, lower, upper, sd_f, lower_f, upper_f`` (and ``nu``) per row of ``df``."""

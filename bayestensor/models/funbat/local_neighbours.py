@@ -230,6 +230,19 @@ def vecchia_neighbours(Z: np.ndarray, m: int, rows: np.ndarray | None = None) ->
     return nb
 
 
+def split_columns(df: pd.DataFrame, coords: list[str], kinds: dict[str, str] | None):
+    """``(continuous, categorical)`` column names of ``coords`` by ``kinds`` (``{column:
+    "continuous"|"categorical"}``; None: the numeric columns of ``df`` are continuous)."""
+    if kinds is None:
+        kinds = {
+            c: "continuous" if pd.api.types.is_numeric_dtype(df[c]) else "categorical"
+            for c in coords
+        }
+    return [c for c in coords if kinds[c] == "continuous"], [
+        c for c in coords if kinds[c] != "continuous"
+    ]
+
+
 @dataclass
 class NeighbourGP:
     """Residual GP with a product Matérn-3/2 kernel, nearest-neighbour likelihood and kriging.
@@ -277,13 +290,7 @@ class NeighbourGP:
         """``kinds``: ``{column: "continuous"|"categorical"}`` (default: numeric columns are
         continuous)."""
         t = time.perf_counter()
-        if kinds is None:
-            kinds = {
-                c: "continuous" if pd.api.types.is_numeric_dtype(df[c]) else "categorical"
-                for c in coords
-            }
-        self.continuous = [c for c in coords if kinds[c] == "continuous"]
-        self.categorical = [c for c in coords if kinds[c] != "continuous"]
+        self.continuous, self.categorical = split_columns(df, coords, kinds)
         self._groups = {}
         X, g = self._features(df)
         r = np.asarray(r, dtype=np.float64)

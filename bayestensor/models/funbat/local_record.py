@@ -12,7 +12,9 @@ blend it with the low-rank part, and its weight there, null and 0 when absent); 
 of ``process.columns``), ``local/r`` (their residuals) and ``local/theta`` (the learned log
 hyperparameters), and for a blend ``local/values/train``, ``local/values/r`` (the values less
 ``offset``, in the process's unit) and ``local/values/theta``. A process is rebuilt from these
-exactly as its fit left it, so a loaded result predicts what the saved one did. Files without a
+exactly as its fit left it, so a loaded result predicts what the saved one did. The settings of
+the exact GP on the values of small data (:mod:`.local_anova`) hold ``"gp": "anova"``; those
+without ``gp`` are a neighbour GP's, as in files written before it existed. Files without a
 ``local`` field (written before it existed, or fitted with ``local=None``) load as before.
 """
 
@@ -24,6 +26,7 @@ import pandas as pd
 from bayestensor import io
 from bayestensor.kernels import check_kernel
 from bayestensor.models.funbat.local import FibreGP, LocalFit, NeighbourGP
+from bayestensor.models.funbat.local_anova import AnovaGP
 from bayestensor.models.funbat.options import check_local_option
 
 __all__ = ["local_from_record", "local_layout", "local_record"]
@@ -61,11 +64,24 @@ _NEIGHBOURS = {
     "categorical": list[str],
 }
 
+#: The exact GP on the values of small data (:mod:`.local_anova`): ``"gp": "anova"`` tells it
+#: from a neighbour GP (whose settings have no ``gp``).
+_ANOVA = {
+    "columns": list[str],
+    "gp": str,
+    "maxiter": int,
+    "nll": float,
+    "continuous": list[str],
+    "categorical": list[str],
+}
+
 
 def _process_record(p, prefix: str) -> tuple[dict, dict[str, np.ndarray]]:
-    names = _FIBRE if isinstance(p, FibreGP) else _NEIGHBOURS
-    settings = {k: getattr(p, k) for k in names if k != "columns"}
+    names = _FIBRE if isinstance(p, FibreGP) else _ANOVA if isinstance(p, AnovaGP) else _NEIGHBOURS
+    settings = {k: getattr(p, k) for k in names if k not in ("columns", "gp")}
     settings["columns"] = list(p._train.columns)
+    if isinstance(p, AnovaGP):
+        settings["gp"] = "anova"
     arrays = {
         f"{prefix}/train": p._train.to_numpy(dtype=np.float64),
         f"{prefix}/r": np.asarray(p._r, dtype=np.float64),
@@ -110,6 +126,37 @@ def local_layout(raw) -> dict[str, io.Expect]:
     return out
 
 
+def _check_kinds(s: dict, names: dict, what: str) -> None:
+    if any(names[c] != "continuous" for c in s["continuous"]) or any(
+        names[c] == "continuous" for c in s["categorical"]
+    ):
+        raise ValueError(f"saved {what}: its column kinds do not fit the modes")
+
+
+def _anova(settings, arrays, prefix: str, names: dict, what: str) -> AnovaGP:
+    """A saved exact GP on the values, rebuilt (its settings checked against the modes)."""
+    io.check_fields(settings, _ANOVA, what)
+    s = {k: io.field(settings, k, tp, what) for k, tp in _ANOVA.items()}
+    columns = s.pop("columns")
+    if s.pop("gp") != "anova" or s["maxiter"] < 1:
+        raise ValueError(f"saved {what}: gp must be 'anova' and maxiter ≥ 1")
+    theta = arrays[f"{prefix}/theta"]
+    n_cont, D = len(s["continuous"]), len(columns)
+    fits = s["continuous"] + s["categorical"] == columns and theta.shape == (n_cont + D + 3,)
+    if not fits or len(set(columns)) != len(columns) or not set(columns) <= set(names):
+        raise ValueError(f"saved {what}: its columns or theta do not fit")
+    _check_kinds(s, names, what)
+    return _restored(AnovaGP(**s), columns, arrays, prefix)
+
+
+def _values_gp(settings, arrays, prefix: str, names: dict, what: str):
+    """A saved GP on the values (or neighbour residual process): the exact one or the
+    neighbour GP, as its settings say."""
+    if isinstance(settings, dict) and "gp" in settings:
+        return _anova(settings, arrays, prefix, names, what)
+    return _neighbours(settings, arrays, prefix, names, what)
+
+
 def _neighbours(settings, arrays, prefix: str, names: dict, what: str) -> NeighbourGP:
     """A saved neighbour GP, rebuilt (its settings checked against the modes)."""
     io.check_fields(settings, _NEIGHBOURS, what)
@@ -124,10 +171,7 @@ def _neighbours(settings, arrays, prefix: str, names: dict, what: str) -> Neighb
     )
     if not fits or len(set(columns)) != len(columns) or not set(columns) <= set(names):
         raise ValueError(f"saved {what}: its columns or theta do not fit")
-    if any(names[c] != "continuous" for c in s["continuous"]) or any(
-        names[c] == "continuous" for c in s["categorical"]
-    ):
-        raise ValueError(f"saved {what}: its column kinds do not fit the modes")
+    _check_kinds(s, names, what)
     return _restored(NeighbourGP(**s), columns, arrays, prefix)
 
 
@@ -165,7 +209,7 @@ def local_from_record(result, raw, arrays: dict[str, np.ndarray]) -> LocalFit:
     if h["values"] is not None:
         if h["offset"] is None:
             raise ValueError("saved field local.offset must be a number with local.values")
-        values = _neighbours(h["values"], arrays, "local/values", names, "local.values")
+        values = _values_gp(h["values"], arrays, "local/values", names, "local.values")
     process = None
     if h["process"] is None:
         if h["kind"] is not None or (h["offset"] is not None and values is None):
@@ -186,7 +230,10 @@ def local_from_record(result, raw, arrays: dict[str, np.ndarray]) -> LocalFit:
     elif h["kind"] == "neighbours":
         if h["mode"] is not None:
             raise ValueError("saved field local.mode must be null for a neighbour process")
-        process = _neighbours(h["process"], arrays, "local", names, "local neighbour process")
+        # (a neighbour residual process, or the GP on the values alone: offset set)
+        process = _values_gp(h["process"], arrays, "local", names, "local neighbour process")
+        if isinstance(process, AnovaGP) and h["offset"] is None:
+            raise ValueError("saved local process: the exact GP on the values needs local.offset")
     else:
         raise ValueError(f"saved field local.kind must be 'fibre' or 'neighbours', got {h['kind']}")
     return LocalFit(
