@@ -11,7 +11,7 @@ from conftest import TOL
 from scipy.stats import multivariate_normal
 
 import bayestensor as bt
-from bayestensor.models.funbat.local_anova import AnovaGP, _anova_nll, _pad
+from bayestensor.models.funbat.local_anova import AnovaGP, _anova_vg, _pad
 from bayestensor.models.funbat.local_cavity import SMALL_MAX_WEIGHT
 from bayestensor.models.funbat.local_tails import loo_errors
 
@@ -60,7 +60,7 @@ def test_likelihood_and_posterior_are_the_dense_gp():
     X, g = train[["x"]].to_numpy(), train[["u", "v"]].to_numpy()
     for n in (37, 64, 100):  # (37 rows: no padding)
         mask = _pad(np.ones(37), n)
-        nll = _anova_nll(THETA, _pad(X, n), _pad(g, n), _pad(r, n), mask, n_cont=1)
+        nll, _ = _anova_vg(THETA, _pad(X, n), _pad(g, n), _pad(r, n), mask, n_cont=1)
         assert float(nll) == pytest.approx(expected, rel=TOL["local_dense"])
     mean, var = _gp(THETA, train, r).posterior(new)
     Kq = _dense(THETA, new, train)
@@ -180,7 +180,7 @@ def test_rescaled_is_the_same_gp_in_other_units():
     out = rescaled(gp, 1.0 / c, train, r / c)  # (fitted to r; now to r / c)
     n = 64  # (40 rows, padded)
     X, g = train[["x"]].to_numpy(), train[["u", "v"]].to_numpy()
-    nll = _anova_nll(
+    nll, _ = _anova_vg(
         out.theta, _pad(X, n), _pad(g, n), _pad(r / c, n), _pad(np.ones(40), n), n_cont=1
     )
     assert out.nll == pytest.approx(float(nll), rel=TOL["local_dense"])

@@ -33,7 +33,7 @@ import pandas as pd
 
 from bayestensor._export import CachedJit
 from bayestensor.driver import precision
-from bayestensor.models.funbat.local_neighbours import _lbfgs, split_columns
+from bayestensor.models.funbat.local_neighbours import _lbfgs, _pad, split_columns
 from bayestensor.models.funbat.stream import bucket
 
 __all__ = ["AnovaGP", "MAX_ROWS"]
@@ -102,16 +102,9 @@ def _posterior_rows(theta, Xq, gq, X, g, r, mask, n_cont):
 
 
 _anova_vg = CachedJit(_nll_value_grad, static_argnames=("n_cont",))
-_anova_nll = CachedJit(_nll, static_argnames=("n_cont",))
 _anova_post = CachedJit(_posterior_rows, static_argnames=("n_cont",), per_fit=2)
 #: The compiled programs (for :func:`bayestensor.driver.bound_compiled`).
-PROGRAMS = (_anova_vg, _anova_nll, _anova_post)
-
-
-def _pad(a: np.ndarray, n: int) -> np.ndarray:
-    out = np.zeros((n, *a.shape[1:]), dtype=a.dtype)
-    out[: len(a)] = a
-    return out
+PROGRAMS = (_anova_vg, _anova_post)
 
 
 @dataclass
