@@ -190,3 +190,22 @@ def test_rescaled_is_the_same_gp_in_other_units():
     np.testing.assert_allclose(
         out.posterior(train)[0] * c, gp.posterior(train)[0], rtol=TOL["local_dense"]
     )
+
+
+def test_an_update_past_the_exact_gps_bound_fits_the_local_stage_again(monkeypatch):
+    """``update(scope="new")`` would condition the exact GP on the values on every row (an
+    n × n covariance); past ``ANOVA_UPDATE_MAX_ROWS`` rows the local stage is fitted again on
+    all rows instead, with a warning (here the bound lowered to the training rows, and the
+    exact GP's own bound too, so the refitted stage makes no comparison at that size)."""
+    import bayestensor.models.funbat.local as local
+    import bayestensor.models.funbat.local_cavity as cavity
+
+    train, test, _ = _panel(1)
+    res = bt.fit(train, coords=["unit", "x"], value="y", progress=False)
+    assert isinstance(res.local.values, AnovaGP)
+    monkeypatch.setattr(local, "ANOVA_UPDATE_MAX_ROWS", len(train))
+    monkeypatch.setattr(cavity, "ANOVA_MAX_ROWS", len(train))
+    with pytest.warns(UserWarning, match="fitted again on all rows"):
+        up = res.update(test, sweeps=1)
+    assert up.local.values is None and up.local.offset is None
+    assert np.all(np.isfinite(up.predict(test)["mean"]))

@@ -64,6 +64,7 @@ Saving and loading: :mod:`bayestensor.models.funbat.local_record`.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -101,6 +102,10 @@ from bayestensor.models.funbat.local_tails import (
 
 #: The label of the exact GP on the values alone (small data, :mod:`.local_anova`).
 ANOVA_VALUES = "anova:values"
+#: ``update(scope="new")`` conditions the exact GP on the values on every row; beyond this many
+#: rows (its n × n covariance: 200 MB at 5,000) the local stage is fitted again on all rows
+#: instead, as a fit of that many rows would be (with the neighbour GP from 5,000 rows).
+ANOVA_UPDATE_MAX_ROWS = 5000
 
 __all__ = [
     "FibreGP",
@@ -489,13 +494,22 @@ def update_local(loc: LocalFit, result, df: pd.DataFrame, scope: str) -> LocalFi
 
     ``scope="new"``: the kept process (or none), its hyperparameters, scale and calibration
     held; its posterior conditions on every row's residual under the updated low-rank part.
-    ``scope="all"``: the local stage fitted again on all rows (as ``fit_local``).
+    ``scope="all"``: the local stage fitted again on all rows (as ``fit_local``); so too, with
+    a warning, where ``"new"`` would condition the exact GP on the values of small data on more
+    than :data:`ANOVA_UPDATE_MAX_ROWS` rows.
     """
     import copy
 
     if loc.rows is None:
         raise ValueError("update needs the local process's training rows, not saved with it")
     rows = pd.concat([loc.rows, _kept_rows(result, df)], ignore_index=True)
+    if scope == "new" and isinstance(loc.values_gp, AnovaGP) and len(rows) > ANOVA_UPDATE_MAX_ROWS:
+        warnings.warn(
+            f"update: the exact GP on the values would condition on {len(rows)} rows (more than "
+            f"{ANOVA_UPDATE_MAX_ROWS}); the local stage is fitted again on all rows instead",
+            stacklevel=3,
+        )
+        scope = "all"
     if scope == "all":
         return fit_local(result, rows, loc.asked)
     out = copy.copy(loc)
