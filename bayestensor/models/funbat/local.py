@@ -79,7 +79,7 @@ from bayestensor.metrics import student_t_quantile
 from bayestensor.models.funbat.local_anova import PROGRAMS as ANOVA_PROGRAMS
 from bayestensor.models.funbat.local_anova import AnovaGP
 from bayestensor.models.funbat.local_cavity import PROGRAMS as CAVITY_PROGRAMS
-from bayestensor.models.funbat.local_cavity import VALUES, values_alone
+from bayestensor.models.funbat.local_cavity import VALUES, VALUES_MIN_ROWS, values_alone
 from bayestensor.models.funbat.local_fibre import (  # (_fibre_vg: tests use it from here)
     FibreGP,
     _fibre_post_jit,
@@ -104,8 +104,8 @@ from bayestensor.models.funbat.local_tails import (
 ANOVA_VALUES = "anova:values"
 #: ``update(scope="new")`` conditions the exact GP on the values on every row; beyond this many
 #: rows (its n × n covariance: 200 MB at 5,000) the local stage is fitted again on all rows
-#: instead, as a fit of that many rows would be (with the neighbour GP from 5,000 rows).
-ANOVA_UPDATE_MAX_ROWS = 5000
+#: instead, as a fit of that many rows would be (with the neighbour GP from there on).
+ANOVA_UPDATE_MAX_ROWS = VALUES_MIN_ROWS
 
 __all__ = [
     "FibreGP",
