@@ -42,8 +42,12 @@ __all__ = ["AnovaGP", "FIT_ROWS", "MAX_ROWS", "QUERY_ROWS"]
 
 #: The exact GP on the values is the local stage's candidate up to this many training rows.
 #: Conditioning on them costs one O(n³) factorisation (and the leave-one-out errors another
-#: O(n³) solve): a few seconds at 2,048 rows.
-MAX_ROWS = 2048
+#: O(n³) solve); with :data:`FIT_ROWS` it could be the candidate up to 2,048 rows, and there
+#: it measured 0.92-0.94 of the RMSE without it on 17 check sets
+#: of 256-2,048 rows, none worse. Not raised: a cold fit of a few hundred rows then compiles
+#: the comparison's programs too (+8-14 s measured), and the test suite took 6 minutes longer
+#: (``docs/benchmarks.md``, twenty-sixth session).
+MAX_ROWS = 256
 #: The hyperparameters maximise the likelihood of at most this many rows (a seeded random subset
 #: of larger data): the fit costs O(n³) a step, measured 0.25 s at 120 rows, 1.3 s at 250, 10 s
 #: at 500 and 25 s at 1,000 (three coordinates, after the compile; ``docs/benchmarks.md``).

@@ -76,8 +76,7 @@ VALUES_MARGIN = 0.1
 #: seals (925 rows) both switches on splits it had not seen were worse held out. (Set after
 #: that check; gapminder, 8,396 rows, still switches: one better, one worse there.) Up to
 #: :data:`~.local_anova.MAX_ROWS` rows the GP on the values is the exact one with main effects
-#: (:class:`~.local_anova.AnovaGP`) instead (seals, 925 rows, then compares too); in between
-#: no comparison is made.
+#: (:class:`~.local_anova.AnovaGP`) instead; in between no comparison is made.
 VALUES_MIN_ROWS = 5000
 #: With the exact GP on the values (small data) the blend's weight is at most this:
 #: leave-one-out errors of a few dozen rows choose a weight loosely, and an even blend hedges
