@@ -38,7 +38,7 @@ does not flatter it: from 5,000 training rows the neighbour GP (``"neighbours:va
 to the product (``"anova:values"``, :mod:`.local_anova`; a low rank carries an additive offset
 only at the cost of a rank). Where the GP predicts the left-out rows clearly better, the
 predictions blend the two (:attr:`LocalFit.weight`, the weight with the smallest left-out error
-of the blend, at most one half with the exact GP); where that weight is 1, the GP replaces the
+of the blend, at most one half on small data); where that weight is 1, the GP replaces the
 low-rank part.
 
 Prediction: ``E[y*] = E[f*] + E[g* | r]``, ``Var[f* + g*] = Var[f*] + Var[g* | r]`` (``f`` and

@@ -12,11 +12,9 @@ kernel here is a sum over the coordinates plus their product,
 ``κ_d`` a Matérn-3/2 kernel in the coordinate's units for a continuous coordinate and
 ``1[x_d = x'_d]`` for a categorical one: main effects (each unit's offset, a shared curve)
 beside the interaction. The hyperparameters (lengthscales, ``s_d²``, ``s²``, ``c``, the noise)
-maximise the exact marginal likelihood (L-BFGS-B in box bounds, from two starts) of at most
-:data:`FIT_ROWS` rows (a seeded random subset of larger data); the rows are padded to a bucket
-of sizes so that fits of similar size share one compiled program. Prediction is the exact
-posterior given every row (one Cholesky factor, kept; queries in chunks of at most
-:data:`QUERY_ROWS`). Cost O(n³) once per fit: for at most :data:`MAX_ROWS` rows.
+maximise the exact marginal likelihood (L-BFGS-B in box bounds, from two starts); the rows are
+padded to a bucket of sizes so that fits of similar size share one compiled program.
+Prediction is the exact posterior. Cost O(n³): for at most :data:`MAX_ROWS` rows.
 
 The leave-one-out errors that the local stage compares are exact for this GP:
 ``(y_i − m_i) / (1 − v_i / σ²)`` with ``m_i, v_i`` the posterior of ``f`` at row ``i`` given
@@ -38,23 +36,12 @@ from bayestensor.driver import precision
 from bayestensor.models.funbat.local_neighbours import _lbfgs, _pad, split_columns
 from bayestensor.models.funbat.stream import bucket
 
-__all__ = ["AnovaGP", "FIT_ROWS", "MAX_ROWS", "QUERY_ROWS"]
+__all__ = ["AnovaGP", "MAX_ROWS"]
 
 #: The exact GP on the values is the local stage's candidate up to this many training rows.
-#: Conditioning on them costs one O(n³) factorisation (and the leave-one-out errors another
-#: O(n³) solve); with :data:`FIT_ROWS` it could be the candidate up to 2,048 rows, and there
-#: it measured 0.92-0.94 of the RMSE without it on 17 check sets
-#: of 256-2,048 rows, none worse. Not raised: a cold fit of a few hundred rows then compiles
-#: the comparison's programs too (+8-14 s measured), and the test suite took 6 minutes longer
-#: (``docs/benchmarks.md``, twenty-sixth session).
+#: Its fit costs O(n³) a step: measured 0.25 s at 120 rows, 1.3 s at 250, 10 s at 500 and 25 s
+#: at 1,000 (three coordinates, after the compile; ``docs/benchmarks.md``).
 MAX_ROWS = 256
-#: The hyperparameters maximise the likelihood of at most this many rows (a seeded random subset
-#: of larger data): the fit costs O(n³) a step, measured 0.25 s at 120 rows, 1.3 s at 250, 10 s
-#: at 500 and 25 s at 1,000 (three coordinates, after the compile; ``docs/benchmarks.md``).
-FIT_ROWS = 256
-#: Predictions are made in chunks of at most this many query rows (memory: a chunk's
-#: cross-covariance is ``QUERY_ROWS × n``).
-QUERY_ROWS = 4096
 #: Fits pad their rows to a bucket of sizes from this one up (shared compiled programs).
 MIN_BUCKET = 32
 
@@ -105,24 +92,19 @@ def _nll_value_grad(theta, X, g, r, mask, n_cont):
     return jax.value_and_grad(_nll)(theta, X, g, r, mask, n_cont)
 
 
-def _factor(theta, X, g, r, mask, n_cont):
-    """The Cholesky factor ``L`` of the training rows' covariance and ``α = K⁻¹ r``."""
+def _posterior_rows(theta, Xq, gq, X, g, r, mask, n_cont):
+    """Posterior mean and variance of ``f`` at the query rows."""
     L = jnp.linalg.cholesky(_padded_gram(theta, X, g, mask, n_cont))
-    return L, jax.scipy.linalg.cho_solve((L, True), r * mask)
-
-
-def _posterior_rows(theta, L, alpha, Xq, gq, X, g, mask, n_cont):
-    """Posterior mean and variance of ``f`` at the query rows, given :func:`_factor`'s."""
+    alpha = jax.scipy.linalg.cho_solve((L, True), r * mask)
     Kq = _gram(theta, Xq, gq, X, g, n_cont) * mask[None, :]
     V = jax.scipy.linalg.solve_triangular(L, Kq.T, lower=True)
     return Kq @ alpha, _prior_variance(theta, n_cont) - jnp.sum(V * V, axis=0)
 
 
 _anova_vg = CachedJit(_nll_value_grad, static_argnames=("n_cont",))
-_anova_factor = CachedJit(_factor, static_argnames=("n_cont",))
 _anova_post = CachedJit(_posterior_rows, static_argnames=("n_cont",), per_fit=2)
 #: The compiled programs (for :func:`bayestensor.driver.bound_compiled`).
-PROGRAMS = (_anova_vg, _anova_factor, _anova_post)
+PROGRAMS = (_anova_vg, _anova_post)
 
 
 @dataclass
@@ -132,16 +114,13 @@ class AnovaGP:
     ``theta``, ``nll``, and ``_restore`` for loading and updates).
 
     ``theta``: log lengthscales of the continuous coordinates, log ``s_d²`` of every coordinate
-    (continuous first, then categorical), log ``s²``, log ``c``, log noise variance. ``nll``: the
-    negative log marginal likelihood of the ``fit_rows`` rows the hyperparameters were fitted to
-    (every row up to :data:`FIT_ROWS`).
+    (continuous first, then categorical), log ``s²``, log ``c``, log noise variance.
     """
 
     maxiter: int = 100
     theta: np.ndarray | None = None
     nll: float = np.nan
     seconds: float = np.nan
-    fit_rows: int | None = None
     continuous: list[str] = field(default_factory=list)
     categorical: list[str] = field(default_factory=list)
 
@@ -159,19 +138,13 @@ class AnovaGP:
         kinds: dict[str, str] | None = None,
     ) -> AnovaGP:
         """Fit to the values ``r`` at the rows of ``df`` (``kinds``: ``{column:
-        "continuous"|"categorical"}``; by default numeric columns are continuous): the
-        hyperparameters to at most :data:`FIT_ROWS` of them (a random subset, seed 0, of more),
-        the posterior to all."""
+        "continuous"|"categorical"}``; by default numeric columns are continuous)."""
         t = time.perf_counter()
         self.continuous, self.categorical = split_columns(df, coords, kinds)
-        r_all = np.asarray(r, dtype=np.float64)
-        if len(r_all) > MAX_ROWS:
-            raise ValueError(f"AnovaGP is exact: at most {MAX_ROWS} rows, got {len(r_all)}")
-        sub = np.arange(len(r_all))
-        if len(sub) > FIT_ROWS:
-            sub = np.sort(np.random.default_rng(0).choice(len(sub), FIT_ROWS, replace=False))
-        X, g = self._features(df.iloc[sub])
-        r = r_all[sub]
+        X, g = self._features(df)
+        r = np.asarray(r, dtype=np.float64)
+        if len(r) > MAX_ROWS:
+            raise ValueError(f"AnovaGP is exact: at most {MAX_ROWS} rows, got {len(r)}")
         n_cont, D = X.shape[1], X.shape[1] + g.shape[1]
         span = np.ptp(X, axis=0) if len(r) else np.ones(n_cont)
         span = np.where(span > 0, span, 1.0)
@@ -201,8 +174,8 @@ class AnovaGP:
                 )
                 if best is None or nll < best[1]:
                     best = (theta, nll)
-        self.theta, self.nll, self.fit_rows = best[0], float(best[1]), len(r)
-        self._restore(df, r_all)
+        self.theta, self.nll = best[0], float(best[1])
+        self._restore(df, r)
         self.seconds = time.perf_counter() - t
         return self
 
@@ -212,7 +185,6 @@ class AnovaGP:
         self._train = train[self.continuous + self.categorical].reset_index(drop=True)
         self._X, self._g = self._features(self._train)
         self._r = np.asarray(r, dtype=np.float64)
-        self._chol = None  # (L, α) of these rows, made by the first posterior
         return self
 
     @property
@@ -231,28 +203,14 @@ class AnovaGP:
     def posterior(self, new: pd.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Mean and variance of ``f`` at the rows of ``new`` (the training rows if None)."""
         Xq, gq = (self._X, self._g) if new is None else self._features(new)
-        n, n_cont = bucket(len(self._r), MIN_BUCKET), len(self.continuous)
-        means, variances = [], []
+        n, q = bucket(len(self._r), MIN_BUCKET), bucket(len(Xq), MIN_BUCKET)
         with precision("float64"):
-            train = tuple(jax.device_put(_pad(a, n)) for a in (self._X, self._g))
-            mask = jax.device_put(_pad(np.ones(len(self._r)), n))
-            theta = jax.device_put(self.theta)
-            if self._chol is None:
-                r = jax.device_put(_pad(self._r, n))
-                self._chol = _anova_factor(theta, *train, r, mask, n_cont=n_cont)
-            for start in range(0, len(Xq), QUERY_ROWS):
-                xq, g_q = Xq[start : start + QUERY_ROWS], gq[start : start + QUERY_ROWS]
-                q = bucket(len(xq), MIN_BUCKET)
-                mean, var = _anova_post(
-                    theta,
-                    *self._chol,
-                    *(jax.device_put(_pad(a, q)) for a in (xq, g_q)),
-                    *train,
-                    mask,
-                    n_cont=n_cont,
-                )
-                means.append(np.asarray(mean)[: len(xq)])
-                variances.append(np.asarray(var)[: len(xq)])
-        if not means:
-            return np.zeros(0), np.zeros(0)
-        return np.concatenate(means), np.maximum(np.concatenate(variances), 0.0)
+            mean, var = _anova_post(
+                jax.device_put(self.theta),
+                *(jax.device_put(_pad(a, q)) for a in (Xq, gq)),
+                *(jax.device_put(_pad(a, n)) for a in (self._X, self._g, self._r)),
+                jax.device_put(_pad(np.ones(len(self._r)), n)),
+                n_cont=len(self.continuous),
+            )
+        k = len(Xq)
+        return np.asarray(mean)[:k], np.maximum(np.asarray(var)[:k], 0.0)

@@ -33,7 +33,7 @@ from bayestensor.driver import precision
 from bayestensor.models.funbat.grid import mode_messages
 from bayestensor.models.funbat.local_anova import MAX_ROWS as ANOVA_MAX_ROWS
 from bayestensor.models.funbat.local_anova import AnovaGP
-from bayestensor.models.funbat.local_neighbours import NeighbourGP, _lower_solve, _pad
+from bayestensor.models.funbat.local_neighbours import NeighbourGP, _lower_solve
 from bayestensor.models.funbat.local_tails import (
     choose,
     fit_student_t,
@@ -48,7 +48,7 @@ from bayestensor.models.funbat.moments import (
     grouping,
     second_moment,
 )
-from bayestensor.models.funbat.stream import _posterior, bucket
+from bayestensor.models.funbat.stream import _posterior
 from bayestensor.ssm import gaps
 
 __all__ = [
@@ -78,17 +78,14 @@ VALUES_MARGIN = 0.1
 #: :data:`~.local_anova.MAX_ROWS` rows the GP on the values is the exact one with main effects
 #: (:class:`~.local_anova.AnovaGP`) instead; in between no comparison is made.
 VALUES_MIN_ROWS = 5000
-#: With the exact GP on the values (small data) the blend's weight is at most this:
-#: leave-one-out errors of a few dozen rows choose a weight loosely, and an even blend hedges
-#: both ways.
+#: On small data (the exact GP on the values) the blend's weight is at most this: leave-one-out
+#: errors of a few dozen rows choose a weight loosely, and an even blend hedges both ways.
 #: Measured on the 31 small check sets (``docs/benchmarks.md``): chosen freely, the weight
 #: replaced the low-rank part on 19 of 62 splits, and 7 sets lost more than 1 %; capped at 0.5,
 #: 4 sets did (on the splits it was set on; on fresh ones none of 31).
 SMALL_MAX_WEIGHT = 0.5
 #: The comparison's leave-one-out errors are taken at this many random rows at most.
 LOO_ROWS = 8192
-#: The cavities' rows are padded to a bucket of sizes from this one up (shared programs).
-CAVITY_BUCKET = 32
 #: A local stage whose best residual process leaves less than this fraction of the residuals'
 #: mean square unpredicted (leave-one-out) found them to be mostly structure, not noise
 #: (:func:`mostly_structure`). Measured: 0.02-0.03 on elecdemand and 0.07 on its temperatures,
@@ -120,10 +117,7 @@ def rescaled(gp: NeighbourGP | AnovaGP, c: float, X, r) -> NeighbourGP | AnovaGP
     out.theta = np.asarray(gp.theta, np.float64).copy()
     out.theta[D:] += 2.0 * np.log(c)
     exact = isinstance(gp, AnovaGP)
-    if exact:  # (its likelihood is that of the rows its hyperparameters were fitted to)
-        n = gp.fit_rows or len(r)
-    else:
-        n = len(r) if not gp.max_fit or gp.max_fit >= len(r) or gp.full_nll else gp.max_fit
+    n = len(r) if exact or not gp.max_fit or gp.max_fit >= len(r) or gp.full_nll else gp.max_fit
     out.nll = float(gp.nll) + n * float(np.log(c))
     out = out._restore(X, r)
     if not exact:
@@ -131,18 +125,13 @@ def rescaled(gp: NeighbourGP | AnovaGP, c: float, X, r) -> NeighbourGP | AnovaGP
     return out
 
 
-def mode_cavities(
-    state, index, y, dts, cfg, k: int, means, seconds, group=None, rows=None, mask=None
-):
+def mode_cavities(state, index, y, dts, cfg, k: int, means, seconds, group=None, rows=None):
     """Mode ``k``'s posterior recomputed from the final posterior's messages, and each row's
     cavity there: means ``(n, R_k)`` and covariances ``(n, R_k, R_k)`` of ``u^k(x_nk)`` without
     row ``n``'s site (the posterior's where the cavity is not positive definite). With ``rows``
-    (indices), the cavities of those rows only; the messages are every row's (``mask``: 0/1 per
-    row, padding rows send none)."""
+    (indices), the cavities of those rows only; the messages are every row's."""
     tau = state.noise.mean
-    msg = mode_messages(
-        k, y, tau, means, seconds, state.core, index, group, cfg.sizes, cfg.chunk, mask
-    )
+    msg = mode_messages(k, y, tau, means, seconds, state.core, index, group, cfg.sizes, cfg.chunk)
     post = _posterior(cfg, k, msg, state.log_hyper[k], dts[k])
     if rows is not None:
         index, y = index[rows], y[rows]
@@ -170,11 +159,11 @@ def _spd_inverse(A, eye):
     return Linv.T @ Linv, ok
 
 
-def _mode_moments(state, index, y, mask, dts, cfg, k: int, rows):
+def _mode_moments(state, index, y, dts, cfg, k: int, rows):
     """Mode ``k``'s cavity means and second moments ``E[u uᵀ]`` at the rows ``rows``."""
     means, seconds = gather(state.factors, index)
     group = grouping(state.factors, index) if cfg.model == "tucker" else None
-    mc, Pc = mode_cavities(state, index, y, dts, cfg, k, means, seconds, group, rows, mask)
+    mc, Pc = mode_cavities(state, index, y, dts, cfg, k, means, seconds, group, rows)
     return mc, second_moment(mc, Pc)
 
 
@@ -195,9 +184,7 @@ PROGRAMS = (_mode_jit, _rows_jit)
 def cavity_predictions(result, rows=None) -> tuple[np.ndarray, np.ndarray] | None:
     """Mean and sd of the low-rank part at each training row, that row left out (in the
     value's units, in the order of the fitted rows; with ``rows``, at those rows only); None
-    when the fit's training rows are not at hand (a loaded result). The rows (and ``rows``)
-    are padded to a bucket of sizes (:func:`~.stream.bucket`; padding rows send no message),
-    so that fits of similar size share the compiled programs."""
+    when the fit's training rows are not at hand (a loaded result)."""
     est = result.estimator
     enc = getattr(est, "train_", None)
     if enc is None:
@@ -215,21 +202,14 @@ def cavity_predictions(result, rows=None) -> tuple[np.ndarray, np.ndarray] | Non
             jnp.asarray(gaps(m.values), jnp.float64) if cfg.continuous[k] else None
             for k, m in enumerate(est.modes_)
         )
-        n = bucket(len(y), CAVITY_BUCKET)
-        index, yz = jnp.asarray(_pad(np.asarray(enc.index), n)), jnp.asarray(_pad(y, n))
-        mask = jnp.asarray(_pad(np.ones(len(y)), n))
-        at = np.arange(len(y)) if rows is None else np.asarray(rows)
-        k_rows = len(at)
-        at = jnp.asarray(_pad(at, bucket(k_rows, CAVITY_BUCKET)))  # (padding: row 0 again)
+        index, yz = jnp.asarray(enc.index), jnp.asarray(y)
+        at = jnp.arange(len(y)) if rows is None else jnp.asarray(rows)
         moments = []
         for k in range(len(cfg.ranks)):  # each waited for before the next starts
-            moments.append(
-                jax.block_until_ready(_mode_jit(state, index, yz, mask, dts, cfg, k, at))
-            )
+            moments.append(jax.block_until_ready(_mode_jit(state, index, yz, dts, cfg, k, at)))
         Ef, var = _rows_jit(
             tuple(m for m, _ in moments), tuple(s for _, s in moments), state.core, cfg
         )
-        Ef, var = Ef[:k_rows], var[:k_rows]
     mean = np.asarray(Ef, dtype=np.float64) * est.y_scale_ + est.y_mean_
     return mean, np.sqrt(np.asarray(var, dtype=np.float64)) * est.y_scale_
 
