@@ -131,11 +131,12 @@ def test_float32_large_offset_predicts_within_the_noise(tmp_path):
 
 def test_ranks_beyond_what_the_data_identify_are_capped_with_a_warning():
     df = _frame(m=10)  # 10 × 3 tensor
+    # the rank guard is the point: the low-rank part alone
     with pytest.warns(UserWarning, match=r"using \(10, 3\)"):
-        res = _fit(df, rank=200)
+        res = _fit(df, rank=200, local=None)
     assert res.ranks == (10, 3)
     with pytest.warns(UserWarning, match=r"using \(3, 3\)"):
-        res = _fit(df, model="cp", rank=200)
+        res = _fit(df, model="cp", rank=200, local=None)
     assert res.ranks == (3, 3)
 
 

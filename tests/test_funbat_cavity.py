@@ -11,9 +11,17 @@ from conftest import TOL
 
 import bayestensor as bt
 from bayestensor.kernels import matern_cov
-from bayestensor.models.funbat.local_cavity import VALUES, cavity_predictions, mode_cavities
+from bayestensor.models.funbat.local_cavity import (
+    DENSE_MAX_STATES,
+    VALUES,
+    cavity_predictions,
+    dense_mode,
+    dense_posterior,
+    mode_cavities,
+)
 from bayestensor.models.funbat.moments import expected_contraction, gather, grouping
-from bayestensor.ssm import gaps
+from bayestensor.models.funbat.state import Messages
+from bayestensor.ssm import gaps, smooth, stacked_sde
 
 pytestmark = pytest.mark.x64
 
@@ -75,6 +83,33 @@ def test_mode_cavities_are_the_dense_posterior_without_the_row(small_fit):
             m_ref, P_ref = _dense_cavity(prior, np.asarray(enc.index[:, k]), Ea, Eaa, y, tau, n)
             np.testing.assert_allclose(mc[n], m_ref, atol=TOL["local_dense"])
             np.testing.assert_allclose(Pc[n], P_ref, atol=TOL["local_dense"])
+
+
+@pytest.mark.parametrize("kernel", ["matern12", "matern32", "matern52"])
+def test_dense_posterior_is_the_smoothers(kernel):
+    """The dense recomputation of a Matérn mode's posterior (used on small modes instead of
+    the compiled smoother) against the Kalman smoother: irregular coordinates, a lengthscale
+    and variance per function, messages coupling the functions, coordinates without any."""
+    rng = np.random.default_rng(5)
+    S, R = 17, 3
+    x = np.sort(rng.uniform(0.0, 4.0, S))
+    theta = np.log(np.array([[0.3, 1.0, 2.5], [0.5, 2.0, 1.2]]))  # (lengthscale, variance) × R
+    A = rng.normal(size=(S, R, R))
+    prec = np.einsum("sij,skj->sik", A, A) * rng.uniform(0.0, 20.0, (S, 1, 1))
+    shift = rng.normal(size=(S, R))
+    prec[[2, 3, 11]], shift[[2, 3, 11]] = 0.0, 0.0  # no rows at these coordinates
+    msg = Messages(jnp.asarray(prec), jnp.asarray(shift))
+    sde = stacked_sde(kernel, tuple(jnp.exp(jnp.asarray(theta[i])) for i in (0, 1)), R)
+    ref = smooth(sde, jnp.asarray(gaps(x)), msg.prec, msg.shift)
+    got = dense_posterior(x, kernel, theta, R, msg)
+    np.testing.assert_allclose(got.mean, ref.mean, atol=TOL["local_dense"])
+    np.testing.assert_allclose(got.cov, ref.cov, atol=TOL["local_dense"])
+    # the switch: continuous Matérn modes up to the bound; periodic and categorical ones, and
+    # larger ones, keep the smoother
+    cfg = type("Cfg", (), {"continuous": (True, True, False)})()
+    cfg.mode_kernel = lambda k: ("matern32", "periodic", None)[k]
+    assert dense_mode(cfg, 0, DENSE_MAX_STATES) and not dense_mode(cfg, 0, DENSE_MAX_STATES + 1)
+    assert not dense_mode(cfg, 1, 10) and not dense_mode(cfg, 2, 10)
 
 
 def test_cavity_predictions_leave_the_row_out(small_fit):

@@ -24,7 +24,9 @@ def funbat():
     df = pd.DataFrame({"day": day, "site": np.array(["a", "b", "c", "d"])[s.ravel()]})
     df["y"] = np.sin(t.ravel() / 3) * (1 + s.ravel()) + 0.1 * rng.standard_normal(len(df))
     df.index = [f"row{i}" for i in range(len(df))]
-    res = bt.fit(df, coords=["day", "site"], value="y", rank=2, max_sweeps=40, progress=False)
+    # the low-rank part alone: its posterior is what the conversion draws from
+    res = bt.fit(df, coords=["day", "site"], value="y", rank=2, max_sweeps=40, local=None,
+                 progress=False)  # fmt: skip
     return df, res
 
 
@@ -114,7 +116,7 @@ def test_draws_beyond_memory_are_refused_with_the_most_that_fit(funbat, monkeypa
 def test_funbat_cp_has_no_core_variable(funbat):
     df, _ = funbat
     res = bt.fit(df, coords=["day", "site"], value="y", model="cp", rank=2, max_sweeps=3,
-                 progress=False)  # fmt: skip
+                 local=None, progress=False)  # fmt: skip
     post = res.to_inference_data(df, draws=300, chains=1).posterior
     assert "W" not in post
     pred = res.predict(df)

@@ -17,12 +17,16 @@ coordinate's marginal gives the marginal of the posterior without it, exactly:
 The row's prediction then takes every mode's cavity together with the fitted core (mean field):
 the other rows' effect through the core and the noise is not undone, so the errors are still
 slightly optimistic. A cavity that is not positive definite (rounding) keeps the posterior.
-Cost: about one sweep.
+Cost: about one sweep. A Matérn mode with at most :data:`DENSE_MAX_STATES` coordinates × functions
+has its posterior recomputed by dense algebra in NumPy (:func:`dense_posterior`, the same
+posterior as the smoother's to round-off) instead of a compiled Kalman smoother: on small data
+compiling the smoother was most of the comparison's first-call cost.
 """
 
 from __future__ import annotations
 
 import copy
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +34,7 @@ import numpy as np
 
 from bayestensor._export import CachedJit
 from bayestensor.driver import precision
+from bayestensor.kernels import MATERN_NU
 from bayestensor.models.funbat.grid import mode_messages
 from bayestensor.models.funbat.local_anova import MAX_ROWS as ANOVA_MAX_ROWS
 from bayestensor.models.funbat.local_anova import AnovaGP
@@ -55,10 +60,12 @@ __all__ = [
     "VALUES",
     "VALUES_MARGIN",
     "VALUES_MIN_ROWS",
+    "DENSE_MAX_STATES",
     "SMALL_MAX_WEIGHT",
     "STRUCTURED_LOO",
     "blend_weight",
     "cavity_predictions",
+    "dense_posterior",
     "mostly_structure",
     "rescaled",
     "values_alone",
@@ -92,6 +99,11 @@ LOO_ROWS = 8192
 #: where the strict pruning cut too much; 0.495-0.88 on the beijing sets, where it did not (at
 #: 0.5, beijing_pm10 fold 1, 0.495, took the lenient fit and lost 6 %), 0.76-0.85 on gapminder.
 STRUCTURED_LOO = 0.2
+#: A Matérn mode's posterior is recomputed densely (:func:`dense_posterior`, O((S R)³) in NumPy)
+#: where its coordinates times functions ``S R`` are at most this; beyond, by the compiled
+#: smoother. Measured on a 48-row fit (``docs/benchmarks.md``): the comparison's first
+#: leave-one-out predictions took 2.0 s instead of 3.8 s, the same to 5e-13.
+DENSE_MAX_STATES = 512
 
 
 def mostly_structure(loc) -> bool:
@@ -125,14 +137,20 @@ def rescaled(gp: NeighbourGP | AnovaGP, c: float, X, r) -> NeighbourGP | AnovaGP
     return out
 
 
-def mode_cavities(state, index, y, dts, cfg, k: int, means, seconds, group=None, rows=None):
+def mode_cavities(
+    state, index, y, dts, cfg, k: int, means, seconds, group=None, rows=None, post=None
+):
     """Mode ``k``'s posterior recomputed from the final posterior's messages, and each row's
     cavity there: means ``(n, R_k)`` and covariances ``(n, R_k, R_k)`` of ``u^k(x_nk)`` without
     row ``n``'s site (the posterior's where the cavity is not positive definite). With ``rows``
-    (indices), the cavities of those rows only; the messages are every row's."""
+    (indices), the cavities of those rows only; the messages are every row's. ``post``: that
+    posterior already recomputed (``.mean``, ``.cov``; :func:`dense_posterior`)."""
     tau = state.noise.mean
-    msg = mode_messages(k, y, tau, means, seconds, state.core, index, group, cfg.sizes, cfg.chunk)
-    post = _posterior(cfg, k, msg, state.log_hyper[k], dts[k])
+    if post is None:
+        msg = mode_messages(
+            k, y, tau, means, seconds, state.core, index, group, cfg.sizes, cfg.chunk
+        )
+        post = _posterior(cfg, k, msg, state.log_hyper[k], dts[k])
     if rows is not None:
         index, y = index[rows], y[rows]
         means, seconds = [m[rows] for m in means], [s[rows] for s in seconds]
@@ -159,12 +177,79 @@ def _spd_inverse(A, eye):
     return Linv.T @ Linv, ok
 
 
-def _mode_moments(state, index, y, dts, cfg, k: int, rows):
-    """Mode ``k``'s cavity means and second moments ``E[u uᵀ]`` at the rows ``rows``."""
-    means, seconds = gather(state.factors, index)
-    group = grouping(state.factors, index) if cfg.model == "tucker" else None
-    mc, Pc = mode_cavities(state, index, y, dts, cfg, k, means, seconds, group, rows)
+class _Given(NamedTuple):
+    """A mode's posterior marginals: means ``(S, R)`` and covariances ``(S, R, R)``."""
+
+    mean: jax.Array
+    cov: jax.Array
+
+
+def _mode_moments(state, index, y, dts, cfg, k: int, rows, post=None):
+    """Mode ``k``'s cavity means and second moments ``E[u uᵀ]`` at the rows ``rows`` (``post``:
+    the mode's posterior recomputed, as :func:`mode_cavities` takes it)."""
+    means, seconds, group = _at_rows(state, index, cfg)
+    mc, Pc = mode_cavities(state, index, y, dts, cfg, k, means, seconds, group, rows, post)
     return mc, second_moment(mc, Pc)
+
+
+def _dense_moments(state, index, y, cfg, k: int, rows, mean, cov):
+    """:func:`_mode_moments` with the mode's posterior given (``mean``, ``cov``)."""
+    return _mode_moments(state, index, y, None, cfg, k, rows, _Given(mean, cov))
+
+
+def _messages(state, index, y, cfg, k: int):
+    """Mode ``k``'s message sums from every row at the final posterior."""
+    means, seconds, group = _at_rows(state, index, cfg)
+    tau = state.noise.mean
+    return mode_messages(k, y, tau, means, seconds, state.core, index, group, cfg.sizes, cfg.chunk)
+
+
+def _at_rows(state, index, cfg):
+    """Every mode's posterior moments at the rows, and their grouping (Tucker)."""
+    means, seconds = gather(state.factors, index)
+    return means, seconds, grouping(state.factors, index) if cfg.model == "tucker" else None
+
+
+def dense_mode(cfg, k: int, sizes_ranks: int) -> bool:
+    """Whether mode ``k``'s posterior is recomputed densely: a continuous Matérn mode with at
+    most :data:`DENSE_MAX_STATES` coordinates × functions (``sizes_ranks``)."""
+    return (
+        bool(cfg.continuous[k])
+        and cfg.mode_kernel(k) in MATERN_NU
+        and (sizes_ranks <= DENSE_MAX_STATES)
+    )
+
+
+def dense_posterior(x, kernel: str, theta, R: int, msg) -> _Given:
+    """The posterior marginals of ``R`` independent Matérn GPs at the sorted coordinates ``x``
+    (hyperparameters ``exp(theta)``: lengthscale and variance, shared or one per function)
+    given natural-parameter messages ``msg`` (``prec (S, R, R)``, ``shift (S, R)``), by dense
+    algebra: with ``K`` the prior covariance and ``B`` the block-diagonal symmetric square
+    root of the message precisions, ``Σ = K − K B (I + B K B)⁻¹ B K`` (no inverse of ``K``,
+    which smooth kernels leave near-singular) and ``m = Σ η``. The smoother's posterior
+    (:func:`bayestensor.ssm.smooth`) to round-off."""
+    x = np.asarray(x, np.float64)
+    h = np.exp(np.asarray(theta, np.float64))
+    ell, var = (np.broadcast_to(h[i], (R,)) for i in (0, 1))
+    S = len(x)
+    K = np.zeros((S, R, S, R))
+    for r in range(R):
+        d = np.sqrt(2.0 * MATERN_NU[kernel]) / ell[r] * np.abs(x[:, None] - x[None, :])
+        poly = {"matern12": 1.0, "matern32": 1.0 + d, "matern52": 1.0 + d + d**2 / 3.0}[kernel]
+        K[:, r, :, r] = var[r] * poly * np.exp(-d)
+    K = K.reshape(S * R, S * R)
+    prec = np.asarray(msg.prec, np.float64)
+    w, V = np.linalg.eigh(0.5 * (prec + np.swapaxes(prec, -1, -2)))
+    roots = np.einsum("sij,sj,skj->sik", V, np.sqrt(np.clip(w, 0.0, None)), V)
+    B = np.zeros((S * R, S * R))
+    for s in range(S):
+        B[s * R : (s + 1) * R, s * R : (s + 1) * R] = roots[s]
+    KB = K @ B
+    G = np.linalg.solve(np.linalg.cholesky(np.eye(S * R) + B @ KB), KB.T)  # L⁻¹ B K
+    cov = K - G.T @ G
+    mean = cov @ np.asarray(msg.shift, np.float64).reshape(-1)
+    blocks = cov.reshape(S, R, S, R)[np.arange(S), :, np.arange(S), :]
+    return _Given(jnp.asarray(mean.reshape(S, R)), jnp.asarray(blocks))
 
 
 def _row_moments(means, seconds, core, cfg):
@@ -177,8 +262,10 @@ def _row_moments(means, seconds, core, cfg):
 # program could fill XLA's CPU thread pool with batched LAPACK calls (bayestensor._xla)
 _mode_jit = CachedJit(_mode_moments, static_argnames=("cfg", "k"), per_fit="mode")
 _rows_jit = CachedJit(_row_moments, static_argnames=("cfg",))
+_messages_jit = CachedJit(_messages, static_argnames=("cfg", "k"), per_fit="mode")
+_dense_jit = CachedJit(_dense_moments, static_argnames=("cfg", "k"), per_fit="mode")
 #: the compiled programs of this module (bounded with the local processes' by ``local``)
-PROGRAMS = (_mode_jit, _rows_jit)
+PROGRAMS = (_mode_jit, _rows_jit, _messages_jit, _dense_jit)
 
 
 def cavity_predictions(result, rows=None) -> tuple[np.ndarray, np.ndarray] | None:
@@ -206,7 +293,14 @@ def cavity_predictions(result, rows=None) -> tuple[np.ndarray, np.ndarray] | Non
         at = jnp.arange(len(y)) if rows is None else jnp.asarray(rows)
         moments = []
         for k in range(len(cfg.ranks)):  # each waited for before the next starts
-            moments.append(jax.block_until_ready(_mode_jit(state, index, yz, dts, cfg, k, at)))
+            if dense_mode(cfg, k, cfg.sizes[k] * cfg.ranks[k]):
+                msg = _messages_jit(state, index, yz, cfg, k)
+                x, kernel = est.modes_[k].values, cfg.mode_kernel(k)
+                post = dense_posterior(x, kernel, state.log_hyper[k], cfg.ranks[k], msg)
+                out = _dense_jit(state, index, yz, cfg, k, at, post.mean, post.cov)
+            else:
+                out = _mode_jit(state, index, yz, dts, cfg, k, at)
+            moments.append(jax.block_until_ready(out))
         Ef, var = _rows_jit(
             tuple(m for m, _ in moments), tuple(s for _, s in moments), state.core, cfg
         )
