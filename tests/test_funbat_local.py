@@ -11,6 +11,7 @@ from scipy.optimize import minimize
 
 from bayestensor.driver import precision
 from bayestensor.kernels import matern_cov
+from bayestensor.models.funbat import local_fibre_dense
 from bayestensor.models.funbat.local import (
     FibreGP,
     NeighbourGP,
@@ -21,6 +22,7 @@ from bayestensor.models.funbat.local import (
     vecchia_neighbours,
 )
 from bayestensor.models.funbat.local_fibre import _fibre_arrays
+from bayestensor.models.funbat.local_fibre_dense import dense_nll_grad
 from bayestensor.models.funbat.local_neighbours import _vecchia_nll
 from bayestensor.models.funbat.options import LOCAL_AUTO_MAX_ROWS, LOCAL_AUTO_MIN_ROWS, auto_local
 from bayestensor.models.funbat.stream import bucket
@@ -59,7 +61,13 @@ def _fibre_kernel(a, b, ell, var):
     return k * same
 
 
-def test_fibre_gp_matches_dense_gp():
+@pytest.mark.parametrize("dense", [False, True], ids=["kalman", "dense"])
+def test_fibre_gp_matches_dense_gp(dense, monkeypatch):
+    """The fibre GP's fit and posterior against a dense GP on the rows, through the Kalman
+    filter and smoother and through the small layouts' dense algebra
+    (:mod:`~bayestensor.models.funbat.local_fibre_dense`, on cells)."""
+    if not dense:  # the state-space path, which larger layouts take
+        monkeypatch.setattr(local_fibre_dense, "DENSE_MAX_WORK", 0)
     rng = np.random.default_rng(0)
     df, r = _fibre_data(rng)
     coords = ["site", "t", "depth"]
@@ -78,6 +86,10 @@ def test_fibre_gp_matches_dense_gp():
             with precision("float64"):
                 value = _fibre_vg(jnp.asarray(theta), "matern32", *arrays, float(r @ r), len(r))
             assert float(value[0]) == pytest.approx(dense_nll, rel=1e-10)
+        # the cells' dense algebra: the same value, and the gradient autodiff gives above
+        nll, grad = dense_nll_grad(theta, "matern32", lay, float(r @ r), len(r))
+        assert nll == pytest.approx(dense_nll, rel=1e-10)
+        np.testing.assert_allclose(grad, np.asarray(value[1]), rtol=1e-8, atol=1e-10)
     # the fitted hyperparameters maximise the dense marginal likelihood
 
     def dense(th):

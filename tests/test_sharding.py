@@ -395,13 +395,14 @@ def test_fits_on_all_rows_modes_predict_as_on_their_own_and_share_their_compiled
 
 
 @pytest.mark.x64
-def test_local_processes_padded_to_all_rows_fit_as_plain_and_share_their_programs():
+def test_local_processes_padded_to_all_rows_fit_as_plain_and_share_their_programs(monkeypatch):
     """Inside ``padded_local(rows)`` the local processes pad their arrays to the shapes of
     ``rows``: the fibre GP to their fibres and longest fibre, the neighbour GP's kriging to
     their count (padding carries no messages: the same likelihood, the same fit). Fits of
     subsets of those rows, and their predictions of other rows among them, then run one
     compiled fibre likelihood and posterior, and one kriging (the check refits of ``bt.fit``
     on small data, and the fit of all rows)."""
+    from bayestensor.models.funbat import local_fibre_dense
     from bayestensor.models.funbat.local_fibre import (
         FibreGP,
         _fibre_arrays,
@@ -410,6 +411,9 @@ def test_local_processes_padded_to_all_rows_fit_as_plain_and_share_their_program
     )
     from bayestensor.models.funbat.local_neighbours import NeighbourGP, _krige, padded_local
     from bayestensor.models.funbat.stream import bucket
+
+    # the compiled fibre programs, which layouts past the dense algebra's bound run
+    monkeypatch.setattr(local_fibre_dense, "DENSE_MAX_WORK", 0)
 
     rng = np.random.default_rng(5)
     n = 600

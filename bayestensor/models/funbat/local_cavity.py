@@ -38,6 +38,7 @@ from bayestensor.kernels import MATERN_NU
 from bayestensor.models.funbat.grid import mode_messages
 from bayestensor.models.funbat.local_anova import MAX_ROWS as ANOVA_MAX_ROWS
 from bayestensor.models.funbat.local_anova import AnovaGP
+from bayestensor.models.funbat.local_fibre_dense import matern_gram
 from bayestensor.models.funbat.local_neighbours import NeighbourGP, _lower_solve
 from bayestensor.models.funbat.local_tails import (
     choose,
@@ -234,9 +235,7 @@ def dense_posterior(x, kernel: str, theta, R: int, msg) -> _Given:
     S = len(x)
     K = np.zeros((S, R, S, R))
     for r in range(R):
-        d = np.sqrt(2.0 * MATERN_NU[kernel]) / ell[r] * np.abs(x[:, None] - x[None, :])
-        poly = {"matern12": 1.0, "matern32": 1.0 + d, "matern52": 1.0 + d + d**2 / 3.0}[kernel]
-        K[:, r, :, r] = var[r] * poly * np.exp(-d)
+        K[:, r, :, r] = matern_gram(np.log([ell[r], var[r]]), kernel, x[None])[0][0]
     K = K.reshape(S * R, S * R)
     prec = np.asarray(msg.prec, np.float64)
     w, V = np.linalg.eigh(0.5 * (prec + np.swapaxes(prec, -1, -2)))

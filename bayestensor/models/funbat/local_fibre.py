@@ -3,7 +3,9 @@
 fibres of the tensor (each combination of the other coordinates), with one lengthscale,
 variance and noise shared by all fibres. Every fibre is one Kalman filter + RTS smoother over
 its sorted coordinates (:func:`bayestensor.kernels.kernel_sde`), all fibres in one vmapped scan;
-the log marginal likelihood is exact. Cost O(n + F·L) for F fibres padded to length L.
+the log marginal likelihood is exact. Cost O(n + F·L) for F fibres padded to length L. Small
+Matérn layouts are computed by dense algebra in NumPy instead, with nothing to compile
+(:mod:`.local_fibre_dense`; the same likelihood, gradient and posterior to round-off).
 """
 
 from __future__ import annotations
@@ -20,6 +22,11 @@ from jax import lax
 from bayestensor._export import CachedJit
 from bayestensor.driver import precision
 from bayestensor.kernels import kernel_sde
+from bayestensor.models.funbat.local_fibre_dense import (
+    dense_layout,
+    dense_nll_grad,
+    dense_posterior,
+)
 from bayestensor.models.funbat.local_neighbours import MIN_BUCKET, _lbfgs, floor_rows
 from bayestensor.models.funbat.stream import bucket
 
@@ -181,10 +188,13 @@ class FibreGP:
         hi = np.log([20 * span, 10 * v, 10 * v])
         theta0 = np.log([2 * gap, max(v - noise0, 0.1 * v), noise0])
         theta0 = theta0 if self.start is None else np.asarray(self.start, np.float64)
+        ss, n = float(np.sum(r**2)), float(len(r))
         with precision("float64"):
-            args = _fibre_arrays(lay, self._floor)
-            ss, n = float(np.sum(r**2)), float(len(r))
-            vg = lambda th: _fibre_vg(th, self.kernel, *args, ss, n)  # noqa: E731
+            if dense_layout(lay, self.kernel):
+                vg = lambda th: dense_nll_grad(th, self.kernel, lay, ss, n)  # noqa: E731
+            else:
+                args = _fibre_arrays(lay, self._floor)
+                vg = lambda th: _fibre_vg(th, self.kernel, *args, ss, n)  # noqa: E731
             self.theta, self.nll = _lbfgs(vg, theta0, lo, hi, self.maxiter)
         self.seconds = time.perf_counter() - t
         return self
@@ -215,9 +225,13 @@ class FibreGP:
     def posterior(self, new: pd.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Mean and variance of ``g`` at the rows of ``new`` (the training rows if None)."""
         lay = self._layout(new)
-        with precision("float64"):
-            theta = jax.device_put(self.theta)
-            mean, var = _fibre_post_jit(theta, self.kernel, *_fibre_arrays(lay, self._floor))
+        if dense_layout(lay, self.kernel):
+            mean, var = dense_posterior(self.theta, self.kernel, lay)
+        else:
+            with precision("float64"):
+                theta = jax.device_put(self.theta)
+                arrays = _fibre_arrays(lay, self._floor)
+                mean, var = _fibre_post_jit(theta, self.kernel, *arrays)
         rows = slice(0, len(self._train)) if new is None else slice(len(self._train), None)
         f, p = lay["fibre"][rows], lay["pos"][rows]
         return np.asarray(mean)[f, p], np.maximum(np.asarray(var)[f, p], 0.0)
