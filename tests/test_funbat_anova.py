@@ -9,8 +9,9 @@ from conftest import TOL
 from scipy.stats import multivariate_normal
 
 import bayestensor as bt
-from bayestensor.models.funbat.local_anova import AnovaGP, _anova_vg, _pad
+from bayestensor.models.funbat.local_anova import AnovaGP, _anova_vg
 from bayestensor.models.funbat.local_cavity import SMALL_MAX_WEIGHT
+from bayestensor.models.funbat.local_neighbours import _pad
 from bayestensor.models.funbat.local_tails import loo_errors
 
 
@@ -58,8 +59,19 @@ def test_likelihood_and_posterior_are_the_dense_gp():
     X, g = train[["x"]].to_numpy(), train[["u", "v"]].to_numpy()
     for n in (37, 64, 100):  # (37 rows: no padding)
         mask = _pad(np.ones(37), n)
-        nll, _ = _anova_vg(THETA, _pad(X, n), _pad(g, n), _pad(r, n), mask, n_cont=1)
+        args = (_pad(X, n), _pad(g, n), _pad(r, n), mask)
+        nll, grad = _anova_vg(THETA, *args, n_cont=1)
         assert float(nll) == pytest.approx(expected, rel=TOL["local_dense"])
+        # the gradient in closed form against central differences of the likelihood
+        h, eye = 1e-5, np.eye(len(THETA))
+        fd = [
+            (_anova_vg(THETA + h * e, *args, 1)[0] - _anova_vg(THETA - h * e, *args, 1)[0])
+            / (2 * h)
+            for e in eye
+        ]
+        np.testing.assert_allclose(
+            grad, fd, rtol=TOL["grad_vs_finite_diff"], atol=TOL["grad_vs_finite_diff"]
+        )
     mean, var = _gp(THETA, train, r).posterior(new)
     Kq = _dense(THETA, new, train)
     np.testing.assert_allclose(mean, Kq @ np.linalg.solve(Ky, r), rtol=TOL["local_dense"])

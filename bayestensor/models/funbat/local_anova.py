@@ -12,9 +12,9 @@ kernel here is a sum over the coordinates plus their product,
 ``κ_d`` a Matérn-3/2 kernel in the coordinate's units for a continuous coordinate and
 ``1[x_d = x'_d]`` for a categorical one: main effects (each unit's offset, a shared curve)
 beside the interaction. The hyperparameters (lengthscales, ``s_d²``, ``s²``, ``c``, the noise)
-maximise the exact marginal likelihood (L-BFGS-B in box bounds, from two starts); the rows are
-padded to a bucket of sizes so that fits of similar size share one compiled program.
-Prediction is the exact posterior. Cost O(n³): for at most :data:`MAX_ROWS` rows.
+maximise the exact marginal likelihood (L-BFGS-B in box bounds, from two starts, its gradient in
+closed form); all of it in NumPy, with nothing to compile. Prediction is the exact posterior,
+in chunks of :data:`QUERY_ROWS` rows. Cost O(n³): for at most :data:`MAX_ROWS` rows.
 
 The leave-one-out errors that the local stage compares are exact for this GP:
 ``(y_i − m_i) / (1 − v_i / σ²)`` with ``m_i, v_i`` the posterior of ``f`` at row ``i`` given
@@ -26,15 +26,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from scipy.linalg import cho_factor, cho_solve, solve_triangular
 
-from bayestensor._export import CachedJit
 from bayestensor.driver import precision
-from bayestensor.models.funbat.local_neighbours import _lbfgs, _pad, split_columns
-from bayestensor.models.funbat.stream import bucket
+from bayestensor.models.funbat.local_neighbours import _lbfgs, split_columns
 
 __all__ = ["AnovaGP", "MAX_ROWS"]
 
@@ -42,69 +39,88 @@ __all__ = ["AnovaGP", "MAX_ROWS"]
 #: Its fit costs O(n³) a step: measured 0.25 s at 120 rows, 1.3 s at 250, 10 s at 500 and 25 s
 #: at 1,000 (three coordinates, after the compile; ``docs/benchmarks.md``).
 MAX_ROWS = 256
-#: Fits pad their rows to a bucket of sizes from this one up (shared compiled programs).
-MIN_BUCKET = 32
+#: Predictions are computed this many query rows at a time (memory: rows × training rows).
+QUERY_ROWS = 4096
+
+
+def _kernel_parts(theta, Xa, ga, Xb, gb, n_cont: int):
+    """Each coordinate's kernel between rows ``(Xa, ga)`` and ``(Xb, gb)`` (continuous
+    coordinates ``X``, category codes ``g``), and each continuous one's derivative in its
+    log lengthscale (Matérn-3/2: ``z² e^{−z}``)."""
+    ell = np.exp(theta[:n_cont])
+    parts, slopes = [], []
+    for d in range(n_cont):
+        z = np.sqrt(3.0) * np.abs(Xa[:, None, d] - Xb[None, :, d]) / ell[d]
+        e = np.exp(-z)
+        parts.append((1.0 + z) * e)
+        slopes.append(z * z * e)
+    for d in range(ga.shape[1]):
+        parts.append((ga[:, None, d] == gb[None, :, d]).astype(np.float64))
+    return parts, slopes
+
+
+def _variances(theta, n_cont: int, D: int):
+    """``s_d²`` (D), ``s²``, ``c`` and the noise variance from ``theta``."""
+    v = np.exp(theta[n_cont:])
+    return v[:D], v[D], v[D + 1], v[D + 2]
 
 
 def _gram(theta, Xa, ga, Xb, gb, n_cont: int):
-    """The kernel between rows ``(Xa, ga)`` and ``(Xb, gb)`` (continuous coordinates ``X``,
-    category codes ``g``), ``theta`` as :attr:`AnovaGP.theta` lays it out."""
-    ell = jnp.exp(theta[:n_cont])
-    D = n_cont + ga.shape[1]
-    main = jnp.exp(theta[n_cont : n_cont + D])
-    prod_var, const = jnp.exp(theta[n_cont + D]), jnp.exp(theta[n_cont + D + 1])
-    parts = []
-    for d in range(n_cont):
-        z = jnp.sqrt(3.0) * jnp.abs(Xa[:, None, d] - Xb[None, :, d]) / ell[d]
-        parts.append((1.0 + z) * jnp.exp(-z))
-    for d in range(ga.shape[1]):
-        parts.append((ga[:, None, d] == gb[None, :, d]).astype(Xa.dtype))
-    total = const + prod_var * jnp.prod(jnp.stack(parts), axis=0)
-    for d, p in enumerate(parts):
-        total = total + main[d] * p
-    return total
+    """The kernel between rows ``(Xa, ga)`` and ``(Xb, gb)``, ``theta`` as
+    :attr:`AnovaGP.theta` lays it out."""
+    parts, _ = _kernel_parts(theta, Xa, ga, Xb, gb, n_cont)
+    main, prod_var, const, _ = _variances(theta, n_cont, len(parts))
+    return const + prod_var * np.prod(parts, axis=0) + np.tensordot(main, parts, axes=1)
 
 
-def _prior_variance(theta, n_cont: int):
-    """``k(x, x)``: the sum of the main effects', the product's and the constant's variances."""
-    return jnp.sum(jnp.exp(theta[n_cont:-1]))
-
-
-def _padded_gram(theta, X, g, mask, n_cont):
-    """The training rows' covariance with the noise; padding rows (``mask`` 0) decoupled, with
-    unit variance (they add nothing to the likelihood)."""
-    noise = jnp.exp(theta[-1])
-    K = _gram(theta, X, g, X, g, n_cont) * mask[:, None] * mask[None, :]
+def _factor(theta, X, g, mask, n_cont):
+    """The training rows' covariance with the noise, its Cholesky factor, and the kernel's
+    parts; padding rows (``mask`` 0) decoupled, with unit variance (they add nothing to the
+    likelihood; callers may pad to shapes of their own)."""
+    parts, slopes = _kernel_parts(theta, X, g, X, g, n_cont)
+    main, prod_var, const, noise = _variances(theta, n_cont, len(parts))
+    K = const + prod_var * np.prod(parts, axis=0) + np.tensordot(main, parts, axes=1)
     # (no jitter: the noise's lower bound, 1e-6 of the values' mean square, keeps it definite)
-    diag = mask * noise + (1.0 - mask)
-    return K + jnp.diag(diag)
+    C = K * mask[:, None] * mask[None, :] + np.diag(mask * noise + (1.0 - mask))
+    return cho_factor(C, lower=True), parts, slopes
 
 
-def _nll(theta, X, g, r, mask, n_cont):
-    """The negative log marginal likelihood of the real rows."""
-    L = jnp.linalg.cholesky(_padded_gram(theta, X, g, mask, n_cont))
-    a = jax.scipy.linalg.solve_triangular(L, r * mask, lower=True)
-    n = jnp.sum(mask)
-    return 0.5 * a @ a + jnp.sum(jnp.log(jnp.diag(L))) + 0.5 * n * jnp.log(2.0 * jnp.pi)
+def _anova_vg(theta, X, g, r, mask, n_cont):
+    """The negative log marginal likelihood of the real rows (``mask`` 1) and its gradient in
+    ``theta``: ``½ rᵀ C⁻¹ r + ½ log |C| + ½ n log 2π``, and ``−½ tr((α αᵀ − C⁻¹) ∂C)``."""
+    theta, X, g = (np.asarray(a, np.float64) for a in (theta, X, g))
+    r, mask = np.asarray(r, np.float64) * mask, np.asarray(mask, np.float64)
+    factor, parts, slopes = _factor(theta, X, g, mask, n_cont)
+    main, prod_var, const, noise = _variances(theta, n_cont, len(parts))
+    alpha = cho_solve(factor, r)
+    logdet = 2.0 * np.sum(np.log(np.diag(factor[0])))
+    nll = 0.5 * r @ alpha + 0.5 * logdet + 0.5 * np.sum(mask) * np.log(2.0 * np.pi)
+    W = np.outer(alpha, alpha) - cho_solve(factor, np.eye(len(r)))
+    W *= mask[:, None] * mask[None, :]  # (padding rows' entries of C are constants)
+    prod = np.prod(parts, axis=0)
+    grad = []
+    for d in range(n_cont):  # ∂K/∂ log ℓ_d: the main effect's and the product's
+        others = np.prod([p for e, p in enumerate(parts) if e != d], axis=0)
+        grad.append(np.sum(W * (main[d] + prod_var * others) * slopes[d]))
+    grad += [main[d] * np.sum(W * p) for d, p in enumerate(parts)]
+    grad += [prod_var * np.sum(W * prod), const * np.sum(W), noise * np.sum(np.diag(W) * mask)]
+    return float(nll), -0.5 * np.asarray(grad)
 
 
-def _nll_value_grad(theta, X, g, r, mask, n_cont):
-    return jax.value_and_grad(_nll)(theta, X, g, r, mask, n_cont)
-
-
-def _posterior_rows(theta, Xq, gq, X, g, r, mask, n_cont):
+def _anova_post(theta, Xq, gq, X, g, r, mask, n_cont):
     """Posterior mean and variance of ``f`` at the query rows."""
-    L = jnp.linalg.cholesky(_padded_gram(theta, X, g, mask, n_cont))
-    alpha = jax.scipy.linalg.cho_solve((L, True), r * mask)
+    theta = np.asarray(theta, np.float64)
+    factor, _, _ = _factor(theta, X, g, mask, n_cont)
+    alpha = cho_solve(factor, r * mask)
     Kq = _gram(theta, Xq, gq, X, g, n_cont) * mask[None, :]
-    V = jax.scipy.linalg.solve_triangular(L, Kq.T, lower=True)
-    return Kq @ alpha, _prior_variance(theta, n_cont) - jnp.sum(V * V, axis=0)
+    V = solve_triangular(factor[0], Kq.T, lower=True)
+    prior = np.sum(np.exp(theta[n_cont:-1]))  # k(x, x): every variance but the noise
+    return Kq @ alpha, prior - np.sum(V * V, axis=0)
 
 
-_anova_vg = CachedJit(_nll_value_grad, static_argnames=("n_cont",))
-_anova_post = CachedJit(_posterior_rows, static_argnames=("n_cont",), per_fit=2)
-#: The compiled programs (for :func:`bayestensor.driver.bound_compiled`).
-PROGRAMS = (_anova_vg, _anova_post)
+#: The compiled programs (for :func:`bayestensor.driver.bound_compiled`): none, the GP is
+#: computed in NumPy (it used to compile its likelihood and posterior: 1.5–2 s of a cold fit).
+PROGRAMS = ()
 
 
 @dataclass
@@ -152,28 +168,21 @@ class AnovaGP:
         # bounds: lengthscales, then the D + 2 variances and the noise (relative to the values)
         lo = np.concatenate([np.log(span * 1e-3), np.full(D + 3, np.log(1e-6 * v))])
         hi = np.concatenate([np.log(span * 1e2), np.full(D + 3, np.log(10 * v))])
-        n = bucket(len(r), MIN_BUCKET)
-        args = tuple(jax.device_put(a) for a in (_pad(X, n), _pad(g, n), _pad(r, n)))
-        mask = jax.device_put(_pad(np.ones(len(r)), n))
+        mask = np.ones(len(r))
         best = None
-        with precision("float64"):
-            for frac in (0.2, 1.0):  # two starts: short and long lengthscales
-                start = np.concatenate(
-                    [
-                        np.log(frac * span),
-                        np.full(D, np.log(0.3 * v / D)),
-                        np.log([0.3 * v, 0.1 * v, noise0]),
-                    ]
-                )
-                theta, nll = _lbfgs(
-                    lambda th: _anova_vg(th, *args, mask, n_cont=n_cont),
-                    start,
-                    lo,
-                    hi,
-                    self.maxiter,
-                )
-                if best is None or nll < best[1]:
-                    best = (theta, nll)
+        for frac in (0.2, 1.0):  # two starts: short and long lengthscales
+            start = np.concatenate(
+                [
+                    np.log(frac * span),
+                    np.full(D, np.log(0.3 * v / D)),
+                    np.log([0.3 * v, 0.1 * v, noise0]),
+                ]
+            )
+            with precision("float64"):  # (_lbfgs hands θ over as a JAX array)
+                vg = lambda th: _anova_vg(th, X, g, r, mask, n_cont=n_cont)  # noqa: E731
+                theta, nll = _lbfgs(vg, start, lo, hi, self.maxiter)
+            if best is None or nll < best[1]:
+                best = (theta, nll)
         self.theta, self.nll = best[0], float(best[1])
         self._restore(df, r)
         self.seconds = time.perf_counter() - t
@@ -203,14 +212,10 @@ class AnovaGP:
     def posterior(self, new: pd.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Mean and variance of ``f`` at the rows of ``new`` (the training rows if None)."""
         Xq, gq = (self._X, self._g) if new is None else self._features(new)
-        n, q = bucket(len(self._r), MIN_BUCKET), bucket(len(Xq), MIN_BUCKET)
-        with precision("float64"):
-            mean, var = _anova_post(
-                jax.device_put(self.theta),
-                *(jax.device_put(_pad(a, q)) for a in (Xq, gq)),
-                *(jax.device_put(_pad(a, n)) for a in (self._X, self._g, self._r)),
-                jax.device_put(_pad(np.ones(len(self._r)), n)),
-                n_cont=len(self.continuous),
-            )
-        k = len(Xq)
-        return np.asarray(mean)[:k], np.maximum(np.asarray(var)[:k], 0.0)
+        mask, n_cont = np.ones(len(self._r)), len(self.continuous)
+        mean, var = np.zeros(len(Xq)), np.zeros(len(Xq))
+        for lo in range(0, len(Xq), QUERY_ROWS):
+            at = slice(lo, lo + QUERY_ROWS)
+            train = (self._X, self._g, self._r, mask)
+            mean[at], var[at] = _anova_post(self.theta, Xq[at], gq[at], *train, n_cont=n_cont)
+        return mean, np.maximum(var, 0.0)
