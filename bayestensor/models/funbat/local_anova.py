@@ -65,12 +65,16 @@ def _variances(theta, n_cont: int, D: int):
     return v[:D], v[D], v[D + 1], v[D + 2]
 
 
+def _combined(theta, parts, n_cont: int):
+    """``c + Σ_d s_d² κ_d + s² Π_d κ_d`` from the coordinates' kernels ``parts``."""
+    main, prod_var, const, _ = _variances(theta, n_cont, len(parts))
+    return const + prod_var * np.prod(parts, axis=0) + np.tensordot(main, parts, axes=1)
+
+
 def _gram(theta, Xa, ga, Xb, gb, n_cont: int):
     """The kernel between rows ``(Xa, ga)`` and ``(Xb, gb)``, ``theta`` as
     :attr:`AnovaGP.theta` lays it out."""
-    parts, _ = _kernel_parts(theta, Xa, ga, Xb, gb, n_cont)
-    main, prod_var, const, _ = _variances(theta, n_cont, len(parts))
-    return const + prod_var * np.prod(parts, axis=0) + np.tensordot(main, parts, axes=1)
+    return _combined(theta, _kernel_parts(theta, Xa, ga, Xb, gb, n_cont)[0], n_cont)
 
 
 def _factor(theta, X, g, mask, n_cont):
@@ -78,8 +82,7 @@ def _factor(theta, X, g, mask, n_cont):
     parts; padding rows (``mask`` 0) decoupled, with unit variance (they add nothing to the
     likelihood; callers may pad to shapes of their own)."""
     parts, slopes = _kernel_parts(theta, X, g, X, g, n_cont)
-    main, prod_var, const, noise = _variances(theta, n_cont, len(parts))
-    K = const + prod_var * np.prod(parts, axis=0) + np.tensordot(main, parts, axes=1)
+    K, noise = _combined(theta, parts, n_cont), np.exp(theta[-1])
     # (no jitter: the noise's lower bound, 1e-6 of the values' mean square, keeps it definite)
     C = K * mask[:, None] * mask[None, :] + np.diag(mask * noise + (1.0 - mask))
     return cho_factor(C, lower=True), parts, slopes
@@ -87,10 +90,14 @@ def _factor(theta, X, g, mask, n_cont):
 
 def _anova_vg(theta, X, g, r, mask, n_cont):
     """The negative log marginal likelihood of the real rows (``mask`` 1) and its gradient in
-    ``theta``: ``½ rᵀ C⁻¹ r + ½ log |C| + ½ n log 2π``, and ``−½ tr((α αᵀ − C⁻¹) ∂C)``."""
-    theta, X, g = (np.asarray(a, np.float64) for a in (theta, X, g))
-    r, mask = np.asarray(r, np.float64) * mask, np.asarray(mask, np.float64)
-    factor, parts, slopes = _factor(theta, X, g, mask, n_cont)
+    ``theta``: ``½ rᵀ C⁻¹ r + ½ log |C| + ½ n log 2π``, and ``−½ tr((α αᵀ − C⁻¹) ∂C)``; an
+    infinite value where ``C`` is not positive definite in floating point (L-BFGS-B steps back)."""
+    theta, X, g, r, mask = (np.asarray(a, np.float64) for a in (theta, X, g, r, mask))
+    r = r * mask
+    try:
+        factor, parts, slopes = _factor(theta, X, g, mask, n_cont)
+    except np.linalg.LinAlgError:
+        return np.inf, np.zeros_like(theta)
     main, prod_var, const, noise = _variances(theta, n_cont, len(parts))
     alpha = cho_solve(factor, r)
     logdet = 2.0 * np.sum(np.log(np.diag(factor[0])))

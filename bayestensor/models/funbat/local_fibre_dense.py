@@ -87,7 +87,10 @@ def dense_nll_grad(theta, kernel: str, lay: dict, ss: float, n: float):
     number)."""
     theta = np.asarray(theta, np.float64)
     noise = float(np.exp(theta[2]))
-    K, dK, obs, both, c, ybar, chol, Cinv, alpha = _solve(theta, kernel, lay)
+    try:
+        K, dK, obs, both, c, ybar, chol, Cinv, alpha = _solve(theta, kernel, lay)
+    except np.linalg.LinAlgError:  # not positive definite in floating point: L-BFGS-B steps back
+        return np.inf, np.zeros(3)
     logdet = 2.0 * np.sum(np.log(np.diagonal(chol, axis1=-2, axis2=-1)))
     m = float(np.sum(obs))
     log_n = -0.5 * float(np.sum(alpha * ybar)) - 0.5 * logdet - 0.5 * m * np.log(2 * np.pi)
