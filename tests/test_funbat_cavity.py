@@ -104,12 +104,17 @@ def test_dense_posterior_is_the_smoothers(kernel):
     got = dense_posterior(x, kernel, theta, R, msg)
     np.testing.assert_allclose(got.mean, ref.mean, atol=TOL["local_dense"])
     np.testing.assert_allclose(got.cov, ref.cov, atol=TOL["local_dense"])
+
     # the switch: continuous Matérn modes up to the bound; periodic and categorical ones, and
     # larger ones, keep the smoother
-    cfg = type("Cfg", (), {"continuous": (True, True, False)})()
-    cfg.mode_kernel = lambda k: ("matern32", "periodic", None)[k]
-    assert dense_mode(cfg, 0, DENSE_MAX_STATES) and not dense_mode(cfg, 0, DENSE_MAX_STATES + 1)
-    assert not dense_mode(cfg, 1, 10) and not dense_mode(cfg, 2, 10)
+    def cfg(size):  # modes: Matérn of `size` coordinates × 2 functions, periodic, categorical
+        c = type("Cfg", (), {"continuous": (True, True, False), "ranks": (2, 2, 2)})()
+        c.sizes, c.mode_kernel = (size, 5, 5), lambda k: ("matern32", "periodic", None)[k]
+        return c
+
+    bound = DENSE_MAX_STATES // 2
+    assert dense_mode(cfg(bound), 0) and not dense_mode(cfg(bound + 1), 0)
+    assert not dense_mode(cfg(5), 1) and not dense_mode(cfg(5), 2)
 
 
 def test_cavity_predictions_leave_the_row_out(small_fit):

@@ -211,13 +211,13 @@ def _at_rows(state, index, cfg):
     return means, seconds, grouping(state.factors, index) if cfg.model == "tucker" else None
 
 
-def dense_mode(cfg, k: int, sizes_ranks: int) -> bool:
+def dense_mode(cfg, k: int) -> bool:
     """Whether mode ``k``'s posterior is recomputed densely: a continuous Matérn mode with at
-    most :data:`DENSE_MAX_STATES` coordinates × functions (``sizes_ranks``)."""
+    most :data:`DENSE_MAX_STATES` coordinates × functions."""
     return (
         bool(cfg.continuous[k])
         and cfg.mode_kernel(k) in MATERN_NU
-        and (sizes_ranks <= DENSE_MAX_STATES)
+        and cfg.sizes[k] * cfg.ranks[k] <= DENSE_MAX_STATES
     )
 
 
@@ -240,9 +240,9 @@ def dense_posterior(x, kernel: str, theta, R: int, msg) -> _Given:
     prec = np.asarray(msg.prec, np.float64)
     w, V = np.linalg.eigh(0.5 * (prec + np.swapaxes(prec, -1, -2)))
     roots = np.einsum("sij,sj,skj->sik", V, np.sqrt(np.clip(w, 0.0, None)), V)
-    B = np.zeros((S * R, S * R))
-    for s in range(S):
-        B[s * R : (s + 1) * R, s * R : (s + 1) * R] = roots[s]
+    B = np.zeros((S, R, S, R))
+    B[np.arange(S), :, np.arange(S), :] = roots  # block-diagonal, one block per coordinate
+    B = B.reshape(S * R, S * R)
     KB = K @ B
     G = np.linalg.solve(np.linalg.cholesky(np.eye(S * R) + B @ KB), KB.T)  # L⁻¹ B K
     cov = K - G.T @ G
@@ -292,7 +292,7 @@ def cavity_predictions(result, rows=None) -> tuple[np.ndarray, np.ndarray] | Non
         at = jnp.arange(len(y)) if rows is None else jnp.asarray(rows)
         moments = []
         for k in range(len(cfg.ranks)):  # each waited for before the next starts
-            if dense_mode(cfg, k, cfg.sizes[k] * cfg.ranks[k]):
+            if dense_mode(cfg, k):
                 msg = _messages_jit(state, index, yz, cfg, k)
                 x, kernel = est.modes_[k].values, cfg.mode_kernel(k)
                 post = dense_posterior(x, kernel, state.log_hyper[k], cfg.ranks[k], msg)
