@@ -11,8 +11,12 @@ from scipy.stats import multivariate_normal
 import bayestensor as bt
 from bayestensor.models.funbat.local_anova import AnovaGP, _anova_vg
 from bayestensor.models.funbat.local_cavity import SMALL_MAX_WEIGHT
-from bayestensor.models.funbat.local_neighbours import _pad
 from bayestensor.models.funbat.local_tails import loo_errors
+
+
+def _pad(a, n):
+    """``a`` padded along its first axis to ``n`` rows of zeros."""
+    return np.concatenate([a, np.zeros((n - len(a), *a.shape[1:]), a.dtype)])
 
 
 def _rows(rng, n):

@@ -23,7 +23,7 @@ from bayestensor.models.funbat.local import (
 )
 from bayestensor.models.funbat.local_fibre import _fibre_arrays
 from bayestensor.models.funbat.local_fibre_dense import dense_nll_grad
-from bayestensor.models.funbat.local_neighbours import _vecchia_nll
+from bayestensor.models.funbat.local_neighbours import _nll_vg
 from bayestensor.models.funbat.options import LOCAL_AUTO_MAX_ROWS, LOCAL_AUTO_MIN_ROWS, auto_local
 from bayestensor.models.funbat.stream import bucket
 
@@ -165,16 +165,46 @@ def test_neighbour_gp_learns_on_a_subset_of_the_exact_conditionals():
         mu = k @ np.linalg.solve(A, r[:i]) if i else 0.0
         s2 = K[i, i] + noise - (k @ np.linalg.solve(A, k) if i else 0.0)
         ref += 0.5 * (np.log(2 * np.pi * s2) + (r[i] - mu) ** 2 / s2)
-    with precision("float64"):
-        pool = tuple(jnp.asarray(a) for a in (X, g, r))
-        part = (jnp.asarray(a[rows]) for a in (X, g, r, nb))
-        nll = float(_vecchia_nll(jnp.asarray(theta), *part, None, pool))
+    nll = _nll_vg(theta, X, g, r, nb, rows, grad=False)
     assert nll == pytest.approx(ref, rel=1e-10)
 
     fit = NeighbourGP(m=n, m_fit=n - 1, rounds=1, maxiter=40, max_fit=8)
     fit = fit.fit(df, ["x", "y"], r, 0.1)
     kern = _product_kernel(X, g, X, g, np.exp(fit.theta[:2]), np.exp(fit.theta[2]))
     assert fit.nll == pytest.approx(_dense_nll(kern, r, np.exp(fit.theta[3])), rel=1e-10)
+
+
+def test_vecchia_gradient_is_that_of_central_differences():
+    """The closed-form gradient of the Vecchia likelihood (lengthscales, variance, noise) on
+    sets that are approximate (``m`` < n: padded early rows, neighbours in other categories),
+    for all rows and for a subset of the conditionals, blocked in pieces smaller than the rows,
+    against central differences of its value."""
+    from bayestensor.models.funbat import local_neighbours
+
+    rng = np.random.default_rng(8)
+    n = 60
+    X = np.column_stack([rng.uniform(0, 3, n), rng.uniform(-1, 1, n)])
+    g = rng.integers(0, 2, n)
+    r = np.sin(2 * X[:, 0]) + X[:, 1] + 0.3 * rng.normal(size=n)
+    nb = vecchia_neighbours(X, 5)
+    h = 1e-5
+    for theta in (np.log([0.8, 0.5, 1.2, 0.1]), np.log([0.1, 3.0, 0.3, 0.5])):
+        for rows in (None, np.array([2, 9, 20, 33, 59])):
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(local_neighbours, "BLOCK_ROWS", 7)
+                value, grad = _nll_vg(theta, X, g, r, nb, rows)
+            assert value == pytest.approx(_nll_vg(theta, X, g, r, nb, rows, grad=False))
+            fd = [
+                (
+                    _nll_vg(theta + e, X, g, r, nb, rows, grad=False)
+                    - _nll_vg(theta - e, X, g, r, nb, rows, grad=False)
+                )
+                / (2 * h)
+                for e in h * np.eye(4)
+            ]
+            np.testing.assert_allclose(
+                grad, fd, rtol=TOL["grad_vs_finite_diff"], atol=TOL["grad_vs_finite_diff"]
+            )
 
 
 def test_neighbour_gp_on_a_grid_does_not_turn_on_the_last_digits():
@@ -207,8 +237,7 @@ def test_neighbour_gp_is_exact_with_all_neighbours():
     X = df[["x", "y"]].to_numpy()
     g = (df["kind"] == "q").to_numpy().astype(np.int64)
     nb = vecchia_neighbours(X, n - 1)  # every earlier row: the exact likelihood
-    with precision("float64"):
-        nll = float(_vecchia_nll(jnp.asarray(theta), *(jnp.asarray(a) for a in (X, g, r, nb))))
+    nll = _nll_vg(theta, X, g, r, nb, grad=False)
     K = _product_kernel(X, g, X, g, np.exp(theta[:2]), np.exp(theta[2]))
     assert nll == pytest.approx(_dense_nll(K, r, np.exp(theta[3])), rel=1e-10)
 

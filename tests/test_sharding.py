@@ -395,13 +395,12 @@ def test_fits_on_all_rows_modes_predict_as_on_their_own_and_share_their_compiled
 
 
 @pytest.mark.x64
-def test_local_processes_padded_to_all_rows_fit_as_plain_and_share_their_programs(monkeypatch):
-    """Inside ``padded_local(rows)`` the local processes pad their arrays to the shapes of
-    ``rows``: the fibre GP to their fibres and longest fibre, the neighbour GP's kriging to
-    their count (padding carries no messages: the same likelihood, the same fit). Fits of
-    subsets of those rows, and their predictions of other rows among them, then run one
-    compiled fibre likelihood and posterior, and one kriging (the check refits of ``bt.fit``
-    on small data, and the fit of all rows)."""
+def test_fibre_gp_padded_to_all_rows_fits_as_plain_and_shares_its_programs(monkeypatch):
+    """Inside ``padded_local(rows)`` the fibre GP pads its arrays to the fibres of ``rows`` and
+    their longest fibre (padding carries no messages: the same likelihood, the same fit). Fits
+    of subsets of those rows, and their predictions of other rows among them, then run one
+    compiled fibre likelihood and posterior (the check refits of ``bt.fit`` on small data,
+    and the fit of all rows)."""
     from bayestensor.models.funbat import local_fibre_dense
     from bayestensor.models.funbat.local_fibre import (
         FibreGP,
@@ -409,8 +408,7 @@ def test_local_processes_padded_to_all_rows_fit_as_plain_and_share_their_program
         _fibre_post_jit,
         _fibre_vg,
     )
-    from bayestensor.models.funbat.local_neighbours import NeighbourGP, _krige, padded_local
-    from bayestensor.models.funbat.stream import bucket
+    from bayestensor.models.funbat.local_neighbours import padded_local
 
     # the compiled fibre programs, which layouts past the dense algebra's bound run
     monkeypatch.setattr(local_fibre_dense, "DENSE_MAX_WORK", 0)
@@ -423,39 +421,26 @@ def test_local_processes_padded_to_all_rows_fit_as_plain_and_share_their_program
     r = np.sin(df["t"].to_numpy()) * np.cos(df["s"]) + 0.1 * rng.normal(size=n)
     parts = [np.flatnonzero(rng.random(n) < share) for share in (0.35, 0.5)]
     rows = df[["t", "s", "x"]]
-    cases = {
-        "fibre": (lambda: FibreGP("t"), ["t", "s"], (_fibre_vg, _fibre_post_jit)),
-        "neighbours": (
-            lambda: NeighbourGP(m=8, m_fit=4, rounds=1, maxiter=15),
-            ["t", "x"],
-            (_krige,),
-        ),
-    }
-    for name, (process, coords, programs) in cases.items():
-        fitted = []
-        for f in programs:
-            f.clear_cache()
-        with padded_local(rows[coords]):
-            for part in [*parts, np.arange(n)]:
-                fitted.append(process().fit(df.iloc[part], coords, r[part], 0.05))
-        for part, gp in zip(parts, fitted, strict=False):  # predictions outside the block
-            gp.posterior(df.drop(index=part))
-        assert max(f._cache_size() for f in programs) == 1, name
-        # on its own a part has other shapes (the test would share nothing without the floor)
-        plain = process().fit(df.iloc[parts[0]], coords, r[parts[0]], 0.05)
-        if name == "fibre":
-            assert (
-                _fibre_arrays(plain._layout(None))[0].shape
-                != _fibre_arrays(fitted[-1]._layout(None))[0].shape
-            )
-        else:
-            assert bucket(len(parts[0]), 64) != bucket(n, 64)
-        tol = TOL["padded_local_vs_plain"]
-        np.testing.assert_allclose(fitted[0].theta, plain.theta, rtol=tol, atol=tol)
-        assert fitted[0].nll == pytest.approx(plain.nll, rel=tol)
-        new = df.drop(index=parts[0])
-        for a, b in zip(fitted[0].posterior(new), plain.posterior(new), strict=True):
-            np.testing.assert_allclose(a, b, rtol=tol, atol=tol * np.max(np.abs(b)))
+    coords, programs = ["t", "s"], (_fibre_vg, _fibre_post_jit)
+    for f in programs:
+        f.clear_cache()
+    with padded_local(rows[coords]):
+        fitted = [FibreGP("t").fit(df.iloc[p], coords, r[p], 0.05) for p in [*parts, np.arange(n)]]
+    for part, gp in zip(parts, fitted, strict=False):  # predictions outside the block
+        gp.posterior(df.drop(index=part))
+    assert max(f._cache_size() for f in programs) == 1
+    # on its own a part has other shapes (the test would share nothing without the floor)
+    plain = FibreGP("t").fit(df.iloc[parts[0]], coords, r[parts[0]], 0.05)
+    assert (
+        _fibre_arrays(plain._layout(None))[0].shape
+        != _fibre_arrays(fitted[-1]._layout(None))[0].shape
+    )
+    tol = TOL["padded_local_vs_plain"]
+    np.testing.assert_allclose(fitted[0].theta, plain.theta, rtol=tol, atol=tol)
+    assert fitted[0].nll == pytest.approx(plain.nll, rel=tol)
+    new = df.drop(index=parts[0])
+    for a, b in zip(fitted[0].posterior(new), plain.posterior(new), strict=True):
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol * np.max(np.abs(b)))
     with pytest.raises(ValueError, match="non-empty pandas DataFrame"):
         with padded_local(rows.iloc[:0]):
             pass

@@ -30,7 +30,6 @@ import numpy as np
 import pandas as pd
 from scipy.linalg import cho_factor, cho_solve, solve_triangular
 
-from bayestensor.driver import precision
 from bayestensor.models.funbat.local_neighbours import _lbfgs, split_columns
 
 __all__ = ["AnovaGP", "MAX_ROWS"]
@@ -185,9 +184,8 @@ class AnovaGP:
                     np.log([0.3 * v, 0.1 * v, noise0]),
                 ]
             )
-            with precision("float64"):  # (_lbfgs hands θ over as a JAX array)
-                vg = lambda th: _anova_vg(th, X, g, r, mask, n_cont=n_cont)  # noqa: E731
-                theta, nll = _lbfgs(vg, start, lo, hi, self.maxiter)
+            vg = lambda th: _anova_vg(th, X, g, r, mask, n_cont=n_cont)  # noqa: E731
+            theta, nll = _lbfgs(vg, start, lo, hi, self.maxiter)
             if best is None or nll < best[1]:
                 best = (theta, nll)
         self.theta, self.nll = best[0], float(best[1])

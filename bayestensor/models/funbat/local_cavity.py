@@ -31,6 +31,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from bayestensor._export import CachedJit
 from bayestensor.driver import precision
@@ -39,7 +40,7 @@ from bayestensor.models.funbat.grid import mode_messages
 from bayestensor.models.funbat.local_anova import MAX_ROWS as ANOVA_MAX_ROWS
 from bayestensor.models.funbat.local_anova import AnovaGP
 from bayestensor.models.funbat.local_fibre_dense import matern_gram
-from bayestensor.models.funbat.local_neighbours import NeighbourGP, _lower_solve
+from bayestensor.models.funbat.local_neighbours import NeighbourGP
 from bayestensor.models.funbat.local_tails import (
     choose,
     fit_student_t,
@@ -168,9 +169,29 @@ def mode_cavities(
     return mc, Pc
 
 
+def _lower_solve(K, B):
+    """``L⁻¹ B`` for ``K = L Lᵀ`` (``K``: m × m positive definite, ``B``: m × p) in plain array
+    operations: no LAPACK custom call, whose batched form can deadlock XLA's CPU thread pool
+    when two run at once (see :mod:`bayestensor._xla`). For the small ``m`` here this
+    costs about what the LAPACK call does."""
+    m = K.shape[0]
+    idx = jnp.arange(m)
+
+    def column(j, L):  # left-looking Cholesky: column j from the columns before it
+        v = K[:, j] - L @ jnp.where(idx < j, L[j], 0.0)
+        return L.at[:, j].set(jnp.where(idx >= j, v / jnp.sqrt(v[j]), 0.0))
+
+    L = lax.fori_loop(0, m, column, jnp.zeros_like(K))
+
+    def row(i, X):  # forward substitution
+        return X.at[i].set((B[i] - jnp.where(idx < i, L[i], 0.0) @ X) / L[i, i])
+
+    return lax.fori_loop(0, m, row, jnp.zeros_like(B))
+
+
 def _spd_inverse(A, eye):
     """``A⁻¹`` of a small symmetric positive definite matrix and whether ``A`` was one, in plain
-    array operations (a left-looking Cholesky, :func:`.local_neighbours._lower_solve`): batched
+    array operations (a left-looking Cholesky, :func:`_lower_solve`): batched
     LAPACK calls, several in one program, can deadlock XLA's CPU thread pool on 2 cores (they
     did here; see :mod:`bayestensor._xla`)."""
     Linv = _lower_solve(A, eye)

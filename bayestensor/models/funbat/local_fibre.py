@@ -194,7 +194,7 @@ class FibreGP:
                 vg = lambda th: dense_nll_grad(th, self.kernel, lay, ss, n)  # noqa: E731
             else:
                 args = _fibre_arrays(lay, self._floor)
-                vg = lambda th: _fibre_vg(th, self.kernel, *args, ss, n)  # noqa: E731
+                vg = lambda th: _fibre_vg(jax.device_put(th), self.kernel, *args, ss, n)  # noqa: E731
             self.theta, self.nll = _lbfgs(vg, theta0, lo, hi, self.maxiter)
         self.seconds = time.perf_counter() - t
         return self

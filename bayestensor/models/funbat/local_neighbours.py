@@ -1,11 +1,12 @@
 """The nearest-neighbour residual GP of ``bt.fit(..., local="neighbours")`` (see
-:mod:`bayestensor.models.funbat.local`), and the helpers both local processes share: shape
-buckets (so that problems of nearby sizes share one compiled program) and the L-BFGS-B driver.
+:mod:`bayestensor.models.funbat.local`), and the helpers the local processes share: the shape
+floor of the fibre GP's compiled programs (:func:`padded_local`) and the L-BFGS-B driver.
 
 ``g`` has a product Matérn-3/2 kernel over every continuous coordinate, independent across the
 categorical ones. The likelihood is Vecchia's approximation (each row conditioned on its ``m``
 nearest predecessors in a random order, in the lengthscale-scaled metric), prediction is kriging
-from the ``m`` nearest training rows. Cost O(n m³).
+from the ``m`` nearest training rows. Cost O(n m³), in batched NumPy algebra (nothing to
+compile: a cold fit of small data spent some 2 s compiling the JAX programs this replaced).
 """
 
 from __future__ import annotations
@@ -16,18 +17,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from jax import lax
 
-from bayestensor._export import CachedJit
-from bayestensor.driver import precision
-from bayestensor.models.funbat.stream import bucket
-
-#: The smallest shape bucket of the local processes' arrays (rows, fibres; a fibre's steps
-#: have their own rule, see ``local_fibre._fibre_arrays``).
+#: The smallest shape bucket of the fibre GP's compiled arrays (fibres; a fibre's steps have
+#: their own rule, see ``local_fibre._fibre_arrays``).
 MIN_BUCKET = 64
 
 __all__ = ["NeighbourGP", "padded_local", "vecchia_neighbours"]
@@ -40,13 +34,10 @@ _FLOOR: contextvars.ContextVar[pd.DataFrame | None] = contextvars.ContextVar(
 
 @contextmanager
 def padded_local(rows: pd.DataFrame) -> Iterator[None]:
-    """Within this block, the local processes fitted pad their arrays to at least the shapes
-    that ``rows`` (a frame of the coordinate columns) would give them: the fibre GP along a
-    column, likelihood and posterior, to the fibres of ``rows`` and their most coordinates
-    (``local_fibre``); the neighbour GP's kriging to ``len(rows)`` rows, queries and pool. A
-    process keeps the floor for its predictions. (Not the neighbour GP's likelihood: L-BFGS-B
-    evaluates it some 70 times a fit, each on twice the rows costs twice as much, and that
-    outweighed the one compile saved: seals' fit again took 3.6 s against 1.6 s.)
+    """Within this block, the fibre GPs fitted along a column pad the arrays of their compiled
+    likelihood and posterior to at least the fibres of ``rows`` (a frame of the coordinate
+    columns) and their most coordinates (``local_fibre``), and keep the floor for their
+    predictions. (The neighbour GP and the exact GP compute in NumPy and need no floor.)
 
     The check refits of :func:`bayestensor.fit` on small data fit subsets of one frame's rows
     and predict others of its rows; inside this block, with the frame, they share those
@@ -66,14 +57,6 @@ def floor_rows() -> pd.DataFrame | None:
     return _FLOOR.get()
 
 
-def _pad(a: np.ndarray, n: int, value=0) -> np.ndarray:
-    """``a`` padded along its first axis to ``n`` rows of ``value``."""
-    if len(a) == n:
-        return a
-    pad = np.full((n - len(a), *a.shape[1:]), value, dtype=a.dtype)
-    return np.concatenate([a, pad])
-
-
 #: L-BFGS-B stops once a step lowers the negative log likelihood by less than this fraction
 #: (scipy's default, 2.2e-9, spent about a sixth of us_temp's local-stage evaluations, 32 of
 #: 188, on changes of a few hundredths of a nat; fold 0's held-out RMSE unchanged to 4 digits).
@@ -81,11 +64,12 @@ LBFGS_FTOL = 1e-7
 
 
 def _lbfgs(vg, theta0, lo, hi, maxiter):
-    """Minimise with L-BFGS-B in box bounds; ``vg(theta)`` returns the value and gradient."""
+    """Minimise with L-BFGS-B in box bounds; ``vg(theta)`` (a float64 NumPy array) returns the
+    value and gradient."""
     from scipy.optimize import minimize
 
     def f(th):
-        v, g = vg(jax.device_put(th))
+        v, g = vg(th)
         return float(v), np.asarray(g, dtype=np.float64)
 
     theta0 = np.clip(theta0, lo, hi)
@@ -100,89 +84,89 @@ def _lbfgs(vg, theta0, lo, hi, maxiter):
     return out.x, float(out.fun)
 
 
-def _kernel(a, b, ell, var):
-    """Product Matérn-3/2 kernel over the last axis."""
-    z = jnp.sqrt(3.0) * jnp.abs(a - b) / ell
-    return var * jnp.prod((1.0 + z) * jnp.exp(-z), axis=-1)
+#: Rows per block of the neighbour GP's batched algebra (memory: rows × m² × dimensions).
+BLOCK_ROWS = 4096
 
 
-def _lower_solve(K, B):
-    """``L⁻¹ B`` for ``K = L Lᵀ`` (``K``: m × m positive definite, ``B``: m × p) in plain array
-    operations: no LAPACK custom call, whose batched form can deadlock XLA's CPU thread pool
-    when two run at once (see :mod:`bayestensor._xla`). For the small ``m`` of a neighbour set
-    (8–16) this costs about what the LAPACK call does."""
-    m = K.shape[0]
-    idx = jnp.arange(m)
+def _conditionals(theta, Xq, gq, X, g, r, nb, grad=False):
+    """Mean and variance of ``g`` at the rows ``Xq, gq`` given the noisy residuals ``r`` at
+    their neighbours ``nb`` (rows of ``X, g, r``; ``-1`` pads), by batched dense algebra; with
+    ``grad``, also their derivatives in ``theta = (log ℓ, log σ², log noise)`` (rows × D + 2).
 
-    def column(j, L):  # left-looking Cholesky: column j from the columns before it
-        v = K[:, j] - L @ jnp.where(idx < j, L[j], 0.0)
-        return L.at[:, j].set(jnp.where(idx >= j, v / jnp.sqrt(v[j]), 0.0))
-
-    L = lax.fori_loop(0, m, column, jnp.zeros_like(K))
-
-    def row(i, X):  # forward substitution
-        return X.at[i].set((B[i] - jnp.where(idx < i, L[i], 0.0) @ X) / L[i, i])
-
-    return lax.fori_loop(0, m, row, jnp.zeros_like(B))
-
-
-def _conditional(xi, gi, xN, gN, rN, mask, ell, var, noise):
-    """Mean and variance of ``g(xi)`` given noisy residuals ``rN`` at the neighbours ``xN``."""
-    same = (gN[:, None] == gN[None, :]) & mask[:, None] & mask[None, :]
-    K = jnp.where(same, _kernel(xN[:, None, :], xN[None, :, :], ell, var), 0.0)
-    K = K + jnp.diag(jnp.where(mask, noise, 1.0))
-    k = jnp.where(mask & (gN == gi), _kernel(xi[None, :], xN, ell, var), 0.0)
-    ab = _lower_solve(K, jnp.stack([k, jnp.where(mask, rN, 0.0)], axis=1))
-    a, b = ab[:, 0], ab[:, 1]
-    return a @ b, var - a @ a
-
-
-def _batched(theta, Xq, gq, X, g, r, nb):
+    A factor ``(1 + z) e^{-z}`` of the kernel has derivative ``z² e^{-z}`` in ``log ℓ``, so
+    ``∂K/∂log ℓ_d = K z_d² / (1 + z_d)``; with ``α = K⁻¹ r_N``, ``β = K⁻¹ k``:
+    ``∂μ = ∂kᵀα − βᵀ∂Kα`` and ``∂v = ∂σ² − 2∂kᵀβ + βᵀ∂Kβ``."""
+    theta = np.asarray(theta, dtype=np.float64)
     D = X.shape[1]
-    ell, var, noise = jnp.exp(theta[:D]), jnp.exp(theta[D]), jnp.exp(theta[D + 1])
+    ell, var, noise = np.exp(theta[:D]), np.exp(theta[D]), np.exp(theta[D + 1])
     mask = nb >= 0
-    idx = jnp.maximum(nb, 0)
-    fn = jax.vmap(_conditional, in_axes=(0, 0, 0, 0, 0, 0, None, None, None))
-    return fn(Xq, gq, X[idx], g[idx], r[idx], mask, ell, var, noise), noise
+    idx = np.maximum(nb, 0)
+    xN, gN, rN = X[idx], g[idx], np.where(mask, r[idx], 0.0)
+    m = nb.shape[1]
+    diag = np.arange(m)
+    zK = np.sqrt(3.0) * np.abs(xN[:, :, None, :] - xN[:, None, :, :]) / ell
+    same = (gN[:, :, None] == gN[:, None, :]) & mask[:, :, None] & mask[:, None, :]
+    Kk = np.where(same, var * np.prod((1.0 + zK) * np.exp(-zK), axis=-1), 0.0)
+    K = Kk.copy()
+    K[:, diag, diag] += np.where(mask, noise, 1.0)
+    zk = np.sqrt(3.0) * np.abs(Xq[:, None, :] - xN) / ell
+    k = np.where(mask & (gN == gq[:, None]), var * np.prod((1.0 + zk) * np.exp(-zk), -1), 0.0)
+    sol = np.linalg.solve(K, np.stack([rN, k], axis=-1))
+    a, b = sol[..., 0], sol[..., 1]
+    mu, v = np.sum(k * a, -1), var - np.sum(k * b, -1)
+    if not grad:
+        return mu, v
+    dK = Kk[..., None] * (zK**2 / (1.0 + zK))  # ∂K/∂log ℓ_d (rows × m × m × D)
+    dk = k[..., None] * (zk**2 / (1.0 + zk))
+    bKa, bKb = (np.einsum("ni,nijd,nj->nd", b, dK, c) for c in (a, b))
+    dmu = np.column_stack(
+        [
+            np.einsum("nid,ni->nd", dk, a) - bKa,
+            mu - np.einsum("ni,nij,nj->n", b, Kk, a),  # log σ²: ∂K = K, ∂k = k
+            -noise * np.sum(b * a * mask, -1),  # log noise: ∂K = noise I on the neighbours
+        ]
+    )
+    dv = np.column_stack(
+        [
+            bKb - 2.0 * np.einsum("nid,ni->nd", dk, b),
+            var - 2.0 * np.sum(k * b, -1) + np.einsum("ni,nij,nj->n", b, Kk, b),
+            noise * np.sum(b * b * mask, -1),
+        ]
+    )
+    return mu, v, dmu, dv
 
 
-def _nll(theta, X, g, r, nb, w=None, pool=None):
-    """Vecchia negative log likelihood of the rows ``X, g, r`` (weighted by ``w``: 0 pads), each
-    conditioned on its neighbours ``nb``: rows of ``pool = (X, g, r)`` of every row when given
-    (a subset of the conditionals), else of these rows."""
-    (mu, v), noise = _batched(theta, X, g, *((X, g, r) if pool is None else pool), nb)
-    s2 = v + noise
-    terms = jnp.log(2 * jnp.pi * s2) + (r - mu) ** 2 / s2
-    return 0.5 * jnp.sum(terms if w is None else w * terms)
+def _nll_vg(theta, X, g, r, nb, rows=None, grad=True):
+    """Vecchia negative log likelihood (and its gradient in ``theta``) of the rows ``X, g, r``,
+    each conditioned on its neighbours ``nb``; with ``rows`` (positions), the conditionals of
+    those rows only, their neighbours read from every row. ``inf`` where a neighbour set's
+    covariance is not positive definite in floating point (L-BFGS-B steps back)."""
+    theta = np.asarray(theta, dtype=np.float64)
+    noise = np.exp(theta[-1])
+    rows = np.arange(len(r)) if rows is None else np.asarray(rows)
+    value, gradient = 0.0, np.zeros(len(theta))
+    for s in range(0, len(rows), BLOCK_ROWS):
+        q = rows[s : s + BLOCK_ROWS]
+        try:
+            out = _conditionals(theta, X[q], g[q], X, g, r, nb[q], grad)
+        except np.linalg.LinAlgError:
+            return (np.inf, gradient) if grad else np.inf
+        s2, e = out[1] + noise, r[q] - out[0]
+        value += 0.5 * np.sum(np.log(2 * np.pi * s2) + e**2 / s2)
+        if grad:
+            ds2 = out[3].copy()
+            ds2[:, -1] += noise
+            gradient += 0.5 * np.sum(
+                ds2 / s2[:, None]
+                - 2 * e[:, None] * out[2] / s2[:, None]
+                - (e**2 / s2**2)[:, None] * ds2,
+                axis=0,
+            )
+    return (value, gradient) if grad else value
 
 
-def _nll_value_grad(theta, X, g, r, nb, w=None, pool=None):
-    return jax.value_and_grad(_nll)(theta, X, g, r, nb, w, pool)
-
-
-def _krige_rows(theta, Xq, gq, X, g, r, nb):
-    return _batched(theta, Xq, gq, X, g, r, nb)[0]
-
-
-# traced programs kept on disk with the compiled ones (bayestensor._export)
-_vecchia_nll = CachedJit(_nll)
-_vecchia_vg = CachedJit(_nll_value_grad)
-_krige = CachedJit(_krige_rows, per_fit=2)  # at the training rows and at new rows
-#: the neighbour GP's compiled programs (bounded with the fibre GP's by ``local``)
-PROGRAMS = (_vecchia_nll, _vecchia_vg, _krige)
-
-
-def _padded(X, g, r, nb, rows=None):
-    """The likelihood's arrays padded to a shape bucket (pad rows: no neighbours, weight 0);
-    with ``rows`` (positions), the conditionals of those rows only, their neighbours read from
-    every row (the pool, padded to its own bucket)."""
-    if rows is None:
-        n = bucket(len(r), 512)
-        w = _pad(np.ones(len(r)), n)
-        return tuple(jax.device_put((_pad(X, n), _pad(g, n), _pad(r, n), _pad(nb, n, -1), w)))
-    query = _padded(X[rows], g[rows], r[rows], nb[rows])
-    n = bucket(len(r), 512)
-    return (*query, tuple(jax.device_put((_pad(X, n), _pad(g, n), _pad(r, n)))))
+#: the neighbour GP computes in NumPy: nothing to compile (``local`` bounds the others)
+PROGRAMS = ()
 
 
 #: The neighbour searches scale the coordinates by the lengthscales rounded to this step in
@@ -310,19 +294,16 @@ class NeighbourGP:
         theta = theta if self.start is None else np.asarray(self.start, np.float64)
         lo = np.concatenate([np.log(span * 1e-4), np.log([1e-6 * v, 1e-6 * v])])
         hi = np.concatenate([np.log(span * 1e2), np.log([10 * v, 10 * v])])
-        with precision("float64"):
-            for _ in range(self.rounds):
-                nb = vecchia_neighbours(_scaled(Xo, go, np.exp(theta[:D]))[0], self.m_fit, rows)
-                args = _padded(Xo, go, ro, nb, rows)
-                theta, self.nll = _lbfgs(
-                    lambda th, a=args: _vecchia_vg(th, *a), theta, lo, hi, self.maxiter
-                )
-            if rows is not None and self.full_nll:  # every row's likelihood at the learned θ
-                nb = vecchia_neighbours(_scaled(Xo, go, np.exp(theta[:D]))[0], self.m_fit)
-                self.nll = float(_vecchia_nll(jax.device_put(theta), *_padded(Xo, go, ro, nb)))
+        for _ in range(self.rounds):
+            nb = vecchia_neighbours(_scaled(Xo, go, np.exp(theta[:D]))[0], self.m_fit, rows)
+            theta, self.nll = _lbfgs(
+                lambda th, nb=nb: _nll_vg(th, Xo, go, ro, nb, rows), theta, lo, hi, self.maxiter
+            )
+        if rows is not None and self.full_nll:  # every row's likelihood at the learned θ
+            nb = vecchia_neighbours(_scaled(Xo, go, np.exp(theta[:D]))[0], self.m_fit)
+            self.nll = float(_nll_vg(theta, Xo, go, ro, nb, grad=False))
         self.theta = theta
         self._restore(df, r)
-        self._floor = 0 if (rows := floor_rows()) is None else len(rows)  # (for its kriging)
         self.seconds = time.perf_counter() - t
         return self
 
@@ -337,7 +318,6 @@ class NeighbourGP:
         self._X, self._g, self._r = X, g, np.asarray(r, dtype=np.float64)
         Z, self._far = _scaled(X, g, np.exp(self.theta[: X.shape[1]]))
         self._tree = cKDTree(Z)
-        self._floor = 0  # the rows of padded_local, where fitted inside one
         return self
 
     @property
@@ -357,13 +337,10 @@ class NeighbourGP:
         Z, _ = _scaled(X, g, np.exp(self.theta[:D]), self._far)
         _, nb = self._tree.query(Z, k=min(self.m, len(self._r)))
         nb = np.asarray(nb).reshape(len(Z), -1)
-        q, n = (bucket(max(k, self._floor), MIN_BUCKET) for k in (len(Z), len(self._r)))
-        with precision("float64"):
-            mean, var = _krige(
-                jax.device_put(self.theta),
-                *(jax.device_put(_pad(a, q)) for a in (X, g)),
-                *(jax.device_put(_pad(a, n)) for a in (self._X, self._g, self._r)),
-                jax.device_put(_pad(nb, q)),
+        mean, var = np.empty(len(Z)), np.empty(len(Z))
+        for s in range(0, len(Z), BLOCK_ROWS):
+            q = slice(s, s + BLOCK_ROWS)
+            mean[q], var[q] = _conditionals(
+                self.theta, X[q], g[q], self._X, self._g, self._r, nb[q]
             )
-        k = len(Z)
-        return np.asarray(mean)[:k], np.maximum(np.asarray(var)[:k], 0.0)
+        return mean, np.maximum(var, 0.0)
