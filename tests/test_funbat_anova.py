@@ -100,6 +100,46 @@ def test_leave_one_out_errors_are_those_of_refits_without_the_row():
         assert closed[i] == pytest.approx(r[i] - m_i[0], rel=TOL["local_dense"])
 
 
+def test_larger_data_fit_a_subset_and_condition_on_every_row(monkeypatch):
+    """Past ``FIT_ROWS`` rows the hyperparameters are those of a fit to a random subset (seed
+    0), and so is the likelihood; the posterior is the dense GP's on every row with them, in
+    chunks of ``QUERY_ROWS`` query rows as in one pass; ``rescaled`` adds ``FIT_ROWS · log c``
+    to the likelihood; past ``MAX_ROWS`` rows a fit is refused."""
+    import bayestensor.models.funbat.local_anova as la
+    from bayestensor.models.funbat.local_cavity import rescaled
+
+    rng = np.random.default_rng(3)
+    train, new = _rows(rng, 70), _rows(rng, 23)
+    r = np.sin(train["x"].to_numpy()) + train["u"].to_numpy() / 4 + 0.2 * rng.normal(size=70)
+    kinds = {"x": "continuous", "u": "categorical", "v": "categorical"}
+    monkeypatch.setattr(la, "FIT_ROWS", 40)
+    gp = AnovaGP(maxiter=20).fit(train, ["x", "u", "v"], r, 0.1, kinds)
+    sub = np.sort(np.random.default_rng(0).choice(70, 40, replace=False))
+    on_subset = AnovaGP(maxiter=20).fit(train.iloc[sub], ["x", "u", "v"], r[sub], 0.1, kinds)
+    np.testing.assert_allclose(gp.theta, on_subset.theta, rtol=1e-10)
+    assert gp.nll == pytest.approx(on_subset.nll, rel=1e-10)
+    Ky = _dense(gp.theta, train, train) + np.exp(gp.theta[-1]) * np.eye(70)
+    Kq = _dense(gp.theta, new, train)
+    mean, var = gp.posterior(new)
+    np.testing.assert_allclose(mean, Kq @ np.linalg.solve(Ky, r), rtol=TOL["local_dense"])
+    dense_var = np.diag(_dense(gp.theta, new, new)) - np.einsum(
+        "ij,ji->i", Kq, np.linalg.solve(Ky, Kq.T)
+    )
+    np.testing.assert_allclose(var, dense_var, rtol=TOL["local_dense"])
+    monkeypatch.setattr(la, "QUERY_ROWS", 6)  # 23 rows: four chunks, the last of 5
+    chunked = gp.posterior(new)
+    np.testing.assert_allclose(chunked[0], mean, rtol=1e-12)
+    np.testing.assert_allclose(chunked[1], var, rtol=1e-12)
+    c = 3.0
+    X, g = train[["x"]].to_numpy()[sub], train[["u", "v"]].to_numpy()[sub]
+    out = rescaled(gp, c, train, r * c)
+    nll, _ = _anova_vg(out.theta, X, g, r[sub] * c, np.ones(40), n_cont=1)
+    assert out.nll == pytest.approx(float(nll), rel=TOL["local_dense"])
+    monkeypatch.setattr(la, "MAX_ROWS", 69)
+    with pytest.raises(ValueError, match="at most 69 rows"):
+        AnovaGP(maxiter=1).fit(train, ["x", "u", "v"], r, 0.1, kinds)
+
+
 def _panel(seed, units=14, n_x=8, keep=0.55, noise=0.1):
     """Units that differ by an offset around one shared curve (no low rank short of 2 carries
     an offset beside a curve; the data are too few for 2 to be found), about 55 % of the cells
@@ -204,6 +244,13 @@ def test_rescaled_is_the_same_gp_in_other_units():
     np.testing.assert_allclose(
         out.posterior(train)[0] * c, gp.posterior(train)[0], rtol=TOL["local_dense"]
     )
+    # the neighbour GP (the GP on the values of large data) likewise: its kriging in the units
+    from bayestensor.models.funbat.local_neighbours import NeighbourGP
+
+    nn = NeighbourGP(m=8, m_fit=4, rounds=1, maxiter=10).fit(train, ["x"], r, 0.1)
+    out = rescaled(nn, 1.0 / c, train, r / c)
+    for a, b, power in zip(out.posterior(train), nn.posterior(train), (1, 2), strict=True):
+        np.testing.assert_allclose(a * c**power, b, rtol=TOL["local_dense"])
 
 
 def test_an_update_past_the_exact_gps_bound_fits_the_local_stage_again(monkeypatch):

@@ -189,11 +189,13 @@ def test_auto_blends_in_the_values_gp_where_it_predicts_as_well(tmp_path, monkey
 
     train, test = _field(np.random.default_rng(11), 24)
     monkeypatch.setattr(cavity, "VALUES_MIN_ROWS", 100)  # the comparison on these 465 rows
+    monkeypatch.setattr(cavity, "ANOVA_MAX_ROWS", 0)  # (with the neighbour GP)
     res = bt.fit(train, coords=["x", "y"], value="v", rank=2, progress=False)
     loc = res.local
     # below VALUES_MIN_ROWS no comparison is made: the low-rank part stays (the same fit's
-    # local stage run again with the bound restored)
+    # local stage run again with the bound restored; the exact GP still held off)
     monkeypatch.undo()
+    monkeypatch.setattr(cavity, "ANOVA_MAX_ROWS", 0)
     small = copy.copy(res)
     small.local = fit_local(res, train)
     assert small.local.values is None and "neighbours:values" not in small.local.loo
@@ -247,6 +249,7 @@ def test_a_blend_without_a_residual_process_predicts_saves_and_updates(tmp_path,
 
     train, test = _field(np.random.default_rng(11), 24)
     monkeypatch.setattr(cavity, "VALUES_MIN_ROWS", 100)
+    monkeypatch.setattr(cavity, "ANOVA_MAX_ROWS", 0)  # (the neighbour GP on these 465 rows)
     res = bt.fit(train, coords=["x", "y"], value="v", rank=2, progress=False)
     assert res.local.values is not None
     bare = copy.copy(res)

@@ -34,7 +34,7 @@ off (its variance goes to the lower bound), so the rule mostly saves prediction 
 ``"auto"`` then compares the result with a GP on the values alone (:mod:`.local_cavity`), the
 low-rank part's leave-one-out predictions taken from its cavities so that its in-sample fit
 does not flatter it: from 5,000 training rows the neighbour GP (``"neighbours:values"``), up to
-256 an exact GP whose kernel adds main effects — each unit's offset, a curve shared by all —
+2,048 an exact GP whose kernel adds main effects — each unit's offset, a curve shared by all —
 to the product (``"anova:values"``, :mod:`.local_anova`; a low rank carries an additive offset
 only at the cost of a rank). Where the GP predicts the left-out rows clearly better, the
 predictions blend the two (:attr:`LocalFit.weight`, the weight with the smallest left-out error

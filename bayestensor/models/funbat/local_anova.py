@@ -13,8 +13,9 @@ kernel here is a sum over the coordinates plus their product,
 ``1[x_d = x'_d]`` for a categorical one: main effects (each unit's offset, a shared curve)
 beside the interaction. The hyperparameters (lengthscales, ``s_d²``, ``s²``, ``c``, the noise)
 maximise the exact marginal likelihood (L-BFGS-B in box bounds, from two starts, its gradient in
-closed form); all of it in NumPy, with nothing to compile. Prediction is the exact posterior,
-in chunks of :data:`QUERY_ROWS` rows. Cost O(n³): for at most :data:`MAX_ROWS` rows.
+closed form) of at most :data:`FIT_ROWS` rows (a seeded random subset of more); all of it in
+NumPy, with nothing to compile. Prediction is the exact posterior given every row, in chunks of
+:data:`QUERY_ROWS` rows. Cost O(n³): for at most :data:`MAX_ROWS` rows.
 
 The leave-one-out errors that the local stage compares are exact for this GP:
 ``(y_i − m_i) / (1 − v_i / σ²)`` with ``m_i, v_i`` the posterior of ``f`` at row ``i`` given
@@ -32,12 +33,16 @@ from scipy.linalg import cho_factor, cho_solve, solve_triangular
 
 from bayestensor.models.funbat.local_neighbours import _lbfgs, split_columns
 
-__all__ = ["AnovaGP", "MAX_ROWS"]
+__all__ = ["AnovaGP", "FIT_ROWS", "MAX_ROWS"]
 
-#: The exact GP on the values is the local stage's candidate up to this many training rows.
-#: Its fit costs O(n³) a step: measured 0.25 s at 120 rows, 1.3 s at 250, 10 s at 500 and 25 s
-#: at 1,000 (three coordinates, after the compile; ``docs/benchmarks.md``).
-MAX_ROWS = 256
+#: The exact GP on the values is the local stage's candidate up to this many training rows:
+#: its posterior given every row costs one O(n³) factorisation a call (a fraction of a second
+#: at 2,048 rows).
+MAX_ROWS = 2048
+#: Its hyperparameters maximise the likelihood of at most this many rows (a random subset, seed
+#: 0, of more): the fit costs O(n³) a step, some 70 steps (measured 1.3 s in all at 250 rows, 10 s
+#: at 500; ``docs/benchmarks.md``).
+FIT_ROWS = 256
 #: Predictions are computed this many query rows at a time (memory: rows × training rows).
 QUERY_ROWS = 4096
 
@@ -160,13 +165,19 @@ class AnovaGP:
         kinds: dict[str, str] | None = None,
     ) -> AnovaGP:
         """Fit to the values ``r`` at the rows of ``df`` (``kinds``: ``{column:
-        "continuous"|"categorical"}``; by default numeric columns are continuous)."""
+        "continuous"|"categorical"}``; by default numeric columns are continuous): the
+        hyperparameters to at most :data:`FIT_ROWS` of them (a random subset, seed 0, of more;
+        ``nll`` is theirs), the posterior to all."""
         t = time.perf_counter()
         self.continuous, self.categorical = split_columns(df, coords, kinds)
-        X, g = self._features(df)
-        r = np.asarray(r, dtype=np.float64)
-        if len(r) > MAX_ROWS:
-            raise ValueError(f"AnovaGP is exact: at most {MAX_ROWS} rows, got {len(r)}")
+        r_all = np.asarray(r, dtype=np.float64)
+        if len(r_all) > MAX_ROWS:
+            raise ValueError(f"AnovaGP is exact: at most {MAX_ROWS} rows, got {len(r_all)}")
+        sub = np.arange(len(r_all))
+        if len(sub) > FIT_ROWS:
+            sub = np.sort(np.random.default_rng(0).choice(len(sub), FIT_ROWS, replace=False))
+        X, g = self._features(df.iloc[sub])
+        r = r_all[sub]
         n_cont, D = X.shape[1], X.shape[1] + g.shape[1]
         span = np.ptp(X, axis=0) if len(r) else np.ones(n_cont)
         span = np.where(span > 0, span, 1.0)
@@ -189,7 +200,7 @@ class AnovaGP:
             if best is None or nll < best[1]:
                 best = (theta, nll)
         self.theta, self.nll = best[0], float(best[1])
-        self._restore(df, r)
+        self._restore(df, r_all)
         self.seconds = time.perf_counter() - t
         return self
 

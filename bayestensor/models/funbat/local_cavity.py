@@ -36,6 +36,7 @@ from jax import lax
 from bayestensor._export import CachedJit
 from bayestensor.driver import precision
 from bayestensor.kernels import MATERN_NU
+from bayestensor.models.funbat import local_anova
 from bayestensor.models.funbat.grid import mode_messages
 from bayestensor.models.funbat.local_anova import MAX_ROWS as ANOVA_MAX_ROWS
 from bayestensor.models.funbat.local_anova import AnovaGP
@@ -131,12 +132,12 @@ def rescaled(gp: NeighbourGP | AnovaGP, c: float, X, r) -> NeighbourGP | AnovaGP
     out.theta = np.asarray(gp.theta, np.float64).copy()
     out.theta[D:] += 2.0 * np.log(c)
     exact = isinstance(gp, AnovaGP)
-    n = len(r) if exact or not gp.max_fit or gp.max_fit >= len(r) or gp.full_nll else gp.max_fit
+    if exact:  # the likelihood of the rows its hyperparameters were fitted to
+        n = min(len(r), local_anova.FIT_ROWS)
+    else:
+        n = len(r) if not gp.max_fit or gp.max_fit >= len(r) or gp.full_nll else gp.max_fit
     out.nll = float(gp.nll) + n * float(np.log(c))
-    out = out._restore(X, r)
-    if not exact:
-        out._floor = gp._floor  # (padded_local's rows: the same shapes as gp's)
-    return out
+    return out._restore(X, r)
 
 
 def mode_cavities(
