@@ -206,6 +206,12 @@ def test_vecchia_gradient_is_that_of_central_differences():
             np.testing.assert_allclose(
                 grad, fd, rtol=TOL["grad_vs_finite_diff"], atol=TOL["grad_vs_finite_diff"]
             )
+    # rows repeated at one coordinate, without noise: singular sets, an infinite likelihood
+    twice = np.repeat(X[:10], 2, axis=0)
+    nb = vecchia_neighbours(twice, 4)
+    for noise in (-np.inf, -800.0):
+        value, grad = _nll_vg(np.array([0.0, 0.0, 0.0, noise]), twice, g[:20], r[:20], nb)
+        assert value == np.inf and np.all(grad == 0)
 
 
 def test_neighbour_gp_on_a_grid_does_not_turn_on_the_last_digits():

@@ -139,8 +139,9 @@ def _conditionals(theta, Xq, gq, X, g, r, nb, grad=False):
 def _nll_vg(theta, X, g, r, nb, rows=None, grad=True):
     """Vecchia negative log likelihood (and its gradient in ``theta``) of the rows ``X, g, r``,
     each conditioned on its neighbours ``nb``; with ``rows`` (positions), the conditionals of
-    those rows only, their neighbours read from every row. ``inf`` where a neighbour set's
-    covariance is not positive definite in floating point (L-BFGS-B steps back)."""
+    those rows only, their neighbours read from every row. ``inf`` (and a zero gradient) where a
+    neighbour set's covariance is singular or a predictive variance comes out non-positive in
+    floating point (L-BFGS-B steps back)."""
     theta = np.asarray(theta, dtype=np.float64)
     noise = np.exp(theta[-1])
     rows = np.arange(len(r)) if rows is None else np.asarray(rows)
@@ -149,9 +150,12 @@ def _nll_vg(theta, X, g, r, nb, rows=None, grad=True):
         q = rows[s : s + BLOCK_ROWS]
         try:
             out = _conditionals(theta, X[q], g[q], X, g, r, nb[q], grad)
-        except np.linalg.LinAlgError:
-            return (np.inf, gradient) if grad else np.inf
-        s2, e = out[1] + noise, r[q] - out[0]
+        except np.linalg.LinAlgError:  # a singular set
+            out = None
+        s2 = None if out is None else out[1] + noise
+        if s2 is None or not np.all(np.isfinite(s2) & (s2 > 0)):  # or an indefinite one
+            return (np.inf, np.zeros(len(theta))) if grad else np.inf
+        e = r[q] - out[0]
         value += 0.5 * np.sum(np.log(2 * np.pi * s2) + e**2 / s2)
         if grad:
             ds2 = out[3].copy()
