@@ -27,8 +27,12 @@ from bayestensor.models.funbat.local_fibre_dense import (
     dense_nll_grad,
     dense_posterior,
 )
-from bayestensor.models.funbat.local_neighbours import MIN_BUCKET, _lbfgs, floor_rows
+from bayestensor.models.funbat.local_neighbours import _lbfgs, floor_rows
 from bayestensor.models.funbat.stream import bucket
+
+#: The smallest shape bucket of the compiled arrays' fibres (a fibre's steps have their own
+#: rule, see :func:`_fibre_arrays`).
+MIN_BUCKET = 64
 
 __all__ = ["FibreGP", "fibre_layout"]
 

@@ -20,10 +20,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-#: The smallest shape bucket of the fibre GP's compiled arrays (fibres; a fibre's steps have
-#: their own rule, see ``local_fibre._fibre_arrays``).
-MIN_BUCKET = 64
-
 __all__ = ["NeighbourGP", "padded_local", "vecchia_neighbours"]
 
 #: The rows whose shapes the local processes pad their arrays to (:func:`padded_local`).
@@ -88,6 +84,11 @@ def _lbfgs(vg, theta0, lo, hi, maxiter):
 BLOCK_ROWS = 4096
 
 
+def _product_matern32(z):
+    """``Π_d (1 + z_d) e^{−z_d}`` over the last axis (``z``: scaled distances)."""
+    return np.prod((1.0 + z) * np.exp(-z), axis=-1)
+
+
 def _conditionals(theta, Xq, gq, X, g, r, nb, grad=False):
     """Mean and variance of ``g`` at the rows ``Xq, gq`` given the noisy residuals ``r`` at
     their neighbours ``nb`` (rows of ``X, g, r``; ``-1`` pads), by batched dense algebra; with
@@ -106,11 +107,11 @@ def _conditionals(theta, Xq, gq, X, g, r, nb, grad=False):
     diag = np.arange(m)
     zK = np.sqrt(3.0) * np.abs(xN[:, :, None, :] - xN[:, None, :, :]) / ell
     same = (gN[:, :, None] == gN[:, None, :]) & mask[:, :, None] & mask[:, None, :]
-    Kk = np.where(same, var * np.prod((1.0 + zK) * np.exp(-zK), axis=-1), 0.0)
+    Kk = np.where(same, var * _product_matern32(zK), 0.0)
     K = Kk.copy()
     K[:, diag, diag] += np.where(mask, noise, 1.0)
     zk = np.sqrt(3.0) * np.abs(Xq[:, None, :] - xN) / ell
-    k = np.where(mask & (gN == gq[:, None]), var * np.prod((1.0 + zk) * np.exp(-zk), -1), 0.0)
+    k = np.where(mask & (gN == gq[:, None]), var * _product_matern32(zk), 0.0)
     sol = np.linalg.solve(K, np.stack([rN, k], axis=-1))
     a, b = sol[..., 0], sol[..., 1]
     mu, v = np.sum(k * a, -1), var - np.sum(k * b, -1)
