@@ -402,7 +402,7 @@ def _refits(res, df, given, options, memo, **fixed):
     (``max_rank`` aside), ``res``'s kernels, ``fixed`` and ``more``, its rows padded to ``df``'s
     count (:func:`bayestensor.sharding.padded_rows`) and encoded on ``res``'s modes, the grid
     of all rows (:func:`bayestensor.distributed.on_modes`), its local processes padded to the
-    shapes of all rows (:func:`~.local_neighbours.padded_local`): the refits at one rank, and a
+    shapes of all rows (:func:`~.local_fibre.padded_local`): the refits at one rank, and a
     fit of all rows there, share their compiled programs, and the refits' local processes
     share theirs with ``res``'s; and ``res``'s categorical and all mode names (for
     :func:`~.refit_check.fold_of_rows`). ``memo`` (a :class:`_Refits`, one per :func:`fit`):
@@ -414,7 +414,7 @@ def _refits(res, df, given, options, memo, **fixed):
     own ranks start the search for their residual process's hyperparameters where ``res``'s
     process ended (:func:`~.local.warm_starts`)."""
     from bayestensor.models.funbat.local import warm_starts
-    from bayestensor.models.funbat.local_neighbours import padded_local
+    from bayestensor.models.funbat.local_fibre import padded_local
     from bayestensor.models.funbat.padded import padded_ranks
 
     options = {k: v for k, v in options.items() if k != "max_rank"}

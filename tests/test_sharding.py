@@ -407,8 +407,8 @@ def test_fibre_gp_padded_to_all_rows_fits_as_plain_and_shares_its_programs(monke
         _fibre_arrays,
         _fibre_post_jit,
         _fibre_vg,
+        padded_local,
     )
-    from bayestensor.models.funbat.local_neighbours import padded_local
 
     # the compiled fibre programs, which layouts past the dense algebra's bound run
     monkeypatch.setattr(local_fibre_dense, "DENSE_MAX_WORK", 0)

@@ -10,7 +10,10 @@ Matérn layouts are computed by dense algebra in NumPy instead, with nothing to 
 
 from __future__ import annotations
 
+import contextvars
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import jax
@@ -27,14 +30,44 @@ from bayestensor.models.funbat.local_fibre_dense import (
     dense_nll_grad,
     dense_posterior,
 )
-from bayestensor.models.funbat.local_neighbours import _lbfgs, floor_rows
+from bayestensor.models.funbat.local_neighbours import _lbfgs
 from bayestensor.models.funbat.stream import bucket
 
 #: The smallest shape bucket of the compiled arrays' fibres (a fibre's steps have their own
 #: rule, see :func:`_fibre_arrays`).
 MIN_BUCKET = 64
 
-__all__ = ["FibreGP", "fibre_layout"]
+__all__ = ["FibreGP", "fibre_layout", "padded_local"]
+
+#: The rows whose shapes the fibre GPs pad their arrays to (:func:`padded_local`).
+_FLOOR: contextvars.ContextVar[pd.DataFrame | None] = contextvars.ContextVar(
+    "local_floor", default=None
+)
+
+
+@contextmanager
+def padded_local(rows: pd.DataFrame) -> Iterator[None]:
+    """Within this block, the fibre GPs fitted along a column pad the arrays of their compiled
+    likelihood and posterior to at least the fibres of ``rows`` (a frame of the coordinate
+    columns) and their most coordinates, and keep the floor for their predictions. (The
+    neighbour GP and the exact GP compute in NumPy and need no floor.)
+
+    The check refits of :func:`bayestensor.fit` on small data fit subsets of one frame's rows
+    and predict others of its rows; inside this block, with the frame, they share those
+    programs with the fit of all rows. Padded rows, fibres and steps carry no messages, so
+    they change nothing but rounding."""
+    if not isinstance(rows, pd.DataFrame) or rows.empty:
+        raise ValueError(f"rows must be a non-empty pandas DataFrame, got {type(rows).__name__}")
+    token = _FLOOR.set(rows)
+    try:
+        yield
+    finally:
+        _FLOOR.reset(token)
+
+
+def floor_rows() -> pd.DataFrame | None:
+    """The rows of the enclosing :func:`padded_local` block (None outside one)."""
+    return _FLOOR.get()
 
 
 def fibre_layout(others: pd.DataFrame, x: np.ndarray, n_obs: int, r: np.ndarray) -> dict:
@@ -150,10 +183,10 @@ def _fibre_arrays(lay: dict, floor: tuple[int, int] = (0, 0)) -> tuple:
 
 
 def _floor_shape(mode: str, coords: list[str]) -> tuple[int, int]:
-    """The fibres along ``mode`` of :func:`~.local_neighbours.padded_local`'s rows and their
-    most coordinates (``(0, 0)`` outside one, or where its rows lack a column of ``coords``):
-    the rows of a fit inside it and the rows it predicts are some of those rows, so their
-    layouts fit in this shape."""
+    """The fibres along ``mode`` of :func:`padded_local`'s rows and their most coordinates
+    (``(0, 0)`` outside one, or where its rows lack a column of ``coords``): the rows of a fit
+    inside it and the rows it predicts are some of those rows, so their layouts fit in this
+    shape."""
     rows = floor_rows()
     if rows is None or not set(coords) <= set(rows.columns):
         return (0, 0)

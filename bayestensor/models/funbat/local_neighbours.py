@@ -1,6 +1,5 @@
 """The nearest-neighbour residual GP of ``bt.fit(..., local="neighbours")`` (see
-:mod:`bayestensor.models.funbat.local`), and the helpers the local processes share: the shape
-floor of the fibre GP's compiled programs (:func:`padded_local`) and the L-BFGS-B driver.
+:mod:`bayestensor.models.funbat.local`), and the L-BFGS-B driver the local processes share.
 
 ``g`` has a product Matérn-3/2 kernel over every continuous coordinate, independent across the
 categorical ones. The likelihood is Vecchia's approximation (each row conditioned on its ``m``
@@ -11,47 +10,13 @@ compile: a cold fit of small data spent some 2 s compiling the JAX programs this
 
 from __future__ import annotations
 
-import contextvars
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["NeighbourGP", "padded_local", "vecchia_neighbours"]
-
-#: The rows whose shapes the local processes pad their arrays to (:func:`padded_local`).
-_FLOOR: contextvars.ContextVar[pd.DataFrame | None] = contextvars.ContextVar(
-    "local_floor", default=None
-)
-
-
-@contextmanager
-def padded_local(rows: pd.DataFrame) -> Iterator[None]:
-    """Within this block, the fibre GPs fitted along a column pad the arrays of their compiled
-    likelihood and posterior to at least the fibres of ``rows`` (a frame of the coordinate
-    columns) and their most coordinates (``local_fibre``), and keep the floor for their
-    predictions. (The neighbour GP and the exact GP compute in NumPy and need no floor.)
-
-    The check refits of :func:`bayestensor.fit` on small data fit subsets of one frame's rows
-    and predict others of its rows; inside this block, with the frame, they share those
-    programs with the fit of all rows. Padded rows, fibres and steps carry no messages, so
-    they change nothing but rounding."""
-    if not isinstance(rows, pd.DataFrame) or rows.empty:
-        raise ValueError(f"rows must be a non-empty pandas DataFrame, got {type(rows).__name__}")
-    token = _FLOOR.set(rows)
-    try:
-        yield
-    finally:
-        _FLOOR.reset(token)
-
-
-def floor_rows() -> pd.DataFrame | None:
-    """The rows of the enclosing :func:`padded_local` block (None outside one)."""
-    return _FLOOR.get()
-
+__all__ = ["NeighbourGP", "vecchia_neighbours"]
 
 #: L-BFGS-B stops once a step lowers the negative log likelihood by less than this fraction
 #: (scipy's default, 2.2e-9, spent about a sixth of us_temp's local-stage evaluations, 32 of
