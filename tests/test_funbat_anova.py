@@ -9,6 +9,7 @@ from conftest import TOL
 from scipy.stats import multivariate_normal
 
 import bayestensor as bt
+from bayestensor.models.funbat import local_anova
 from bayestensor.models.funbat.local_anova import AnovaGP, _anova_vg
 from bayestensor.models.funbat.local_cavity import SMALL_MAX_WEIGHT
 from bayestensor.models.funbat.local_tails import loo_errors
@@ -52,7 +53,7 @@ def _gp(theta, train, r):
 THETA = np.log([0.7, 1.3, 0.8, 0.4, 0.5, 0.2, 0.05])
 
 
-def test_likelihood_and_posterior_are_the_dense_gp():
+def test_likelihood_and_posterior_are_the_dense_gp(monkeypatch):
     """At given hyperparameters: the negative log likelihood (padded rows or not) and the
     posterior mean and variance of ``f`` at new rows, against the dense GP."""
     rng = np.random.default_rng(0)
@@ -76,12 +77,27 @@ def test_likelihood_and_posterior_are_the_dense_gp():
         np.testing.assert_allclose(
             grad, fd, rtol=TOL["grad_vs_finite_diff"], atol=TOL["grad_vs_finite_diff"]
         )
-    mean, var = _gp(THETA, train, r).posterior(new)
+    gp = _gp(THETA, train, r)
+    mean, var = gp.posterior(new)
     Kq = _dense(THETA, new, train)
     np.testing.assert_allclose(mean, Kq @ np.linalg.solve(Ky, r), rtol=TOL["local_dense"])
     prior = np.diag(_dense(THETA, new, new))
     dense_var = prior - np.einsum("ij,ji->i", Kq, np.linalg.solve(Ky, Kq.T))
     np.testing.assert_allclose(var, dense_var, rtol=TOL["local_dense"])
+    at_new = var
+    # at the training rows (their own route: the inverse's diagonal, no cross-covariance)
+    K = _dense(THETA, train, train)
+    mean, var = gp.posterior(None)
+    np.testing.assert_allclose(mean, K @ np.linalg.solve(Ky, r), rtol=TOL["local_dense"])
+    dense_var = np.diag(K) - np.einsum("ij,ji->i", K, np.linalg.solve(Ky, K))
+    np.testing.assert_allclose(var, dense_var, rtol=TOL["local_dense"])
+    first, mean[:] = mean.copy(), 0.0  # (asked again: the same; the caller's copy its own)
+    np.testing.assert_array_equal(gp.posterior(None)[0], first)
+    # the kernels assembled in blocks of rows (here two rows of 37 columns, the last block one)
+    monkeypatch.setattr(local_anova, "GRAM_BLOCK", 80)
+    fresh = _gp(THETA, train, r)
+    np.testing.assert_allclose(fresh.posterior(None)[0], first, rtol=1e-12)
+    np.testing.assert_allclose(fresh.posterior(new)[1], at_new, rtol=1e-12)
 
 
 def test_leave_one_out_errors_are_those_of_refits_without_the_row():
