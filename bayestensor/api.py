@@ -324,14 +324,14 @@ def fit(
                 # pruned components rest on many rows); kept only with a residual process
                 lenient = mostly_structure(kept) or not scattered(enc.index)
                 if lenient:  # (the GP on the values, rescaled: the same rows and values)
-                    res.local = fit_local(res, df, local, values=(kept.values_gp, kept.scale))
+                    res.local = fit_local(res, df, local, values=(kept.compared, kept.scale))
                     lenient = res.local.residual is not None and not res.local.values_kept
             if kept.kept_any and not lenient:
                 res = _lenient_by_refits(
                     res, res_strict, kept, df, local, progress, given, options, memo
                 )
         if res.local is None:
-            res.local = fit_local(res, df, local)
+            res.local = fit_local(res, df, local, values=_exact_compared(kept))
             if not res.local.kept_any and kept is not None and kept.kept_any:
                 res = res_strict
         res = _rank_one_check(res, df, ranks, given, options, progress, memo)
@@ -365,6 +365,18 @@ def _canonical_order(enc, df: pd.DataFrame):
     return dataclasses.replace(enc, index=enc.index[order], y=enc.y[order]), df.iloc[order]
 
 
+def _exact_compared(kept) -> tuple | None:
+    """``(GP, scale)``: the exact GP on the values that the local stage ``kept`` (None: none
+    fitted) compared, for a later stage on the same rows to rescale (its posterior at the
+    training rows, the O(n³) part, comes with it); None where there is none, or where it is
+    the neighbour GP of large data (refitted there, as when the shared data were measured)."""
+    from bayestensor.models.funbat.local_anova import AnovaGP
+
+    if kept is None or not isinstance(kept.compared, AnovaGP):
+        return None
+    return kept.compared, kept.scale
+
+
 def _lenient_by_refits(lenient, strict, kept, df, local, progress, given, options, memo):
     """``strict`` (pruned for the local stage, with the residual process ``kept`` there), or
     ``lenient`` (the leniently pruned fit) with its own local stage where, on small data, its
@@ -392,7 +404,7 @@ def _lenient_by_refits(lenient, strict, kept, df, local, progress, given, option
     )
     if not taken:
         return strict
-    lenient.local = fit_local(lenient, df, local)  # as its refits had it
+    lenient.local = fit_local(lenient, df, local, values=_exact_compared(kept))  # as refitted
     return lenient
 
 

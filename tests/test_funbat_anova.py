@@ -234,6 +234,32 @@ def test_small_data_between_the_two_gps_get_no_comparison(monkeypatch):
     assert fit_local(res, train).values is not None
 
 
+def test_a_later_stage_on_the_same_rows_rescales_the_compared_gp(monkeypatch):
+    """``bt.fit`` passes the exact GP that one local stage compared (``LocalFit.compared``,
+    kept or not) to a later stage on the same rows: that stage fits no GP of its own and makes
+    the same comparison (the same leave-one-out errors and blend)."""
+    from bayestensor.api import _exact_compared
+    from bayestensor.models.funbat.local import fit_local
+
+    train, _, _ = _panel(3)
+    res = bt.fit(train, coords=["unit", "x"], value="y", local=None, progress=False)
+    first = fit_local(res, train)
+    assert isinstance(first.compared, AnovaGP) and first.compared is first.values
+    assert _exact_compared(None) is None
+    assert _exact_compared(first) == (first.compared, first.scale)
+
+    def refused(*args, **kwargs):
+        raise AssertionError("fitted again")
+
+    monkeypatch.setattr(AnovaGP, "fit", refused)
+    again = fit_local(res, train, values=_exact_compared(first))
+    assert again.loo == pytest.approx(first.loo, rel=1e-10)
+    assert again.weight == first.weight and again.label == first.label
+    np.testing.assert_allclose(again.values.theta, first.values.theta, rtol=1e-12)
+    with pytest.raises(AssertionError, match="fitted again"):  # (without it: a fit of its own)
+        fit_local(res, train)
+
+
 def test_rescaled_is_the_same_gp_in_other_units():
     """``local_cavity.rescaled`` (the second local stage of ``bt.fit`` reuses the first's GP on
     the values): every variance times ``c²``, the likelihood ``n log c`` higher — both exactly
@@ -260,6 +286,19 @@ def test_rescaled_is_the_same_gp_in_other_units():
     np.testing.assert_allclose(
         out.posterior(train)[0] * c, gp.posterior(train)[0], rtol=TOL["local_dense"]
     )
+    # the posterior at the training rows, asked before the rescaling, comes with it in the new
+    # units (the O(n³) part of a later comparison on the same rows): as computed afresh
+    at_rows = gp.posterior(None)
+    out = rescaled(gp, 1.0 / c, train, r / c)
+    assert out._at_rows is not None
+    fresh = _gp(out.theta, train, r / c).posterior(None)
+    for a, b in zip(out.posterior(None), fresh, strict=True):
+        np.testing.assert_allclose(a, b, rtol=TOL["local_dense"])
+    np.testing.assert_allclose(out.posterior(None)[0] * c, at_rows[0], rtol=1e-12)
+    # ... but not to other rows, nor to other values
+    others = train.assign(x=train["x"] + 0.5)
+    assert rescaled(gp, 1.0 / c, others, r / c)._at_rows is None
+    assert rescaled(gp, 1.0 / c, train, r[::-1] / c)._at_rows is None
     # the neighbour GP (the GP on the values of large data) likewise: its kriging in the units
     from bayestensor.models.funbat.local_neighbours import NeighbourGP
 

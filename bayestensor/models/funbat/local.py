@@ -33,13 +33,13 @@ off (its variance goes to the lower bound), so the rule mostly saves prediction 
 
 ``"auto"`` then compares the result with a GP on the values alone (:mod:`.local_cavity`), the
 low-rank part's leave-one-out predictions taken from its cavities so that its in-sample fit
-does not flatter it: from 5,000 training rows the neighbour GP (``"neighbours:values"``), up to
-2,048 an exact GP whose kernel adds main effects — each unit's offset, a curve shared by all —
+does not flatter it: past 5,000 training rows the neighbour GP (``"neighbours:values"``), up to
+5,000 an exact GP whose kernel adds main effects — each unit's offset, a curve shared by all —
 to the product (``"anova:values"``, :mod:`.local_anova`; a low rank carries an additive offset
 only at the cost of a rank). Where the GP predicts the left-out rows clearly better, the
 predictions blend the two (:attr:`LocalFit.weight`, the weight with the smallest left-out error
-of the blend, at most one half on small data); where that weight is 1, the GP replaces the
-low-rank part.
+of the blend, at most one half on data of up to 256 rows); where that weight is 1, the GP
+replaces the low-rank part.
 
 Prediction: ``E[y*] = E[f*] + E[g* | r]``, ``Var[f* + g*] = Var[f*] + Var[g* | r]`` (``f`` and
 ``g`` treated as independent), ``Var[y*] = Var[f* + g*] + c · σ²_g`` with ``σ²_g`` the residual
@@ -189,6 +189,10 @@ class LocalFit:
     weight : float
         The GP on the values' weight in a blend, in (0, 1]; 0 without a blend (where the GP
         replaces the low-rank part it is ``process``, and ``values`` is None).
+    compared : NeighbourGP or AnovaGP or None
+        The GP on the values that ``"auto"`` compared (kept or not; None where no comparison
+        was made), for a later local stage on the same rows to rescale instead of fitting
+        again (``fit_local(..., values=(compared, scale))``); not saved.
     """
 
     base: object
@@ -207,6 +211,7 @@ class LocalFit:
     offset: float | None = None
     values: object = None
     weight: float = 0.0
+    compared: object = field(default=None, repr=False)
 
     @property
     def hyperparameters(self) -> dict:
@@ -412,9 +417,9 @@ def fit_local(
         With ``"auto"``, a mode is a fibre candidate only with at least this many training
         rows per fibre.
     values : tuple, optional
-        ``(process, scale)``: the neighbour GP on the values alone as another fit's local stage
-        fitted it to the same rows (its ``process`` and ``scale`` there); ``"auto"`` rescales it
-        instead of fitting it again.
+        ``(process, scale)``: the GP on the values alone as another fit's local stage fitted
+        it to the same rows (its :attr:`LocalFit.compared` and ``scale`` there; ``process``
+        None: none at hand); ``"auto"`` rescales it instead of fitting it again.
     """
     t = time.perf_counter()
     _bound_local_programs(len(result.coords))
@@ -485,7 +490,9 @@ def fit_local(
             offset, tails = alone["offset"], alone["blend_tails"]
             blend = (alone["process"], alone["weight"])
     fitted = (kind, mode, process, gains, calibration, time.perf_counter() - t, local, scale)
-    return LocalFit(result, *fitted, rows, *tails, loo, offset, *blend)  # (in the fields' order)
+    compared = None if alone is None else alone["process"]
+    # (in the fields' order)
+    return LocalFit(result, *fitted, rows, *tails, loo, offset, *blend, compared=compared)
 
 
 def update_local(loc: LocalFit, result, df: pd.DataFrame, scope: str) -> LocalFit:

@@ -36,10 +36,11 @@ from bayestensor.models.funbat.local_neighbours import _lbfgs, split_columns
 
 __all__ = ["AnovaGP", "FIT_ROWS", "MAX_ROWS"]
 
-#: The exact GP on the values is the local stage's candidate up to this many training rows:
-#: its posterior given every row costs one O(n³) factorisation a call (a fraction of a second
-#: at 2,048 rows).
-MAX_ROWS = 2048
+#: The exact GP on the values is the local stage's candidate up to this many training rows
+#: (from there the neighbour GP is): its posterior given every row costs one O(n³)
+#: factorisation and the inverse of its triangle, about 1.7 s at 4,500 rows on this 2-core
+#: machine (``docs/benchmarks.md``).
+MAX_ROWS = 5000
 #: Its hyperparameters maximise the likelihood of at most this many rows (a random subset, seed
 #: 0, of more): the fit costs O(n³) a step, some 70 steps (measured 1.3 s in all at 250 rows, 10 s
 #: at 500; ``docs/benchmarks.md``).

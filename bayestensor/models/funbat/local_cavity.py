@@ -86,7 +86,8 @@ VALUES_MARGIN = 0.1
 #: seals (925 rows) both switches on splits it had not seen were worse held out. (Set after
 #: that check; gapminder, 8,396 rows, still switches: one better, one worse there.) Up to
 #: :data:`~.local_anova.MAX_ROWS` rows the GP on the values is the exact one with main effects
-#: (:class:`~.local_anova.AnovaGP`) instead; in between no comparison is made.
+#: (:class:`~.local_anova.AnovaGP`) instead (between the two bounds, were they apart, no
+#: comparison would be made).
 VALUES_MIN_ROWS = 5000
 #: On small data (the exact GP on the values) the blend's weight is at most this: leave-one-out
 #: errors of a few dozen rows choose a weight loosely, and an even blend hedges both ways.
@@ -94,6 +95,12 @@ VALUES_MIN_ROWS = 5000
 #: replaced the low-rank part on 19 of 62 splits, and 7 sets lost more than 1 %; capped at 0.5,
 #: 4 sets did (on the splits it was set on; on fresh ones none of 31).
 SMALL_MAX_WEIGHT = 0.5
+#: ... on data of at most this many training rows (the exact GP's hyperparameters fitted to
+#: every row). On more, leave-one-out errors of hundreds of rows choose the weight well:
+#: uncapped from 257 rows, seals and 17 check sets of 256-2,048 rows at a fresh seed went to
+#: 0.977 of the capped blend's held-out RMSE (7 better by more than 1 %, 1 worse), faithfuld
+#: (4,500 rows, the GP 24 times better left out) to a twelfth (``docs/benchmarks.md``).
+SMALL_MAX_ROWS = local_anova.FIT_ROWS
 #: The comparison's leave-one-out errors are taken at this many random rows at most.
 LOO_ROWS = 8192
 #: A local stage whose best residual process leaves less than this fraction of the residuals'
@@ -137,7 +144,18 @@ def rescaled(gp: NeighbourGP | AnovaGP, c: float, X, r) -> NeighbourGP | AnovaGP
     else:
         n = len(r) if not gp.max_fit or gp.max_fit >= len(r) or gp.full_nll else gp.max_fit
     out.nll = float(gp.nll) + n * float(np.log(c))
-    return out._restore(X, r)
+    out._restore(X, r)
+    if exact and gp._at_rows is not None and _same_rows(out, gp, c):
+        m, v = gp._at_rows  # (its posterior at these rows, in the new units)
+        out._at_rows = (m * c, v * c * c)
+    return out
+
+
+def _same_rows(new: AnovaGP, old: AnovaGP, c: float) -> bool:
+    """Whether ``new`` holds ``old``'s training rows and ``c`` times its values."""
+    same = new._X.shape == old._X.shape and new._g.shape == old._g.shape
+    same = same and np.array_equal(new._X, old._X) and np.array_equal(new._g, old._g)
+    return same and np.allclose(new._r, c * old._r, rtol=1e-12, atol=0.0)
 
 
 def mode_cavities(
@@ -348,8 +366,9 @@ def values_alone(result, X, y, rs, scale, kept, fitted=None) -> dict | None:
     the residuals and FunBaT's noise variance).
 
     The GP is the exact one with main effects (:class:`~.local_anova.AnovaGP`) up to
-    :data:`~.local_anova.MAX_ROWS` rows, its weight in a blend then at most
-    :data:`SMALL_MAX_WEIGHT`, and the neighbour GP from :data:`VALUES_MIN_ROWS` rows.
+    :data:`~.local_anova.MAX_ROWS` rows (its weight in a blend at most
+    :data:`SMALL_MAX_WEIGHT` up to :data:`SMALL_MAX_ROWS` rows), and the neighbour GP from
+    :data:`VALUES_MIN_ROWS` rows.
     Returns None (no comparison) in between or when the fit's training rows are not at hand;
     else a dict with ``loo`` (both mean squared errors),
     ``better`` (the GP's is smaller by more than one standard error of the paired differences,
@@ -383,7 +402,7 @@ def values_alone(result, X, y, rs, scale, kept, fitted=None) -> dict | None:
     # the noise starts at a tenth of the values' variance: started at the low-rank fit's (a
     # few per cent), the lengthscales can collapse to their lower bound (no correlation left)
     noise0 = 0.1 * float(np.mean(yv**2))
-    if fitted is None:
+    if fitted is None or fitted[0] is None or isinstance(fitted[0], AnovaGP) != exact:
         gp = AnovaGP() if exact else NeighbourGP(full_nll=False)
         gp = gp.fit(X, list(result.coords), yv, noise0, result.coords)
     else:
@@ -396,7 +415,7 @@ def values_alone(result, X, y, rs, scale, kept, fitted=None) -> dict | None:
     better = choose({"low-rank": 1.0, VALUES: 0.0}, {"low-rank": low_rank, VALUES: values})
     clear = np.mean(values) < (1.0 - VALUES_MARGIN) * np.mean(low_rank)
     w = blend_weight(e_low, e_values)
-    w = min(w, SMALL_MAX_WEIGHT) if exact else w
+    w = min(w, SMALL_MAX_WEIGHT) if len(rs) <= SMALL_MAX_ROWS else w
     blend = (w * e_values + (1 - w) * e_low) / (w * sd_values + (1 - w) * sd_low)
     return {
         "loo": {"low-rank": float(np.mean(low_rank)), VALUES: float(np.mean(values))},
