@@ -407,7 +407,9 @@ def values_alone(result, X, y, rs, scale, kept, fitted=None) -> dict | None:
         gp = gp.fit(X, list(result.coords), yv, noise0, result.coords)
     else:
         gp = rescaled(fitted[0], fitted[1] / scale, X, yv)
-    m, v = gp.posterior(X.iloc[rows])
+    # (the exact GP at all its training rows: their own route, kept with the GP for reuse)
+    whole = exact and len(rows) == len(rs)
+    m, v = gp.posterior(None) if whole else gp.posterior(X.iloc[rows])
     own = gp.hyperparameters["noise"]
     e_values = loo_errors(yv[rows], m, v, own)
     sd_values = np.sqrt(loo_variance(v, own))
