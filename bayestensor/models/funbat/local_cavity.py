@@ -97,9 +97,11 @@ VALUES_MIN_ROWS = 5000
 SMALL_MAX_WEIGHT = 0.5
 #: ... on data of at most this many training rows (the exact GP's hyperparameters fitted to
 #: every row). On more, leave-one-out errors of hundreds of rows choose the weight well:
-#: uncapped from 257 rows, seals and 17 check sets of 256-2,048 rows at a fresh seed went to
-#: 0.977 of the capped blend's held-out RMSE (7 better by more than 1 %, 1 worse), faithfuld
-#: (4,500 rows, the GP 24 times better left out) to a twelfth (``docs/benchmarks.md``).
+#: uncapped from 257 rows, seals and 17 check sets of 256-2,048 rows went to 0.977 of the
+#: capped blend's held-out RMSE at the seed this was set on (7 better by more than 1 %, 1
+#: worse); with the exact GP to 5,000 rows, they and three sets of 2,048-5,000 rows went to
+#: 0.983 at a fresh seed (none worse), faithfuld (4,500 rows, the GP 24 times better left out)
+#: to a sixth (``docs/benchmarks.md``).
 SMALL_MAX_ROWS = local_anova.FIT_ROWS
 #: The comparison's leave-one-out errors are taken at this many random rows at most.
 LOO_ROWS = 8192
