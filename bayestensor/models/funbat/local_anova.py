@@ -300,7 +300,7 @@ class AnovaGP:
             mean, var = self._at_rows
             return mean.copy(), np.maximum(var, 0.0)
         Xq, gq = self._features(new)
-        mask, n_cont = np.ones(len(self._r)), len(self.continuous)
+        mask = np.ones(len(self._r))
         mean, var = np.zeros(len(Xq)), np.zeros(len(Xq))
         for lo in range(0, len(Xq), QUERY_ROWS):
             at = slice(lo, lo + QUERY_ROWS)
