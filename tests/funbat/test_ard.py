@@ -292,6 +292,44 @@ def test_truncated_tucker_rotation_is_the_hosvd_truncation():
     np.testing.assert_allclose(got / scale, expected / scale, atol=TOL["ard_truncation"])
 
 
+@pytest.mark.x64
+def test_rotation_of_a_fit_that_switched_everything_off_keeps_the_core_covariance():
+    """A fit whose every component was switched off ends with factor means near 1e-150 and
+    1e-90 (igf, seed 450): their Gram matrices underflow. The rotation does not depend on a
+    mode's scale, so the pruned core's covariance is that of the same posterior with its means
+    at unit scale (it was 1.9e19 times too large: predictive sds of 1e7), and the fitted
+    values' mean square is the unit-scale one times the scales squared (here 0)."""
+    rng = np.random.default_rng(11)
+    sizes, ranks, keep = (10, 12), (2, 2), (1, 1)
+    cfg = FunBaTConfig("tucker", ranks, sizes, (False,) * 2, ard=True)
+    from bayestensor.models.funbat.inference import init_state
+
+    state = init_state(cfg, (None,) * 2, [None] * 2, [None] * 2, __import__("jax").random.key(0))
+    means = [rng.normal(size=f.mean.shape) for f in state.factors]
+    A = rng.normal(size=(4, 4)) * 0.2
+    core = CorePosterior(
+        jnp.asarray(rng.normal(size=ranks)), jnp.asarray(A @ A.T + 0.05 * np.eye(4))
+    )
+
+    def rotated(scales, core_scale):
+        factors = tuple(
+            f._replace(mean=jnp.asarray(m * s))
+            for f, m, s in zip(state.factors, means, scales, strict=True)
+        )
+        st = state._replace(factors=factors, core=core._replace(mean=core.mean * core_scale))
+        rot = tucker_rotations(cfg, st)
+        return rotate_tucker(st, cfg, keep, rot)[0], rot
+
+    unit, unit_rot = rotated((1.0, 1.0), 1.0)
+    tiny, tiny_rot = rotated((1e-150, 1e-90), 1e-100)
+    np.testing.assert_allclose(
+        np.asarray(tiny.core.cov), np.asarray(unit.core.cov), rtol=TOL["kron_vs_dense"]
+    )
+    for (s_unit, *_, ms_unit), (s_tiny, *_, ms_tiny) in zip(unit_rot, tiny_rot, strict=True):
+        np.testing.assert_allclose(s_tiny, s_unit, rtol=TOL["kron_vs_dense"])
+        assert ms_unit > 0.0 and ms_tiny == 0.0  # 1e-680 of the unit one: below float64
+
+
 def _diagonal_tucker(diagonal, sizes=(6, 7, 8)):
     """A Tucker posterior with orthonormal factor means and the superdiagonal core
     ``diagonal`` (so the directions' energies are its squares); config and state."""

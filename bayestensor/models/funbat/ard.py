@@ -358,6 +358,12 @@ def prune(
     return new_state, new_cfg
 
 
+def _scale(a) -> float:
+    """The largest absolute entry of ``a`` (1 where it is all zeros)."""
+    top = float(np.max(np.abs(np.asarray(a, dtype=np.float64)), initial=0.0))
+    return top if top > 0.0 else 1.0
+
+
 def _psd_sqrt(G: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``G^{1/2}`` and ``G^{-1/2}`` of a symmetric PSD matrix (eigenvalues floored)."""
     w, V = np.linalg.eigh(0.5 * (G + G.T))
@@ -392,11 +398,17 @@ def tucker_rotations(cfg: FunBaTConfig, state: FunBaTState):
     """
     K = len(cfg.ranks)
     means = [np.asarray(f.mean, dtype=np.float64) for f in state.factors]
-    Gs = [m.T @ m for m in means]
+    # each mode's means in units of their largest entry: M and N_r do not depend on a mode's
+    # scale, and a fit that switched everything off has means near 1e-150, whose Gram
+    # matrices (and the core's scale) underflow; the scales come back in the energy only
+    scales = [_scale(m) for m in means]
+    Gs = [(m / s).T @ (m / s) for m, s in zip(means, scales, strict=True)]
     roots = [_psd_sqrt(G) for G in Gs]
     C = np.asarray(state.core.mean, dtype=np.float64)
+    C = C / _scale(C)
     for k in range(K):
         C = np.moveaxis(np.tensordot(roots[k][0], C, axes=(1, k)), 0, k)
+    unit = float(np.prod(np.square([*scales, _scale(state.core.mean)])))  # energy's units
     out = []
     for k in range(K):
         unfold = np.moveaxis(C, k, 0).reshape(cfg.ranks[k], -1)
@@ -405,7 +417,8 @@ def tucker_rotations(cfg: FunBaTConfig, state: FunBaTState):
         energy[: sv.size] = sv**2
         shares = energy / max(float(energy.sum()), 1e-300)
         # the fitted values' mean square on the grid of unique coordinates: ‖C‖² / Π n_j
-        mean_square = float(energy.sum()) / float(np.prod([m.shape[0] for m in means]))
+        grid = float(np.prod([m.shape[0] for m in means]))
+        mean_square = float(energy.sum()) * unit / grid
         M, T = np.linalg.qr(roots[k][1] @ V)
         VtG = V.T @ roots[k][0]
 
