@@ -342,7 +342,7 @@ def _rmse(pred, test):
     return float(np.sqrt(np.mean((pred["mean"] - test["y"]) ** 2)))
 
 
-def test_fit_local_auto_improves_held_out_rmse(planted_fits):
+def test_fit_local_auto_improves_held_out_rmse(planted_fits, monkeypatch):
     train, test, plain, res = planted_fits
     assert plain.local is None
     assert "local" not in plain.summary().columns  # no change for local=None
@@ -360,6 +360,19 @@ def test_fit_local_auto_improves_held_out_rmse(planted_fits):
     assert res.local.values is None and res.local.weight == 0.0
     assert loo["neighbours:values"] > (1 - VALUES_MARGIN) * loo["low-rank"]
     assert abs(loo["fibre:time"] - loo["neighbours"]) < 0.01
+    # left out, the exact GP is still held for a later stage on these rows to rescale; the
+    # neighbour GP compared in its place and left out is not (memory held for nothing)
+    import bayestensor.models.funbat.local_cavity as cavity
+    from bayestensor.models.funbat.local import fit_local
+    from bayestensor.models.funbat.local_anova import AnovaGP
+
+    assert isinstance(res.local.compared, AnovaGP)
+    monkeypatch.setattr(cavity, "VALUES_MIN_ROWS", 100)
+    monkeypatch.setattr(cavity, "ANOVA_MAX_ROWS", 0)
+    nearest = fit_local(res.local.base, train)
+    assert "neighbours:values" in nearest.loo and nearest.values is None
+    assert nearest.compared is None
+    monkeypatch.undo()
     # the low-rank part alone is the plain fit
     base = res.predict(test, local=False)
     np.testing.assert_allclose(base.to_numpy(), plain.predict(test).to_numpy(), rtol=1e-10)

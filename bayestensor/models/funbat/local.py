@@ -190,9 +190,10 @@ class LocalFit:
         The GP on the values' weight in a blend, in (0, 1]; 0 without a blend (where the GP
         replaces the low-rank part it is ``process``, and ``values`` is None).
     compared : NeighbourGP or AnovaGP or None
-        The GP on the values that ``"auto"`` compared (kept or not; None where no comparison
-        was made), for a later local stage on the same rows to rescale instead of fitting
-        again (``fit_local(..., values=(compared, scale))``); not saved.
+        The GP on the values that ``"auto"`` compared, for a later local stage on the same
+        rows to rescale instead of fitting again (``fit_local(..., values=(compared,
+        scale))``): the exact GP kept or not, the neighbour GP only where it was kept (it is
+        then also ``process`` or ``values``); None where no comparison was made. Not saved.
     """
 
     base: object
@@ -490,7 +491,10 @@ def fit_local(
             offset, tails = alone["offset"], alone["blend_tails"]
             blend = (alone["process"], alone["weight"])
     fitted = (kind, mode, process, gains, calibration, time.perf_counter() - t, local, scale)
-    compared = None if alone is None else alone["process"]
+    # (an exact GP that was not kept is held for a later stage to rescale; a neighbour GP only
+    # where it was kept, and is held as the process or the blend anyway: no memory for nothing)
+    reuse = alone is not None and (alone["better"] or isinstance(alone["process"], AnovaGP))
+    compared = alone["process"] if reuse else None
     # (in the fields' order)
     return LocalFit(result, *fitted, rows, *tails, loo, offset, *blend, compared=compared)
 
