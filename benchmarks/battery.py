@@ -473,12 +473,11 @@ def main(args: list[str] | None = None) -> pd.DataFrame:
     if unknown:
         p.error(f"unknown data sets {unknown}; choose from {known}")
 
-    rows = []
+    rows, own = [], opts.own_splits
     for name in opts.datasets:
         if name in SHARED_SETS and not SHARED.is_dir():
             print(f"{name}: shared data not found at {SHARED}; skipped", file=sys.stderr)
             continue
-        own = opts.own_splits
         for fold, train, test, coords, value in splits(name, opts.folds, opts.seed, own):
             runs = [("FunBaT defaults", dict(given))]
             runs += [(f"FunBaT Tucker R={r}", {"rank": r, **given}) for r in opts.ranks]

@@ -405,10 +405,11 @@ def tucker_rotations(cfg: FunBaTConfig, state: FunBaTState):
     Gs = [(m / s).T @ (m / s) for m, s in zip(means, scales, strict=True)]
     roots = [_psd_sqrt(G) for G in Gs]
     C = np.asarray(state.core.mean, dtype=np.float64)
-    C = C / _scale(C)
+    scales.append(_scale(C))
+    C = C / scales[-1]
     for k in range(K):
         C = np.moveaxis(np.tensordot(roots[k][0], C, axes=(1, k)), 0, k)
-    unit = float(np.prod(np.square([*scales, _scale(state.core.mean)])))  # energy's units
+    unit = float(np.prod(np.square(scales)))  # the fitted tensor's energy per scaled unit
     out = []
     for k in range(K):
         unfold = np.moveaxis(C, k, 0).reshape(cfg.ranks[k], -1)
