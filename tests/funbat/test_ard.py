@@ -297,8 +297,9 @@ def test_rotation_of_a_fit_that_switched_everything_off_keeps_the_core_covarianc
     """A fit whose every component was switched off ends with factor means near 1e-150 and
     1e-90 (igf, seed 450): their Gram matrices underflow. The rotation does not depend on a
     mode's scale, so the pruned core's covariance is that of the same posterior with its means
-    at unit scale (it was 1.9e19 times too large: predictive sds of 1e7), and the fitted
-    values' mean square is the unit-scale one times the scales squared (here 0)."""
+    at unit scale (igf's came out 1.9e19 where it was 0.03-0.05 before the rotation: predictive
+    sds of 1e7), and the fitted values' mean square is the unit-scale one times the scales
+    squared (here 0)."""
     rng = np.random.default_rng(11)
     sizes, ranks, keep = (10, 12), (2, 2), (1, 1)
     cfg = FunBaTConfig("tucker", ranks, sizes, (False,) * 2, ard=True)
