@@ -91,8 +91,10 @@ from bayestensor.models.funbat.local_tails import (
     GAUSSIAN,
     bic,
     choose,
+    fit_level_scale,
     fit_student_t,
     iid_nll,
+    level_factor,
     loo_errors,
     loo_scores,
     loo_variance,
@@ -106,6 +108,8 @@ ANOVA_VALUES = "anova:values"
 #: rows (its n × n covariance: 200 MB at 5,000) the local stage is fitted again on all rows
 #: instead, as a fit of that many rows would be (with the neighbour GP from there on).
 ANOVA_UPDATE_MAX_ROWS = VALUES_MIN_ROWS
+#: Whether the predictive scale may grow with the level (:func:`.local_tails.fit_level_scale`).
+LEVEL_SCALE = True
 
 __all__ = [
     "FibreGP",
@@ -194,6 +198,11 @@ class LocalFit:
         rows to rescale instead of fitting again (``fit_local(..., values=(compared,
         scale))``): the exact GP kept or not, the neighbour GP only where it was kept (it is
         then also ``process`` or ``values``); None where no comparison was made. Not saved.
+    level : tuple or None
+        ``(b, centre, unit, lo, hi, floor)`` where the left-out errors grew (or shrank) with
+        the predicted level: the predictive scale is then multiplied by ``exp(b · u)``, ``u``
+        the standardised level of the predictive mean (of its log for positive values)
+        (:func:`~.local_tails.level_factor`); None: one scale everywhere.
     """
 
     base: object
@@ -213,6 +222,7 @@ class LocalFit:
     values: object = None
     weight: float = 0.0
     compared: object = field(default=None, repr=False)
+    level: tuple | None = None
 
     @property
     def hyperparameters(self) -> dict:
@@ -276,8 +286,12 @@ class LocalFit:
         """The base prediction ``pred`` at the rows of ``df`` plus the local process (or the
         blend: the weighted means, and the weighted sds, as for errors fully correlated)."""
         _bound_local_programs(len(self.base.coords))
-        if not self.kept_any:
-            return pred
+        if not self.kept_any:  # the low-rank part alone: its predictive, scaled by the level
+            if self.level is None:
+                return pred
+            mean = pred["mean"].to_numpy()
+            c = self.t_scale * level_factor(self.level, mean)
+            return self._predictive(df, mean, c * pred["sd_f"].to_numpy(), c * pred["sd"], level)
         X, s = encoded(self.base, df), self.scale
         parts = []  # (weight, mean, Var f, noise variance), variances in units of the scale
         if self.values is None and self.offset is not None:  # the GP on the values alone
@@ -300,9 +314,14 @@ class LocalFit:
         mean = sum(w * m for w, m, _, _ in parts)
         root_f = sum(w * np.sqrt(v) for w, _, v, _ in parts)
         root = sum(w * np.sqrt(v + n) for w, _, v, n in parts)
-        # the Student-t scale: c times the Gaussian sd (the sd itself when nu is inf)
-        c = self.t_scale * s
-        sd_f, sd = c * root_f, c * root
+        # the Student-t scale: c times the Gaussian sd (the sd itself when nu is inf), times the
+        # level's factor where the left-out errors grew with the level
+        c = self.t_scale * s * level_factor(self.level, mean)
+        return self._predictive(df, mean, c * root_f, c * root, level)
+
+    def _predictive(self, df, mean, sd_f, sd, level: float) -> pd.DataFrame:
+        """The prediction frame of means ``mean`` and (Student-t) scales ``sd_f``, ``sd``."""
+        sd_f, sd = np.asarray(sd_f, np.float64), np.asarray(sd, np.float64)
         z = float(student_t_quantile(level, self.nu))
         check_finite_result(
             "the prediction with the local process", mean, mean - z * sd, mean + z * sd
@@ -490,13 +509,31 @@ def fit_local(
         elif alone["better"]:  # blended with it
             offset, tails = alone["offset"], alone["blend_tails"]
             blend = (alone["process"], alone["weight"])
+    # the chosen predictive's standardised left-out errors and left-out predictions: does its
+    # scale grow with the level?
+    y = df[result.value].to_numpy(np.float64)
+    scores = None
+    if alone is not None and alone["better"]:
+        scores = alone["levels"][VALUES if alone["weight"] >= 1.0 else "blend"]
+    elif process is not None:
+        z = loo_scores(rs, *posts[best], own, calibration, (sd_f / scale) ** 2)
+        scores = (z, y - scale * errors[best])
+    elif alone is not None:
+        scores = alone["levels"]["low-rank"]
+    level = None
+    if LEVEL_SCALE and scores is not None:
+        got = fit_level_scale(*scores, y)
+        if got is not None:
+            tails, level = got[:2], got[2]
     fitted = (kind, mode, process, gains, calibration, time.perf_counter() - t, local, scale)
     # (an exact GP that was not kept is held for a later stage to rescale; a neighbour GP only
     # where it was kept, and is held as the process or the blend anyway: no memory for nothing)
     reuse = alone is not None and (alone["better"] or isinstance(alone["process"], AnovaGP))
     compared = alone["process"] if reuse else None
     # (in the fields' order)
-    return LocalFit(result, *fitted, rows, *tails, loo, offset, *blend, compared=compared)
+    return LocalFit(
+        result, *fitted, rows, *tails, loo, offset, *blend, compared=compared, level=level
+    )
 
 
 def update_local(loc: LocalFit, result, df: pd.DataFrame, scope: str) -> LocalFit:

@@ -420,7 +420,16 @@ def values_alone(result, X, y, rs, scale, kept, fitted=None) -> dict | None:
     w = blend_weight(e_low, e_values)
     w = min(w, SMALL_MAX_WEIGHT) if len(rs) <= SMALL_MAX_ROWS else w
     blend = (w * e_values + (1 - w) * e_low) / (w * sd_values + (1 - w) * sd_low)
+    e_blend = w * e_values + (1 - w) * e_low
+    y_rows = y[rows]
     return {
+        # (per candidate: standardised left-out errors and left-out predictions, for the
+        # level's scale: local_tails.fit_level_scale)
+        "levels": {
+            "low-rank": (e_low / sd_low, y_rows - scale * e_low),
+            VALUES: (e_values / sd_values, y_rows - scale * e_values),
+            "blend": (blend, y_rows - scale * e_blend),
+        },
         "loo": {"low-rank": float(np.mean(low_rank)), VALUES: float(np.mean(values))},
         "better": bool(better == VALUES and clear),
         "weight": w,

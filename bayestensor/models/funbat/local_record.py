@@ -7,7 +7,9 @@ files written before it existed; ``nu``, ``t_scale``: the predictive Student-t, 
 Gaussian — when absent; ``loo``: the candidates' leave-one-out errors, empty when absent;
 ``offset``: the values' mean when the neighbour GP on the values enters the predictions, null
 otherwise and when absent; ``values``, ``weight``: that GP's settings where the predictions
-blend it with the low-rank part, and its weight there, null and 0 when absent); the arrays
+blend it with the low-rank part, and its weight there, null and 0 when absent; ``level``: the
+predictive scale's growth with the level, ``[b, centre, unit, lo, hi, floor]``, null — one scale —
+when absent: :func:`~.local_tails.level_factor`); the arrays
 ``local/train`` (the training rows' coordinates as the fit encodes them, one column per entry
 of ``process.columns``), ``local/r`` (their residuals) and ``local/theta`` (the learned log
 hyperparameters), and for a blend ``local/values/train``, ``local/values/r`` (the values less
@@ -49,6 +51,7 @@ _OPTIONAL = {
     "offset": (float | None, None),
     "values": (dict | None, None),
     "weight": (float, 0.0),
+    "level": (tuple[float, float, float, float, float, float] | None, None),
 }
 _FIBRE = {"columns": list[str], "kernel": str, "maxiter": int, "nll": float}
 _NEIGHBOURS = {
@@ -97,6 +100,7 @@ def local_record(loc: LocalFit) -> tuple[dict, dict[str, np.ndarray]]:
     header["gains"] = {k: float(v) for k, v in loc.gains.items()}
     header["loo"] = {k: float(v) for k, v in loc.loo.items()}
     header["weight"] = float(loc.weight)
+    header["level"] = None if loc.level is None else [float(v) for v in loc.level]
     header["process"], header["values"], arrays = None, None, {}
     if loc.process is not None:
         header["process"], arrays = _process_record(loc.process, "local")
@@ -199,6 +203,14 @@ def local_from_record(result, raw, arrays: dict[str, np.ndarray]) -> LocalFit:
     if h["nu"] is not None and not (np.isfinite(h["nu"]) and h["nu"] > 0):
         raise ValueError("saved field local.nu must be null (Gaussian) or a finite number > 0")
     tails = (np.inf if h["nu"] is None else h["nu"], h["t_scale"])
+    level = h["level"]
+    if level is not None and (
+        not np.all(np.isfinite(level)) or level[2] <= 0 or level[3] > level[4] or level[5] < 0
+    ):
+        raise ValueError(
+            "saved field local.level must be null or [b, centre, unit, lo, hi, floor]: finite "
+            "numbers, unit > 0, lo ≤ hi and floor ≥ 0"
+        )
     check_local_option(h["asked"])
     names = {m.name: m.kind for m in result.modes}
     if not np.isfinite(h["calibration"]) or h["calibration"] < 1:
@@ -252,4 +264,5 @@ def local_from_record(result, raw, arrays: dict[str, np.ndarray]) -> LocalFit:
         h["offset"],
         values,
         weight,
+        level=level,
     )

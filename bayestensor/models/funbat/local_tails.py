@@ -37,6 +37,8 @@ __all__ = [
     "GAUSSIAN",
     "NU_BOUNDS",
     "fit_student_t",
+    "fit_level_scale",
+    "level_factor",
     "loo_errors",
     "loo_scores",
     "loo_variance",
@@ -173,6 +175,95 @@ def fit_student_t(z) -> tuple[float, float]:
     # maximum-likelihood scale that fits the bulk and leaves too many outside
     floor = float(np.quantile(np.abs(z), FLOOR_LEVEL)) / float(student_t_quantile(FLOOR_LEVEL, nu))
     return nu, max(c, floor)
+
+
+#: The level factor is held within ``[1 / LEVEL_MAX_FACTOR, LEVEL_MAX_FACTOR]`` (and its level
+#: within the training rows' range).
+LEVEL_MAX_FACTOR = 30.0
+#: The slope is kept where it gains more than this many times ``log n`` nats in the likelihood
+#: of the ``n`` left-out scores (twice the BIC bound of one parameter: the scores come from a
+#: fitted model, and at ``½ log n`` the slope was kept on 18 of 31 small sets and made the
+#: held-out likelihood worse on 8; ``docs/benchmarks.md``).
+LEVEL_MIN_GAIN = 1.0
+
+
+def _levels(level, mean) -> np.ndarray:
+    """The standardised levels ``u`` of the predictions ``mean`` (unclipped)."""
+    _, centre, unit, _, _, floor = level
+    mean = np.asarray(mean, np.float64)
+    g = np.log(np.maximum(mean, floor)) if floor > 0 else mean
+    return (g - centre) / unit
+
+
+def level_factor(level, mean) -> np.ndarray:
+    """``exp(b · u)`` at the predictive means ``mean`` for ``level = (b, centre, unit, lo, hi,
+    floor)`` (:func:`fit_level_scale`): ``u = (g(mean) − centre) / unit`` held within ``[lo,
+    hi]``, ``g(m) = log max(m, floor)`` for positive values (``floor`` > 0: sd ∝ mean^b in
+    the values' own log units), ``g(m) = m`` for ``floor`` 0; the factor held within
+    :data:`LEVEL_MAX_FACTOR`. 1 everywhere for ``level`` None."""
+    if level is None:
+        return np.ones_like(np.asarray(mean, np.float64))
+    b, _, _, lo, hi, _ = level
+    f = np.exp(b * np.clip(_levels(level, mean), lo, hi))
+    return np.clip(f, 1.0 / LEVEL_MAX_FACTOR, LEVEL_MAX_FACTOR)
+
+
+def fit_level_scale(z, mean, y) -> tuple[float, float, tuple] | None:
+    """``(ν, c, level)`` where the left-out errors grow (or shrink) with the level: the
+    maximum-likelihood ``z_i ~ c · exp(b · u_i) · T_ν``, ``u_i`` the standardised level of
+    the left-out prediction ``mean_i`` — of its log, ``(log mean_i − mean log y) / sd(log y)``
+    (held at the smallest value from below), where every training value ``y`` is positive
+    (concentrations, counts, prices: errors in proportion to a power of the value); else
+    ``(mean_i − ȳ) / sd(y)`` — kept where ``b`` gains more than :data:`LEVEL_MIN_GAIN` ``·
+    log n`` in the likelihood over ``b = 0``; None where it does not, or for fewer than 20
+    finite scores. ``level = (b, centre, unit, min u, max u, floor)`` (:func:`level_factor`;
+    ``floor``: the smallest value, 0 for the linear level); the scale ``c`` raised, as in
+    :func:`fit_student_t`, until the central :data:`FLOOR_LEVEL` interval holds that
+    fraction of the rescaled scores."""
+    from scipy import optimize
+
+    z, mean = np.asarray(z, np.float64), np.asarray(mean, np.float64)
+    ok = np.isfinite(z) & np.isfinite(mean)
+    z, mean = z[ok], mean[ok]
+    y = np.asarray(y, np.float64)
+    floor = float(np.min(y)) if len(y) and np.min(y) > 0 else 0.0
+    g = np.log(y) if floor > 0 else y
+    big = float(np.max(np.abs(g))) if len(g) and floor == 0 else 1.0  # (no overflow at 1e200)
+    big = big if big > 0 and np.isfinite(big) else 1.0
+    centre, unit = big * float(np.mean(g / big)), big * float(np.std(g / big))
+    if len(z) < 20 or not np.any(z) or not unit > 0:
+        return None
+    u = _levels((0.0, centre, unit, 0.0, 0.0, floor), mean)
+    lo_nu, hi_nu = np.log(NU_BOUNDS[0]), np.log(NU_BOUNDS[1])
+    sd = float(np.sqrt(np.mean(z**2)))
+
+    def nll(p, slope=True):
+        nu, b = np.exp(p[0]), (p[2] if slope else 0.0)
+        s = p[1] + b * u  # the log scale per row
+        return -float(np.sum(student_t_logpdf(z / np.exp(s), nu))) + float(np.sum(s))
+
+    box = [(lo_nu, hi_nu), (np.log(sd) - 12.0, np.log(sd) + 3.0)]
+    flat = min(
+        (optimize.minimize(lambda p: nll(p, False), s, method="L-BFGS-B", bounds=box) for s in
+         ([np.log(4.0), np.log(0.7 * sd)], [np.log(50.0), np.log(sd)])),
+        key=lambda f: f.fun,
+    )  # fmt: skip
+    big = np.log(LEVEL_MAX_FACTOR) / max(float(np.max(np.abs(u))), 1e-9)  # (within the bound)
+    bounds = [*box, (-big, big)]
+    fits = [
+        optimize.minimize(nll, [*flat.x, b0], method="L-BFGS-B", bounds=bounds)
+        for b0 in (-0.3, 0.0, 0.3)
+    ]
+    best = min(fits, key=lambda f: f.fun)
+    if flat.fun - best.fun <= LEVEL_MIN_GAIN * np.log(len(z)):
+        return None
+    nu, c, b = float(np.exp(best.x[0])), float(np.exp(best.x[1])), float(best.x[2])
+    if nu >= 0.999 * NU_BOUNDS[1]:
+        nu = np.inf
+    level = (b, centre, unit, float(u.min()), float(u.max()), floor)
+    scaled = np.abs(z) / level_factor(level, mean)
+    floor_c = float(np.quantile(scaled, FLOOR_LEVEL)) / float(student_t_quantile(FLOOR_LEVEL, nu))
+    return nu, max(c, floor_c), level
 
 
 def choose(gains: dict[str, float], sq: dict[str, np.ndarray]) -> str | None:

@@ -183,7 +183,9 @@ class FitResult(Result):
             noisy observation y), ``sd_f``, ``lower_f``, ``upper_f`` (the latent f): Gaussian,
             ``sd`` its standard deviation; where the local stage found heavy-tailed residuals,
             also ``nu``: the predictive is then a Student-t with ``nu`` degrees of freedom,
-            scale ``sd`` (or ``sd_f``) and quantiles ``lower``, ``upper``.
+            scale ``sd`` (or ``sd_f``) and quantiles ``lower``, ``upper``. Where the local
+            stage found errors that grow with the level (``self.local.level``), ``sd`` and
+            ``sd_f`` grow with the predicted mean (:func:`~.local_tails.level_factor`).
         """
         level = check_level(level)
         check_bool("local", local)
@@ -363,11 +365,15 @@ class FitResult(Result):
     def _local_title(self) -> str:
         if self.local is None:
             return ""
-        if self.local.process is None:
-            return "; no local process kept (none beat iid noise)"
-        nu = self.local.nu
-        tails = f", Student-t predictive (nu {nu:.3g})" if np.isfinite(nu) else ""
-        return f"; local process {self.local.label}{tails}"
+        loc = self.local
+        tails = f", Student-t predictive (nu {loc.nu:.3g})" if np.isfinite(loc.nu) else ""
+        if loc.level is not None:  # (the factor at the lowest and highest level it saw)
+            b, _, _, lo, hi, _ = loc.level
+            low, high = sorted(np.exp([b * lo, b * hi]))
+            tails += f", its scale ×{low:.2g}–×{high:.2g} with the level"
+        if not loc.kept_any:
+            return "; no local process kept (none beat iid noise)" + tails
+        return f"; local process {loc.label}{tails}"
 
     def summary(self) -> pd.DataFrame:
         """One row per mode: kind, unique values, rank (with ``rank="auto"`` also the upper
