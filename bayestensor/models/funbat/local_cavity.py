@@ -378,7 +378,9 @@ def values_alone(result, X, y, rs, scale, kept, fitted=None) -> dict | None:
     mean squared error, ``w`` in [0, 1], capped as above), the GP (``process``, ``offset``:
     the values' mean it is fitted around), and the Student-t tails of the GP alone (``tails``)
     and of that blend (``blend_tails``: its left-out errors over the same blend of the two
-    predictive sds).
+    predictive sds), and ``levels``: for each of ``"low-rank"``, the GP alone and ``"blend"``,
+    the standardised left-out errors and the left-out predictions in the values' units (for
+    :func:`~.local_tails.fit_level_scale`).
 
     ``fitted``: ``(process, scale)``, this GP as another fit's local stage fitted it to the same
     rows, in that fit's units; it is rescaled (:func:`rescaled`) instead of fitted again."""
@@ -419,12 +421,10 @@ def values_alone(result, X, y, rs, scale, kept, fitted=None) -> dict | None:
     clear = np.mean(values) < (1.0 - VALUES_MARGIN) * np.mean(low_rank)
     w = blend_weight(e_low, e_values)
     w = min(w, SMALL_MAX_WEIGHT) if len(rs) <= SMALL_MAX_ROWS else w
-    blend = (w * e_values + (1 - w) * e_low) / (w * sd_values + (1 - w) * sd_low)
     e_blend = w * e_values + (1 - w) * e_low
+    blend = e_blend / (w * sd_values + (1 - w) * sd_low)
     y_rows = y[rows]
     return {
-        # (per candidate: standardised left-out errors and left-out predictions, for the
-        # level's scale: local_tails.fit_level_scale)
         "levels": {
             "low-rank": (e_low / sd_low, y_rows - scale * e_low),
             VALUES: (e_values / sd_values, y_rows - scale * e_values),
