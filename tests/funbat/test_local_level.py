@@ -130,7 +130,7 @@ def test_errors_in_proportion_to_the_value_get_intervals_that_grow_with_it(level
     y = test["y"].to_numpy()
     pred, flat = res.predict(test), one.predict(test)
     np.testing.assert_array_equal(pred["mean"], flat["mean"])  # the means are the same
-    # the sd grows with the predicted level, in the factor's proportion
+    # the ratio of the two fits' sds grows with the predicted level
     order = np.argsort(pred["mean"].to_numpy())
     assert np.all(np.diff(pred["sd"].to_numpy()[order] / flat["sd"].to_numpy()[order]) >= -1e-9)
     nll, inside = _scores(pred, y)
@@ -150,10 +150,11 @@ def test_the_level_scale_round_trips(level_fits, tmp_path):
     _, test, res, _ = level_fits
     path = res.save(tmp_path / "level.bt")
     back = bt.load(path)
-    assert back.local.level == pytest.approx(res.local.level, rel=0, abs=0)
+    assert back.local.level == res.local.level  # (JSON keeps every float exactly)
     for col in ("mean", "sd", "lower", "upper"):
         np.testing.assert_array_equal(back.predict(test)[col], res.predict(test)[col])
-    # a file whose level is not [b, centre, unit, lo, hi] with unit > 0 is refused, named
+    # a file whose level is not [b, centre, unit, lo, hi, floor] (finite, unit > 0, lo ≤ hi,
+    # floor ≥ 0) is refused, the field named
     with zipfile.ZipFile(path) as z:
         header, arrays = json.loads(z.read("header.json")), z.read("arrays.npz")
     broken = tmp_path / "broken.bt"

@@ -248,8 +248,9 @@ def fit_level_scale(z, mean, y) -> tuple[float, float, tuple] | None:
          ([np.log(4.0), np.log(0.7 * sd)], [np.log(50.0), np.log(sd)])),
         key=lambda f: f.fun,
     )  # fmt: skip
-    big = np.log(LEVEL_MAX_FACTOR) / max(float(np.max(np.abs(u))), 1e-9)  # (within the bound)
-    bounds = [*box, (-big, big)]
+    # (the slope's bound: the factor within LEVEL_MAX_FACTOR at every training row's level)
+    b_max = np.log(LEVEL_MAX_FACTOR) / max(float(np.max(np.abs(u))), 1e-9)
+    bounds = [*box, (-b_max, b_max)]
     fits = [
         optimize.minimize(nll, [*flat.x, b0], method="L-BFGS-B", bounds=bounds)
         for b0 in (-0.3, 0.0, 0.3)
