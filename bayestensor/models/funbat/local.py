@@ -499,8 +499,9 @@ def fit_local(
     elif local == "auto":  # the low-rank part alone: its noise
         kept = (rs, np.full(len(rs), noise))
     offset, alone, blend = None, None, (None, 0.0)
+    y = df[result.value].to_numpy(np.float64)
     if local == "auto":  # against the neighbour GP on the values alone
-        alone = values_alone(result, X, df[result.value], rs, scale, kept, values)
+        alone = values_alone(result, X, y, rs, scale, kept, values)
     if alone is not None:
         loo.update(alone["loo"])
         if alone["better"] and alone["weight"] >= 1.0:  # it replaces the low-rank part
@@ -511,7 +512,6 @@ def fit_local(
             blend = (alone["process"], alone["weight"])
     # the chosen predictive's standardised left-out errors and left-out predictions: does its
     # scale grow with the level?
-    y = df[result.value].to_numpy(np.float64)
     scores = None
     if alone is not None and alone["better"]:
         scores = alone["levels"][VALUES if alone["weight"] >= 1.0 else "blend"]

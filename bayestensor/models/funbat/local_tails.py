@@ -150,31 +150,48 @@ def fit_student_t(z) -> tuple[float, float]:
     Returns :data:`GAUSSIAN` for fewer than 20 finite scores; ``ν = inf`` (Gaussian, with the
     scale floor) when ``ν`` reaches its upper bound.
     """
-    from scipy import optimize
-
     z = np.asarray(z, np.float64)
     z = z[np.isfinite(z)]
     if len(z) < 20 or not np.any(z):
         return GAUSSIAN
-    lo, hi = np.log(NU_BOUNDS[0]), np.log(NU_BOUNDS[1])
     sd = float(np.sqrt(np.mean(z**2)))
 
     def nll(p):
         nu, c = np.exp(p)
         return -float(np.mean(student_t_logpdf(z / c, nu))) + p[1]
 
-    bounds = [(lo, hi), (np.log(sd) - 12.0, np.log(sd) + 3.0)]
-    starts = ([np.log(4.0), np.log(0.7 * sd)], [np.log(50.0), np.log(sd)])
-    fits = [optimize.minimize(nll, s, method="L-BFGS-B", bounds=bounds) for s in starts]
-    best = min(fits, key=lambda f: f.fun)
+    best = _two_start_fit(nll, sd)
     nu, c = (float(a) for a in np.exp(best.x))
     if nu >= 0.999 * NU_BOUNDS[1]:
         nu, c = GAUSSIAN
     # the 95 % interval covers at least 95 % of the left-out errors: scores whose shape no
     # Student-t has (a noise-free field: most errors near 0, a few large) would else get a
     # maximum-likelihood scale that fits the bulk and leaves too many outside
-    floor = float(np.quantile(np.abs(z), FLOOR_LEVEL)) / float(student_t_quantile(FLOOR_LEVEL, nu))
-    return nu, max(c, floor)
+    return nu, max(c, _floor_scale(np.abs(z), nu))
+
+
+def _two_start_fit(nll, sd: float):
+    """The best of two bounded quasi-Newton searches of ``nll`` in ``(log ν, log c)`` (``ν``
+    within :data:`NU_BOUNDS`, ``c`` within ``sd · [e⁻¹², e³]``), from a heavy-tailed and a
+    near-Gaussian start: the scipy result."""
+    from scipy import optimize
+
+    box = _box(sd)
+    starts = ([np.log(4.0), np.log(0.7 * sd)], [np.log(50.0), np.log(sd)])
+    fits = [optimize.minimize(nll, s, method="L-BFGS-B", bounds=box) for s in starts]
+    return min(fits, key=lambda f: f.fun)
+
+
+def _box(sd: float) -> list[tuple[float, float]]:
+    """The search box of ``(log ν, log c)`` for scores of root mean square ``sd``."""
+    return [(np.log(NU_BOUNDS[0]), np.log(NU_BOUNDS[1])), (np.log(sd) - 12.0, np.log(sd) + 3.0)]
+
+
+def _floor_scale(abs_scores, nu: float) -> float:
+    """The scale at which the central :data:`FLOOR_LEVEL` interval ``± c · t_ν`` holds that
+    fraction of the absolute scores ``abs_scores`` (the predictive's scale is raised to it)."""
+    q = float(np.quantile(abs_scores, FLOOR_LEVEL))
+    return q / float(student_t_quantile(FLOOR_LEVEL, nu))
 
 
 #: The level factor is held within ``[1 / LEVEL_MAX_FACTOR, LEVEL_MAX_FACTOR]`` (and its level
@@ -234,7 +251,6 @@ def fit_level_scale(z, mean, y) -> tuple[float, float, tuple] | None:
     if len(z) < 20 or not np.any(z) or not unit > 0:
         return None
     u = _levels((0.0, centre, unit, 0.0, 0.0, floor), mean)
-    lo_nu, hi_nu = np.log(NU_BOUNDS[0]), np.log(NU_BOUNDS[1])
     sd = float(np.sqrt(np.mean(z**2)))
 
     def nll(p, slope=True):
@@ -242,29 +258,22 @@ def fit_level_scale(z, mean, y) -> tuple[float, float, tuple] | None:
         s = p[1] + b * u  # the log scale per row
         return -float(np.sum(student_t_logpdf(z / np.exp(s), nu))) + float(np.sum(s))
 
-    box = [(lo_nu, hi_nu), (np.log(sd) - 12.0, np.log(sd) + 3.0)]
-    flat = min(
-        (optimize.minimize(lambda p: nll(p, False), s, method="L-BFGS-B", bounds=box) for s in
-         ([np.log(4.0), np.log(0.7 * sd)], [np.log(50.0), np.log(sd)])),
-        key=lambda f: f.fun,
-    )  # fmt: skip
+    flat = _two_start_fit(lambda p: nll(p, False), sd)
     # (the slope's bound: the factor within LEVEL_MAX_FACTOR at every training row's level)
     b_max = np.log(LEVEL_MAX_FACTOR) / max(float(np.max(np.abs(u))), 1e-9)
-    bounds = [*box, (-b_max, b_max)]
+    bounds = [*_box(sd), (-b_max, b_max)]
     fits = [
         optimize.minimize(nll, [*flat.x, b0], method="L-BFGS-B", bounds=bounds)
         for b0 in (-0.3, 0.0, 0.3)
     ]
     best = min(fits, key=lambda f: f.fun)
-    if flat.fun - best.fun <= LEVEL_MIN_GAIN * np.log(len(z)):
+    if not flat.fun - best.fun > LEVEL_MIN_GAIN * np.log(len(z)):  # (a NaN gain keeps none)
         return None
     nu, c, b = float(np.exp(best.x[0])), float(np.exp(best.x[1])), float(best.x[2])
     if nu >= 0.999 * NU_BOUNDS[1]:
         nu = np.inf
     level = (b, centre, unit, float(u.min()), float(u.max()), floor)
-    scaled = np.abs(z) / level_factor(level, mean)
-    floor_c = float(np.quantile(scaled, FLOOR_LEVEL)) / float(student_t_quantile(FLOOR_LEVEL, nu))
-    return nu, max(c, floor_c), level
+    return nu, max(c, _floor_scale(np.abs(z) / level_factor(level, mean), nu)), level
 
 
 def choose(gains: dict[str, float], sq: dict[str, np.ndarray]) -> str | None:
